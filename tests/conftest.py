@@ -1,0 +1,53 @@
+"""Session-wide fixtures: one real redis-server for the run, a clean database per test."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+
+from tests.helpers import RedisServer
+
+# Tests never read the developer's config or secrets.
+for _name in [n for n in os.environ if n.upper().startswith("WHALECAST_")]:
+    del os.environ[_name]
+os.environ["WHALECAST_SECRETS_DIR"] = "/nonexistent-whalecast-secrets"
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(directory=tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """URL of the session's redis-server; the database is flushed before the test."""
+    import redis
+
+    with redis.Redis.from_url(redis_server.url) as client:
+        client.flushall()
+    return redis_server.url
+
+
+@pytest.fixture
+async def redis_client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def short_tmp() -> Iterator[Path]:
+    """A short temporary directory (unix socket paths must stay under ~100 bytes)."""
+    import shutil
+    import tempfile
+
+    path = Path(tempfile.mkdtemp(prefix="wc-", dir="/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)

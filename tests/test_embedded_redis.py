@@ -1,0 +1,58 @@
+"""The embedded redis-server: start, persistence across restarts, clean stop, missing binary."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import redis
+
+from tests.helpers import require_tool
+from whalecast.redisconn import EmbeddedRedis, EmbeddedRedisError, RedisHandle
+from whalecast.settings import RedisSettings
+
+
+def test_start_persist_restart_stop(short_tmp: Path) -> None:
+    require_tool("redis-server")
+    state = short_tmp / "state"
+    with EmbeddedRedis(state) as server:
+        assert server.socket_path.exists()
+        with redis.Redis(unix_socket_path=str(server.socket_path)) as client:
+            client.set("whalecast:probe", b"kept")
+            assert client.config_get("appendonly")["appendonly"] == "yes"
+        process = server.process
+    assert process is not None and process.poll() is not None, "stopped on exit"
+    assert not (state / "redis.sock").exists()
+
+    with (
+        EmbeddedRedis(state) as server,
+        redis.Redis(unix_socket_path=str(server.socket_path)) as client,
+    ):
+        assert client.get("whalecast:probe") == b"kept"
+
+
+async def test_handle_gives_working_client(short_tmp: Path) -> None:
+    require_tool("redis-server")
+    settings = RedisSettings(url="embedded", state_dir=short_tmp / "s")
+    handle = RedisHandle(settings)
+    async with handle as client:
+        assert await client.ping()
+        embedded = handle.embedded
+    assert embedded is not None and embedded.process is None
+
+
+def test_second_server_on_same_state_refused(short_tmp: Path) -> None:
+    require_tool("redis-server")
+    with EmbeddedRedis(short_tmp / "s"), pytest.raises(EmbeddedRedisError, match="already serves"):
+        EmbeddedRedis(short_tmp / "s").start()
+
+
+def test_missing_binary_names_install_command(short_tmp: Path) -> None:
+    with pytest.raises(EmbeddedRedisError, match="apt-get install redis-server"):
+        EmbeddedRedis(short_tmp / "s", binary="redis-server-that-does-not-exist").start()
+
+
+def test_too_long_state_dir_refused(tmp_path: Path) -> None:
+    require_tool("redis-server")
+    with pytest.raises(EmbeddedRedisError, match="too long"):
+        EmbeddedRedis(tmp_path / ("x" * 120)).start()

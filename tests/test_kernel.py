@@ -1,0 +1,131 @@
+"""Kernel records, key layout, prediction schema and the artifact registry."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from whalecast.artifact import (
+    ArtifactError,
+    Preprocess,
+    Scaler,
+    list_versions,
+    load_preprocess,
+    read_current,
+    set_current,
+    write_artifact,
+    write_json,
+)
+from whalecast.domain import Candle, Flow, Series, classify_flow, timeframe_ms
+from whalecast.keys import Keys
+from whalecast.schema import Prediction, encode_prediction
+
+
+def test_timeframes() -> None:
+    assert timeframe_ms("1m") == 60_000
+    assert timeframe_ms("5m") == 300_000
+    assert timeframe_ms("1h") == 3_600_000
+    assert timeframe_ms("1d") == 86_400_000
+    for bad in ("", "0h", "1y", "h1", "1.5h"):
+        with pytest.raises(ValueError):
+            timeframe_ms(bad)
+
+
+def test_candle_problems() -> None:
+    good = Candle("binance", "BTC/USDT", "1h", 1_767_225_600_000, 10, 12, 9, 11, 5)
+    assert good.problem() is None
+    assert good.close_ms == 1_767_229_200_000
+    cases = {
+        "non_finite": dict(close=float("nan")),
+        "non_positive": dict(volume=-1.0),
+        "high_below_low": dict(high=8.0, low=9.0, open=8.5, close=8.5),
+        "price_outside_range": dict(close=13.0),
+        "off_grid": dict(open_ms=1_767_225_600_001),
+    }
+    from dataclasses import replace
+
+    for reason, change in cases.items():
+        assert replace(good, **change).problem() == reason
+
+
+def test_flow_classification() -> None:
+    assert classify_flow("unknown", "exchange") is Flow.INFLOW
+    assert classify_flow("exchange", "unknown") is Flow.OUTFLOW
+    assert classify_flow("exchange", "exchange") is Flow.INTERNAL
+    assert classify_flow("unknown", "unknown") is Flow.OTHER
+
+
+def test_keys_share_one_hash_tag() -> None:
+    keys = Keys("wc")
+    series = Series("binance", "BTC/USDT", "1h")
+    assert keys.bars(series) == "wc:{binance:BTC/USDT:1h}:bars"
+    assert keys.window(series).startswith("wc:{binance:BTC/USDT:1h}:")
+    assert keys.predictions_channel == "wc:predictions"
+    assert keys.predictions_stream == "wc:predictions:stream"
+    assert keys.latest("direction") == "wc:latest:direction"
+    assert Series.from_tag(series.tag) == series
+
+
+def test_prediction_roundtrip() -> None:
+    raw = encode_prediction(
+        exchange="binance", symbol="BTC/USDT", timeframe="1h", bar_open_ms=1, bar_close_ms=2,
+        model="direction", model_version="20261122T060000Z-3f2a", target="p_up_next_bar",
+        value=0.54, published_ms=3, latency_ms=4.5,
+    )  # fmt: skip
+    message = Prediction.parse(raw)
+    assert json.loads(raw)["schema"] == "whalecast.prediction/v1"
+    assert message.value == 0.54
+    with pytest.raises(ValueError):
+        encode_prediction(
+            exchange="b", symbol="s", timeframe="1h", bar_open_ms=1, bar_close_ms=2, model="m",
+            model_version="v", target="p_up_next_bar", value=float("nan"), published_ms=3,
+            latency_ms=1,
+        )  # fmt: skip
+
+
+def _preprocess() -> Preprocess:
+    return Preprocess(
+        feature_version=1, features=["a", "b"], window=24,
+        scaler=Scaler(mean=[0.0, 1.0], scale=[1.0, 2.0]), target="p_up_next_bar",
+    )  # fmt: skip
+
+
+def _fill(directory: Path) -> None:
+    (directory / "model.keras").write_bytes(b"zip")
+    write_json(directory / "preprocess.json", _preprocess().model_dump(mode="json"))
+    write_json(directory / "metadata.json", {"architecture": "test"})
+
+
+def test_registry_write_and_current(tmp_path: Path) -> None:
+    assert read_current(tmp_path, "direction") is None
+    version, path = write_artifact(tmp_path, "direction", _fill)
+    assert path.is_dir() and load_preprocess(path) == _preprocess()
+    set_current(tmp_path, "direction", version)
+    assert read_current(tmp_path, "direction") == version
+    assert list_versions(tmp_path, "direction") == [version]
+    assert not [p for p in (tmp_path / "direction").iterdir() if p.name.startswith(".")]
+
+
+def test_incomplete_artifact_never_appears(tmp_path: Path) -> None:
+    def half(directory: Path) -> None:
+        (directory / "model.keras").write_bytes(b"zip")
+
+    with pytest.raises(ArtifactError, match="missing"):
+        write_artifact(tmp_path, "direction", half)
+    assert list_versions(tmp_path, "direction") == []
+    assert list((tmp_path / "direction").iterdir()) == []
+
+
+def test_bad_preprocess_refused(tmp_path: Path) -> None:
+    (tmp_path / "preprocess.json").write_text('{"format": "whalecast.preprocess/v1"}')
+    with pytest.raises(ArtifactError):
+        load_preprocess(tmp_path)
+    with pytest.raises(ValueError):
+        Scaler(mean=[0.0], scale=[0.0])
+
+
+def test_set_current_requires_version(tmp_path: Path) -> None:
+    with pytest.raises(ArtifactError):
+        set_current(tmp_path, "direction", "20260101T000000Z-abcd")

@@ -1,0 +1,5 @@
+"""``python -m whalecast`` is the same as the ``whalecast`` console script."""
+
+from whalecast.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,170 @@
+"""The model-artifact format: where the trainer and the daemon meet.
+
+``<registry>/<model>/<version>/`` holds ``model.keras`` (loaded in Keras safe
+mode), ``preprocess.json`` (:class:`Preprocess`: no pickle anywhere),
+``metadata.json``, ``report.json`` and plots. A version is written into a
+temporary directory beside its final place and renamed into place, so a reader
+never sees half an artifact. ``<registry>/<model>/CURRENT`` names the version in
+service and is replaced atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shutil
+import tempfile
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+PREPROCESS_FORMAT = "whalecast.preprocess/v1"
+MODEL_FILE = "model.keras"
+PREPROCESS_FILE = "preprocess.json"
+METADATA_FILE = "metadata.json"
+REPORT_FILE = "report.json"
+CURRENT_FILE = "CURRENT"
+REQUIRED_FILES = (MODEL_FILE, PREPROCESS_FILE, METADATA_FILE)
+_VERSION_RE = re.compile(r"^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{4,}$")
+_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+
+
+class ArtifactError(Exception):
+    """An artifact is missing, incomplete or does not describe a usable model."""
+
+
+class Scaler(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    mean: list[float]
+    scale: list[float]
+
+    @model_validator(mode="after")
+    def _same_length_positive_scale(self) -> Scaler:
+        if len(self.mean) != len(self.scale):
+            raise ValueError("mean and scale differ in length")
+        if any(not s > 0 for s in self.scale):
+            raise ValueError("every scale must be positive")
+        return self
+
+
+class Preprocess(BaseModel):
+    """How to turn stored feature windows into model input and model output into a value."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    format: Literal["whalecast.preprocess/v1"] = "whalecast.preprocess/v1"
+    feature_version: int = Field(ge=1)
+    features: list[str] = Field(min_length=1)
+    window: int = Field(ge=1)
+    scaler: Scaler
+    target: Literal["p_up_next_bar", "next_bar_volume"]
+    target_transform: Literal["identity", "log1p"] = "identity"
+    target_scaler: Scaler | None = None
+
+    @model_validator(mode="after")
+    def _scaler_matches_features(self) -> Preprocess:
+        if len(self.scaler.mean) != len(self.features):
+            raise ValueError("scaler has a different number of columns than features")
+        if len(set(self.features)) != len(self.features):
+            raise ValueError("a feature is listed twice")
+        return self
+
+
+def new_version(now: datetime | None = None) -> str:
+    """A sortable, unique version name such as ``20261122T060000Z-3f2a``."""
+    moment = (now or datetime.now(UTC)).astimezone(UTC)
+    return f"{moment:%Y%m%dT%H%M%SZ}-{secrets.token_hex(2)}"
+
+
+def check_name(model: str) -> str:
+    if not _NAME_RE.match(model):
+        raise ArtifactError(f"model name {model!r} must be lower-case letters, digits, - or _")
+    return model
+
+
+def model_dir(registry: Path, model: str) -> Path:
+    return Path(registry) / check_name(model)
+
+
+def version_dir(registry: Path, model: str, version: str) -> Path:
+    if not _VERSION_RE.match(version):
+        raise ArtifactError(f"{version!r} is not a version name")
+    return model_dir(registry, model) / version
+
+
+def write_artifact(
+    registry: Path, model: str, fill: Callable[[Path], None], version: str | None = None
+) -> tuple[str, Path]:
+    """Create a version: ``fill(tmp_dir)`` writes the files, then it is renamed into place."""
+    version = version or new_version()
+    final = version_dir(registry, model, version)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{version}.", dir=final.parent))
+    try:
+        fill(tmp)
+        missing = [name for name in REQUIRED_FILES if not (tmp / name).is_file()]
+        if missing:
+            raise ArtifactError(f"artifact for {model} is missing {', '.join(missing)}")
+        os.chmod(tmp, 0o755)
+        os.rename(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return version, final
+
+
+def read_current(registry: Path, model: str) -> str | None:
+    """The version in service, or ``None`` when the model has none yet."""
+    try:
+        text = (model_dir(registry, model) / CURRENT_FILE).read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return None
+    return text or None
+
+
+def set_current(registry: Path, model: str, version: str) -> None:
+    """Point ``CURRENT`` at ``version`` atomically (write a temp file, then rename)."""
+    target = version_dir(registry, model, version)
+    if not target.is_dir():
+        raise ArtifactError(f"no version {version} of {model} in {registry}")
+    pointer = model_dir(registry, model) / CURRENT_FILE
+    fd, tmp = tempfile.mkstemp(prefix=".CURRENT.", dir=pointer.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(version + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, pointer)
+
+
+def list_versions(registry: Path, model: str) -> list[str]:
+    folder = model_dir(registry, model)
+    if not folder.is_dir():
+        return []
+    return sorted(p.name for p in folder.iterdir() if p.is_dir() and _VERSION_RE.match(p.name))
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ArtifactError(f"cannot read {path}: {e}") from e
+    if not isinstance(data, dict):
+        raise ArtifactError(f"{path} does not hold a JSON object")
+    return data
+
+
+def load_preprocess(directory: Path) -> Preprocess:
+    try:
+        return Preprocess.model_validate(read_json(directory / PREPROCESS_FILE))
+    except ValidationError as e:
+        raise ArtifactError(f"{directory / PREPROCESS_FILE} is not valid: {e}") from e
+
+
+def write_json(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(data, indent=2, sort_keys=True, allow_nan=False) + "\n", "utf-8")

@@ -1,0 +1,136 @@
+"""Normalized record types: the boundary past which no exchange specifics go.
+
+Every timestamp is integer milliseconds since the epoch, UTC. Symbols are our
+own (ccxt-unified) names such as ``BTC/USDT``. All records are frozen.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Final
+
+_TIMEFRAME_RE: Final = re.compile(r"^([1-9][0-9]*)([smhdw])$")
+_UNIT_MS: Final = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
+
+
+def timeframe_ms(timeframe: str) -> int:
+    """Length of one bar in milliseconds, e.g. ``timeframe_ms("1h") == 3_600_000``.
+
+    Weekly bars are aligned on the epoch grid (a Thursday); the daemon is meant
+    for intraday timeframes and does not special-case calendar weeks or months.
+    """
+    match = _TIMEFRAME_RE.match(timeframe)
+    if match is None:
+        raise ValueError(f"unsupported timeframe {timeframe!r} (expected e.g. 1m, 5m, 1h, 1d)")
+    return int(match.group(1)) * _UNIT_MS[match.group(2)]
+
+
+def floor_to_bar(ts_ms: int, bar_ms: int) -> int:
+    """Open time of the bar that contains ``ts_ms``."""
+    return ts_ms - ts_ms % bar_ms
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Series:
+    """One candle series: an exchange, one of our symbols, a timeframe."""
+
+    exchange: str
+    symbol: str
+    timeframe: str
+
+    @property
+    def tag(self) -> str:
+        """``binance:BTC/USDT:1h``: the id used in Redis keys, messages and hashing."""
+        return f"{self.exchange}:{self.symbol}:{self.timeframe}"
+
+    @property
+    def bar_ms(self) -> int:
+        return timeframe_ms(self.timeframe)
+
+    @property
+    def base_asset(self) -> str:
+        return self.symbol.split("/", 1)[0].upper()
+
+    @classmethod
+    def from_tag(cls, tag: str) -> Series:
+        exchange, symbol, timeframe = tag.split(":")
+        return cls(exchange, symbol, timeframe)
+
+
+@dataclass(frozen=True, slots=True)
+class Candle:
+    """One OHLCV bar. ``open_ms`` is the bar's key; it sits on the timeframe grid."""
+
+    exchange: str
+    symbol: str
+    timeframe: str
+    open_ms: int
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+    closed: bool = True
+
+    @property
+    def series(self) -> Series:
+        return Series(self.exchange, self.symbol, self.timeframe)
+
+    @property
+    def close_ms(self) -> int:
+        """Exclusive end of the bar (the next bar's open time)."""
+        return self.open_ms + timeframe_ms(self.timeframe)
+
+    def problem(self) -> str | None:
+        """The reason this candle is invalid, or ``None``. Reasons are metric labels."""
+        values = (self.open, self.high, self.low, self.close, self.volume)
+        if not all(math.isfinite(v) for v in values):
+            return "non_finite"
+        if any(v < 0 for v in values) or min(self.open, self.high, self.low, self.close) <= 0:
+            return "non_positive"
+        if self.high < self.low:
+            return "high_below_low"
+        if not (self.low <= self.close <= self.high and self.low <= self.open <= self.high):
+            return "price_outside_range"
+        if self.open_ms % timeframe_ms(self.timeframe) != 0:
+            return "off_grid"
+        return None
+
+
+class Flow(StrEnum):
+    """Direction of a whale transfer relative to exchanges."""
+
+    INFLOW = "inflow"  # from a non-exchange owner to an exchange
+    OUTFLOW = "outflow"  # from an exchange to a non-exchange owner
+    INTERNAL = "internal"  # exchange to exchange
+    OTHER = "other"  # neither side is an exchange, or unknown
+
+
+@dataclass(frozen=True, slots=True)
+class WhaleTransfer:
+    """One large on-chain transfer of one asset."""
+
+    ts_ms: int
+    blockchain: str
+    asset: str
+    amount: float
+    usd: float
+    from_type: str
+    to_type: str
+    flow: Flow
+
+
+def classify_flow(from_type: str, to_type: str) -> Flow:
+    """Exchange inflow/outflow from the owner types of both sides."""
+    from_exchange = from_type == "exchange"
+    to_exchange = to_type == "exchange"
+    if to_exchange and not from_exchange:
+        return Flow.INFLOW
+    if from_exchange and not to_exchange:
+        return Flow.OUTFLOW
+    if from_exchange and to_exchange:
+        return Flow.INTERNAL
+    return Flow.OTHER

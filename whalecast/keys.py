@@ -1,0 +1,71 @@
+"""Every Redis key and channel name whalecast uses, in one place.
+
+Per-series keys carry the series tag in braces, so all keys of one series hash
+to one Redis Cluster slot: ``<prefix>:{binance:BTC/USDT:1h}:bars``. Changing a
+name here is a contract change (see the README's Redis section).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from whalecast.domain import Series
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    prefix: str = "whalecast"
+
+    # per series (one Cluster slot each)
+    def series_base(self, series: Series) -> str:
+        return f"{self.prefix}:{{{series.tag}}}"
+
+    def bars(self, series: Series) -> str:
+        """Recent closed bars with their whale aggregates (sorted set by open time)."""
+        return f"{self.series_base(series)}:bars"
+
+    def window(self, series: Series) -> str:
+        """The newest feature rows, packed float32, oldest first (a string)."""
+        return f"{self.series_base(series)}:window"
+
+    def meta(self, series: Series) -> str:
+        """Last bar open time, feature-list version, counters (a hash)."""
+        return f"{self.series_base(series)}:meta"
+
+    def scores(self, series: Series) -> str:
+        """Predictions awaiting their outcome bar, for live scoring (a hash)."""
+        return f"{self.series_base(series)}:pending"
+
+    # market-wide whale aggregates (stablecoin flow has no single series)
+    def whale_market(self, timeframe: str) -> str:
+        return f"{self.prefix}:whale:market:{timeframe}"
+
+    # outputs
+    @property
+    def predictions_channel(self) -> str:
+        return f"{self.prefix}:predictions"
+
+    @property
+    def predictions_stream(self) -> str:
+        return f"{self.prefix}:predictions:stream"
+
+    def latest(self, model: str) -> str:
+        return f"{self.prefix}:latest:{model}"
+
+    # models
+    @property
+    def models_channel(self) -> str:
+        return f"{self.prefix}:models"
+
+    def artifact(self, model: str, version: str) -> str:
+        """A model artifact published through Redis (a hash of file name -> bytes)."""
+        return f"{self.prefix}:artifact:{model}:{version}"
+
+    def artifact_current(self, model: str) -> str:
+        """The version in service when artifacts are distributed through Redis."""
+        return f"{self.prefix}:artifact:{model}:CURRENT"
+
+    @property
+    def all_pattern(self) -> str:
+        """Pattern matching every key and channel of this deployment (for ACLs)."""
+        return f"{self.prefix}:*"

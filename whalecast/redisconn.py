@@ -1,0 +1,199 @@
+"""Connecting to Redis, and the embedded ``redis-server`` behind ``url: embedded``.
+
+The embedded server is a private child process listening only on a unix socket
+inside the state directory, with append-only persistence so a restart keeps the
+windows. It is stopped when whalecast exits, and (Linux) also dies with it if
+whalecast is killed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+
+from whalecast.settings import RedisSettings
+
+INSTALL_HINT = (
+    "install it with 'sudo apt-get install redis-server' (Debian/Ubuntu), "
+    "'sudo dnf install redis' (Fedora) or 'brew install redis' (macOS), "
+    "or set redis.url to an existing server"
+)
+_PR_SET_PDEATHSIG = 1
+_MAX_UNIX_PATH = 104
+
+
+class EmbeddedRedisError(RuntimeError):
+    """The embedded redis-server could not be started."""
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError):
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+class EmbeddedRedis:
+    """A private redis-server on a unix socket in ``state_dir``, with AOF persistence."""
+
+    def __init__(self, state_dir: Path, binary: str = "redis-server") -> None:
+        self.state_dir = Path(state_dir).resolve()
+        self.binary = binary
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def socket_path(self) -> Path:
+        return self.state_dir / "redis.sock"
+
+    @property
+    def url(self) -> str:
+        return f"unix://{self.socket_path}"
+
+    def start(self, timeout_seconds: float = 10.0) -> EmbeddedRedis:
+        executable = shutil.which(self.binary)
+        if executable is None:
+            raise EmbeddedRedisError(
+                f"redis.url is 'embedded' but {self.binary!r} was not found on PATH: {INSTALL_HINT}"
+            )
+        if len(str(self.socket_path)) > _MAX_UNIX_PATH:
+            raise EmbeddedRedisError(
+                f"redis.state_dir {self.state_dir} is too long for a unix socket path"
+            )
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        if self._answers_ping():
+            raise EmbeddedRedisError(
+                f"another redis-server already serves {self.socket_path}; stop it or use another redis.state_dir"
+            )
+        self.socket_path.unlink(missing_ok=True)
+        args = [
+            executable, "--port", "0", "--unixsocket", str(self.socket_path), "--unixsocketperm", "700",
+            "--dir", str(self.state_dir), "--appendonly", "yes", "--appendfsync", "everysec",
+            "--save", "", "--daemonize", "no", "--logfile", "redis.log",
+        ]  # fmt: skip
+        self.process = subprocess.Popen(
+            args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,  # noqa: PLW1509 - started before worker threads exist cwd=self.state_dir,
+        )  # fmt: skip
+        self._wait_ready(timeout_seconds)
+        return self
+
+    def _wait_ready(self, timeout_seconds: float) -> None:
+        deadline = time.monotonic() + timeout_seconds
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise EmbeddedRedisError(f"redis-server exited at start-up: {self._log_tail()}")
+            if self._answers_ping():
+                return
+            time.sleep(0.02)
+        self.stop()
+        raise EmbeddedRedisError(
+            f"redis-server did not answer within {timeout_seconds} s: {self._log_tail()}"
+        )
+
+    def _answers_ping(self) -> bool:
+        if not self.socket_path.exists():
+            return False
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(1.0)
+            try:
+                sock.connect(str(self.socket_path))
+                sock.sendall(b"PING\r\n")
+                return sock.recv(16).startswith(b"+PONG")
+            except OSError:
+                return False
+
+    def _log_tail(self) -> str:
+        log = self.state_dir / "redis.log"
+        lines = log.read_text(errors="replace").splitlines()[-5:] if log.exists() else []
+        return " | ".join(lines) or "no log"
+
+    def stop(self, timeout_seconds: float = 10.0) -> None:
+        """SIGTERM lets redis-server flush its AOF and remove its socket."""
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout_seconds)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def __enter__(self) -> EmbeddedRedis:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def client_kwargs(settings: RedisSettings) -> dict[str, Any]:
+    """Keyword arguments for ``redis.asyncio`` clients: credentials and TLS from settings."""
+    kwargs: dict[str, Any] = {
+        "socket_timeout": settings.socket_timeout_seconds,
+        "socket_connect_timeout": settings.socket_timeout_seconds,
+        "health_check_interval": 30,
+    }
+    if settings.username is not None:
+        kwargs["username"] = settings.username.get_secret_value()
+    if settings.password is not None:
+        kwargs["password"] = settings.password.get_secret_value()
+    if settings.url.startswith("rediss://"):
+        if settings.tls_ca_file is not None:
+            kwargs["ssl_ca_certs"] = str(settings.tls_ca_file)
+        if settings.tls_cert_file is not None:
+            kwargs["ssl_certfile"] = str(settings.tls_cert_file)
+        if settings.tls_key_file is not None:
+            kwargs["ssl_keyfile"] = str(settings.tls_key_file)
+    return kwargs
+
+
+def connect(settings: RedisSettings, url: str | None = None) -> Any:
+    """An async Redis (or Redis Cluster) client for ``url`` (default: ``settings.url``)."""
+    target = url or settings.url
+    if target == "embedded":
+        raise ValueError("start the EmbeddedRedis first and pass its url")
+    kwargs = client_kwargs(settings)
+    if settings.cluster:
+        kwargs.pop("health_check_interval")
+        return RedisCluster.from_url(target, **kwargs)
+    return Redis.from_url(target, **kwargs)
+
+
+class RedisHandle:
+    """Context manager giving the configured client, starting the embedded server if asked."""
+
+    def __init__(self, settings: RedisSettings) -> None:
+        self.settings = settings
+        self.embedded: EmbeddedRedis | None = None
+        self.client: Any = None
+
+    async def __aenter__(self) -> Any:
+        url = self.settings.url
+        if url == "embedded":
+            self.embedded = EmbeddedRedis(self.settings.state_dir).start()
+            url = self.embedded.url
+        self.client = connect(self.settings, url)
+        return self.client
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self.client is not None:
+            await self.client.aclose()
+        if self.embedded is not None:
+            self.embedded.stop()

@@ -1,0 +1,332 @@
+"""The one typed settings object, built once in ``main`` and passed down.
+
+Sources, lowest precedence first:
+
+1. ``config.yml`` (path from ``--config`` or ``WHALECAST_CONFIG``),
+2. environment variables ``WHALECAST_<SECTION>__<KEY>`` (e.g. ``WHALECAST_REDIS__URL``),
+3. secret files in the secrets directory (``WHALECAST_SECRETS_DIR``, else systemd's
+   ``$CREDENTIALS_DIRECTORY``, else ``/run/secrets``): ``redis_password``,
+   ``redis_username``, ``whale_api_key``, ``exchange_<id>_api_key``, ``exchange_<id>_secret``.
+
+Unknown keys and wrong types are rejected; :func:`load_settings` raises
+:class:`ConfigError` naming each bad key and where it came from.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from whalecast.domain import timeframe_ms
+
+ENV_PREFIX = "WHALECAST_"
+ENV_DELIMITER = "__"
+DEFAULT_SECRETS_DIR = Path("/run/secrets")
+MAX_CONFIG_BYTES = 1_000_000
+
+
+class ConfigError(Exception):
+    """Settings could not be built; the message names every bad key and its source."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+PositiveSeconds = Annotated[float, Field(gt=0)]
+
+
+class LogSettings(Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["auto", "json", "console"] = "auto"
+
+
+class RedisSettings(Section):
+    url: str = "embedded"
+    state_dir: Path = Path(".whalecast/redis")
+    prefix: str = Field("whalecast", pattern=r"^[A-Za-z0-9_.-]+$")
+    username: SecretStr | None = None
+    password: SecretStr | None = None
+    tls_ca_file: Path | None = None
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    socket_timeout_seconds: PositiveSeconds = 5.0
+    stream_maxlen: int = Field(100_000, gt=0)
+    cluster: bool = False
+
+    @field_validator("url")
+    @classmethod
+    def _known_scheme(cls, url: str) -> str:
+        if url == "embedded" or url.split("://", 1)[0] in {"redis", "rediss", "unix"}:
+            return url
+        raise ValueError("must be 'embedded' or a redis://, rediss:// or unix:// URL")
+
+
+class ExchangeSettings(Section):
+    id: str = Field(pattern=r"^[a-z0-9]+$")
+    symbols: list[str] = Field(min_length=1)
+    timeframe: str = "1h"
+    rest_url: str | None = None
+    ws_url: str | None = None
+    enable_rate_limit: bool = True
+    max_streams_per_connection: int = Field(200, gt=0)
+    subscribe_messages_per_second: float = Field(5.0, gt=0)
+
+    @field_validator("timeframe")
+    @classmethod
+    def _valid_timeframe(cls, timeframe: str) -> str:
+        timeframe_ms(timeframe)
+        return timeframe
+
+    @field_validator("symbols")
+    @classmethod
+    def _unified_symbols(cls, symbols: list[str]) -> list[str]:
+        for symbol in symbols:
+            if symbol.count("/") != 1 or symbol != symbol.strip():
+                raise ValueError(f"symbol {symbol!r} is not a unified BASE/QUOTE name")
+        if len(set(symbols)) != len(symbols):
+            raise ValueError("symbols are listed twice")
+        return symbols
+
+
+class ExchangeCredentials(Section):
+    api_key: SecretStr | None = None
+    secret: SecretStr | None = None
+
+
+class FeedSettings(Section):
+    grace_seconds: PositiveSeconds = 10.0
+    stale_after_seconds: PositiveSeconds = 90.0
+    backoff_initial_seconds: PositiveSeconds = 1.0
+    backoff_max_seconds: PositiveSeconds = 60.0
+    backoff_reset_after_seconds: PositiveSeconds = 300.0
+    connection_lifetime_seconds: PositiveSeconds = 23 * 3600.0
+    client_recreate_seconds: PositiveSeconds = 6 * 3600.0
+    max_future_seconds: PositiveSeconds = 120.0
+    max_age_days: PositiveSeconds = 3650.0
+    ohlcv_cache_limit: int = Field(50, gt=1)
+    clock: Literal["live", "replay"] = "live"
+
+
+class WhaleSettings(Section):
+    enabled: bool = False
+    url: str = "wss://leviathan.whale-alert.io/ws"
+    api_key: SecretStr | None = None
+    blockchains: list[str] = Field(default_factory=lambda: ["bitcoin", "ethereum"])
+    symbols: list[str] = Field(default_factory=lambda: ["btc", "eth", "usdt", "usdc"])
+    tx_types: list[str] = Field(default_factory=lambda: ["transfer"])
+    min_value_usd: float = Field(1_000_000.0, ge=0)
+    stablecoins: list[str] = Field(default_factory=lambda: ["USDT", "USDC", "DAI", "FDUSD"])
+    ping_interval_seconds: PositiveSeconds = 20.0
+
+
+class FeatureSettings(Section):
+    window: int = Field(24, ge=2, le=512)
+
+
+class InferenceSettings(Section):
+    registry: Path = Path(".whalecast/models")
+    models: list[str] = Field(default_factory=lambda: ["direction", "volume"])
+    backend: Literal["onnx", "tf-function", "tf-xla", "keras"] = "tf-function"
+    batch_buckets: list[int] = Field(default_factory=lambda: [1, 8, 32, 128, 512, 1024, 4096])
+    expiry_hours: PositiveSeconds = 24.0 * 14
+    stop_serving_expired: bool = False
+    reload_poll_seconds: PositiveSeconds = 30.0
+    shutdown_grace_seconds: PositiveSeconds = 10.0
+    scoring_window: int = Field(500, gt=0)
+
+
+class MetricsSettings(Section):
+    host: str = "127.0.0.1"
+    port: int = Field(9108, ge=0, le=65535)
+
+
+class ShardSettings(Section):
+    index: int = Field(0, ge=0)
+    count: int = Field(1, ge=1)
+
+
+class Settings(BaseSettings):
+    """Everything configurable; see the shipped ``config.yml`` for each key's meaning."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter=ENV_DELIMITER,
+        extra="forbid",
+        frozen=True,
+        case_sensitive=False,
+    )
+
+    log: LogSettings = LogSettings()
+    redis: RedisSettings = RedisSettings()
+    exchanges: list[ExchangeSettings] = Field(
+        default_factory=lambda: [ExchangeSettings(id="binance", symbols=["BTC/USDT", "ETH/USDT"])]
+    )
+    credentials: dict[str, ExchangeCredentials] = Field(default_factory=dict)
+    feed: FeedSettings = FeedSettings()
+    whale: WhaleSettings = WhaleSettings()
+    features: FeatureSettings = FeatureSettings()
+    inference: InferenceSettings = InferenceSettings()
+    metrics: MetricsSettings = MetricsSettings()
+    shard: ShardSettings = ShardSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # earlier wins: secret files > environment > config file (passed as init kwargs)
+        return (SecretFilesSource(settings_cls), env_settings, init_settings)
+
+    def masked(self) -> dict[str, Any]:
+        """A JSON-safe dump; pydantic renders every ``SecretStr`` as ``**********``."""
+        return self.model_dump(mode="json")
+
+
+class SecretFilesSource(PydanticBaseSettingsSource):
+    """Reads secrets from one file each (Docker/Kubernetes secrets, systemd credentials)."""
+
+    FIXED: ClassVar[dict[str, tuple[str, ...]]] = {
+        "redis_password": ("redis", "password"),
+        "redis_username": ("redis", "username"),
+        "whale_api_key": ("whale", "api_key"),
+    }
+
+    def __init__(self, settings_cls: type[BaseSettings]) -> None:
+        super().__init__(settings_cls)
+        self.directory = secrets_dir()
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # unused: __call__ builds the whole dict
+
+    def __call__(self) -> dict[str, Any]:
+        if not self.directory.is_dir():
+            return {}
+        found: dict[str, Any] = {}
+        for path in sorted(self.directory.iterdir()):
+            target = self._target(path.name)
+            if target is None or not path.is_file():
+                continue
+            node = found
+            for part in target[:-1]:
+                node = node.setdefault(part, {})
+            node[target[-1]] = path.read_text(encoding="utf-8").strip()
+        return found
+
+    def _target(self, name: str) -> tuple[str, ...] | None:
+        if name in self.FIXED:
+            return self.FIXED[name]
+        for suffix in ("_api_key", "_secret"):
+            if name.startswith("exchange_") and name.endswith(suffix):
+                exchange = name[len("exchange_") : -len(suffix)]
+                return ("credentials", exchange, suffix[1:])
+        return None
+
+
+def secrets_dir(environ: Mapping[str, str] | None = None) -> Path:
+    env = os.environ if environ is None else environ
+    if env.get("WHALECAST_SECRETS_DIR"):
+        return Path(env["WHALECAST_SECRETS_DIR"])
+    if env.get("CREDENTIALS_DIRECTORY"):
+        return Path(env["CREDENTIALS_DIRECTORY"])
+    return DEFAULT_SECRETS_DIR
+
+
+def config_path(cli_path: str | Path | None = None) -> Path | None:
+    """The config file to read: ``--config``, else ``WHALECAST_CONFIG``, else none."""
+    if cli_path is not None:
+        return Path(cli_path)
+    if os.environ.get("WHALECAST_CONFIG"):
+        return Path(os.environ["WHALECAST_CONFIG"])
+    return None
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    try:
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES} bytes")
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read config file: {e.strerror}") from e
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from e
+    except RecursionError as e:
+        raise ConfigError(f"{path}: nested too deeply") from e
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    return data
+
+
+def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
+    """Build the settings from file, environment and secret files, or raise ConfigError.
+
+    ``overrides`` replace top-level sections of the file (the demo and tests use
+    this for embedded defaults); the environment and secret files still win.
+    """
+    resolved = config_path(path)
+    data = read_config_file(resolved) if resolved is not None else {}
+    data.update(overrides)
+    _reject_unknown_env()
+    try:
+        return Settings(**data)
+    except ValidationError as e:
+        raise ConfigError(_describe(e, data, resolved)) from e
+
+
+OWN_ENV = {"CONFIG", "SECRETS_DIR"}  # read by load_settings itself, not settings keys
+
+
+def _reject_unknown_env() -> None:
+    known = {name.upper() for name in Settings.model_fields} | OWN_ENV
+    for name in os.environ:
+        upper = name.upper()
+        if not upper.startswith(ENV_PREFIX):
+            continue
+        section = upper[len(ENV_PREFIX) :].split(ENV_DELIMITER, 1)[0]
+        if section not in known:
+            raise ConfigError(
+                f"invalid configuration: unknown environment variable {name} "
+                f"(sections are {', '.join(sorted(Settings.model_fields))})"
+            )
+
+
+def _describe(error: ValidationError, file_data: dict[str, Any], path: Path | None) -> str:
+    lines = [f"invalid configuration ({error.error_count()} problem(s)):"]
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"])
+        lines.append(f"  {key}: {item['msg']} ({_origin(item['loc'], file_data, path)})")
+    return "\n".join(lines)
+
+
+def _origin(loc: tuple[Any, ...], file_data: dict[str, Any], path: Path | None) -> str:
+    env_name = ENV_PREFIX + ENV_DELIMITER.join(str(p) for p in loc if not isinstance(p, int))
+    if env_name.upper() in {k.upper() for k in os.environ}:
+        return f"environment variable {env_name.upper()}"
+    node: Any = file_data
+    for part in loc:
+        try:
+            node = node[part]
+        except (KeyError, IndexError, TypeError):
+            node = _MISSING
+            break
+    if node is not _MISSING:
+        return f"in {path}" if path is not None else "in the built-in defaults"
+    if loc and str(loc[0]) in {"redis", "whale", "credentials"}:
+        return f"a secret file in {secrets_dir()} or the config"
+    return f"in {path}" if path is not None else "no config file given"
+
+
+_MISSING = object()
