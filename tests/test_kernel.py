@@ -129,3 +129,20 @@ def test_bad_preprocess_refused(tmp_path: Path) -> None:
 def test_set_current_requires_version(tmp_path: Path) -> None:
     with pytest.raises(ArtifactError):
         set_current(tmp_path, "direction", "20260101T000000Z-abcd")
+
+
+def test_metrics_follow_naming_rules() -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from whalecast.metrics import Metrics
+
+    metrics = Metrics()
+    metrics.bar_latency.labels("1h").observe(0.05)
+    families = list(text_string_to_metric_families(metrics.render().decode()))
+    ours = [f for f in families if f.name.startswith("whalecast_")]
+    assert len(ours) > 25
+    for family in ours:
+        for sample in family.samples:
+            assert "symbol" not in sample.labels and "series" not in sample.labels, family.name
+        if family.type == "counter":
+            assert not family.name.endswith("_total"), "the parser strips _total"

@@ -1,0 +1,99 @@
+"""Every Prometheus metric whalecast exports, declared in one place.
+
+One :class:`Metrics` object is built in ``main`` with its own
+``CollectorRegistry`` and passed down to the streamer and the daemon; tests
+build their own. Names use base units (``_seconds``, ``_total``, ``_ratio``),
+histograms have explicit buckets, and no metric carries a per-symbol label
+(series counts run to thousands): labels are exchange, feed, timeframe, model
+and bounded reason/outcome enums. The deploy/ alert rules and the Grafana
+dashboard use these names; a test checks each one exists in a real scrape.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
+
+from whalecast import __version__
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 30.0)  # fmt: skip
+FAST_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
+LAG_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
+
+#: Bounded label values for rejected feed input (``reason`` label).
+REJECT_REASONS = (
+    "malformed", "unknown_symbol", "non_finite", "non_positive", "high_below_low",
+    "price_outside_range", "off_grid", "from_future", "too_old", "duplicate",
+    "out_of_order", "oversized", "unknown_type", "bad_amount",
+)  # fmt: skip
+
+
+class Metrics:
+    """The metric families, registered on a private registry."""
+
+    def __init__(self, registry: CollectorRegistry | None = None, process: bool = True) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        if process:
+            ProcessCollector(registry=r)
+            PlatformCollector(registry=r)
+        self.build_info = Info("whalecast_build", "Version of the running whalecast.", registry=r)
+        self.build_info.info({"version": __version__})
+
+        # feeds
+        self.feed_messages = Counter("whalecast_feed_messages_total", "Messages received from a feed.", ["exchange", "feed"], registry=r)  # fmt: skip
+        self.feed_rejected = Counter("whalecast_feed_rejected_total", "Feed messages or records rejected at the boundary, by reason.", ["feed", "reason"], registry=r)  # fmt: skip
+        self.feed_reconnects = Counter("whalecast_feed_reconnects_total", "Feed reconnections, by cause (error, stale, lifetime, recreate).", ["exchange", "feed", "cause"], registry=r)  # fmt: skip
+        self.feed_connected = Gauge("whalecast_feed_connected", "Open feed connections.", ["exchange", "feed"], registry=r)  # fmt: skip
+        self.feed_last_message = Gauge("whalecast_feed_last_message_timestamp_seconds", "Wall time of the last message received on a feed.", ["exchange", "feed"], registry=r)  # fmt: skip
+        self.clock_skew = Gauge("whalecast_clock_skew_seconds", "Exchange server time minus local time, measured at start-up.", ["exchange"], registry=r)  # fmt: skip
+        self.whale_transfers = Counter("whalecast_whale_transfers_total", "Whale transfers accepted, by flow.", ["flow"], registry=r)  # fmt: skip
+
+        # bars and backfill
+        self.bars_closed = Counter("whalecast_bars_closed_total", "Closed bars accepted, by how the close was detected (ws_flag, next_bar, rest).", ["exchange", "timeframe", "source"], registry=r)  # fmt: skip
+        self.backfill_bars = Counter("whalecast_backfill_bars_total", "Closed bars recovered over REST.", ["exchange", "timeframe"], registry=r)  # fmt: skip
+        self.backfill_requests = Counter("whalecast_backfill_requests_total", "REST backfill requests, by outcome (ok, error, rate_limited).", ["exchange", "outcome"], registry=r)  # fmt: skip
+        self.gaps = Counter("whalecast_gaps_detected_total", "Gaps found between stored and arriving bars.", ["exchange", "timeframe"], registry=r)  # fmt: skip
+
+        # store
+        self.store_seconds = Histogram("whalecast_store_seconds", "Redis window-store operations, per bar (all series at once).", ["operation"], buckets=FAST_BUCKETS, registry=r)  # fmt: skip
+        self.redis_errors = Counter("whalecast_redis_errors_total", "Redis commands that failed, by operation.", ["operation"], registry=r)  # fmt: skip
+
+        # the bar loop
+        self.bar_latency = Histogram("whalecast_bar_latency_seconds", "Wall time from a bar's last closed candle in to all its predictions published.", ["timeframe"], buckets=LATENCY_BUCKETS, registry=r)  # fmt: skip
+        self.inference_seconds = Histogram("whalecast_inference_seconds", "One batched forward pass of one model.", ["model"], buckets=FAST_BUCKETS, registry=r)  # fmt: skip
+        self.batch_size = Histogram("whalecast_inference_batch_size", "Series in one batched forward pass.", ["model"], buckets=BATCH_BUCKETS, registry=r)  # fmt: skip
+        self.predictions = Counter("whalecast_predictions_published_total", "Predictions published.", ["model"], registry=r)  # fmt: skip
+        self.not_ready = Counter("whalecast_series_not_ready_total", "Series skipped at a bar because their window was incomplete.", ["timeframe"], registry=r)  # fmt: skip
+        self.late_series = Counter("whalecast_series_late_total", "Series whose bar arrived after the grace period (predicted in a late batch).", ["timeframe"], registry=r)  # fmt: skip
+        self.series_ready = Gauge("whalecast_series_ready", "Series with a complete window.", ["timeframe"], registry=r)  # fmt: skip
+        self.series_owned = Gauge("whalecast_series_owned", "Series this replica owns (its shard).", registry=r)  # fmt: skip
+        self.last_publish = Gauge("whalecast_last_publish_timestamp_seconds", "Wall time predictions were last published.", ["timeframe"], registry=r)  # fmt: skip
+        self.bars_processed = Counter("whalecast_bars_processed_total", "Bar closes handled by the bar loop.", ["timeframe"], registry=r)  # fmt: skip
+        self.loop_lag = Histogram("whalecast_event_loop_lag_seconds", "How late the event loop runs a timer it was asked to run.", buckets=LAG_BUCKETS, registry=r)  # fmt: skip
+
+        # models
+        self.model_info = Gauge("whalecast_model_info", "The model version in service (value 1).", ["model", "version", "backend"], registry=r)  # fmt: skip
+        self.model_loaded = Gauge("whalecast_model_loaded_timestamp_seconds", "When the serving version was loaded.", ["model"], registry=r)  # fmt: skip
+        self.model_trained = Gauge("whalecast_model_trained_timestamp_seconds", "When the serving version was trained.", ["model"], registry=r)  # fmt: skip
+        self.model_expired = Gauge("whalecast_model_expired", "1 when the serving version is older than inference.expiry_hours.", ["model"], registry=r)  # fmt: skip
+        self.model_reloads = Counter("whalecast_model_reloads_total", "Model load attempts, by outcome (loaded, refused).", ["model", "outcome"], registry=r)  # fmt: skip
+        self.model_reload_failing = Gauge("whalecast_model_reload_failing", "1 while the newest published version was refused.", ["model"], registry=r)  # fmt: skip
+
+        # live scoring
+        self.live_scored = Counter("whalecast_live_scored_total", "Predictions scored against their outcome bar.", ["model"], registry=r)  # fmt: skip
+        self.live_accuracy = Gauge("whalecast_live_accuracy_ratio", "Direction hit rate over the last scoring_window scored predictions.", ["model"], registry=r)  # fmt: skip
+        self.live_mae = Gauge("whalecast_live_log_volume_mae", "Mean absolute error of log volume over the last scoring_window scored predictions.", ["model"], registry=r)  # fmt: skip
+
+    def render(self) -> bytes:
+        """The exposition text, as ``/metrics`` serves it."""
+        return generate_latest(self.registry)
