@@ -136,7 +136,7 @@ def test_healthcheck_fails_when_nothing_listens() -> None:
 
 @pytest.fixture
 def compose_redis(tmp_path: Path) -> Iterator[tuple[int, str, subprocess.Popen[bytes]]]:
-    require_tool("redis-server")
+    server_dir = str(Path(require_tool("redis-server")).parent)
     service = compose()["services"]["redis"]
     assert service["entrypoint"][0] == "sh"
     password = "s3cret-pa$$:w0rd!"
@@ -145,7 +145,10 @@ def compose_redis(tmp_path: Path) -> Iterator[tuple[int, str, subprocess.Popen[b
     args = [a if a != "/data" else str(tmp_path) for a in service["command"]]
     argv = ["sh", str(COMPOSE.parent / "redis-entrypoint.sh"), *args,
             "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--logfile", "redis.log"]  # fmt: skip
-    env = {"REDIS_PASSWORD_FILE": str(tmp_path / "redis_password"), "PATH": "/usr/bin:/bin"}
+    env = {
+        "REDIS_PASSWORD_FILE": str(tmp_path / "redis_password"),
+        "PATH": f"{server_dir}:/usr/bin:/bin",
+    }
     process = subprocess.Popen(argv, env=env, cwd=tmp_path)
     try:
         yield port, password, process
