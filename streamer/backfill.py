@@ -159,7 +159,7 @@ class Backfiller:
         newest: int | None = None
         for row in rows:
             candle = candle_from_row(series, row, closed=True) if isinstance(row, list) else None
-            if not self._validator.accept(candle):
+            if not self._validator.accept(candle, check_future=False):
                 continue
             assert candle is not None
             newest = candle.open_ms if newest is None else max(newest, candle.open_ms)

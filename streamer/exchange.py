@@ -60,6 +60,23 @@ class _Hooks:
                 sink.on_malformed()
             return None
 
+    def client(self, url: str) -> Any:
+        """ccxt's connection object, with JSON decoding shielded like message handling."""
+        client = super().client(url)  # type: ignore[misc]
+        if not getattr(client, "whalecast_shielded", False):
+            decode = client.handle_text_or_binary_message
+
+            def shielded(data: Any) -> None:
+                try:
+                    decode(data)
+                except Exception:  # noqa: BLE001 - message boundary (undecodable frame)
+                    if self.whalecast_sink is not None:
+                        self.whalecast_sink.on_malformed()
+
+            client.handle_text_or_binary_message = shielded
+            client.whalecast_shielded = True
+        return client
+
     def on_connected(self, client: Any, message: Any = None) -> None:
         super().on_connected(client, message)  # type: ignore[misc]
         if self.whalecast_sink is not None:

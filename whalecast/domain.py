@@ -134,3 +134,18 @@ def classify_flow(from_type: str, to_type: str) -> Flow:
     if from_exchange and to_exchange:
         return Flow.INTERNAL
     return Flow.OTHER
+
+
+@dataclass(frozen=True, slots=True)
+class WhaleBar:
+    """Whale activity of one series in one bar (the features' whale columns).
+
+    ``inflow_usd``/``outflow_usd``: USD moved to/from exchanges in the series' base
+    asset; ``count``: every accepted transfer of that asset; ``stable_inflow_usd``:
+    stablecoin exchange inflows market-wide (the same for every series).
+    """
+
+    inflow_usd: float = 0.0
+    outflow_usd: float = 0.0
+    count: int = 0
+    stable_inflow_usd: float = 0.0
