@@ -113,6 +113,11 @@ class FeedSettings(Section):
     max_age_days: PositiveSeconds = 3650.0
     ohlcv_cache_limit: int = Field(50, gt=1)
     clock: Literal["live", "replay"] = "live"
+    replay_clock_poll_seconds: PositiveSeconds = 0.05
+    deadline_check_seconds: PositiveSeconds = 0.2
+    batch_wait_seconds: PositiveSeconds = 0.25
+    backfill_concurrency: int = Field(4, gt=0, le=64)
+    rest_retries: int = Field(5, ge=0)
 
 
 class WhaleSettings(Section):
