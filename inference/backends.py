@@ -29,6 +29,7 @@ import tensorflow as tf
 
 BACKENDS = ("keras", "tf-function", "tf-xla", "onnx")
 ONNX_OPSET = 17
+ONNX_MISSING = "the onnx backend needs onnxruntime and tf2onnx: pip install 'whalecast[onnx]'"
 
 
 class BackendError(Exception):
@@ -132,7 +133,10 @@ class OnnxBackend(ChunkedBackend):
 
     def __init__(self, model: Any, buckets: Sequence[int], threads: int | None = None) -> None:
         super().__init__(buckets, pad=False)
-        import onnxruntime as ort  # noqa: PLC0415 - only when this backend is chosen
+        try:
+            import onnxruntime as ort  # noqa: PLC0415 - only when this backend is chosen
+        except ImportError as e:
+            raise BackendError(ONNX_MISSING) from e
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or usable_cores()
@@ -150,7 +154,10 @@ class OnnxBackend(ChunkedBackend):
 
 def export_onnx(model: Any) -> bytes:
     """Serialized ONNX graph of ``model`` in inference mode (dynamic batch dimension)."""
-    import tf2onnx  # noqa: PLC0415 - only when this backend is chosen (slow import)
+    try:
+        import tf2onnx  # noqa: PLC0415 - only when this backend is chosen (slow import)
+    except ImportError as e:
+        raise BackendError(ONNX_MISSING) from e
 
     _, window, features = model.inputs[0].shape
     spec = (tf.TensorSpec((None, window, features), tf.float32, name="windows"),)
