@@ -146,6 +146,7 @@ class InferenceSettings(Section):
     reload_poll_seconds: PositiveSeconds = 30.0
     shutdown_grace_seconds: PositiveSeconds = 10.0
     scoring_window: int = Field(500, gt=0)
+    registry_sync: Literal["none", "redis"] = "none"
 
 
 class MetricsSettings(Section):
