@@ -101,7 +101,9 @@ def resolve(name: str, *layers_: Mapping[str, Any] | None) -> HyperParams:
                 continue
             if key not in params:
                 known = ", ".join(sorted(params))
-                raise PresetError(f"preset {name!r} has no hyper-parameter {key!r} (known: {known})")
+                raise PresetError(
+                    f"preset {name!r} has no hyper-parameter {key!r} (known: {known})"
+                )
             params[key] = _coerce(name, key, params[key], value)
     return params
 
@@ -111,9 +113,7 @@ def _coerce(preset: str, key: str, default: Any, value: Any) -> Any:
         return value
     if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
-    raise PresetError(
-        f"preset {preset!r}: {key} must be {type(default).__name__}, got {value!r}"
-    )
+    raise PresetError(f"preset {preset!r}: {key} must be {type(default).__name__}, got {value!r}")
 
 
 # --- builders: each returns an uncompiled model on Input(window, n_features) -------------------
@@ -149,9 +149,7 @@ def _deep(cell: type[layers.Layer], name: str) -> Callable[[HyperParams, int, in
         x = layers.Dense(params["dense_units"], "relu", kernel_regularizer=reg, name="dense_1")(x)
         x = layers.BatchNormalization(name="bn_3")(x)
         x = layers.Dropout(params["dropout_3"], name="dropout_3")(x)
-        x = layers.Dense(params["dense_units_2"], "relu", kernel_regularizer=reg, name="dense_2")(
-            x
-        )
+        x = layers.Dense(params["dense_units_2"], "relu", kernel_regularizer=reg, name="dense_2")(x)
         x = layers.Dropout(params["dropout_4"], name="dropout_4")(x)
         outputs = layers.Dense(1, activation="sigmoid", name="p_up")(x)
         return keras.Model(inputs, outputs, name=name)

@@ -154,29 +154,29 @@ def score(
     y: np.ndarray,
     preds: Mapping[str, np.ndarray],
     bootstrap: BlockBootstrap,
-    reference: str,
+    subject: str = "model",
 ) -> dict[str, Any]:
-    """Point values with intervals for every model, and paired differences against ``reference``.
+    """Point values with intervals for every model, and paired differences of ``subject``.
 
-    ``paired[model][metric]`` is ``model - reference`` with its interval; an interval that
-    excludes zero is what "better than the reference" has to mean here.
+    ``paired[other][metric]`` is ``subject - other`` on the same resampled blocks, with its
+    interval and a verdict: ``better`` / ``worse`` only when the interval excludes zero.
     """
     dist = bootstrap.distributions(metrics, y, preds)
-    models: dict[str, dict[str, Any]] = {}
+    points = {name: {m: fn(y, p) for m, fn in metrics.items()} for name, p in preds.items()}
+    models = {
+        name: {m: interval(points[name][m], dist[m][name]).as_dict() for m in metrics}
+        for name in preds
+    }
     paired: dict[str, dict[str, Any]] = {}
-    for name, p in preds.items():
-        models[name] = {}
-        for m, fn in metrics.items():
-            point = fn(y, p)
-            models[name][m] = interval(point, dist[m][name]).as_dict()
-        if name == reference:
+    for other in preds:
+        if other == subject:
             continue
-        paired[name] = {}
-        for m, fn in metrics.items():
-            diff = fn(y, p) - fn(y, preds[reference])
-            est = interval(diff, dist[m][name] - dist[m][reference])
-            paired[name][m] = {**est.as_dict(), "verdict": _judge(m, est)}
-    return {"models": models, "paired_vs": reference, "paired": paired}
+        paired[other] = {}
+        for m in metrics:
+            diff = points[subject][m] - points[other][m]
+            est = interval(diff, dist[m][subject] - dist[m][other])
+            paired[other][m] = {**est.as_dict(), "verdict": _judge(m, est)}
+    return {"models": models, "subject": subject, "paired": paired}
 
 
 def _judge(metric: str, diff: Estimate) -> str:
