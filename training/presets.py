@@ -189,15 +189,18 @@ class Member:
 
 
 def combine(members: list[Member], window: int, n_features: int) -> keras.Model:
-    """One functional model averaging the members' probabilities (built-in ``Average``)."""
+    """One functional model averaging the members' probabilities (built-in ``Average``).
+
+    The members are nested functional models: no Lambda layer, no custom Python, so the
+    whole ensemble is one ``model.keras`` that loads in safe mode.
+    """
     if len(members) < 2:
         raise PresetError("an ensemble needs at least two members")
     inputs = keras.Input((window, n_features), name="window")
     outputs = [m.model(inputs) for m in members]
     averaged = layers.Average(name="p_up")(outputs)
-    model = keras.Model(inputs, averaged, name="ensemble")
-    model.compile(loss="binary_crossentropy", metrics=["accuracy"])
-    return model
+    # not compiled: the members are already fitted, and an optimizer would only be saved
+    return keras.Model(inputs, averaged, name="ensemble")
 
 
 def describe(model: keras.Model) -> list[dict[str, Any]]:
