@@ -77,7 +77,8 @@ def test_the_image_runs_whalecast() -> None:
     sources = {i.source.split()[0] for i in invocations()}
     assert {"Dockerfile", "compose", "whalecast.service", "k8s"} <= sources, sources
     argvs = {i.argv for i in invocations()}
-    assert ("train", "--every", "6h") in argvs
+    assert ("train", "--preset", "direction", "--every", "6h") in argvs
+    assert ("train", "--preset", "volume", "--every", "6h") in argvs
 
 
 @pytest.mark.parametrize("invocation", _invocation_params())
@@ -231,6 +232,7 @@ def test_deployment_config_loads(path: Path) -> None:
     assert settings.redis.url.startswith("redis"), "deployments use a real Redis"
     assert settings.metrics.host == "0.0.0.0"
     assert str(settings.inference.registry) == "/var/lib/whalecast/models"
+    assert str(settings.training.cache_dir) == "/var/lib/whalecast/history"
 
 
 def test_every_environment_variable_is_a_setting(monkeypatch: pytest.MonkeyPatch) -> None:
