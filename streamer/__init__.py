@@ -1,0 +1,1 @@
+"""Market data in: candle and whale feeds, backfill, features and the Redis window store."""
