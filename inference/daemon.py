@@ -99,10 +99,14 @@ class Daemon:
         raise KeyError(exchange)
 
     def readiness(self) -> Mapping[str, bool]:
-        _windows, ready = self.store.windows(self.series) if self.series else (None, [])
+        """What /readyz reports: feeds connected, windows warm, models loaded."""
+        warm = False
+        if self.series:
+            _windows, ready = self.store.windows(self.series)
+            warm = bool(ready.any())
         return {
             "feeds": bool(self.feeds) and all(feed.connected for feed in self.feeds),
-            "windows": bool(len(ready)) and bool(ready.any()),  # type: ignore[union-attr]
+            "windows": warm,
             "models": self.models.ready,
         }
 
@@ -132,7 +136,7 @@ class Daemon:
                     resume,
                     warmup_bars=warmup,
                     credentials=s.credentials.get(entry.id),
-                )  # fmt: skip
+                )
             )
         self._spawn("models", self.models.watch())
         self._spawn("loop-lag", LoopLagMonitor(self.metrics).run())

@@ -80,9 +80,9 @@ class Subscriber:
             self._task.cancel()
         await self.pubsub.aclose()
 
-    async def wait_for(self, count: int, timeout: float = 30.0) -> list[dict[str, Any]]:
-        async with asyncio.timeout(timeout):
-            while len(self.messages) < count:
+    async def wait_for(self, count: int, timeout_seconds: float = 30.0) -> list[dict[str, Any]]:
+        async with asyncio.timeout(timeout_seconds):
+            while len(self.messages) < count:  # noqa: ASYNC110 - filled by another task
                 await asyncio.sleep(0.02)
         return self.messages
 
@@ -97,9 +97,9 @@ async def running_daemon(settings: Settings, redis: Any) -> AsyncIterator[Daemon
         await daemon.stop()
 
 
-async def wait_until_ready(daemon: Daemon, timeout: float = 30.0) -> None:
+async def wait_until_ready(daemon: Daemon, timeout_seconds: float = 30.0) -> None:
     """Until the feeds are connected and every window is complete."""
-    async with asyncio.timeout(timeout):
+    async with asyncio.timeout(timeout_seconds):
         while True:
             _w, ready = daemon.store.windows(daemon.series)
             if all(f.connected for f in daemon.feeds) and ready.all():

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -108,6 +109,19 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return asyncio.run(run_forever(settings, Metrics()))
 
 
+def _cmd_demo(args: argparse.Namespace) -> int:
+    import asyncio
+    from pathlib import Path
+
+    from whalecast.demo import DemoOptions, run_demo
+
+    options = DemoOptions(
+        bars=args.bars, bar_seconds=args.bar_seconds, state_dir=Path(args.state_dir),
+        metrics_port=args.metrics_port, config=args.config,
+    )  # fmt: skip
+    return asyncio.run(run_demo(options))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="whalecast",
@@ -135,6 +149,23 @@ def build_parser() -> argparse.ArgumentParser:
         "run the daemon: feeds in, one batched forward pass per model at every bar close, "
         "predictions out to Redis, metrics on /metrics (SIGTERM drains and exits 0)",
     )  # fmt: skip
+    demo = add(
+        "demo", _cmd_demo,
+        "replay shipped market data through the live daemon on this machine (embedded Redis, "
+        "exchange simulator, small models trained if none) and print predictions as they arrive",
+    )  # fmt: skip
+    demo.add_argument(
+        "--bars",
+        type=int,
+        default=None,
+        help="stop after this many bars (default: the whole replay)",
+    )
+    demo.add_argument("--bar-seconds", type=float, default=1.0, dest="bar_seconds",
+                      help="wall seconds per replayed 1h bar (default 1)")  # fmt: skip
+    demo.add_argument("--state-dir", default=".whalecast/demo", dest="state_dir",
+                      help="embedded Redis data and model registry of the demo")  # fmt: skip
+    demo.add_argument("--metrics-port", type=int, default=0, dest="metrics_port",
+                      help="port for /metrics (default: any free port)")  # fmt: skip
     train = add(
         "train", _cmd_train,
         "train a model preset on history, evaluate it against baselines on a held-out "
@@ -164,6 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # TensorFlow's C++ start-up chatter (CPU feature notes) before logging is configured
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     parser = build_parser()
     args = parser.parse_args(argv)
     from whalecast.settings import ConfigError
