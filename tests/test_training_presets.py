@@ -16,6 +16,7 @@ from whalecast.settings import Settings
 
 pytestmark = pytest.mark.tf
 
+
 def test_volume_preset(tmp_path: Path, settings: Settings, histories: list[SeriesHistory]) -> None:
     job = make_job(settings, "volume", registry=tmp_path, force=True, publish=False)
     assert job.params["features"] == ["log_volume"] and job.params["activation"] == "relu"

@@ -67,5 +67,3 @@ def check_artifact(directory: Path, target: str, n_features: int) -> None:
     )
     for plot in report["plots"]:
         assert (directory / plot).stat().st_size > 1000
-
-

@@ -208,9 +208,7 @@ def evaluate(
         preds["serving"] = artifacts.predict(serving, data.series, test)
     block_ms = int(t.bootstrap_block_hours * 3_600_000)
     reference = STRONG[target]
-    scores = score_all(
-        target, test, preds, data.series, t.bootstrap_samples, block_ms, t.seed
-    )
+    scores = score_all(target, test, preds, data.series, t.bootstrap_samples, block_ms, t.seed)
     newest = np.zeros(len(train), dtype=bool)
     newest[np.argsort(train.target_ms, kind="stable")[-GAP_SAMPLES:]] = True
     recent = train.take(newest)

@@ -83,9 +83,7 @@ def tune(
         return best
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(
-        direction="minimize", sampler=optuna.samplers.TPESampler(seed=seed)
-    )
+    study = optuna.create_study(direction="minimize", sampler=optuna.samplers.TPESampler(seed=seed))
     try:
         study.optimize(objective, n_trials=trials, catch=())
     except TrainingInterrupted:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -65,21 +66,60 @@ def _training_arguments(command: argparse.ArgumentParser) -> None:
     """Flags shared by train and tune: data, preset and the common hyper-parameters."""
     add = command.add_argument
     add("--preset", choices=PRESETS, help="model preset (default: training.preset)")
-    add("--candles", nargs="+", metavar="CSV",
-        help="candle CSV files, one series each (default: training.candles_csv, else REST)")
+    add(
+        "--candles",
+        nargs="+",
+        metavar="CSV",
+        help="candle CSV files, one series each (default: training.candles_csv, else REST)",
+    )
     add("--whale", nargs="+", metavar="CSV", help="hourly whale exchange-flow CSV files")
     add("--epochs", type=int, help="maximum epochs (early stopping may end sooner)")
     add("--batch-size", type=int, dest="batch_size")
     add("--learning-rate", type=float, dest="learning_rate")
     add("--window", type=int, help="input window in bars (the volume preset's look_back)")
     add("--test-days", type=float, dest="test_days", help="held-out test period in days")
-    add("--train-days", type=float, dest="train_days",
-        help="fit on only the last N days before validation")
+    add(
+        "--train-days",
+        type=float,
+        dest="train_days",
+        help="fit on only the last N days before validation",
+    )
     add("--seed", type=int)
-    add("--set", action="append", metavar="KEY=VALUE",
-        help="any preset hyper-parameter, e.g. --set units=64 (repeatable)")
+    add(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="any preset hyper-parameter, e.g. --set units=64 (repeatable)",
+    )
     add("--params", metavar="JSON", help="hyper-parameters from a file (whalecast tune output)")
     add("--progress", action="store_true", help="progress bars and per-epoch Keras output")
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from whalecast.logs import configure_logging
+    from whalecast.metrics import Metrics
+    from whalecast.settings import load_settings
+
+    settings = load_settings(args.config)
+    configure_logging(settings.log)
+    from inference.daemon import run_forever
+
+    return asyncio.run(run_forever(settings, Metrics()))
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    import asyncio
+    from pathlib import Path
+
+    from whalecast.demo import DemoOptions, run_demo
+
+    options = DemoOptions(
+        bars=args.bars, bar_seconds=args.bar_seconds, state_dir=Path(args.state_dir),
+        metrics_port=args.metrics_port, config=args.config,
+    )  # fmt: skip
+    return asyncio.run(run_demo(options))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -104,6 +144,28 @@ def build_parser() -> argparse.ArgumentParser:
         "check-config", _cmd_check_config, "validate the configuration and print it, secrets masked"
     )
     add("version", _cmd_version, "print the version")
+    add(
+        "run", _cmd_run,
+        "run the daemon: feeds in, one batched forward pass per model at every bar close, "
+        "predictions out to Redis, metrics on /metrics (SIGTERM drains and exits 0)",
+    )  # fmt: skip
+    demo = add(
+        "demo", _cmd_demo,
+        "replay shipped market data through the live daemon on this machine (embedded Redis, "
+        "exchange simulator, small models trained if none) and print predictions as they arrive",
+    )  # fmt: skip
+    demo.add_argument(
+        "--bars",
+        type=int,
+        default=None,
+        help="stop after this many bars (default: the whole replay)",
+    )
+    demo.add_argument("--bar-seconds", type=float, default=1.0, dest="bar_seconds",
+                      help="wall seconds per replayed 1h bar (default 1)")  # fmt: skip
+    demo.add_argument("--state-dir", default=".whalecast/demo", dest="state_dir",
+                      help="embedded Redis data and model registry of the demo")  # fmt: skip
+    demo.add_argument("--metrics-port", type=int, default=0, dest="metrics_port",
+                      help="port for /metrics (default: any free port)")  # fmt: skip
     train = add(
         "train", _cmd_train,
         "train a model preset on history, evaluate it against baselines on a held-out "
@@ -133,6 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # TensorFlow's C++ start-up chatter (CPU feature notes) before logging is configured
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     parser = build_parser()
     args = parser.parse_args(argv)
     from whalecast.settings import ConfigError
