@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -146,7 +147,8 @@ async def test_feature_version_change_rebuilds_windows_from_stored_bars(
     offline = compute_features(tables[BTC].iloc[:60], "1h").to_numpy()
     # the stored window came from another feature-list version: other rows, other length
     await redis_client.hset(KEYS.meta(BTC), "feature_version", "0")
-    await redis_client.set(KEYS.window(BTC), b"\x00" * 4 * 7 * 3)
+    old_header = struct.pack("<4sHH", b"WCFW", 0, 7)
+    await redis_client.set(KEYS.window(BTC), old_header + b"\x00" * 4 * 7 * 3)
     reader = WindowStore(redis_client, KEYS, [BTC, ETH], WINDOW)
     rows, ready = await reader.read_windows([BTC, ETH])
     assert ready.tolist() == [False, True]  # rows of an unknown version are never served
@@ -172,7 +174,7 @@ async def test_every_key_is_bounded(
     store = await _replayed(redis_client, tables, 120)
     bars_kept = HISTORY_BARS + WINDOW
     assert await redis_client.zcard(KEYS.bars(BTC)) == bars_kept
-    assert await redis_client.strlen(KEYS.window(BTC)) == WINDOW * len(FEATURE_NAMES) * 4
+    assert await redis_client.strlen(KEYS.window(BTC)) == 8 + WINDOW * len(FEATURE_NAMES) * 4
     assert await redis_client.hlen(KEYS.meta(BTC)) == 4
     for key in await redis_client.keys("*"):
         assert 0 < await redis_client.pttl(key) <= 7 * 86_400_000
