@@ -181,7 +181,11 @@ class WindowStore:
         return None if last == EMPTY else last
 
     def windows(self, series: Sequence[Series]) -> tuple[Float32Array, BoolArray]:
-        """``(n, window, F)`` float32 from the mirror, and the ready mask (no NaN anywhere)."""
+        """``(n, window, F)`` float32 from the mirror, and the ready mask (no NaN anywhere).
+
+        A window belongs to its series' last appended bar (:meth:`last_open_ms`):
+        a series that has not closed the current bar yet still shows the previous one.
+        """
         with self._timed("windows"):
             rows, ready = self.mirror.windows(self.mirror.positions(series))
         return rows, ready
@@ -273,7 +277,7 @@ class WindowStore:
             pairs += [int(open_ms), member]
         args = ("replace", int(self.mirror.last[p]), FEATURE_VERSION, self.window,
                 pack_window(self.mirror.rows[p]), self._ttl_ms[p], *pairs)  # fmt: skip
-        pipe.evalsha(self._sha, 3, *self._keys[p], *args)
+        pipe.execute_command("EVALSHA", self._sha, 3, *self._keys[p], *args)
 
     # ---------------------------------------------------------------- appending
 
@@ -344,7 +348,7 @@ class WindowStore:
         last = int(self.mirror.last[p])
         args = ("append", int(bar[0]), "" if last == EMPTY else last, bar.astype(BAR_DTYPE).tobytes(),
                 row, WINDOW_HEADER, self._params[p][allow_gap])  # fmt: skip
-        pipe.evalsha(self._sha, 3, *self._keys[p], *args)
+        pipe.execute_command("EVALSHA", self._sha, 3, *self._keys[p], *args)
 
     def _result(self, record: BarRecord, status: str, value: int) -> AppendResult:
         expected = value if status == "gap" else None
