@@ -240,14 +240,16 @@ class WindowStore:
     async def warm_up(self, series: Series, records: Sequence[BarRecord]) -> None:
         """Merge backfilled bars into the stored ones and recompute the window.
 
-        Bars already stored win over records with the same open time (closed
-        bars do not change). Grid positions between the bars that neither the
-        store nor ``records`` hold are missing bars (NaN rows): pass every bar
-        the exchange has for the span. Writes nothing when nothing changes.
+        The series' stored state is read back from Redis first. Bars already
+        stored win over records with the same open time (closed bars do not
+        change). Grid positions between the bars that neither the store nor
+        ``records`` hold are missing bars (NaN rows): pass every bar the
+        exchange has for the span. Writes nothing when nothing changes.
         """
         position = int(self.mirror.positions([series])[0])
         new = self._bar_matrix(records, series)
         with self._timed("warm_up"):
+            await self._load([position])
             present = self.mirror.present_bars(position)
             if not len(new) and not len(present):
                 return

@@ -212,6 +212,9 @@ async def test_warm_up_makes_the_window_complete_at_once(
     assert not ready[0]  # the missing bar 330 is still inside the feature lookbacks
     before = await dump_all(redis_client)
     await store.warm_up(BTC, history)  # nothing new: nothing written
+    await WindowStore(redis_client, KEYS, [BTC], WINDOW).warm_up(
+        BTC, history
+    )  # nor by a new process
     assert await dump_all(redis_client) == before
     await store.warm_up(BTC, [record(BTC, table.loc[330])])  # the bar turned up after all
     rows, ready = await store.read_windows([BTC])
