@@ -1,1 +1,1 @@
-"""Market data in: candle and whale feeds, backfill, features and the Redis window store."""
+"""Market data in: candle and whale feeds, backfill, features, the window store, the simulator."""
