@@ -134,6 +134,7 @@ class WhaleSettings(Section):
 
 class FeatureSettings(Section):
     window: int = Field(24, ge=2, le=512)
+    store_ttl_seconds: PositiveSeconds = 7 * 86_400.0
 
 
 class InferenceSettings(Section):
