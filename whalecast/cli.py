@@ -65,19 +65,31 @@ def _training_arguments(command: argparse.ArgumentParser) -> None:
     """Flags shared by train and tune: data, preset and the common hyper-parameters."""
     add = command.add_argument
     add("--preset", choices=PRESETS, help="model preset (default: training.preset)")
-    add("--candles", nargs="+", metavar="CSV",
-        help="candle CSV files, one series each (default: training.candles_csv, else REST)")
+    add(
+        "--candles",
+        nargs="+",
+        metavar="CSV",
+        help="candle CSV files, one series each (default: training.candles_csv, else REST)",
+    )
     add("--whale", nargs="+", metavar="CSV", help="hourly whale exchange-flow CSV files")
     add("--epochs", type=int, help="maximum epochs (early stopping may end sooner)")
     add("--batch-size", type=int, dest="batch_size")
     add("--learning-rate", type=float, dest="learning_rate")
     add("--window", type=int, help="input window in bars (the volume preset's look_back)")
     add("--test-days", type=float, dest="test_days", help="held-out test period in days")
-    add("--train-days", type=float, dest="train_days",
-        help="fit on only the last N days before validation")
+    add(
+        "--train-days",
+        type=float,
+        dest="train_days",
+        help="fit on only the last N days before validation",
+    )
     add("--seed", type=int)
-    add("--set", action="append", metavar="KEY=VALUE",
-        help="any preset hyper-parameter, e.g. --set units=64 (repeatable)")
+    add(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="any preset hyper-parameter, e.g. --set units=64 (repeatable)",
+    )
     add("--params", metavar="JSON", help="hyper-parameters from a file (whalecast tune output)")
     add("--progress", action="store_true", help="progress bars and per-epoch Keras output")
 
