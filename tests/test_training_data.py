@@ -132,7 +132,7 @@ def test_scaler_uses_training_rows_only(histories: list[SeriesHistory]) -> None:
         [
             d.features[np.arange(len(d.open_ms)) <= train.row[train.series == i].max()]
             for i, d in enumerate(data)
-        ]  # fmt: skip
+        ]
     )
     rows = rows[np.isfinite(rows).all(axis=1)]
     assert np.allclose(scaler.mean, rows.mean(axis=0))

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from training.history import from_csv
-from training.train import make_job, run
+from training.jobs import make_job
+from training.train import run
 from whalecast.settings import Settings
 
 DATA = Path(__file__).resolve().parents[1] / "streamer" / "data"
