@@ -63,6 +63,7 @@ class Metrics:
         self.backfill_bars = Counter("whalecast_backfill_bars_total", "Closed bars recovered over REST.", ["exchange", "timeframe"], registry=r)  # fmt: skip
         self.backfill_requests = Counter("whalecast_backfill_requests_total", "REST backfill requests, by outcome (ok, error, rate_limited).", ["exchange", "outcome"], registry=r)  # fmt: skip
         self.gaps = Counter("whalecast_gaps_detected_total", "Gaps found between stored and arriving bars.", ["exchange", "timeframe"], registry=r)  # fmt: skip
+        self.bars_missing = Counter("whalecast_bars_missing_total", "Closed bars the exchange never served (REST showed later ones): skipped as holes.", ["exchange", "timeframe"], registry=r)  # fmt: skip
 
         # store
         self.store_seconds = Histogram("whalecast_store_seconds", "Redis window-store operations, per bar (all series at once).", ["operation"], buckets=FAST_BUCKETS, registry=r)  # fmt: skip

@@ -113,6 +113,11 @@ class FeedSettings(Section):
     max_age_days: PositiveSeconds = 3650.0
     ohlcv_cache_limit: int = Field(50, gt=1)
     clock: Literal["live", "replay"] = "live"
+    replay_clock_poll_seconds: PositiveSeconds = 0.05
+    deadline_check_seconds: PositiveSeconds = 0.2
+    batch_wait_seconds: PositiveSeconds = 0.25
+    backfill_concurrency: int = Field(4, gt=0, le=64)
+    rest_retries: int = Field(5, ge=0)
 
 
 class WhaleSettings(Section):
@@ -154,6 +159,43 @@ class ShardSettings(Section):
     count: int = Field(1, ge=1)
 
 
+PresetName = Literal["volume", "direction", "direction-deep", "direction-gru", "ensemble"]
+HyperValue = int | float | bool | str | list[str]
+
+
+class TrainingSettings(Section):
+    """The trainer (``whalecast train`` / ``whalecast tune``); the daemon never reads it."""
+
+    preset: PresetName = "direction"
+    presets: dict[PresetName, dict[str, HyperValue]] = Field(default_factory=dict)
+    epochs: int | None = Field(None, gt=0)
+    batch_size: int | None = Field(None, gt=0)
+    learning_rate: float | None = Field(None, gt=0)
+    window_bars: int | None = Field(None, ge=2, le=512)
+    look_back_bars: int | None = Field(None, ge=2, le=512)
+    test_days: float = Field(365.0, gt=0)
+    validation_fraction: float = Field(0.2, gt=0, lt=1)
+    train_days: float | None = Field(None, gt=0)
+    purge_bars: int = Field(24, ge=1)
+    candles_csv: list[Path] = Field(default_factory=list)
+    whale_csv: list[Path] = Field(default_factory=list)
+    history_days: float = Field(730.0, gt=0)
+    cache_dir: Path = Path(".whalecast/history")
+    fees_bps: float = Field(10.0, ge=0)
+    threshold: float = Field(0.0, ge=0, lt=0.5)
+    backtest_mode: Literal["long_flat", "long_short"] = "long_flat"
+    bootstrap_samples: int = Field(1000, ge=10)
+    bootstrap_block_hours: float = Field(24.0, gt=0)
+    walk_forward_folds: int = Field(0, ge=0)
+    seed: int = 42
+    promote_metric_direction: Literal["auc", "accuracy", "balanced_accuracy", "log_loss"] = "auc"
+    promote_metric_volume: Literal["mae", "rmse", "mape"] = "mae"
+    promote_min_improvement: float = Field(0.0, ge=0)
+    refresh_every_seconds: PositiveSeconds | None = None
+    tune_trials: int = Field(20, gt=0)
+    tune_epochs: int = Field(10, gt=0)
+
+
 class Settings(BaseSettings):
     """Everything configurable; see the shipped ``config.yml`` for each key's meaning."""
 
@@ -177,6 +219,7 @@ class Settings(BaseSettings):
     inference: InferenceSettings = InferenceSettings()
     metrics: MetricsSettings = MetricsSettings()
     shard: ShardSettings = ShardSettings()
+    training: TrainingSettings = TrainingSettings()
 
     @classmethod
     def settings_customise_sources(

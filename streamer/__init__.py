@@ -1,0 +1,1 @@
+"""Market data in: candle and whale feeds, backfill, features, the window store, the simulator."""

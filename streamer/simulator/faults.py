@@ -1,0 +1,192 @@
+"""Fault controls: what the simulator does wrong on purpose, and counters of what it did.
+
+Every fault is deterministic (armed for N seconds, N requests or N bars) and every
+injected effect is counted in :attr:`Faults.counters` (``"<fault>"`` or
+``"<fault>:<kind>"`` → how many times the client was exposed to it), so a test can
+assert exactly what the client saw.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+#: Bad kline messages :meth:`Faults.inject` can add to the exchange feed.
+KLINE_FAULTS = frozenset(
+    {
+        "malformed_json",  # a truncated JSON text
+        "wrong_type",  # fields of the wrong JSON type (open time as text, price as object)
+        "nan",  # prices "NaN"
+        "negative",  # negative close and volume
+        "high_below_low",  # high and low swapped
+        "duplicate",  # the closed bar sent a second time
+        "out_of_order",  # an older closed bar sent again after the new one
+        "off_grid",  # a closed bar whose open time is off the timeframe grid
+        "unknown_symbol",  # a closed bar for a market that does not exist
+        "future",  # a closed bar that opens far in the future
+    }
+)
+
+#: Bad messages :meth:`Faults.whale_inject` can add to the whale feed.
+WHALE_FAULTS = frozenset(
+    {
+        "malformed_json",
+        "wrong_type",
+        "missing_field",
+        "negative",
+        "nan",
+        "unknown_type",
+    }
+)
+
+Dropper = Callable[[], Coroutine[Any, Any, int]]
+
+
+@dataclass
+class _Armed:
+    """A kline fault waiting for closed bars: ``remaining`` bars of ``symbol`` (None: all)."""
+
+    kind: str
+    symbol: str | None
+    remaining: int
+
+
+@dataclass
+class Faults:
+    """Fault state shared by the simulator's servers; methods are safe to call from tests."""
+
+    clock: Callable[[], float] = time.monotonic
+    counters: Counter[str] = field(default_factory=Counter)
+    refuse_until: float = 0.0
+    stall_until: float = 0.0
+    whale_down_until: float = 0.0
+    whale_flap_bars: int = 0
+    _rest_errors: list[tuple[int, float]] = field(default_factory=list)
+    _gaps: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
+    _armed: list[_Armed] = field(default_factory=list)
+    _whale_armed: list[str] = field(default_factory=list)
+    _droppers: dict[str, Dropper] = field(default_factory=dict)
+    _tasks: set[asyncio.Task[int]] = field(default_factory=set)
+
+    # -- connections ------------------------------------------------------------------
+
+    def register_dropper(self, feed: str, dropper: Dropper) -> None:
+        self._droppers[feed] = dropper
+
+    def _drop(self, feed: str) -> asyncio.Task[int]:
+        task = asyncio.get_running_loop().create_task(self._droppers[feed]())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def drop_connections(self) -> asyncio.Task[int]:
+        """Close every exchange websocket with code 1001 (going away). Await for the count."""
+        return self._drop("exchange")
+
+    def refuse(self, seconds: float) -> None:
+        """Answer new exchange websocket handshakes with HTTP 503 for ``seconds``."""
+        self.refuse_until = self.clock() + seconds
+
+    def refusing(self) -> bool:
+        return self.clock() < self.refuse_until
+
+    def stall(self, seconds: float) -> None:
+        """Keep exchange connections open but send nothing (no events, no pongs) for a while."""
+        self.stall_until = self.clock() + seconds
+
+    def stalled(self) -> bool:
+        return self.clock() < self.stall_until
+
+    # -- bad kline messages -----------------------------------------------------------
+
+    def inject(self, kind: str, symbol: str | None = None, count: int = 1) -> None:
+        """Add bad messages of ``kind`` around the next ``count`` closed bars of ``symbol``
+        (every series when None). The real closed bar is still sent."""
+        if kind not in KLINE_FAULTS:
+            raise ValueError(f"unknown kline fault {kind!r}; known: {sorted(KLINE_FAULTS)}")
+        if count < 1:
+            raise ValueError("count must be at least 1")
+        self._armed.append(_Armed(kind, symbol, count))
+
+    def kinds_for(self, symbol: str) -> list[str]:
+        """Kinds armed for ``symbol``'s next closed bar (the caller then calls :meth:`bar_done`)."""
+        return [a.kind for a in self._armed if a.symbol in (None, symbol)]
+
+    def bar_done(self) -> None:
+        """A closed bar went out for every series: armed faults count one bar down."""
+        for armed in self._armed:
+            armed.remaining -= 1
+        self._armed = [a for a in self._armed if a.remaining > 0]
+
+    # -- REST -------------------------------------------------------------------------
+
+    def rest_gap(self, symbol: str, start_ms: int, end_ms: int) -> None:
+        """REST klines of ``symbol`` omit bars opening in [start_ms, end_ms)."""
+        if end_ms <= start_ms:
+            raise ValueError("end_ms must be after start_ms")
+        self._gaps.setdefault(symbol, []).append((start_ms, end_ms))
+
+    def in_gap(self, symbol: str, open_ms: int) -> bool:
+        return any(start <= open_ms < end for start, end in self._gaps.get(symbol, ()))
+
+    def clear_gaps(self) -> None:
+        self._gaps.clear()
+
+    def rest_errors(self, count: int, status: int = 500, retry_after: float = 1.0) -> None:
+        """Fail the next ``count`` REST requests with ``status`` (429/418 carry Retry-After)."""
+        if status not in (418, 429, 500, 502, 503, 504):
+            raise ValueError(f"unsupported REST failure status {status}")
+        self._rest_errors.extend([(status, retry_after)] * count)
+
+    def take_rest_error(self) -> tuple[int, float] | None:
+        if not self._rest_errors:
+            return None
+        status, retry_after = self._rest_errors.pop(0)
+        self.counters[f"rest_errors:{status}"] += 1
+        return status, retry_after
+
+    # -- whale feed -------------------------------------------------------------------
+
+    def whale_down(self, seconds: float) -> asyncio.Task[int]:
+        """Close every whale connection and refuse new ones for ``seconds``."""
+        self.whale_down_until = self.clock() + seconds
+        return self._drop("whale")
+
+    def whale_refusing(self) -> bool:
+        return self.clock() < self.whale_down_until
+
+    def whale_flap(self, bars: int) -> None:
+        """Drop every whale connection at the start of each of the next ``bars`` bars."""
+        self.whale_flap_bars = bars
+
+    def take_whale_flap(self) -> bool:
+        if self.whale_flap_bars <= 0:
+            return False
+        self.whale_flap_bars -= 1
+        return True
+
+    def whale_inject(self, kind: str, count: int = 1) -> None:
+        """Send ``count`` bad whale messages of ``kind`` at the next bar's alerts."""
+        if kind not in WHALE_FAULTS:
+            raise ValueError(f"unknown whale fault {kind!r}; known: {sorted(WHALE_FAULTS)}")
+        self._whale_armed.extend([kind] * count)
+
+    def take_whale_injections(self) -> list[str]:
+        kinds, self._whale_armed = self._whale_armed, []
+        return kinds
+
+    def snapshot(self) -> dict[str, object]:
+        """A JSON-safe view for the control endpoint."""
+        return {
+            "counters": dict(self.counters),
+            "refusing": self.refusing(),
+            "stalled": self.stalled(),
+            "whale_refusing": self.whale_refusing(),
+            "armed": [vars(a) for a in self._armed],
+            "rest_errors_pending": len(self._rest_errors),
+            "whale_armed": list(self._whale_armed),
+        }

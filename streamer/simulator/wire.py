@@ -1,0 +1,81 @@
+"""Binance's wire formats for candles: REST kline rows and websocket kline events.
+
+A real kline event (spot, ``<symbol>@kline_<interval>`` stream)::
+
+    {"e":"kline","E":1579482921215,"s":"ETHBTC","k":{"t":1579482900000,"T":1579482959999,
+     "s":"ETHBTC","i":"1m","f":158411535,"L":158411550,"o":"0.01913200","c":"0.01913500",
+     "h":"0.01913700","l":"0.01913200","v":"5.08400000","n":16,"x":false,"q":"0.09728060",
+     "V":"3.30200000","Q":"0.06318500","B":"0"}}
+
+A REST kline row: ``[open_ms,"o","h","l","c","v",close_ms,"quote_vol",trades,
+"taker_base","taker_quote","0"]``. Prices travel as strings with 8 decimals.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from streamer.simulator.market import Candle, Ohlcv
+
+
+def fmt(x: float) -> str:
+    """Binance's 8-decimal string, unless that would change the value (then the exact repr)."""
+    text = f"{x:.8f}"
+    return text if float(text) == x else repr(x)
+
+
+def _derived(ohlcv: Ohlcv) -> tuple[str, str, str]:
+    o, h, l, c, v = ohlcv  # noqa: E741
+    quote = v * (o + h + l + c) / 4
+    return fmt(round(quote, 8)), fmt(round(v / 2, 8)), fmt(round(quote / 2, 8))
+
+
+def rest_row(candle: Candle, bar_ms: int) -> list[Any]:
+    o, h, l, c, v = candle.ohlcv  # noqa: E741
+    q, taker_base, taker_quote = _derived(candle.ohlcv)
+    return [
+        candle.open_ms,
+        fmt(o),
+        fmt(h),
+        fmt(l),
+        fmt(c),
+        fmt(v),
+        candle.open_ms + bar_ms - 1,
+        q,
+        candle.trades,
+        taker_base,
+        taker_quote,
+        "0",
+    ]
+
+
+def kline_fields(candle: Candle, wire: str, interval: str, bar_ms: int) -> dict[str, Any]:
+    """The ``k`` object of a kline event, as a dict (fault injection edits it)."""
+    o, h, l, c, v = candle.ohlcv  # noqa: E741
+    q, taker_base, taker_quote = _derived(candle.ohlcv)
+    first = candle.index * 2000
+    return {
+        "t": candle.open_ms,
+        "T": candle.open_ms + bar_ms - 1,
+        "s": wire,
+        "i": interval,
+        "f": first,
+        "L": first + max(candle.trades, 1) - 1,
+        "o": fmt(o),
+        "c": fmt(c),
+        "h": fmt(h),
+        "l": fmt(l),
+        "v": fmt(v),
+        "n": candle.trades,
+        "x": candle.closed,
+        "q": q,
+        "V": taker_base,
+        "Q": taker_quote,
+        "B": "0",
+    }
+
+
+def kline_event(k: dict[str, Any], event_ms: int) -> str:
+    """One websocket message from a ``k`` object (the symbol is taken from it)."""
+    return json.dumps({"e": "kline", "E": event_ms, "s": k["s"], "k": k}, separators=(",", ":"))
