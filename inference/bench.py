@@ -33,8 +33,8 @@ import numpy as np
 import tensorflow as tf
 
 from inference.backends import BACKENDS, usable_cores
-from inference.featurelist import FEATURE_NAMES, FEATURE_VERSION
 from inference.runtime import DEFAULT_BUCKETS, ModelRuntime
+from streamer.features import FEATURE_NAMES, FEATURE_VERSION
 from whalecast.artifact import MODEL_FILE, PREPROCESS_FILE, write_artifact, write_json
 
 BENCH_MODEL = "bench-seed004"
