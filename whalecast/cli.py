@@ -125,6 +125,76 @@ def _simulate_arguments(command: argparse.ArgumentParser) -> None:
                         help="the API key whale clients must present (default: %(default)s)")  # fmt: skip
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from inference.bench import BenchOptions, format_table, run_bench, write_results
+    from whalecast.settings import load_settings
+
+    settings = load_settings(args.config)
+    options = BenchOptions(
+        sizes=args.sizes, backends=args.backends, repeats=args.repeats,
+        per_series_sample=args.per_series_sample, matmul_size=args.matmul_size,
+        buckets=settings.inference.batch_buckets, window=settings.features.window,
+    )  # fmt: skip
+    try:
+        results = run_bench(options, sections=args.sections)
+    except ValueError as e:
+        print(f"whalecast bench: {e}", file=sys.stderr)
+        return 2
+    print(format_table(results))
+    if args.out:
+        write_results(results, Path(args.out))
+        print(f"results written to {args.out}", file=sys.stderr)
+    return 0
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a comma-separated list of integers"
+        ) from e
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError("give positive integers, e.g. 10,100,1000")
+    return values
+
+
+def _name_list(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _add_bench_options(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--out", metavar="PATH", help="also write the results as JSON here")
+    command.add_argument(
+        "--sizes",
+        type=_int_list,
+        default=[10, 100, 1000, 5000],
+        help="batch sizes (series), comma-separated (default: 10,100,1000,5000)",
+    )
+    command.add_argument(
+        "--backends",
+        type=_name_list,
+        default=["keras", "tf-function", "tf-xla", "onnx"],
+        help="backends to time, comma-separated (default: all four)",
+    )
+    command.add_argument(
+        "--repeats", type=int, default=7, help="timed calls per batch size (median; default 7)"
+    )
+    command.add_argument(
+        "--per-series-sample",
+        type=int,
+        default=20,
+        help="model.predict calls timed for the per-series estimate (default 20)",
+    )
+    command.add_argument(
+        "--matmul-size", type=int, default=2048, help="square matmul size (default 2048)"
+    )
+    command.add_argument("--sections", type=_name_list, default=None,
+                         help="run only these sections, comma-separated (matmul, backends, per_series, summary)")  # fmt: skip
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from training.commands import train_command
     from whalecast.logs import configure_logging
@@ -266,6 +336,15 @@ def build_parser() -> argparse.ArgumentParser:
             "websocket on 127.0.0.1, replaying history until Ctrl-C or SIGTERM",
         )
     )
+    _add_bench_options(
+        add(
+            "bench",
+            _cmd_bench,
+            "measure the batched forward pass per backend, per-series model.predict, the matmul "
+            "rate and the FLOP floor on this machine",
+        )
+    )
+
     train = add(
         "train", _cmd_train,
         "train a model preset on history, evaluate it against baselines on a held-out "
