@@ -106,8 +106,7 @@ class BarLoop:
         retry = [r for r, res in zip(records, results, strict=True) if res.status == "gap"]
         if retry:
             # the feed already backfilled what the exchange has: the hole is real
-            for record in retry:
-                self.metrics.gaps.labels(record.candle.exchange, record.candle.timeframe).inc()
+            # (the store counted the gap when it reported it)
             results_retry = await self.store.append(retry, allow_gap=True)
             stored = {
                 id(r)

@@ -79,7 +79,10 @@ class Daemon:
         shard = settings.shard
         self.series = owned(all_series(settings), shard.index, shard.count)
         metrics.series_owned.set(len(self.series))
-        self.store = WindowStore(redis, self.keys, self.series, settings.features.window, metrics)
+        self.store = WindowStore(
+            redis, self.keys, self.series, settings.features.window, metrics,
+            ttl_seconds=settings.features.store_ttl_seconds,
+        )  # fmt: skip
         self.models = ModelSet(
             settings.inference, metrics, redis=redis, keys=self.keys,
             full_window=settings.features.window,
