@@ -1,17 +1,21 @@
--- whalecast window store: the only writer of one series' keys, atomic per call.
+-- whalecast window store: the only writer of the series' keys, atomic per call.
 --
--- KEYS[1] bars    sorted set, score = bar open time (ms), member = packed bar record
--- KEYS[2] window  string: an 8-byte header (layout: feature-list version, feature
---                 count), then the newest feature rows packed float32, oldest first
--- KEYS[3] meta    hash: last_open_ms, feature_version, window_rows, counters
+-- Per series three keys (one Cluster slot, by the hash tag):
+--   bars    sorted set, score = bar open time (ms), member = packed bar record
+--   window  string: an 8-byte header (layout: feature-list version, feature
+--           count), then the newest feature rows packed float32, oldest first
+--   meta    hash: last_open_ms, feature_version, window_rows, counters
+-- KEYS come in threes (bars, window, meta), one series after another: on a plain
+-- server every series of a bar in one call; on a Cluster one call per slot.
 --
 -- ARGV[1] is the mode.
 --
--- "append": ARGV[2] open_ms, [3] base (the last open time the caller computed the
---   feature row on, '' for an empty series), [4] bar member, [5] feature row ('' when
---   the caller did not expect to append), [6] window header, [7] parameters
---   "bar_ms feature_version window_rows bars_kept ttl_ms allow_gap(0|1)".
---   Replies {status, open_ms}:
+-- "append": ARGV[2] window header, then five arguments per series, in KEYS order:
+--   open_ms, base (the last open time the caller computed the feature row on, '' for
+--   an empty series), bar member, feature row ('' when the caller did not expect to
+--   append), parameters "bar_ms feature_version window_rows bars_kept ttl_ms
+--   allow_gap(0|1)". Each series is handled on its own; replies a flat list with a
+--   pair per series, {status_1, open_ms_1, status_2, open_ms_2, ...}:
 --     {'duplicate', last}   open time not newer than the stored last: nothing written
 --     {'gap', expected}     open time past last + bar_ms without allow_gap: nothing written
 --     {'stale', last}       the caller's view (base, feature version, window) is not the
@@ -19,24 +23,25 @@
 --     {'appended', open_ms} bar, row and meta written, bars trimmed, TTLs renewed
 --   Each missing bar of an allowed gap becomes an all-NaN feature row.
 --
--- "replace": ARGV[2] last_open_ms, [3] feature_version, [4] window_rows, [5] window
---   (header and rows), [6] ttl ms, [7..] score, member pairs. Rewrites the series'
---   state in one step (warm-up after a backfill, rebuild after a version change).
+-- "replace" (KEYS: one series): ARGV[2] last_open_ms, [3] feature_version,
+--   [4] window_rows, [5] window (header and rows), [6] ttl ms, [7..] score, member
+--   pairs. Rewrites the series' state in one step (warm-up after a backfill, rebuild
+--   after a version change).
 
-local bars_key, window_key, meta_key = KEYS[1], KEYS[2], KEYS[3]
 local HEADER = 8
 local NAN32 = '\0\0\192\127' -- float32 quiet NaN, little-endian
 
-local function renew(ttl_ms)
+local function renew(bars_key, window_key, meta_key, ttl_ms)
   redis.call('PEXPIRE', bars_key, ttl_ms)
   redis.call('PEXPIRE', window_key, ttl_ms)
   redis.call('PEXPIRE', meta_key, ttl_ms)
 end
 
-local function append()
-  local open_ms = tonumber(ARGV[2])
+-- One series' append: keys, then open_ms (text), base, member, row, header, parameters.
+local function append(bars_key, window_key, meta_key, open_text, base, member, row, header, params)
+  local open_ms = tonumber(open_text)
   local bar_ms, version, rows, kept, ttl, allow_gap =
-    string.match(ARGV[7], '^(%d+) (%d+) (%d+) (%d+) (%d+) ([01])$')
+    string.match(params, '^(%d+) (%d+) (%d+) (%d+) (%d+) ([01])$')
   bar_ms = tonumber(bar_ms)
   local meta = redis.call('HMGET', meta_key, 'last_open_ms', 'feature_version', 'window_rows')
   local last = meta[1]
@@ -48,8 +53,7 @@ local function append()
     if open_ms > last_ms + bar_ms and allow_gap ~= '1' then return {'gap', last_ms + bar_ms} end
     missing = (open_ms - last_ms) / bar_ms - 1
   end
-  local row = ARGV[5]
-  if (last or '') ~= ARGV[3] or row == '' then return {'stale', tonumber(last) or -1} end
+  if (last or '') ~= base or row == '' then return {'stale', tonumber(last) or -1} end
 
   local body = ''
   if last then
@@ -63,19 +67,32 @@ local function append()
   end
   body = body .. row
   if #body > rows * #row then body = string.sub(body, -rows * #row) end
-  redis.call('SET', window_key, ARGV[6] .. body)
+  redis.call('SET', window_key, header .. body)
 
-  redis.call('ZADD', bars_key, ARGV[2], ARGV[4])
+  redis.call('ZADD', bars_key, open_text, member)
   redis.call('ZREMRANGEBYSCORE', bars_key, '-inf', string.format('%.0f', open_ms - kept * bar_ms))
-  redis.call('HSET', meta_key, 'last_open_ms', ARGV[2], 'feature_version', version,
+  redis.call('HSET', meta_key, 'last_open_ms', open_text, 'feature_version', version,
     'window_rows', tostring(rows))
   redis.call('HINCRBY', meta_key, 'appended', 1)
   if missing > 0 then redis.call('HINCRBY', meta_key, 'gap_bars', missing) end
-  renew(ttl)
+  renew(bars_key, window_key, meta_key, ttl)
   return {'appended', open_ms}
 end
 
+local function append_all()
+  local out = {}
+  for i = 1, #KEYS / 3 do
+    local k, a = 3 * (i - 1), 2 + 5 * (i - 1)
+    local reply = append(KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], ARGV[a + 1], ARGV[a + 2],
+      ARGV[a + 3], ARGV[a + 4], ARGV[2], ARGV[a + 5])
+    out[2 * i - 1] = reply[1]
+    out[2 * i] = reply[2]
+  end
+  return out
+end
+
 local function replace()
+  local bars_key, window_key, meta_key = KEYS[1], KEYS[2], KEYS[3]
   redis.call('DEL', bars_key)
   for i = 7, #ARGV, 2 do
     redis.call('ZADD', bars_key, ARGV[i], ARGV[i + 1])
@@ -84,10 +101,10 @@ local function replace()
   redis.call('HSET', meta_key, 'last_open_ms', ARGV[2], 'feature_version', ARGV[3],
     'window_rows', ARGV[4])
   redis.call('HINCRBY', meta_key, 'replaced', 1)
-  renew(ARGV[6])
+  renew(bars_key, window_key, meta_key, ARGV[6])
   return {'replaced', tonumber(ARGV[2])}
 end
 
-if ARGV[1] == 'append' then return append() end
+if ARGV[1] == 'append' then return append_all() end
 if ARGV[1] == 'replace' then return replace() end
 return redis.error_reply('unknown mode ' .. tostring(ARGV[1]))

@@ -12,13 +12,16 @@ wrote it and a reader never mixes versions; ``...:meta`` a hash
 ``gap_bars``, ``replaced``). Bars are trimmed by open time in every write and
 all three keys get a TTL, renewed by every write.
 
-Every write goes through ``store.lua`` (one script, one series' keys per
-call, so one slot): an append of a bar not newer than the stored last one is a
-no-op; a bar past ``last + bar`` is a gap, reported and not written unless the
-caller passes ``allow_gap`` (after backfill proved the bars do not exist: the
-missing bars then become NaN rows, see ``streamer.features``). All series'
-appends for one bar travel in one pipeline, all windows are read in one round
-trip (one MGET; on a Cluster one per node). The feature row of the new bar is computed in Python from the in-memory
+Every write goes through ``store.lua``: an append of a bar not newer than the
+stored last one is a no-op; a bar past ``last + bar`` is a gap, reported and
+not written unless the caller passes ``allow_gap`` (after backfill proved the
+bars do not exist: the missing bars then become NaN rows, see
+``streamer.features``). All series' appends for one bar go in ONE script call
+on a plain server (the script loops over the series, each handled on its own;
+at most ``MAX_SERIES_PER_CALL`` per call, more calls share one pipeline), and
+in one call per hash slot on a Cluster (a script's keys must share a slot),
+all in one pipeline. All windows are read in one round trip (one MGET; on a
+Cluster one per node). The feature row of the new bar is computed in Python from the in-memory
 mirror (:mod:`streamer.mirror`) and written with the bar in the same script
 call; the script checks that the mirror's view (last open time, feature
 version, window length) is the stored one, and the store reloads and retries
@@ -37,7 +40,8 @@ from typing import Any, Final, Literal, cast
 
 import numpy as np
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import NoScriptError, RedisError
+from redis.crc import key_slot
+from redis.exceptions import RedisError
 
 from streamer.features import BAR_COLUMNS, FEATURE_NAMES, FEATURE_VERSION, HISTORY_BARS
 from streamer.mirror import (
@@ -54,6 +58,7 @@ from streamer.mirror import (
 from whalecast.domain import Candle, Series, WhaleBar
 from whalecast.keys import Keys
 from whalecast.metrics import Metrics
+from whalecast.redisconn import run_script_pipeline
 
 Status = Literal["appended", "duplicate", "gap"]
 BAR_DTYPE: Final = np.dtype("<f8")
@@ -63,6 +68,8 @@ SCRIPT: Final = resources.files("streamer").joinpath("store.lua").read_text()
 #: First 8 bytes of every stored window: magic, feature-list version, feature count.
 WINDOW_HEADER: Final = struct.pack("<4sHH", b"WCFW", FEATURE_VERSION, len(FEATURE_NAMES))
 _ROW_BYTES: Final = len(FEATURE_NAMES) * ROW_DTYPE.itemsize
+#: Series per append script call (bounds how long one call blocks the server).
+MAX_SERIES_PER_CALL: Final = 1000
 
 
 @dataclass(frozen=True)
@@ -161,14 +168,21 @@ class WindowStore:
         self._sha = redis.register_script(SCRIPT).sha
         self._rows_text = str(window).encode()
         self._keys = [(keys.bars(s), keys.window(s), keys.meta(s)) for s in self.mirror.series]
+        self._key_bytes = [tuple(k.encode() for k in three) for three in self._keys]
         self._ttl_ms = [int(max(ttl_seconds * 1000, 4 * s.bar_ms)) for s in self.mirror.series]
         self._params = [
             [
-                f"{s.bar_ms} {FEATURE_VERSION} {window} {self.bars_kept} {ttl} {gap}"
+                f"{s.bar_ms} {FEATURE_VERSION} {window} {self.bars_kept} {ttl} {gap}".encode()
                 for gap in (0, 1)
             ]
             for s, ttl in zip(self.mirror.series, self._ttl_ms, strict=True)
         ]
+        # the hash slot of each series on a Cluster (its three keys share it); None: one server
+        self._slots = (
+            [key_slot(three[0]) for three in self._key_bytes]
+            if isinstance(redis, RedisCluster)
+            else None
+        )
 
     @property
     def series(self) -> tuple[Series, ...]:
@@ -312,16 +326,33 @@ class WindowStore:
         for j, row in zip(np.flatnonzero(appending), newest, strict=True):
             rows[j] = row.tobytes()
 
-        def queue(pipe: Any) -> None:
-            for j, p in enumerate(positions):
-                self._queue_append(pipe, int(p), new[j], rows[j], allow_gap)
+        groups = self._call_groups(positions)
 
-        replies = await self._execute(queue)
+        def queue(pipe: Any) -> None:
+            for group in groups:
+                self._queue_append(pipe, group, positions, new, rows, allow_gap=allow_gap)
+
+        replies: list[Any] = [None] * len(records)
+        for group, reply in zip(groups, await self._execute(queue), strict=True):
+            for k, j in enumerate(group):
+                replies[j] = (reply[2 * k], reply[2 * k + 1])
         statuses = [reply[0].decode() for reply in replies]
         if statuses != expected:
             return await self._resync(records, positions, allow_gap, statuses, retry)
         self.mirror.commit(advance)
         return [self._result(r, s, int(reply[1])) for r, s, reply in zip(records, statuses, replies, strict=True)]  # fmt: skip
+
+    def _call_groups(self, positions: IntArray) -> list[list[int]]:
+        """Indices into ``positions`` per script call: all series, or one slot's on a Cluster."""
+        if self._slots is None:
+            whole = [list(range(len(positions)))]
+        else:
+            by_slot: dict[int, list[int]] = {}
+            for j, p in enumerate(positions):
+                by_slot.setdefault(self._slots[p], []).append(j)
+            whole = list(by_slot.values())
+        step = MAX_SERIES_PER_CALL
+        return [g[i : i + step] for g in whole for i in range(0, len(g), step)]
 
     async def _resync(
         self,
@@ -345,12 +376,26 @@ class WindowStore:
         return ["duplicate" if d else "gap" if g else "appended" for d, g in zip(duplicate, gap, strict=True)]  # fmt: skip
 
     def _queue_append(
-        self, pipe: Any, p: int, bar: FloatArray, row: bytes, allow_gap: bool
+        self,
+        pipe: Any,
+        group: list[int],
+        positions: IntArray,
+        bars: FloatArray,
+        rows: list[bytes],
+        *,
+        allow_gap: bool,
     ) -> None:
-        last = int(self.mirror.last[p])
-        args = ("append", int(bar[0]), "" if last == EMPTY else last, bar.astype(BAR_DTYPE).tobytes(),
-                row, WINDOW_HEADER, self._params[p][allow_gap])  # fmt: skip
-        pipe.execute_command("EVALSHA", self._sha, 3, *self._keys[p], *args)
+        """One script call appending ``bars[j]`` (feature row ``rows[j]``) for each j of group."""
+        keys: list[bytes] = []
+        args: list[bytes | int | str] = ["append", WINDOW_HEADER]
+        packed = np.ascontiguousarray(bars, dtype=BAR_DTYPE)
+        for j in group:
+            p = int(positions[j])
+            last = int(self.mirror.last[p])
+            keys.extend(self._key_bytes[p])
+            args += [int(bars[j, 0]), "" if last == EMPTY else last, packed[j].tobytes(), rows[j],
+                     self._params[p][allow_gap]]  # fmt: skip
+        pipe.execute_command("EVALSHA", self._sha, len(keys), *keys, *args)
 
     def _result(self, record: BarRecord, status: str, value: int) -> AppendResult:
         expected = value if status == "gap" else None
@@ -372,21 +417,7 @@ class WindowStore:
     # ---------------------------------------------------------------- plumbing
 
     async def _execute(self, queue: Callable[[Any], object]) -> list[Any]:
-        """One pipeline of script calls; loads the script and redoes it if the server lost it.
-
-        A missing script fails every call in the pipeline before it runs, so the
-        redo cannot apply anything twice.
-        """
-        for attempt in (1, 2):
-            pipe = self.redis.pipeline(transaction=False)
-            queue(pipe)
-            try:
-                return list(await pipe.execute())
-            except NoScriptError:
-                if attempt == 2:
-                    raise
-                await self.redis.script_load(SCRIPT)
-        raise AssertionError("unreachable")
+        return await run_script_pipeline(self.redis, SCRIPT, queue)
 
     def _count_gaps(self, results: Sequence[AppendResult]) -> None:
         if self.metrics is None:

@@ -37,7 +37,10 @@ def redis_url(redis_server: RedisServer) -> str:
 
 @pytest.fixture
 async def redis_client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(redis_url)
+    """A client packing commands as the daemon's do (``whalecast.redisconn.connect``)."""
+    from whalecast.redisconn import with_fast_packing
+
+    client = with_fast_packing(aioredis.Redis.from_url(redis_url))
     yield client
     await client.aclose()
 

@@ -1,14 +1,23 @@
-"""The embedded redis-server: start, persistence across restarts, clean stop, missing binary."""
+"""The embedded redis-server (start, persistence across restarts, clean stop, missing
+binary) and the clients ``connect`` gives."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
+from redis.asyncio.connection import Connection
 
 from tests.helpers import require_tool
-from whalecast.redisconn import EmbeddedRedis, EmbeddedRedisError, RedisHandle
+from whalecast.redisconn import (
+    EmbeddedRedis,
+    EmbeddedRedisError,
+    RedisHandle,
+    connect,
+    run_script_pipeline,
+)
 from whalecast.settings import RedisSettings
 
 
@@ -56,3 +65,27 @@ def test_too_long_state_dir_refused(tmp_path: Path) -> None:
     require_tool("redis-server")
     with pytest.raises(EmbeddedRedisError, match="too long"):
         EmbeddedRedis(tmp_path / ("x" * 120)).start()
+
+
+async def test_connect_packs_like_redis_py_and_reloads_lost_scripts(redis_url: str) -> None:
+    client = connect(RedisSettings(url=redis_url))
+    try:
+        connection_class = client.connection_pool.connection_class
+        assert connection_class.pack_command is not Connection.pack_command  # hiredis packs
+        packed = connection_class().pack_command
+        plain = Connection().pack_command
+        for args in [("SET", "k", b"\x00\xff", 12, 1.5), ("CONFIG GET", "maxmemory"),
+                     ("HSET", "h", "é", memoryview(b"abc"), "x" * 70_000)]:  # fmt: skip
+            assert b"".join(packed(*args)) == b"".join(plain(*args))
+        await client.set("k", b"\x00\xff")
+        assert await client.get("k") == b"\x00\xff"
+        script = "return #ARGV"
+        sha = client.register_script(script).sha
+
+        def queue(pipe: Any) -> None:
+            pipe.execute_command("EVALSHA", sha, 0, "a", "b")
+
+        await client.script_flush()
+        assert await run_script_pipeline(client, script, queue) == [2]
+    finally:
+        await client.aclose()

@@ -14,6 +14,7 @@ import pytest
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import Connection
+from redis.crc import key_slot
 
 from streamer.features import FEATURE_NAMES, HISTORY_BARS, compute_features
 from streamer.history import bar_table, load_candles_csv, load_whale_flows_csv
@@ -236,12 +237,18 @@ class CountingConnection(Connection):
         await super().send_packed_command(command, check_health)
 
 
-@pytest.mark.parametrize("count", [5, 60])
+@pytest.mark.parametrize(("count", "per_call"), [(5, 1000), (60, 1000), (60, 7)])
 async def test_one_round_trip_per_bar_whatever_the_series_count(
-    redis_url: str, tables: dict[Series, pd.DataFrame], count: int
+    redis_url: str,
+    tables: dict[Series, pd.DataFrame],
+    count: int,
+    per_call: int,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setattr("streamer.store.MAX_SERIES_PER_CALL", per_call)
     series = [Series("binance", f"C{i}/USDT", "1h") for i in range(count)]
     client = aioredis.Redis.from_url(redis_url, connection_class=CountingConnection)
+    await client.config_resetstat()
     try:
         store = WindowStore(client, KEYS, series, WINDOW)
         await store.load()
@@ -253,8 +260,31 @@ async def test_one_round_trip_per_bar_whatever_the_series_count(
             assert {r.status for r in results} == {"appended"}
             await store.read_windows(series)
         assert CountingConnection.sent == 3 * 2
+        calls = (await client.info("commandstats"))["cmdstat_evalsha"]["calls"]
+        assert calls == 4 * -(-count // per_call)  # one script call per chunk of series
     finally:
         await client.aclose()
+
+
+async def test_each_series_of_one_call_gets_its_own_status(
+    redis_client: aioredis.Redis, tables: dict[Series, pd.DataFrame]
+) -> None:
+    sol = Series("binance", "SOL/USDT", "1h")
+    store = WindowStore(redis_client, KEYS, [BTC, ETH, sol], WINDOW)
+    await store.load()
+    table = tables[BTC]
+    for t in range(10):
+        await store.append([record(s, table.loc[t]) for s in (BTC, ETH)])
+    results = await store.append(
+        [record(BTC, table.loc[9]), record(ETH, table.loc[12]), record(sol, table.loc[0])]
+    )
+    assert results == [
+        AppendResult(BTC, int(table.at[9, "open_ms"]), "duplicate"),
+        AppendResult(ETH, int(table.at[12, "open_ms"]), "gap", int(table.at[10, "open_ms"])),
+        AppendResult(sol, int(table.at[0, "open_ms"]), "appended"),
+    ]
+    assert await redis_client.hget(KEYS.meta(ETH), "last_open_ms") == str(table.at[9, "open_ms"]).encode()  # fmt: skip
+    assert store.last_open_ms(sol) == int(table.at[0, "open_ms"])
 
 
 async def test_unknown_series_and_invalid_bars_are_refused(
@@ -289,12 +319,24 @@ def cluster_url(short_tmp: Path) -> Iterator[str]:
         server.stop()
 
 
+def same_slot_pair() -> list[Series]:
+    """Two series whose keys hash to one Cluster slot (one script call appends both)."""
+    seen: dict[int, Series] = {}
+    for i in range(100_000):
+        series = Series("binance", f"P{i}/USDT", "1h")
+        slot = key_slot(KEYS.bars(series).encode())
+        if slot in seen:
+            return [seen[slot], series]
+        seen[slot] = series
+    raise AssertionError("no two series share a slot")
+
+
 async def test_works_on_a_cluster_and_survives_a_script_flush(
     cluster_url: str, tables: dict[Series, pd.DataFrame]
 ) -> None:
     client = RedisCluster.from_url(cluster_url)
     try:
-        series = [Series("binance", f"C{i}/USDT", "1h") for i in range(4)]
+        series = [Series("binance", f"C{i}/USDT", "1h") for i in range(4)] + same_slot_pair()
         store = WindowStore(client, KEYS, series, WINDOW)
         await store.load()
         table = tables[BTC]
