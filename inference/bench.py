@@ -11,11 +11,15 @@ under its name; more can be registered in :data:`SECTIONS`):
 - ``per_series``: the same workload as one ``model.predict`` per series, timed
   on a sample of calls and extrapolated (the report says so);
 - ``summary``: the FLOP floor of the 1000-series batch and the targets: within
-  2x of the floor, and at least 500x faster than one ``model.predict`` per series.
+  2x of the floor, and at least 500x faster than one ``model.predict`` per series;
+- ``e2e``: the real daemon against the simulator with 1000 series and two models,
+  bar latency, inference, store and publish times, event-loop lag
+  (:mod:`inference.bench_e2e`); targets p50 <= 150 ms, p99 <= 300 ms, lag <= 20 ms.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import platform
@@ -28,14 +32,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import keras
 import numpy as np
 import tensorflow as tf
 
 from inference.backends import BACKENDS, usable_cores
+from inference.bench_e2e import E2EOptions, format_e2e, run_e2e
+from inference.benchmodels import build_seed004_model, preprocess_for, write_model_artifact
 from inference.runtime import DEFAULT_BUCKETS, ModelRuntime
-from streamer.features import FEATURE_NAMES, FEATURE_VERSION
-from whalecast.artifact import MODEL_FILE, PREPROCESS_FILE, write_artifact, write_json
+from streamer.features import FEATURE_NAMES
 
 BENCH_MODEL = "bench-seed004"
 FLOOR_SERIES = 1000
@@ -53,6 +57,7 @@ class BenchOptions:
     matmul_size: int = 2048
     buckets: Sequence[int] = DEFAULT_BUCKETS
     window: int = 24
+    e2e: E2EOptions = field(default_factory=E2EOptions)
 
 
 @dataclass
@@ -71,23 +76,6 @@ class BenchContext:
         return self.keras_model
 
 
-def build_seed004_model(window: int, n_features: int, seed: int = 0) -> Any:
-    """Seed 004's architecture: LSTM(128)-BN-Dropout, LSTM(64)-BN-Dropout, Dense 32/16/1."""
-    keras.utils.set_random_seed(seed)
-    layers = keras.layers
-    l2 = keras.regularizers.L2(1e-4)
-    inputs = keras.Input((window, n_features))
-    x = layers.LSTM(128, return_sequences=True, kernel_regularizer=l2)(inputs)
-    x = layers.Dropout(0.3)(layers.BatchNormalization()(x))
-    x = layers.LSTM(64, kernel_regularizer=l2)(x)
-    x = layers.Dropout(0.25)(layers.BatchNormalization()(x))
-    x = layers.Dense(32, activation="relu", kernel_regularizer=l2)(x)
-    x = layers.Dropout(0.2)(layers.BatchNormalization()(x))
-    x = layers.Dropout(0.1)(layers.Dense(16, activation="relu")(x))
-    outputs = layers.Dense(1, activation="sigmoid")(x)
-    return keras.Model(inputs, outputs, name="seed004")
-
-
 def flops_per_sample(model: Any) -> float:
     """Multiply-add FLOPs of one sample's forward pass through LSTM and Dense layers."""
     timesteps = int(model.inputs[0].shape[1])
@@ -104,19 +92,8 @@ def flops_per_sample(model: Any) -> float:
 
 
 def write_bench_artifact(registry: Path, model: Any, window: int) -> str:
-    n = len(FEATURE_NAMES)
-    preprocess = {
-        "feature_version": FEATURE_VERSION, "features": list(FEATURE_NAMES), "window": window,
-        "scaler": {"mean": [0.0] * n, "scale": [1.0] * n}, "target": "p_up_next_bar",
-    }  # fmt: skip
-
-    def fill(directory: Path) -> None:
-        model.save(directory / MODEL_FILE)
-        write_json(directory / PREPROCESS_FILE, preprocess)
-        write_json(directory / "metadata.json", {"trained_at": datetime.now(UTC).isoformat()})
-
-    version, _ = write_artifact(registry, BENCH_MODEL, fill)
-    return version
+    preprocess = preprocess_for(FEATURE_NAMES, window=window)
+    return write_model_artifact(registry, BENCH_MODEL, model, preprocess, current=False)
 
 
 def median_ms(call: Callable[[], object], repeats: int, warmup: int = 2) -> float:
@@ -215,6 +192,12 @@ def bench_summary(ctx: BenchContext) -> dict[str, Any]:
     return summary
 
 
+def bench_e2e(ctx: BenchContext) -> dict[str, Any]:
+    workdir = ctx.workdir / "e2e"
+    workdir.mkdir()
+    return asyncio.run(run_e2e(ctx.options.e2e, workdir))
+
+
 Section = Callable[[BenchContext], dict[str, Any]]
 
 #: Sections in run order; ``summary`` reads the others' results.
@@ -223,6 +206,7 @@ SECTIONS: dict[str, Section] = {
     "backends": bench_backends,
     "per_series": bench_per_series,
     "summary": bench_summary,
+    "e2e": bench_e2e,
 }
 
 
@@ -238,6 +222,8 @@ def run_bench(options: BenchOptions, sections: Sequence[str] | None = None) -> d
     chosen = list(sections) if sections is not None else list(SECTIONS)
     unknown = [name for name in chosen if name not in SECTIONS]
     unknown += [name for name in options.backends if name not in BACKENDS]
+    if "e2e" in chosen and options.e2e.backend not in BACKENDS:
+        unknown.append(options.e2e.backend)
     if unknown:
         raise ValueError(
             f"unknown bench sections or backends {unknown}; sections: {', '.join(SECTIONS)}; "
@@ -273,6 +259,8 @@ def format_table(results: dict[str, Any]) -> str:
         m = results["matmul"]
         lines.append(f"float32 matmul ({m['size']}x{m['size']}): {m['gflops']:.1f} GFLOP/s")
     lines.extend(_summary_lines(results.get("summary", {})))
+    if "e2e" in results:
+        lines.extend(format_e2e(results["e2e"]))
     return "\n".join(lines)
 
 

@@ -10,14 +10,24 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 from whalecast.metrics import Metrics
 
+#: ``(due, lag)``: when a timer was due (``time.monotonic()``) and how late it ran.
+SampleHook = Callable[[float, float], None]
+
 
 class LoopLagMonitor:
-    def __init__(self, metrics: Metrics, interval_seconds: float = 0.1) -> None:
+    def __init__(
+        self,
+        metrics: Metrics,
+        interval_seconds: float = 0.1,
+        on_sample: SampleHook | None = None,
+    ) -> None:
         self.metrics = metrics
         self.interval = interval_seconds
+        self.on_sample = on_sample
         self.max_lag = 0.0
         self.samples = 0
 
@@ -35,3 +45,5 @@ class LoopLagMonitor:
             self.metrics.loop_lag.observe(lag)
             self.max_lag = max(self.max_lag, lag)
             self.samples += 1
+            if self.on_sample is not None:
+                self.on_sample(started + self.interval, lag)

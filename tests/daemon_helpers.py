@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+from inference.benchmodels import volume_preprocess
 from inference.daemon import Daemon
 from streamer.features import FEATURE_NAMES
 from streamer.simulator import Simulator
@@ -50,8 +51,7 @@ def write_demo_models(registry: Path, seed: int = 0) -> dict[str, str]:
     )
     volume = write_model(
         registry, "volume", small_model(24, 1, seed=seed + 1),
-        preprocess_for(["log_volume"], target="next_bar_volume", target_transform="log1p",
-                       target_scaler={"mean": [5.0], "scale": [1.0]}),
+        volume_preprocess(),
     )  # fmt: skip
     return {"direction": direction, "volume": volume}
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from inference.bench import BenchOptions, flops_per_sample, format_table, run_bench
+from inference.bench_e2e import E2EOptions
 from tests.model_artifacts import deep_model
 from whalecast import cli
 
@@ -26,7 +27,7 @@ def test_seed004_size_matches_the_measured_facts() -> None:
 def test_sections_and_table() -> None:
     options = BenchOptions(sizes=(3, 9), backends=("keras", "tf-function"), repeats=1,
                            per_series_sample=2, matmul_size=128, buckets=(1, 8))  # fmt: skip
-    results = run_bench(options)
+    results = run_bench(options, sections=["matmul", "backends", "per_series", "summary"])
     assert set(results) == {"machine", "matmul", "backends", "per_series", "summary"}
     assert set(results["backends"]["tf-function"]["median_ms"]) == {"3", "9"}
     summary = results["summary"]
@@ -36,6 +37,25 @@ def test_sections_and_table() -> None:
     assert "tf-function" in table and "GFLOP/s" in table and "extrapolated" in table
     with pytest.raises(ValueError, match="unknown"):
         run_bench(BenchOptions(backends=("pytorch",)))
+    with pytest.raises(ValueError, match="unknown"):
+        run_bench(BenchOptions(e2e=E2EOptions(backend="pytorch")), sections=["e2e"])
+
+
+@pytest.mark.slow
+@pytest.mark.redis
+def test_e2e_section_runs_the_daemon_against_the_simulator() -> None:
+    opts = E2EOptions(series=4, bars=3, warmup_bars=1)
+    results = run_bench(BenchOptions(e2e=opts), sections=["e2e"])
+    e2e = results["e2e"]
+    assert e2e["bars"] == 3 and e2e["models"] == ["direction-deep", "volume"]
+    assert e2e["predictions_per_bar"] == {"direction-deep": 4, "volume": 4}
+    assert e2e["latency_observations_per_bar"] == 1  # one batch per bar, none late
+    assert 0 < e2e["latency_ms"]["p50"] <= e2e["latency_ms"]["max"]
+    assert all(v["p50"] > 0 for v in e2e["inference_ms"].values())
+    assert e2e["stream_length"] >= 2 * 4 * (3 + 1)
+    assert len(e2e["per_bar"]) == 3
+    table = format_table(results)
+    assert "bar latency ms" in table and "event-loop lag during inference" in table
 
 
 @pytest.mark.slow

@@ -129,13 +129,20 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from inference.bench import BenchOptions, format_table, run_bench, write_results
-    from whalecast.settings import load_settings
+    from inference.bench_e2e import E2EOptions
+    from whalecast.logs import configure_logging
+    from whalecast.settings import LogSettings, load_settings
 
     settings = load_settings(args.config)
+    configure_logging(LogSettings(level="WARNING", format="console"))
+    e2e = E2EOptions(
+        series=args.e2e_series, bars=args.e2e_bars, window=settings.features.window,
+        backend=args.e2e_backend or settings.inference.backend,
+    )  # fmt: skip
     options = BenchOptions(
         sizes=args.sizes, backends=args.backends, repeats=args.repeats,
         per_series_sample=args.per_series_sample, matmul_size=args.matmul_size,
-        buckets=settings.inference.batch_buckets, window=settings.features.window,
+        buckets=settings.inference.batch_buckets, window=settings.features.window, e2e=e2e,
     )  # fmt: skip
     try:
         results = run_bench(options, sections=args.sections)
@@ -192,7 +199,13 @@ def _add_bench_options(command: argparse.ArgumentParser) -> None:
         "--matmul-size", type=int, default=2048, help="square matmul size (default 2048)"
     )
     command.add_argument("--sections", type=_name_list, default=None,
-                         help="run only these sections, comma-separated (matmul, backends, per_series, summary)")  # fmt: skip
+                         help="run only these sections, comma-separated (matmul, backends, per_series, summary, e2e)")  # fmt: skip
+    command.add_argument("--e2e-series", type=int, default=1000,
+                         help="end to end: synthetic series the simulator serves (default 1000)")  # fmt: skip
+    command.add_argument("--e2e-bars", type=int, default=40,
+                         help="end to end: bars measured after 3 warm-up bars (default 40)")  # fmt: skip
+    command.add_argument("--e2e-backend", default=None,
+                         help="end to end: inference backend (default: inference.backend of the config)")  # fmt: skip
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -341,7 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
             "bench",
             _cmd_bench,
             "measure the batched forward pass per backend, per-series model.predict, the matmul "
-            "rate and the FLOP floor on this machine",
+            "rate, the FLOP floor and the daemon's end-to-end bar latency on this machine",
         )
     )
 

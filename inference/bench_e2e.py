@@ -1,0 +1,350 @@
+"""``whalecast bench`` section ``e2e``: the real daemon's bar latency against the simulator.
+
+One process runs a private ``redis-server`` (unix socket, AOF, as ``url:
+embedded`` does), the exchange simulator with ``series`` synthetic symbols
+stepped bar by bar, and the daemon (:class:`inference.daemon.Daemon`) serving
+two models with random weights: seed 004's ``direction-deep`` over all v1
+features and seed 000's volume LSTM on ``log_volume``
+(:mod:`inference.benchmodels`). After start-up backfill and ``warmup_bars``
+untimed bars, each of ``bars`` bars is measured from the daemon's own metrics
+(deltas of histogram sums, one observation per bar):
+
+- bar latency: the last closed candle of the bar handed to the bar loop →
+  all predictions published (``whalecast_bar_latency_seconds``);
+- inference seconds per model, store append and window read seconds;
+- publish seconds (the pipeline call, timed around the publisher);
+- predictions per bar per model;
+- event-loop lag (a :class:`~inference.looplag.LoopLagMonitor` ticking every
+  ``lag_interval_seconds``): the largest lag of a timer due while a forward
+  pass ran in its worker thread, and the largest during the whole bar
+  processing (append, features, inference, publish);
+- feed seconds: from the simulator starting to send the bar to the bar loop
+  receiving its last candle (the simulator's sending and ccxt's parsing share
+  this process's event loop, so this is an upper bound of the feed's share).
+
+Percentiles are over the measured bars (p99 of 40 bars is close to their maximum).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import statistics
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from inference.benchmodels import write_bench_models
+from inference.daemon import Daemon
+from inference.looplag import LoopLagMonitor
+from streamer.simulator import Simulator, SimulatorConfig
+from whalecast.metrics import Metrics
+from whalecast.redisconn import EmbeddedRedis, connect
+from whalecast.settings import Settings, load_settings
+
+LATENCY_P50_TARGET = 0.150
+LATENCY_P99_TARGET = 0.300
+LAG_TARGET = 0.020
+PREFIX = "wcbench"
+
+
+@dataclass
+class E2EOptions:
+    series: int = 1000
+    bars: int = 40
+    warmup_bars: int = 3
+    backend: str = "tf-function"
+    window: int = 24
+    forming_updates: int = 2
+    lag_interval_seconds: float = 0.005
+    ready_timeout_seconds: float = 600.0
+    bar_timeout_seconds: float = 120.0
+
+
+def bench_settings(sim: Simulator, redis_url: str, registry: Path, opts: E2EOptions) -> Settings:
+    """The daemon's settings for the run: defaults, pointed at the simulator and the registry."""
+    models = list(write_bench_models(registry, opts.window))
+    return load_settings(
+        None,
+        redis={"url": redis_url, "prefix": PREFIX},
+        exchanges=[
+            {
+                "id": "binance", "symbols": list(sim.symbols), "timeframe": sim.timeframe,
+                "rest_url": sim.rest_url, "ws_url": sim.ws_url, "enable_rate_limit": False,
+                "subscribe_messages_per_second": 4.0,
+            }
+        ],
+        feed={"clock": "replay"},
+        whale={"enabled": True, "url": sim.whale_url, "api_key": sim.config.whale_api_key},
+        features={"window": opts.window},
+        inference={"registry": str(registry), "models": models, "backend": opts.backend},
+        metrics={"host": "127.0.0.1", "port": 0},
+    )  # fmt: skip
+
+
+@dataclass
+class BarSample:
+    latency: float
+    feed: float
+    append: float
+    windows: float
+    publish: float
+    inference: dict[str, float]
+    predictions: dict[str, int]
+    lag_inference: float
+    lag_bar: float
+    observations: int
+
+
+@dataclass
+class Probe:
+    """Times what the metrics do not: publish calls, forward-pass windows, loop lag."""
+
+    daemon: Daemon
+    lag_interval: float
+    publishes: list[tuple[float, float, int]] = field(default_factory=list)  # start, end, count
+    forward: list[tuple[float, float]] = field(default_factory=list)  # monotonic start, end
+    lags: list[tuple[float, float]] = field(default_factory=list)  # due (monotonic), lag
+    published: asyncio.Event = field(default_factory=asyncio.Event)
+    expected: int = 0
+    count: int = 0
+
+    def install(self) -> None:
+        publisher = self.daemon.publisher
+        publish = publisher.publish
+
+        async def timed_publish(predictions: Any) -> int:
+            started = time.time()
+            sent = await publish(predictions)
+            self.publishes.append((started, time.time(), sent))
+            self.count += sent
+            if self.count >= self.expected:
+                self.published.set()
+            return sent
+
+        publisher.publish = timed_publish  # type: ignore[method-assign]
+
+    def time_forward_passes(self) -> None:
+        for runtime in self.daemon.models.serving().values():
+            runtime.predict = self._timed(runtime.predict)  # type: ignore[method-assign]
+
+    def _timed(self, predict: Callable[[np.ndarray], np.ndarray]) -> Callable[..., np.ndarray]:
+        def timed(windows: np.ndarray) -> np.ndarray:
+            started = time.monotonic()
+            try:
+                return predict(windows)
+            finally:
+                self.forward.append((started, time.monotonic()))
+
+        return timed
+
+    def monitor(self) -> LoopLagMonitor:
+        def keep(due: float, lag: float) -> None:
+            self.lags.append((due, lag))
+
+        return LoopLagMonitor(Metrics(process=False), self.lag_interval, on_sample=keep)
+
+    def start_bar(self, expected: int) -> None:
+        self.publishes.clear()
+        self.forward.clear()
+        self.lags.clear()
+        self.published.clear()
+        self.expected, self.count = expected, 0
+
+    def max_lag(self, spans: list[tuple[float, float]]) -> float:
+        return max(
+            (lag for due, lag in self.lags if any(a <= due <= b for a, b in spans)), default=0.0
+        )
+
+
+class MetricReader:
+    """Sums and counts of the daemon's histograms and counters, read between bars."""
+
+    def __init__(self, metrics: Metrics, timeframe: str, models: list[str]) -> None:
+        self.registry = metrics.registry
+        self.timeframe = timeframe
+        self.models = models
+
+    def value(self, name: str, **labels: str) -> float:
+        return self.registry.get_sample_value(name, labels) or 0.0
+
+    def snapshot(self) -> dict[str, float]:
+        tf = self.timeframe
+        out = {
+            "latency": self.value("whalecast_bar_latency_seconds_sum", timeframe=tf),
+            "latency_n": self.value("whalecast_bar_latency_seconds_count", timeframe=tf),
+            "append": self.value("whalecast_store_seconds_sum", operation="append"),
+            "windows": self.value("whalecast_store_seconds_sum", operation="windows"),
+        }
+        for model in self.models:
+            out[f"inference:{model}"] = self.value("whalecast_inference_seconds_sum", model=model)
+            out[f"predictions:{model}"] = self.value(
+                "whalecast_predictions_published_total", model=model
+            )
+        return out
+
+
+async def measure_bar(
+    sim: Simulator, probe: Probe, reader: MetricReader, series: int, limit_seconds: float
+) -> BarSample:
+    models = reader.models
+    probe.start_bar(series * len(models))
+    before = reader.snapshot()
+    started_wall, started_mono = time.time(), time.monotonic()
+    await sim.advance(1)
+    async with asyncio.timeout(limit_seconds):
+        await probe.published.wait()
+    after = reader.snapshot()
+    delta = {k: after[k] - before[k] for k in after}
+    published_end = max(end for _s, end, _n in probe.publishes)
+    latency = delta["latency"] / max(delta["latency_n"], 1.0)
+    arrived_mono = started_mono + (published_end - latency - started_wall)
+    return BarSample(
+        latency=latency,
+        feed=published_end - latency - started_wall,
+        append=delta["append"],
+        windows=delta["windows"],
+        publish=sum(end - start for start, end, _n in probe.publishes),
+        inference={m: delta[f"inference:{m}"] for m in models},
+        predictions={m: int(delta[f"predictions:{m}"]) for m in models},
+        lag_inference=probe.max_lag(probe.forward),
+        lag_bar=probe.max_lag([(arrived_mono, time.monotonic())]),
+        observations=int(delta["latency_n"]),
+    )
+
+
+async def wait_ready(daemon: Daemon, limit_seconds: float) -> float:
+    started = time.monotonic()
+    async with asyncio.timeout(limit_seconds):
+        while True:
+            _windows, ready = daemon.store.windows(daemon.series)
+            if daemon.feeds and all(f.connected for f in daemon.feeds) and ready.all():
+                return time.monotonic() - started
+            await asyncio.sleep(0.1)
+
+
+@contextlib.contextmanager
+def embedded_redis(workdir: Path) -> Iterator[EmbeddedRedis]:
+    server = EmbeddedRedis(workdir / "redis").start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+async def run_e2e(opts: E2EOptions, workdir: Path) -> dict[str, Any]:
+    config = SimulatorConfig(
+        synthetic=opts.series, bar_seconds=None, forming_updates=opts.forming_updates,
+        synthetic_bars=300 + opts.warmup_bars + opts.bars, history_bars=250,
+    )  # fmt: skip
+    with embedded_redis(workdir) as server:
+        async with Simulator(config) as sim:
+            settings = bench_settings(sim, server.url, workdir / "registry", opts)
+            redis = connect(settings.redis, server.url)
+            try:
+                return await _drive(sim, settings, redis, opts)
+            finally:
+                await redis.aclose()
+
+
+async def _drive(
+    sim: Simulator, settings: Settings, redis: Any, opts: E2EOptions
+) -> dict[str, Any]:
+    metrics = Metrics()
+    daemon = Daemon(settings, metrics, redis)
+    probe = Probe(daemon, opts.lag_interval_seconds)
+    probe.install()
+    started = time.monotonic()
+    await daemon.start()
+    lag_task = asyncio.create_task(probe.monitor().run())
+    try:
+        probe.time_forward_passes()
+        ready_seconds = await wait_ready(daemon, opts.ready_timeout_seconds)
+        startup_seconds = time.monotonic() - started
+        reader = MetricReader(metrics, sim.timeframe, list(settings.inference.models))
+        samples = []
+        for i in range(opts.warmup_bars + opts.bars):
+            sample = await measure_bar(sim, probe, reader, opts.series, opts.bar_timeout_seconds)
+            if i >= opts.warmup_bars:
+                samples.append(sample)
+    finally:
+        lag_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await lag_task
+        await daemon.stop()
+    stream_len = int(await redis.xlen(daemon.keys.predictions_stream))
+    result = summarize(samples, opts)
+    result.update(startup_seconds=startup_seconds, ready_wait_seconds=ready_seconds,
+                  stream_length=stream_len)  # fmt: skip
+    return result
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q)) if values else float("nan")
+
+
+def stats_ms(values: list[float]) -> dict[str, float]:
+    return {
+        "p50": percentile(values, 50) * 1000.0,
+        "p99": percentile(values, 99) * 1000.0,
+        "max": max(values, default=float("nan")) * 1000.0,
+    }
+
+
+def summarize(samples: list[BarSample], opts: E2EOptions) -> dict[str, Any]:
+    models = list(samples[0].inference) if samples else []
+    latency = stats_ms([s.latency for s in samples])
+    lag_inference = max((s.lag_inference for s in samples), default=float("nan"))
+    return {
+        "series": opts.series, "bars": len(samples), "backend": opts.backend, "models": models,
+        "latency_ms": latency,
+        "feed_ms": stats_ms([s.feed for s in samples]),
+        "append_ms": stats_ms([s.append for s in samples]),
+        "windows_ms": stats_ms([s.windows for s in samples]),
+        "publish_ms": stats_ms([s.publish for s in samples]),
+        "inference_ms": {m: stats_ms([s.inference[m] for s in samples]) for m in models},
+        "predictions_per_bar": {
+            m: statistics.median(s.predictions[m] for s in samples) for m in models
+        },
+        "latency_observations_per_bar": max((s.observations for s in samples), default=0),
+        "lag_inference_max_ms": lag_inference * 1000.0,
+        "lag_bar_max_ms": stats_ms([s.lag_bar for s in samples]),
+        "targets": {
+            "p50_met": latency["p50"] <= LATENCY_P50_TARGET * 1000.0,
+            "p99_met": latency["p99"] <= LATENCY_P99_TARGET * 1000.0,
+            "lag_met": lag_inference <= LAG_TARGET,
+        },
+        "per_bar": [
+            {"latency_ms": s.latency * 1000.0, "lag_inference_ms": s.lag_inference * 1000.0}
+            for s in samples
+        ],
+    }  # fmt: skip
+
+
+def _verdict(met: bool) -> str:
+    return "met" if met else "NOT met"
+
+
+def format_e2e(r: dict[str, Any]) -> list[str]:
+    """The section's lines of the ``whalecast bench`` table."""
+    lat, targets = r["latency_ms"], r["targets"]
+    inference = ", ".join(f"{m} {v['p50']:.1f}" for m, v in r["inference_ms"].items())
+    per_bar = ", ".join(f"{m} {n:g}" for m, n in r["predictions_per_bar"].items())
+    return [
+        f"end to end: {r['series']} series, models {', '.join(r['models'])}, backend "
+        f"{r['backend']}, {r['bars']} bars (start-up {r['startup_seconds']:.0f} s)",
+        f"  bar latency ms: p50 {lat['p50']:.1f}, p99 {lat['p99']:.1f}, max {lat['max']:.1f}; "
+        f"target p50 <= {LATENCY_P50_TARGET * 1000:g}: {_verdict(targets['p50_met'])}, "
+        f"p99 <= {LATENCY_P99_TARGET * 1000:g}: {_verdict(targets['p99_met'])}",
+        f"  p50 ms: inference {inference}; store append {r['append_ms']['p50']:.1f}, windows "
+        f"{r['windows_ms']['p50']:.2f}; publish {r['publish_ms']['p50']:.1f}; feed (bar sent "
+        f"-> last candle in) {r['feed_ms']['p50']:.1f}",
+        f"  event-loop lag during inference: max {r['lag_inference_max_ms']:.1f} ms; target <= "
+        f"{LAG_TARGET * 1000:g}: {_verdict(targets['lag_met'])} (whole bar processing: p50 "
+        f"{r['lag_bar_max_ms']['p50']:.1f}, max {r['lag_bar_max_ms']['max']:.1f})",
+        f"  predictions per bar: {per_bar}",
+    ]

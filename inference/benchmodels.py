@@ -1,0 +1,132 @@
+"""The seeds' model architectures with random weights, written as real registry artifacts.
+
+``whalecast bench`` (and the benchmarks) serve these: the cost of a forward pass
+depends on the architecture, not on trained weights.
+
+- :func:`build_seed004_model`: seed 004's ``direction-deep`` network over every
+  v1 feature (LSTM 128 and 64 with batch norm and dropout, Dense 32/16/1, sigmoid);
+- :func:`build_volume_model`: seed 000's ``LSTM(50, relu) -> Dense(1)`` on one
+  feature (``log_volume``), a ``next_bar_volume`` target through ``log1p``.
+
+:func:`write_model_artifact` writes any Keras model as a complete version
+(``model.keras``, ``preprocess.json``, ``metadata.json``) and points ``CURRENT`` at it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import keras
+
+from streamer.features import FEATURE_NAMES, FEATURE_VERSION
+from whalecast.artifact import MODEL_FILE, PREPROCESS_FILE, set_current, write_artifact, write_json
+
+WINDOW = 24
+DIRECTION_DEEP = "direction-deep"
+VOLUME = "volume"
+VOLUME_FEATURES = ("log_volume",)
+
+
+def build_seed004_model(window: int = WINDOW, n_features: int | None = None, seed: int = 0) -> Any:
+    """Seed 004's architecture: LSTM(128)-BN-Dropout, LSTM(64)-BN-Dropout, Dense 32/16/1."""
+    keras.utils.set_random_seed(seed)
+    layers = keras.layers
+    l2 = keras.regularizers.L2(1e-4)
+    features = len(FEATURE_NAMES) if n_features is None else n_features
+    inputs = keras.Input((window, features))
+    x = layers.LSTM(128, return_sequences=True, kernel_regularizer=l2)(inputs)
+    x = layers.Dropout(0.3)(layers.BatchNormalization()(x))
+    x = layers.LSTM(64, kernel_regularizer=l2)(x)
+    x = layers.Dropout(0.25)(layers.BatchNormalization()(x))
+    x = layers.Dense(32, activation="relu", kernel_regularizer=l2)(x)
+    x = layers.Dropout(0.2)(layers.BatchNormalization()(x))
+    x = layers.Dropout(0.1)(layers.Dense(16, activation="relu")(x))
+    outputs = layers.Dense(1, activation="sigmoid")(x)
+    return keras.Model(inputs, outputs, name="seed004")
+
+
+def build_volume_model(window: int = WINDOW, n_features: int = 1, seed: int = 0) -> Any:
+    """Seed 000: LSTM(50, relu) -> Dense(1)."""
+    keras.utils.set_random_seed(seed)
+    return keras.Sequential(
+        [
+            keras.Input((window, n_features)),
+            keras.layers.LSTM(50, activation="relu"),
+            keras.layers.Dense(1),
+        ]
+    )
+
+
+def preprocess_for(
+    features: Sequence[str],
+    *,
+    window: int = WINDOW,
+    target: str = "p_up_next_bar",
+    mean: Sequence[float] | None = None,
+    scale: Sequence[float] | None = None,
+    feature_version: int = FEATURE_VERSION,
+    **extra: Any,
+) -> dict[str, Any]:
+    """A ``preprocess.json`` body (identity scaler unless given)."""
+    n = len(features)
+    return {
+        "feature_version": feature_version,
+        "features": list(features),
+        "window": window,
+        "scaler": {
+            "mean": list(mean) if mean is not None else [0.0] * n,
+            "scale": list(scale) if scale is not None else [1.0] * n,
+        },
+        "target": target,
+        **extra,
+    }
+
+
+def volume_preprocess(window: int = WINDOW) -> dict[str, Any]:
+    return preprocess_for(
+        VOLUME_FEATURES, window=window, target="next_bar_volume", target_transform="log1p",
+        target_scaler={"mean": [5.0], "scale": [1.0]},
+    )  # fmt: skip
+
+
+def write_model_artifact(
+    registry: Path,
+    name: str,
+    model: Any,
+    preprocess: dict[str, Any],
+    *,
+    trained_at: datetime | None = None,
+    version: str | None = None,
+    current: bool = True,
+    extra: Callable[[Path], None] | None = None,
+) -> str:
+    """Write a complete artifact version (and point CURRENT at it); returns the version."""
+    moment = trained_at or datetime.now(UTC)
+
+    def fill(directory: Path) -> None:
+        if model is not None:
+            model.save(directory / MODEL_FILE)
+        write_json(directory / PREPROCESS_FILE, preprocess)
+        write_json(directory / "metadata.json", {"trained_at": moment.isoformat()})
+        if extra is not None:
+            extra(directory)
+
+    written, _ = write_artifact(Path(registry), name, fill, version=version)
+    if current:
+        set_current(Path(registry), name, written)
+    return written
+
+
+def write_bench_models(registry: Path, window: int = WINDOW, seed: int = 0) -> dict[str, str]:
+    """The two served models of the end-to-end benchmark; model name -> version."""
+    deep = build_seed004_model(window, len(FEATURE_NAMES), seed=seed)
+    volume = build_volume_model(window, len(VOLUME_FEATURES), seed=seed + 1)
+    return {
+        DIRECTION_DEEP: write_model_artifact(
+            registry, DIRECTION_DEEP, deep, preprocess_for(FEATURE_NAMES, window=window)
+        ),
+        VOLUME: write_model_artifact(registry, VOLUME, volume, volume_preprocess(window)),
+    }
