@@ -1,12 +1,17 @@
 """Publishing one bar's predictions: pub/sub, the capped stream and the latest-value hash.
 
 Every prediction becomes one ``whalecast.prediction/v1`` JSON message, sent
-unchanged to three places, all of one bar in ONE non-transactional pipeline
-(one round trip; with Redis Cluster, redis-py splits it per node)::
+unchanged to three places::
 
     PUBLISH <prefix>:predictions <json>
     XADD    <prefix>:predictions:stream MAXLEN ~ N * data <json>
     HSET    <prefix>:latest:<model> <series tag> <json> [<series tag> <json> ...]
+
+On a plain server all of one bar go in ONE script call (``publish.lua`` runs
+those commands for each message in order: one request to build and one reply
+to parse instead of two per message). On a Cluster the keys live on different
+nodes, so the same commands go in one non-transactional pipeline that redis-py
+splits per node.
 
 The stream entry has one field, ``data``, holding the JSON. The latest hash is
 keyed by the series tag (``binance:BTC/USDT:1h``), one HSET per model per bar.
@@ -20,19 +25,23 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from importlib import resources
+from typing import Any, Final
 
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 from whalecast.domain import Series
 from whalecast.keys import Keys
 from whalecast.logs import get_logger
 from whalecast.metrics import Metrics
+from whalecast.redisconn import run_script_pipeline
 from whalecast.schema import encode_prediction
 
 log = get_logger(__name__)
 
 STREAM_FIELD = "data"
+SCRIPT: Final = resources.files("inference").joinpath("publish.lua").read_text()
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +76,8 @@ class Publisher:
         self.stream_maxlen = stream_maxlen
         self.metrics = metrics
         self.clock = clock
+        self._sha = redis.register_script(SCRIPT).sha
+        self._cluster = isinstance(redis, RedisCluster)
 
     def encode(self, prediction: PredictionOut, now: float) -> str:
         series = prediction.series
@@ -85,17 +96,46 @@ class Publisher:
         )
 
     async def publish(self, predictions: Sequence[PredictionOut]) -> int:
-        """Send every finite prediction in one pipeline; returns how many were published."""
+        """Send every finite prediction in one request; returns how many were published."""
         now = self.clock()
+        messages: list[tuple[PredictionOut, str]] = []
+        for prediction in predictions:
+            if math.isfinite(prediction.value):
+                messages.append((prediction, self.encode(prediction, now)))
+            else:
+                self._drop(prediction)
+        if not messages:
+            return 0
+        try:
+            if self._cluster:
+                await self._pipeline(messages)
+            else:
+                await run_script_pipeline(self.redis, SCRIPT, lambda pipe: self._queue_script(pipe, messages))  # fmt: skip
+        except RedisError:
+            self.metrics.redis_errors.labels("publish").inc()
+            raise
+        counts: dict[str, int] = {}
+        for prediction, _ in messages:
+            counts[prediction.model] = counts.get(prediction.model, 0) + 1
+        for model, count in counts.items():
+            self.metrics.predictions.labels(model).inc(count)
+        for timeframe in {p.series.timeframe for p, _ in messages}:
+            self.metrics.last_publish.labels(timeframe).set(now)
+        return len(messages)
+
+    def _queue_script(self, pipe: Any, messages: list[tuple[PredictionOut, str]]) -> None:
+        hashes: dict[str, int] = {}  # model -> its latest hash's index in KEYS
+        args: list[str | int] = [self.keys.predictions_channel, self.stream_maxlen, STREAM_FIELD]
+        for prediction, message in messages:
+            index = hashes.setdefault(prediction.model, len(hashes) + 2)
+            args += [index, prediction.series.tag, message]
+        keys = [self.keys.predictions_stream, *(self.keys.latest(model) for model in hashes)]
+        pipe.execute_command("EVALSHA", self._sha, len(keys), *keys, *args)
+
+    async def _pipeline(self, messages: list[tuple[PredictionOut, str]]) -> None:
         pipe = self.redis.pipeline(transaction=False)
         latest: dict[str, dict[str, str]] = {}
-        counts: dict[str, int] = {}
-        timeframes: set[str] = set()
-        for prediction in predictions:
-            if not math.isfinite(prediction.value):
-                self._drop(prediction)
-                continue
-            message = self.encode(prediction, now)
+        for prediction, message in messages:
             # not pipe.publish(): redis-py's cluster pipeline blocks that method, not the command
             pipe.execute_command("PUBLISH", self.keys.predictions_channel, message)
             pipe.xadd(
@@ -105,22 +145,9 @@ class Publisher:
                 approximate=True,
             )
             latest.setdefault(prediction.model, {})[prediction.series.tag] = message
-            counts[prediction.model] = counts.get(prediction.model, 0) + 1
-            timeframes.add(prediction.series.timeframe)
-        if not latest:
-            return 0
         for model, mapping in latest.items():
             pipe.hset(self.keys.latest(model), mapping=mapping)
-        try:
-            await pipe.execute()
-        except RedisError:
-            self.metrics.redis_errors.labels("publish").inc()
-            raise
-        for model, count in counts.items():
-            self.metrics.predictions.labels(model).inc(count)
-        for timeframe in timeframes:
-            self.metrics.last_publish.labels(timeframe).set(now)
-        return sum(counts.values())
+        await pipe.execute()
 
     def _drop(self, prediction: PredictionOut) -> None:
         self.metrics.predictions_dropped.labels(prediction.model, "non_finite").inc()

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from whalecast.artifact import (
     ArtifactError,
@@ -20,7 +23,7 @@ from whalecast.artifact import (
 )
 from whalecast.domain import Candle, Flow, Series, classify_flow, timeframe_ms
 from whalecast.keys import Keys
-from whalecast.schema import Prediction, encode_prediction
+from whalecast.schema import SCHEMA_ID, Prediction, encode_prediction
 
 
 def test_timeframes() -> None:
@@ -83,6 +86,24 @@ def test_prediction_roundtrip() -> None:
             model_version="v", target="p_up_next_bar", value=float("nan"), published_ms=3,
             latency_ms=1,
         )  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    text=st.text(max_size=12),
+    number=st.floats(allow_nan=False, allow_infinity=False, width=64),
+    ms=st.integers(min_value=0, max_value=2**62),
+)
+def test_prediction_encoding_is_exactly_json_dumps(text: str, number: float, ms: int) -> None:
+    fields: dict[str, Any] = {
+        "exchange": text, "symbol": f"{text}/USDT", "timeframe": "1h", "bar_open_ms": ms,
+        "bar_close_ms": ms + 1, "model": text + '"', "model_version": "v\\" + text,
+        "target": "p_up_next_bar", "value": number, "published_ms": ms, "latency_ms": abs(number),
+    }  # fmt: skip
+    expected = {"schema": SCHEMA_ID, **fields}
+    expected["value"] = round(number, 8)
+    expected["latency_ms"] = round(abs(number), 3)
+    assert encode_prediction(**fields) == json.dumps(expected, separators=(",", ":"))
 
 
 def _preprocess() -> Preprocess:

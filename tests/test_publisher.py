@@ -115,6 +115,19 @@ async def test_single_write_per_bar(redis_url: str) -> None:
     await pool.aclose()
 
 
+async def test_big_bar_after_the_server_lost_the_script(redis_client: aioredis.Redis) -> None:
+    publisher = Publisher(redis_client, KEYS, 10_000, Metrics(process=False))
+    await redis_client.script_flush()  # e.g. a restarted server
+    assert await publisher.publish(predictions(450, publisher.clock())) == 900
+    assert await redis_client.xlen(KEYS.predictions_stream) == 900
+    latest = await redis_client.hgetall(KEYS.latest("direction"))  # more pairs than one HSET
+    assert len(latest) == 450
+    assert Prediction.parse(latest[b"binance:C449/USDT:1h"]).value == pytest.approx(449.6)
+    first, last = await redis_client.xrange(KEYS.predictions_stream, count=1), await redis_client.xrevrange(KEYS.predictions_stream, count=1)  # fmt: skip
+    assert Prediction.parse(first[0][1][b"data"]).symbol == "C0/USDT"  # in publishing order
+    assert Prediction.parse(last[0][1][b"data"]).symbol == "C449/USDT"
+
+
 async def test_stream_is_capped_and_non_finite_dropped(redis_client: aioredis.Redis) -> None:
     metrics = Metrics(process=False)
     publisher = Publisher(redis_client, KEYS, 100, metrics)
