@@ -40,6 +40,32 @@ class Pending:
     close: float
 
 
+class Rolling:
+    """Mean of the last ``size`` scores, O(1) per score.
+
+    A running sum; it is recomputed exactly every ``size`` scores, so rounding
+    errors cannot pile up over a long run.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.values: deque[float] = deque(maxlen=size)
+        self.total = 0.0
+        self._since_exact = 0
+
+    def add(self, value: float) -> None:
+        if len(self.values) == self.values.maxlen:
+            self.total -= self.values[0]
+        self.values.append(value)
+        self.total += value
+        self._since_exact += 1
+        if self._since_exact >= len(self.values):
+            self.total = math.fsum(self.values)
+            self._since_exact = 0
+
+    def mean(self) -> float:
+        return self.total / len(self.values)
+
+
 def direction_hit(p_up: float, close: float, close_next: float) -> float:
     return 1.0 if (p_up >= 0.5) == (close_next > close) else 0.0
 
@@ -57,7 +83,7 @@ class LiveScorer:
         # series tag -> outcome bar open time -> predictions waiting for it
         self._pending: OrderedDict[str, dict[int, list[Pending]]] = OrderedDict()
         self._count = 0
-        self._scores: dict[str, deque[float]] = {}
+        self._scores: dict[str, Rolling] = {}
 
     @property
     def pending(self) -> int:
@@ -76,11 +102,12 @@ class LiveScorer:
         if not waiting:
             del self._pending[tag]
         self._count -= len(due)
-        touched = set()
+        scored: dict[tuple[str, str], int] = {}
         for item in due:
             self._score(item, close, volume)
-            touched.add((item.model, item.target))
-        for model, target in touched:
+            scored[item.model, item.target] = scored.get((item.model, item.target), 0) + 1
+        for (model, target), count in scored.items():
+            self.metrics.live_scored.labels(model).inc(count)
             self._export(model, target)
         return len(due)
 
@@ -111,15 +138,15 @@ class LiveScorer:
             score = direction_hit(item.value, item.close, close_next)
         else:
             score = log_volume_error(item.value, volume)
-        self._scores.setdefault(item.model, deque(maxlen=self.window)).append(score)
-        self.metrics.live_scored.labels(item.model).inc()
+        rolling = self._scores.get(item.model)
+        if rolling is None:
+            rolling = self._scores[item.model] = Rolling(self.window)
+        rolling.add(score)
 
     def _export(self, model: str, target: str) -> None:
-        scores = self._scores[model]
-        mean = sum(scores) / len(scores)
         gauge = self.metrics.live_accuracy if target == DIRECTION else self.metrics.live_mae
-        gauge.labels(model).set(mean)
+        gauge.labels(model).set(self._scores[model].mean())
 
     def rolling(self, model: str) -> float | None:
         scores = self._scores.get(model)
-        return sum(scores) / len(scores) if scores else None
+        return scores.mean() if scores else None

@@ -58,17 +58,15 @@ def window_rows(grid: FloatArray, window: int) -> Float32Array:
 
 @dataclass(frozen=True)
 class Advance:
-    """Mirror blocks for some series after one bar each; applied only once confirmed."""
+    """One bar appended to some series, computed but not applied: :meth:`Mirror.commit`
+    applies it once the store confirmed the write."""
 
     positions: IntArray  # mirror index of each series
     open_ms: IntArray
-    bars: FloatArray  # (k, bars_kept, columns)
-    rows: Float32Array  # (k, window, features)
-
-    @property
-    def newest_rows(self) -> Float32Array:
-        out: Float32Array = self.rows[:, -1, :]
-        return out
+    steps: IntArray  # grid positions moved (1 + bars missing before the new one)
+    fresh: BoolArray  # series that had no bar yet
+    new_bars: FloatArray  # (k, columns)
+    newest_rows: Float32Array  # (k, features): the new bars' feature rows
 
 
 class Mirror:
@@ -87,6 +85,7 @@ class Mirror:
         self.rows = np.full((count, window, len(FEATURE_NAMES)), np.nan, dtype=np.float32)
         self.last = np.full(count, EMPTY, dtype=np.int64)
         self.bar_ms = np.array([s.bar_ms for s in self.series], dtype=np.int64)
+        self._everyone = np.arange(count, dtype=np.int64)
 
     def positions(self, series: Sequence[Series]) -> IntArray:
         try:
@@ -95,24 +94,42 @@ class Mirror:
             raise KeyError(f"series {e.args[0]} is not one of this store's series") from e
 
     def advance(self, positions: IntArray, new_bars: FloatArray) -> Advance:
-        """Append one bar to each given series (missing bars before it become NaN rows)."""
+        """Append one bar to each given series (missing bars before it become NaN rows).
+
+        Only the newest ``HISTORY_BARS`` bars are moved to compute the feature rows;
+        the whole blocks move at :meth:`commit`.
+        """
         open_ms = new_bars[:, 0].astype(np.int64)
         last = self.last[positions]
-        steps = np.where(last == EMPTY, 1, (open_ms - last) // self.bar_ms[positions])
-        bars = shifted(self.bars[positions], steps)
-        bars[:, -1, :] = new_bars
         fresh = last == EMPTY
-        bars[fresh, :-1, :] = np.nan
-        newest = feature_rows(bars[:, -HISTORY_BARS:, :], rows=1)[:, 0, :].astype(np.float32)
-        rows = shifted(self.rows[positions], steps)
-        rows[fresh] = np.nan
-        rows[:, -1, :] = newest
-        return Advance(positions, open_ms, bars, rows)
+        steps = np.where(fresh, 1, (open_ms - last) // self.bar_ms[positions])
+        tail = shifted(self.bars[positions, -HISTORY_BARS:, :], steps)
+        tail[:, -1, :] = new_bars
+        tail[fresh, :-1, :] = np.nan
+        newest = feature_rows(tail, rows=1)[:, 0, :].astype(np.float32)
+        return Advance(positions, open_ms, steps, fresh, new_bars, newest)
 
     def commit(self, advance: Advance) -> None:
-        self.bars[advance.positions] = advance.bars
-        self.rows[advance.positions] = advance.rows
+        for block, newest in ((self.bars, advance.new_bars), (self.rows, advance.newest_rows)):
+            self._roll(block, advance, newest)
         self.last[advance.positions] = advance.open_ms
+
+    def _roll(self, block: Block, advance: Advance, newest: Block) -> None:
+        """Move the series' rows by their steps and put ``newest`` last, in place."""
+        positions = advance.positions
+        if (
+            len(positions) == len(self.series)
+            and (advance.steps == 1).all()
+            and not advance.fresh.any()
+            and (positions == self._everyone).all()
+        ):  # the common case: every series, one bar after its last
+            block[:, :-1] = block[:, 1:]
+            block[:, -1] = newest
+            return
+        moved = shifted(block[positions], advance.steps)
+        moved[advance.fresh] = np.nan
+        moved[:, -1] = newest
+        block[positions] = moved
 
     def reset(self, position: int, bars: FloatArray, rows: Float32Array, last: int) -> None:
         """Set one series' state: ``bars`` on its grid ending at ``last`` (oldest first)."""

@@ -7,7 +7,7 @@ import math
 import pytest
 
 from inference.publisher import PredictionOut
-from inference.scoring import LiveScorer, direction_hit, log_volume_error
+from inference.scoring import LiveScorer, Rolling, direction_hit, log_volume_error
 from whalecast.domain import Series
 from whalecast.metrics import Metrics
 
@@ -77,3 +77,13 @@ def test_pending_is_bounded() -> None:
     assert scorer.observe_bar(newest, T0 + H, 2.0, 1.0) == 1
     oldest = Series("binance", "S0/USDT", "1h")
     assert scorer.observe_bar(oldest, T0 + H, 2.0, 1.0) == 0
+
+
+def test_rolling_mean_stays_exact_over_a_long_run() -> None:
+    rolling = Rolling(7)
+    values = [0.1 * (i % 13) + 1e-9 * i for i in range(10_000)]
+    for i, value in enumerate(values, start=1):
+        rolling.add(value)
+        assert rolling.mean() == pytest.approx(
+            sum(values[max(0, i - 7) : i]) / min(i, 7), rel=1e-12
+        )
