@@ -31,7 +31,7 @@ import asyncio
 import contextlib
 import statistics
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,6 +63,7 @@ class E2EOptions:
     lag_interval_seconds: float = 0.005
     ready_timeout_seconds: float = 600.0
     bar_timeout_seconds: float = 120.0
+    stream_maxlen: int = 100_000  # redis.stream_maxlen (the default)
 
 
 def bench_settings(sim: Simulator, redis_url: str, registry: Path, opts: E2EOptions) -> Settings:
@@ -70,7 +71,7 @@ def bench_settings(sim: Simulator, redis_url: str, registry: Path, opts: E2EOpti
     models = list(write_bench_models(registry, opts.window))
     return load_settings(
         None,
-        redis={"url": redis_url, "prefix": PREFIX},
+        redis={"url": redis_url, "prefix": PREFIX, "stream_maxlen": opts.stream_maxlen},
         exchanges=[
             {
                 "id": "binance", "symbols": list(sim.symbols), "timeframe": sim.timeframe,
@@ -188,16 +189,11 @@ class MetricReader:
         return out
 
 
-async def measure_bar(
-    sim: Simulator, probe: Probe, reader: MetricReader, series: int, limit_seconds: float
-) -> BarSample:
-    models = reader.models
-    probe.start_bar(series * len(models))
+async def measure_bar(run: BenchRun, reader: MetricReader, limit_seconds: float) -> BarSample:
+    probe, models = run.probe, reader.models
     before = reader.snapshot()
     started_wall, started_mono = time.time(), time.monotonic()
-    await sim.advance(1)
-    async with asyncio.timeout(limit_seconds):
-        await probe.published.wait()
+    await run.step(limit_seconds)
     after = reader.snapshot()
     delta = {k: after[k] - before[k] for k in after}
     published_end = max(end for _s, end, _n in probe.publishes)
@@ -236,7 +232,29 @@ def embedded_redis(workdir: Path) -> Iterator[EmbeddedRedis]:
         server.stop()
 
 
-async def run_e2e(opts: E2EOptions, workdir: Path) -> dict[str, Any]:
+@dataclass
+class BenchRun:
+    """A running daemon, its simulator and Redis, ready to be stepped bar by bar."""
+
+    sim: Simulator
+    daemon: Daemon
+    probe: Probe
+    redis: Any
+    settings: Settings
+    startup_seconds: float
+    ready_wait_seconds: float
+
+    async def step(self, limit_seconds: float) -> None:
+        """Play one bar and wait until the daemon published every prediction of it."""
+        self.probe.start_bar(len(self.daemon.series) * len(self.settings.inference.models))
+        await self.sim.advance(1)
+        async with asyncio.timeout(limit_seconds):
+            await self.probe.published.wait()
+
+
+@contextlib.asynccontextmanager
+async def bench_daemon(opts: E2EOptions, workdir: Path) -> AsyncIterator[BenchRun]:
+    """Redis, the simulator (enough bars for ``warmup_bars + bars``) and a ready daemon."""
     config = SimulatorConfig(
         synthetic=opts.series, bar_seconds=None, forming_updates=opts.forming_updates,
         synthetic_bars=300 + opts.warmup_bars + opts.bars, history_bars=250,
@@ -245,40 +263,39 @@ async def run_e2e(opts: E2EOptions, workdir: Path) -> dict[str, Any]:
         async with Simulator(config) as sim:
             settings = bench_settings(sim, server.url, workdir / "registry", opts)
             redis = connect(settings.redis, server.url)
+            daemon = Daemon(settings, Metrics(), redis)
+            probe = Probe(daemon, opts.lag_interval_seconds)
+            probe.install()
+            started = time.monotonic()
             try:
-                return await _drive(sim, settings, redis, opts)
+                await daemon.start()
+                probe.time_forward_passes()
+                ready = await wait_ready(daemon, opts.ready_timeout_seconds)
+                startup = time.monotonic() - started
+                yield BenchRun(sim, daemon, probe, redis, settings, startup, ready)
             finally:
+                await daemon.stop()
                 await redis.aclose()
 
 
-async def _drive(
-    sim: Simulator, settings: Settings, redis: Any, opts: E2EOptions
-) -> dict[str, Any]:
-    metrics = Metrics()
-    daemon = Daemon(settings, metrics, redis)
-    probe = Probe(daemon, opts.lag_interval_seconds)
-    probe.install()
-    started = time.monotonic()
-    await daemon.start()
-    lag_task = asyncio.create_task(probe.monitor().run())
-    try:
-        probe.time_forward_passes()
-        ready_seconds = await wait_ready(daemon, opts.ready_timeout_seconds)
-        startup_seconds = time.monotonic() - started
-        reader = MetricReader(metrics, sim.timeframe, list(settings.inference.models))
-        samples = []
-        for i in range(opts.warmup_bars + opts.bars):
-            sample = await measure_bar(sim, probe, reader, opts.series, opts.bar_timeout_seconds)
-            if i >= opts.warmup_bars:
-                samples.append(sample)
-    finally:
-        lag_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await lag_task
-        await daemon.stop()
-    stream_len = int(await redis.xlen(daemon.keys.predictions_stream))
+async def run_e2e(opts: E2EOptions, workdir: Path) -> dict[str, Any]:
+    async with bench_daemon(opts, workdir) as run:
+        lag_task = asyncio.create_task(run.probe.monitor().run())
+        try:
+            models = list(run.settings.inference.models)
+            reader = MetricReader(run.daemon.metrics, run.sim.timeframe, models)
+            samples = []
+            for i in range(opts.warmup_bars + opts.bars):
+                sample = await measure_bar(run, reader, opts.bar_timeout_seconds)
+                if i >= opts.warmup_bars:
+                    samples.append(sample)
+        finally:
+            lag_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await lag_task
+        stream_len = int(await run.redis.xlen(run.daemon.keys.predictions_stream))
     result = summarize(samples, opts)
-    result.update(startup_seconds=startup_seconds, ready_wait_seconds=ready_seconds,
+    result.update(startup_seconds=run.startup_seconds, ready_wait_seconds=run.ready_wait_seconds,
                   stream_length=stream_len)  # fmt: skip
     return result
 
