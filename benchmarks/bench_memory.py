@@ -23,6 +23,7 @@ import gc
 import json
 import os
 import platform
+import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -89,6 +90,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             await bench.step(opts.bar_timeout_seconds)
             if bar % args.every == 0 or bar == warmup_bar:
                 samples.append(await sample(bench, bar, started))
+                print(json.dumps(samples[-1]), file=sys.stderr, flush=True)  # progress
     return {
         "benchmark": "memory",
         "series": args.series,
