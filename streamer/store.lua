@@ -31,9 +31,9 @@
 local HEADER = 8
 local NAN32 = '\0\0\192\127' -- float32 quiet NaN, little-endian
 
-local function renew(bars_key, window_key, meta_key, ttl_ms)
+-- The window key gets its TTL from SET ... PX; these two are renewed here.
+local function renew(bars_key, meta_key, ttl_ms)
   redis.call('PEXPIRE', bars_key, ttl_ms)
-  redis.call('PEXPIRE', window_key, ttl_ms)
   redis.call('PEXPIRE', meta_key, ttl_ms)
 end
 
@@ -43,7 +43,8 @@ local function append(bars_key, window_key, meta_key, open_text, base, member, r
   local bar_ms, version, rows, kept, ttl, allow_gap =
     string.match(params, '^(%d+) (%d+) (%d+) (%d+) (%d+) ([01])$')
   bar_ms = tonumber(bar_ms)
-  local meta = redis.call('HMGET', meta_key, 'last_open_ms', 'feature_version', 'window_rows')
+  local meta = redis.call('HMGET', meta_key, 'last_open_ms', 'feature_version', 'window_rows',
+    'appended')
   local last = meta[1]
   local missing = 0
   if last then
@@ -55,27 +56,31 @@ local function append(bars_key, window_key, meta_key, open_text, base, member, r
   end
   if (last or '') ~= base or row == '' then return {'stale', tonumber(last) or -1} end
 
-  local body = ''
-  if last then
-    body = string.sub(redis.call('GET', window_key) or '', HEADER + 1)
-  else
-    redis.call('DEL', bars_key) -- a fresh series starts from nothing
-  end
   rows = tonumber(rows)
-  if missing > 0 then
-    body = body .. string.rep(string.rep(NAN32, #row / 4), math.min(missing, rows))
+  local gap_rows = math.min(missing, rows - 1)
+  -- the new window: the newest stored rows that stay, NaN rows for the missing bars,
+  -- the new row (only the stored tail travels through Lua: whole-window copies were
+  -- most of the script's time)
+  local keep = (rows - 1 - gap_rows) * #row
+  local tail = ''
+  if not last then
+    redis.call('DEL', bars_key) -- a fresh series starts from nothing
+  elseif keep > 0 then
+    local size = redis.call('STRLEN', window_key)
+    if size > HEADER then
+      tail = redis.call('GETRANGE', window_key, math.max(HEADER, size - keep), -1)
+    end
   end
-  body = body .. row
-  if #body > rows * #row then body = string.sub(body, -rows * #row) end
-  redis.call('SET', window_key, header .. body)
+  local gap = ''
+  if gap_rows > 0 then gap = string.rep(string.rep(NAN32, #row / 4), gap_rows) end
+  redis.call('SET', window_key, header .. tail .. gap .. row, 'PX', ttl)
 
   redis.call('ZADD', bars_key, open_text, member)
   redis.call('ZREMRANGEBYSCORE', bars_key, '-inf', string.format('%.0f', open_ms - kept * bar_ms))
   redis.call('HSET', meta_key, 'last_open_ms', open_text, 'feature_version', version,
-    'window_rows', tostring(rows))
-  redis.call('HINCRBY', meta_key, 'appended', 1)
+    'window_rows', tostring(rows), 'appended', tostring((tonumber(meta[4]) or 0) + 1))
   if missing > 0 then redis.call('HINCRBY', meta_key, 'gap_bars', missing) end
-  renew(bars_key, window_key, meta_key, ttl)
+  renew(bars_key, meta_key, ttl)
   return {'appended', open_ms}
 end
 
@@ -97,11 +102,11 @@ local function replace()
   for i = 7, #ARGV, 2 do
     redis.call('ZADD', bars_key, ARGV[i], ARGV[i + 1])
   end
-  redis.call('SET', window_key, ARGV[5])
+  redis.call('SET', window_key, ARGV[5], 'PX', ARGV[6])
   redis.call('HSET', meta_key, 'last_open_ms', ARGV[2], 'feature_version', ARGV[3],
     'window_rows', ARGV[4])
   redis.call('HINCRBY', meta_key, 'replaced', 1)
-  renew(bars_key, window_key, meta_key, ARGV[6])
+  renew(bars_key, meta_key, ARGV[6])
   return {'replaced', tonumber(ARGV[2])}
 end
 

@@ -186,6 +186,7 @@ async def test_every_key_is_bounded(
     assert await redis_client.zcard(KEYS.bars(BTC)) == bars_kept
     assert await redis_client.strlen(KEYS.window(BTC)) == 8 + WINDOW * len(FEATURE_NAMES) * 4
     assert await redis_client.hlen(KEYS.meta(BTC)) == 4
+    assert await redis_client.hget(KEYS.meta(BTC), "appended") == b"120"
     for key in await redis_client.keys("*"):
         assert 0 < await redis_client.pttl(key) <= 7 * 86_400_000
     far = tables[BTC].loc[119].copy()

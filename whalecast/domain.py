@@ -6,6 +6,7 @@ own (ccxt-unified) names such as ``BTC/USDT``. All records are frozen.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ _TIMEFRAME_RE: Final = re.compile(r"^([1-9][0-9]*)([smhdw])$")
 _UNIT_MS: Final = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
 
 
+@functools.lru_cache(maxsize=256)  # hot: every candle's checks and close time use it
 def timeframe_ms(timeframe: str) -> int:
     """Length of one bar in milliseconds, e.g. ``timeframe_ms("1h") == 3_600_000``.
 
