@@ -120,8 +120,7 @@ class BarLoop:
         }
         fresh = [r.candle for r in records if id(r) in stored]
         if self.scorer is not None:
-            for candle in fresh:
-                self.scorer.observe_bar(candle.series, candle.open_ms, candle.close, candle.volume)
+            self.scorer.observe_bars((c.series, c.open_ms, c.close, c.volume) for c in fresh)
         for candle in fresh:
             self._arrive(candle, arrival)
 
@@ -147,7 +146,7 @@ class BarLoop:
         if state.main_done:
             self.metrics.late_series.labels(candle.timeframe).inc()
             self._schedule(key)
-        elif set(state.arrived) >= state.expected:
+        elif len(state.arrived) == len(state.expected):  # arrivals are owned series: a subset
             self._schedule(key)
         elif state.deadline is None:
             loop = asyncio.get_running_loop()
@@ -167,8 +166,8 @@ class BarLoop:
         incoming = {(c.timeframe, c.series) for c in group}
         open_ms = group[0].open_ms
         for key, state in sorted(self._bars.items(), key=lambda kv: kv[0][1]):
-            if key[1] >= open_ms:
-                continue
+            if key[1] >= open_ms or len(state.predicted) == len(state.arrived):
+                continue  # newer, or nothing of it waits (predicted is a subset of arrived)
             waiting = {s for s in state.arrived if s not in state.predicted}
             if any((key[0], s) in incoming for s in waiting):
                 await self._flush(key)
@@ -203,7 +202,7 @@ class BarLoop:
         timeframe, open_ms = key
         self.models.swap_pending()
         windows, ready = self.store.windows(todo)
-        current = np.array([self.store.last_open_ms(s) == open_ms for s in todo], dtype=bool)
+        current = self.store.last_open_times(todo) == open_ms
         ready = ready & current
         batch = [s for s, ok in zip(todo, ready, strict=True) if ok]
         not_ready = len(todo) - len(batch)

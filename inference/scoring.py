@@ -10,7 +10,7 @@ Scores roll over the last ``scoring_window`` per model into
 ``whalecast_live_accuracy_ratio`` / ``whalecast_live_log_volume_mae`` (and
 ``whalecast_live_scored_total``), so drift shows in Grafana.
 
-The bar loop calls :meth:`LiveScorer.observe_bar` for every closed bar (before
+The bar loop calls :meth:`LiveScorer.observe_bars` with every closed bar (before
 predicting from it) and :meth:`LiveScorer.expect` with what it published.
 Pending predictions live in memory, at most ``max_pending`` (oldest series
 dropped first); a prediction whose outcome bar never comes (a gap) is dropped
@@ -91,38 +91,55 @@ class LiveScorer:
 
     def observe_bar(self, series: Series, open_ms: int, close: float, volume: float) -> int:
         """Score what waited for this bar; remember its close. Returns how many were scored."""
-        tag = series.tag
+        return self.observe_bars([(series, open_ms, close, volume)])
+
+    def observe_bars(self, bars: Iterable[tuple[Series, int, float, float]]) -> int:
+        """:meth:`observe_bar` for many ``(series, open_ms, close, volume)``; the gauges are
+        set once per model at the end (a bar of a thousand series is one call)."""
+        scored: dict[tuple[str, str], int] = {}
+        for series, open_ms, close, volume in bars:
+            for item in self._due(series.tag, open_ms, close):
+                self._score(item, close, volume)
+                scored[item.model, item.target] = scored.get((item.model, item.target), 0) + 1
+        for (model, target), count in scored.items():
+            self.metrics.live_scored.labels(model).inc(count)
+            self._export(model, target)
+        return sum(scored.values())
+
+    def _due(self, tag: str, open_ms: int, close: float) -> list[Pending]:
+        """Predictions waiting for this bar (taken out); stale ones dropped; close remembered."""
         self._closes[tag] = (open_ms, close)
         waiting = self._pending.get(tag)
         if not waiting:
-            return 0
+            return []
         due = waiting.pop(open_ms, [])
         for stale in [t for t in waiting if t < open_ms]:
             self._count -= len(waiting.pop(stale))
         if not waiting:
             del self._pending[tag]
         self._count -= len(due)
-        scored: dict[tuple[str, str], int] = {}
-        for item in due:
-            self._score(item, close, volume)
-            scored[item.model, item.target] = scored.get((item.model, item.target), 0) + 1
-        for (model, target), count in scored.items():
-            self.metrics.live_scored.labels(model).inc(count)
-            self._export(model, target)
-        return len(due)
+        return due
 
     def expect(self, predictions: Iterable[PredictionOut]) -> int:
         """Keep published predictions until their outcome bar; returns how many are kept."""
         kept = 0
+        closes, pending = self._closes, self._pending
         for p in predictions:
-            last = self._closes.get(p.series.tag)
+            tag = p.series.tag
+            last = closes.get(tag)
             if last is None or last[0] != p.bar_open_ms or not math.isfinite(p.value):
                 continue  # the bar it was made from was never seen here: cannot be scored
-            waiting = self._pending.setdefault(p.series.tag, {})
-            self._pending.move_to_end(p.series.tag)
-            waiting.setdefault(p.bar_close_ms, []).append(
-                Pending(p.model, p.target, p.value, last[1])
-            )
+            waiting = pending.get(tag)
+            if waiting is None:
+                waiting = pending[tag] = {}
+            else:
+                pending.move_to_end(tag)
+            item = Pending(p.model, p.target, p.value, last[1])
+            due = waiting.get(p.bar_close_ms)
+            if due is None:
+                waiting[p.bar_close_ms] = [item]
+            else:
+                due.append(item)
             kept += 1
         self._count += kept
         self._bound()

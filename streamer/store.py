@@ -194,6 +194,11 @@ class WindowStore:
         last = int(self.mirror.last[self.mirror.positions([series])[0]])
         return None if last == EMPTY else last
 
+    def last_open_times(self, series: Sequence[Series]) -> IntArray:
+        """:meth:`last_open_ms` of many series at once (-1 for a series with no bar)."""
+        last: IntArray = self.mirror.last[self.mirror.positions(series)]
+        return last
+
     def windows(self, series: Sequence[Series]) -> tuple[Float32Array, BoolArray]:
         """``(n, window, F)`` float32 from the mirror, and the ready mask (no NaN anywhere).
 

@@ -87,3 +87,20 @@ def test_rolling_mean_stays_exact_over_a_long_run() -> None:
         assert rolling.mean() == pytest.approx(
             sum(values[max(0, i - 7) : i]) / min(i, 7), rel=1e-12
         )
+
+
+def test_a_bar_of_many_series_scores_like_one_call_per_series() -> None:
+    one, many = Metrics(process=False), Metrics(process=False)
+    scorers = LiveScorer(window=50, metrics=one), LiveScorer(window=50, metrics=many)
+    series = [Series("binance", f"C{i}/USDT", "1h") for i in range(6)]
+    for t in range(4):
+        bars = [(s, T0 + t * H, 100.0 + i * t, 10.0 + t) for i, s in enumerate(series)]
+        for bar in bars:
+            scorers[0].observe_bar(*bar)
+        assert scorers[1].observe_bars(bars) == (0 if t == 0 else 2 * len(series))
+        for scorer in scorers:
+            scorer.expect([pred(s, T0 + t * H, m, 0.3 + i / 10) for i, s in enumerate(series) for m in ("direction", "volume")])  # fmt: skip
+    for metrics in (one, many):
+        assert gauge(metrics.live_scored, "direction") == 3 * len(series)
+    assert gauge(many.live_accuracy, "direction") == gauge(one.live_accuracy, "direction")
+    assert gauge(many.live_mae, "volume") == pytest.approx(gauge(one.live_mae, "volume"))

@@ -286,6 +286,9 @@ async def test_each_series_of_one_call_gets_its_own_status(
     ]
     assert await redis_client.hget(KEYS.meta(ETH), "last_open_ms") == str(table.at[9, "open_ms"]).encode()  # fmt: skip
     assert store.last_open_ms(sol) == int(table.at[0, "open_ms"])
+    assert store.last_open_times([sol, ETH, BTC]).tolist() == [
+        int(table.at[t, "open_ms"]) for t in (0, 9, 9)
+    ]
 
 
 async def test_unknown_series_and_invalid_bars_are_refused(

@@ -79,7 +79,7 @@ class Candle:
 
     @property
     def series(self) -> Series:
-        return Series(self.exchange, self.symbol, self.timeframe)
+        return _series(self.exchange, self.symbol, self.timeframe)
 
     @property
     def close_ms(self) -> int:
@@ -100,6 +100,10 @@ class Candle:
         if self.open_ms % timeframe_ms(self.timeframe) != 0:
             return "off_grid"
         return None
+
+
+#: One shared Series object per name (candles ask for theirs many times per bar).
+_series = functools.lru_cache(maxsize=65_536)(Series)
 
 
 class Flow(StrEnum):
