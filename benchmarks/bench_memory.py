@@ -110,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--bars", type=int, default=10_000)
     parser.add_argument("--every", type=int, default=250, help="sample every N bars")
     parser.add_argument("--warmup-fraction", type=float, default=0.1)
-    parser.add_argument("--backend", default="tf-function")
+    parser.add_argument("--backend", default=E2EOptions().backend)
     parser.add_argument("--stream-maxlen", type=int, default=10_000)
     parser.add_argument("--out", help="also write the JSON here")
     args = parser.parse_args(argv)

@@ -44,7 +44,7 @@ from inference.looplag import LoopLagMonitor
 from streamer.simulator import Simulator, SimulatorConfig
 from whalecast.metrics import Metrics
 from whalecast.redisconn import EmbeddedRedis, connect
-from whalecast.settings import Settings, load_settings
+from whalecast.settings import InferenceSettings, Settings, load_settings
 
 LATENCY_P50_TARGET = 0.150
 LATENCY_P99_TARGET = 0.300
@@ -57,7 +57,7 @@ class E2EOptions:
     series: int = 1000
     bars: int = 40
     warmup_bars: int = 3
-    backend: str = "tf-function"
+    backend: str = InferenceSettings().backend
     window: int = 24
     forming_updates: int = 2
     lag_interval_seconds: float = 0.005

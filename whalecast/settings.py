@@ -140,7 +140,7 @@ class FeatureSettings(Section):
 class InferenceSettings(Section):
     registry: Path = Path(".whalecast/models")
     models: list[str] = Field(default_factory=lambda: ["direction", "volume"])
-    backend: Literal["onnx", "tf-function", "tf-xla", "keras"] = "tf-function"
+    backend: Literal["onnx", "tf-function", "tf-xla", "keras"] = "tf-xla"
     batch_buckets: list[int] = Field(default_factory=lambda: [1, 8, 32, 128, 512, 1024, 4096])
     expiry_hours: PositiveSeconds = 24.0 * 14
     stop_serving_expired: bool = False
