@@ -32,6 +32,9 @@ from redis.connection import HiredisRespSerializer
 from redis.exceptions import NoScriptError
 from redis.utils import HIREDIS_AVAILABLE
 
+if HIREDIS_AVAILABLE:
+    import hiredis
+
 from whalecast.settings import RedisSettings
 
 INSTALL_HINT = (
@@ -186,6 +189,10 @@ class _HiredisPacking:
     _packer = HiredisRespSerializer()
 
     def pack_command(self, *args: Any) -> list[bytes]:
+        name = args[0]
+        if (b" " if isinstance(name, bytes) else " ") not in name:
+            with contextlib.suppress(TypeError):  # e.g. a memoryview: the full path converts it
+                return [hiredis.pack_command(args)]
         packed: list[bytes] = self._packer.pack(*args)
         return packed
 
