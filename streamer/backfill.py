@@ -184,7 +184,7 @@ class Backfiller:
                     hint = retry_after_seconds(client)
                     delay = min(hint, MAX_RETRY_AFTER_SECONDS) if hint else backoff.delay()
                     error: Exception = e
-                except (ccxt.NetworkError, ccxt.ExchangeError) as e:
+                except (ccxt.OperationFailed, ccxt.ExchangeError) as e:  # incl. network errors, -1000
                     self._requests["error"].inc()
                     self._session.failed()
                     delay, error = backoff.delay(), e

@@ -139,7 +139,8 @@ class BinanceStream:
                 text = _bad_event(kind, k, bars, i, market=market, event_ms=event_ms)
                 if text is not None:
                     (after if kind in AFTER_REAL else before).append((text, kind))
-            phase[self.stream_name(bars)] = [*before, (real, None), *after]
+            sent = [] if self.faults.take_withheld(bars.symbol) else [(real, None)]
+            phase[self.stream_name(bars)] = [*before, *sent, *after]
         return phase
 
     async def publish(self, phase: Phase) -> None:

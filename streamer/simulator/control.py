@@ -23,6 +23,7 @@ ACTIONS = frozenset(
         "refuse",
         "stall",
         "inject",
+        "withhold",
         "rest_gap",
         "clear_gaps",
         "rest_errors",
