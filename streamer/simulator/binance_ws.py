@@ -25,7 +25,7 @@ from streamer.simulator.data import Bars
 from streamer.simulator.faults import Faults
 from streamer.simulator.hub import Connection, Hub
 from streamer.simulator.market import Market
-from streamer.simulator.wire import fmt, kline_event, kline_fields
+from streamer.simulator.wire import fmt, kline_event, kline_fields, kline_text
 
 AFTER_REAL = ("duplicate", "out_of_order")  # bad messages that follow the real closed bar
 METHODS = ("SUBSCRIBE", "UNSUBSCRIBE", "LIST_SUBSCRIPTIONS")
@@ -49,9 +49,13 @@ class BinanceStream:
         self.max_messages_per_second = max_messages_per_second
         self.hub = Hub("exchange", faults.counters, send_timeout_seconds)
         faults.register_dropper("exchange", self.hub.drop)
+        self._names: dict[str, str] = {}
 
     def stream_name(self, bars: Bars) -> str:
-        return f"{bars.wire.lower()}@kline_{self.market.timeframe}"
+        name = self._names.get(bars.symbol)
+        if name is None:
+            name = self._names[bars.symbol] = f"{bars.wire.lower()}@kline_{self.market.timeframe}"
+        return name
 
     # -- connections ------------------------------------------------------------------
 
@@ -61,7 +65,7 @@ class BinanceStream:
             return web.json_response({"code": -1, "msg": "Service unavailable."}, status=503)
         ws = web.WebSocketResponse(autoping=False, compress=False, timeout=2.0)
         await ws.prepare(request)
-        conn = self.hub.add(ws, request.path)
+        conn = self.hub.add(ws, request)
         try:
             async for msg in ws:
                 if self._over_rate(conn):
@@ -115,27 +119,35 @@ class BinanceStream:
 
     # -- events -----------------------------------------------------------------------
 
-    def forming_phase(self) -> Phase:
-        """The forming bar of every live series at the market's current progress."""
-        market, phase = self.market, Phase()
-        for bars in market.series.values():
-            i = market.forming_index(bars)
-            if i is not None:
-                k = kline_fields(market.candle(bars, i), bars.wire, market.timeframe, market.bar_ms)
-                phase[self.stream_name(bars)] = [(kline_event(k, market.now_ms), None)]
-        return phase
+    def forming_phase(self, live: list[tuple[Bars, int]]) -> Phase:
+        """The forming bar ``i`` of each live series at the market's current progress."""
+        market, tf, bar_ms, now = (
+            self.market,
+            self.market.timeframe,
+            self.market.bar_ms,
+            self.market.now_ms,
+        )
+        return {
+            self.stream_name(bars): [
+                (kline_text(market.forming_candle(bars, i), bars.wire, tf, bar_ms, now), None)
+            ]
+            for bars, i in live
+        }
 
     def closed_phase(self, closing: list[tuple[Bars, int]], event_ms: int) -> Phase:
         """The final (``x: true``) event of each closing bar, with any armed bad messages."""
         market, phase = self.market, Phase()
         for bars, i in closing:
-            k = kline_fields(
-                market.closed_candle(bars, i), bars.wire, market.timeframe, market.bar_ms
-            )
-            real = kline_event(k, event_ms)
+            candle = market.closed_candle(bars, i)
+            real = kline_text(candle, bars.wire, market.timeframe, market.bar_ms, event_ms)
+            kinds = self.faults.kinds_for(bars.symbol)
+            if not kinds:
+                phase[self.stream_name(bars)] = [(real, None)]
+                continue
+            k = kline_fields(candle, bars.wire, market.timeframe, market.bar_ms)
             before: list[tuple[str, str | None]] = []
             after: list[tuple[str, str | None]] = []
-            for kind in self.faults.kinds_for(bars.symbol):
+            for kind in kinds:
                 text = _bad_event(kind, k, bars, i, market=market, event_ms=event_ms)
                 if text is not None:
                     (after if kind in AFTER_REAL else before).append((text, kind))

@@ -234,6 +234,7 @@ class Simulator:
                 return False
             if self.whale is not None and self.faults.take_whale_flap():
                 await self.whale.hub.drop()
+            live = market.live()
             n = self.config.forming_updates
             whale_after = max(1, (n + 1) // 2) if n else 0
             if n == 0:
@@ -241,15 +242,12 @@ class Simulator:
             for j in range(1, n + 1):
                 await pace(j / (n + 1))
                 market.fraction = j / (n + 1)
-                await self.stream.publish(self.stream.forming_phase())
+                await self.stream.publish(self.stream.forming_phase(live))
                 if j == whale_after:
                     await self._publish_whale()
             await pace(1.0)
-            closing = [
-                (b, i) for b in market.series.values() if (i := market.forming_index(b)) is not None
-            ]
             market.step()
-            await self.stream.publish(self.stream.closed_phase(closing, market.now_ms))
+            await self.stream.publish(self.stream.closed_phase(live, market.now_ms))
             self.faults.bar_done()
             self.bars_played += 1
             return True

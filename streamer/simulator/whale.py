@@ -171,7 +171,7 @@ class WhaleFeed:
             )
         ws = web.WebSocketResponse(compress=False, timeout=2.0)
         await ws.prepare(request)
-        conn = self.hub.add(ws, request.path)
+        conn = self.hub.add(ws, request)
         try:
             async for msg in ws:
                 if msg.type is WSMsgType.TEXT:
