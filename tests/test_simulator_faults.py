@@ -306,3 +306,16 @@ async def test_control_endpoint_drives_faults(
         state = await r.json()
     assert state["faults"]["counters"]["rest_errors:500"] == 1
     assert state["now_ms"] == sim.now_ms
+
+
+async def test_server_pings_and_connection_lifetime(session: aiohttp.ClientSession) -> None:
+    config = SimulatorConfig(
+        history_bars=10, whale=False, ws_ping_seconds=0.1, connection_lifetime_seconds=0.45
+    )
+    async with Simulator(config) as sim:
+        ws = await subscribe(session, sim, [BTC])
+        frames = await drain(ws, quiet=2.0)
+    kinds = [f.type for f in frames]
+    assert kinds.count(aiohttp.WSMsgType.PING) >= 2  # Binance pings; the client must pong
+    assert kinds[-1] is aiohttp.WSMsgType.CLOSE and frames[-1].data == 1001
+    assert sim.faults.counters["exchange_lifetime_closed"] == 1

@@ -14,6 +14,8 @@ connection is closed.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import time
 from collections import Counter
@@ -76,6 +78,23 @@ class BinanceStream:
         finally:
             self.hub.remove(conn)
         return ws
+
+    async def keepalive(self, ping_seconds: float | None, lifetime_seconds: float | None) -> None:
+        """Ping every connection every ``ping_seconds`` (Binance: 20 s; not while stalled) and
+        close it with 1001 once older than ``lifetime_seconds`` (Binance: 24 h)."""
+        period = min(x for x in (ping_seconds, lifetime_seconds) if x is not None)
+        while True:
+            await asyncio.sleep(period)
+            now = time.monotonic()
+            for conn in list(self.hub.connections.values()):
+                if lifetime_seconds is not None and now - conn.opened >= lifetime_seconds:
+                    self.counters["exchange_lifetime_closed"] += 1
+                    await self.hub.close(
+                        conn, WSCloseCode.GOING_AWAY, "connection lifetime reached"
+                    )
+                elif ping_seconds is not None and not self.faults.stalled():
+                    with contextlib.suppress(ConnectionError, RuntimeError):
+                        await conn.ws.ping()
 
     def _over_rate(self, conn: Connection) -> bool:
         now = time.monotonic()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import struct
+import time
 from collections import Counter, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -35,6 +36,7 @@ class Connection:
     streams: set[str] = field(default_factory=set)
     subscriptions: list[dict[str, Any]] = field(default_factory=list)
     incoming: deque[float] = field(default_factory=deque)
+    opened: float = field(default_factory=time.monotonic)
     sent: int = 0
 
 

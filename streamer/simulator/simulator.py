@@ -53,6 +53,8 @@ class SimulatorConfig:
     max_streams_per_connection: int = 1024
     max_messages_per_second: float = 5.0
     send_timeout_seconds: float = 10.0
+    ws_ping_seconds: float | None = 20.0  # server pings, as Binance sends every 20 s
+    connection_lifetime_seconds: float | None = None  # Binance closes connections after 24 h
 
     def load_series(self) -> list[Bars]:
         if self.synthetic is not None:
@@ -101,7 +103,7 @@ class Simulator:
             )
         self._lock = asyncio.Lock()
         self._runner: web.AppRunner | None = None
-        self._clock: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
         self.port = 0
         self.bars_played = 0
 
@@ -169,8 +171,14 @@ class Simulator:
         site = web.TCPSite(self._runner, self.config.host, self.config.port)
         await site.start()
         self.port = int(self._runner.addresses[0][1])
-        if self.config.bar_seconds is not None:
-            self._clock = asyncio.create_task(self._run_clock(self.config.bar_seconds))
+        config = self.config
+        if config.bar_seconds is not None:
+            self._tasks.append(asyncio.create_task(self._run_clock(config.bar_seconds)))
+        if config.ws_ping_seconds is not None or config.connection_lifetime_seconds is not None:
+            keepalive = self.stream.keepalive(
+                config.ws_ping_seconds, config.connection_lifetime_seconds
+            )
+            self._tasks.append(asyncio.create_task(keepalive))
         log.info(
             "simulator_started",
             url=self.base_url,
@@ -181,10 +189,10 @@ class Simulator:
         )
 
     async def stop(self) -> None:
-        if self._clock is not None:
-            self._clock.cancel()
-            await asyncio.gather(self._clock, return_exceptions=True)
-            self._clock = None
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
         await self.stream.hub.drop()
         if self.whale is not None:
             await self.whale.hub.drop()
