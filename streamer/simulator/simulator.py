@@ -3,9 +3,10 @@ port of 127.0.0.1, replaying history (or synthetic series) on a virtual clock.
 
 The clock either runs by itself (``bar_seconds`` of wall time per bar, forming updates
 spread inside it) or is stepped by :meth:`Simulator.advance` (``bar_seconds=None``).
-Each bar: ``forming_updates`` forming events (``x: false``), the whale alerts of the
-bar's hours in the middle, then the closed event (``x: true``) once the bar is closed
-on REST too.
+Each bar: ``forming_updates`` forming events (``x: false``), each followed by the whale
+alerts of the flow hours that have begun by then (the rest of the bar's hours just
+before it closes), then the closed event (``x: true``) once the bar is closed on REST
+too. An alert is stamped at the virtual now, inside its hour.
 """
 
 from __future__ import annotations
@@ -102,6 +103,7 @@ class Simulator:
                 config.send_timeout_seconds,
             )
         self._lock = asyncio.Lock()
+        self._whale_sent_ms = self.market.cursor_ms  # flow hours before the start stay history
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.port = 0
@@ -244,26 +246,25 @@ class Simulator:
                 await self.whale.hub.drop()
             live = market.live()
             n = self.config.forming_updates
-            whale_after = max(1, (n + 1) // 2) if n else 0
-            if n == 0:
-                await self._publish_whale()
             for j in range(1, n + 1):
                 await pace(j / (n + 1))
                 market.fraction = j / (n + 1)
                 await self.stream.publish(self.stream.forming_phase(live))
-                if j == whale_after:
-                    await self._publish_whale()
+                await self._publish_whale(market.now_ms + 1)
             await pace(1.0)
+            market.fraction = 1.0
+            await self._publish_whale(market.cursor_ms + market.bar_ms)
             market.step()
             await self.stream.publish(self.stream.closed_phase(live, market.now_ms))
             self.faults.bar_done()
             self.bars_played += 1
             return True
 
-    async def _publish_whale(self) -> None:
-        if self.whale is not None:
-            open_ms = self.market.cursor_ms
-            await self.whale.publish(open_ms, open_ms + self.market.bar_ms, self.market.now_ms)
+    async def _publish_whale(self, until_ms: int) -> None:
+        """Alerts of the flow hours that began before ``until_ms`` and were not sent yet."""
+        if self.whale is not None and until_ms > self._whale_sent_ms:
+            await self.whale.publish(self._whale_sent_ms, until_ms, self.market.now_ms)
+            self._whale_sent_ms = until_ms
 
 
 async def _no_pace(fraction: float) -> None:
