@@ -33,8 +33,8 @@ import numpy as np
 import tensorflow as tf
 
 from inference.backends import BACKENDS, usable_cores
-from inference.featurelist import FEATURE_NAMES, FEATURE_VERSION
 from inference.runtime import DEFAULT_BUCKETS, ModelRuntime
+from streamer.features import FEATURE_NAMES, FEATURE_VERSION
 from whalecast.artifact import MODEL_FILE, PREPROCESS_FILE, write_artifact, write_json
 
 BENCH_MODEL = "bench-seed004"
@@ -190,6 +190,8 @@ def bench_per_series(ctx: BenchContext) -> dict[str, Any]:
 def bench_summary(ctx: BenchContext) -> dict[str, Any]:
     model = ctx.model()
     flops = flops_per_sample(model)
+    if "matmul" not in ctx.results:
+        ctx.results["matmul"] = bench_matmul(ctx)
     gflops = ctx.results["matmul"]["gflops"]
     floor_ms = flops * FLOOR_SERIES / (gflops * 1e9) * 1000.0
     summary: dict[str, Any] = {
@@ -235,8 +237,12 @@ def machine_info() -> dict[str, Any]:
 def run_bench(options: BenchOptions, sections: Sequence[str] | None = None) -> dict[str, Any]:
     chosen = list(sections) if sections is not None else list(SECTIONS)
     unknown = [name for name in chosen if name not in SECTIONS]
+    unknown += [name for name in options.backends if name not in BACKENDS]
     if unknown:
-        raise ValueError(f"unknown bench sections {unknown}; known: {list(SECTIONS)}")
+        raise ValueError(
+            f"unknown bench sections or backends {unknown}; sections: {', '.join(SECTIONS)}; "
+            f"backends: {', '.join(BACKENDS)}"
+        )
     with tempfile.TemporaryDirectory(prefix="whalecast-bench-") as tmp:
         ctx = BenchContext(options=options, workdir=Path(tmp))
         ctx.results["machine"] = machine_info()

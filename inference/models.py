@@ -17,7 +17,7 @@
   ``stop_serving_expired`` it is left out of :meth:`ModelSet.serving`.
 
 With ``registry_sync: redis`` the wanted version is the one Redis names, fetched
-into the local registry first (:mod:`inference.artifact_sync`).
+into the local registry first (:mod:`whalecast.artifact_sync`).
 """
 
 from __future__ import annotations
@@ -31,10 +31,10 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from inference.artifact_sync import SyncError, remote_current, sync_current
-from inference.featurelist import FEATURE_NAMES, FEATURE_VERSION
 from inference.runtime import ModelRefused, ModelRuntime
+from streamer.features import FEATURE_NAMES, FEATURE_VERSION
 from whalecast.artifact import read_current
+from whalecast.artifact_sync import SyncError, remote_current, sync_current
 from whalecast.keys import Keys
 from whalecast.logs import get_logger
 from whalecast.metrics import Metrics

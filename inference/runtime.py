@@ -35,8 +35,8 @@ import keras
 import numpy as np
 
 from inference.backends import Backend, BackendError, make_backend
-from inference.featurelist import FEATURE_NAMES, FEATURE_VERSION
 from inference.safety import UnsafeArtifact, check_directory, read_model_archive
+from streamer.features import FEATURE_NAMES, FEATURE_VERSION
 from whalecast.artifact import (
     METADATA_FILE,
     MODEL_FILE,

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from inference.featurelist import FEATURE_NAMES, FEATURE_VERSION
+from streamer.features import FEATURE_NAMES, FEATURE_VERSION
 from whalecast.artifact import MODEL_FILE, PREPROCESS_FILE, write_artifact, write_json
 
 WINDOW = 24

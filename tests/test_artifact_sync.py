@@ -8,15 +8,15 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from inference.artifact_sync import (
+from tests.model_artifacts import preprocess_for, write_model
+from whalecast.artifact import read_current
+from whalecast.artifact_sync import (
     SyncError,
     fetch_artifact,
     publish_artifact,
     remote_current,
     sync_current,
 )
-from tests.model_artifacts import preprocess_for, write_model
-from whalecast.artifact import read_current
 from whalecast.keys import Keys
 
 pytestmark = pytest.mark.redis

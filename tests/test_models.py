@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from inference.artifact_sync import publish_artifact
 from inference.models import ModelSet
 from tests.model_artifacts import preprocess_for, random_windows, small_model, write_model
 from whalecast.artifact import set_current
+from whalecast.artifact_sync import publish_artifact
 from whalecast.keys import Keys
 from whalecast.metrics import Metrics
 from whalecast.settings import InferenceSettings

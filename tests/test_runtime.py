@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from inference.backends import BACKENDS, bucket_for
-from inference.featurelist import FEATURE_NAMES
 from inference.runtime import ModelRefused, ModelRuntime
+from streamer.features import FEATURE_NAMES
 from tests.model_artifacts import (
     deep_model,
     preprocess_for,

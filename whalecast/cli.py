@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -124,6 +125,76 @@ def _simulate_arguments(command: argparse.ArgumentParser) -> None:
                         help="the API key whale clients must present (default: %(default)s)")  # fmt: skip
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from inference.bench import BenchOptions, format_table, run_bench, write_results
+    from whalecast.settings import load_settings
+
+    settings = load_settings(args.config)
+    options = BenchOptions(
+        sizes=args.sizes, backends=args.backends, repeats=args.repeats,
+        per_series_sample=args.per_series_sample, matmul_size=args.matmul_size,
+        buckets=settings.inference.batch_buckets, window=settings.features.window,
+    )  # fmt: skip
+    try:
+        results = run_bench(options, sections=args.sections)
+    except ValueError as e:
+        print(f"whalecast bench: {e}", file=sys.stderr)
+        return 2
+    print(format_table(results))
+    if args.out:
+        write_results(results, Path(args.out))
+        print(f"results written to {args.out}", file=sys.stderr)
+    return 0
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a comma-separated list of integers"
+        ) from e
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError("give positive integers, e.g. 10,100,1000")
+    return values
+
+
+def _name_list(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _add_bench_options(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--out", metavar="PATH", help="also write the results as JSON here")
+    command.add_argument(
+        "--sizes",
+        type=_int_list,
+        default=[10, 100, 1000, 5000],
+        help="batch sizes (series), comma-separated (default: 10,100,1000,5000)",
+    )
+    command.add_argument(
+        "--backends",
+        type=_name_list,
+        default=["keras", "tf-function", "tf-xla", "onnx"],
+        help="backends to time, comma-separated (default: all four)",
+    )
+    command.add_argument(
+        "--repeats", type=int, default=7, help="timed calls per batch size (median; default 7)"
+    )
+    command.add_argument(
+        "--per-series-sample",
+        type=int,
+        default=20,
+        help="model.predict calls timed for the per-series estimate (default 20)",
+    )
+    command.add_argument(
+        "--matmul-size", type=int, default=2048, help="square matmul size (default 2048)"
+    )
+    command.add_argument("--sections", type=_name_list, default=None,
+                         help="run only these sections, comma-separated (matmul, backends, per_series, summary)")  # fmt: skip
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from training.commands import train_command
     from whalecast.logs import configure_logging
@@ -186,6 +257,33 @@ def _training_arguments(command: argparse.ArgumentParser) -> None:
     add("--progress", action="store_true", help="progress bars and per-epoch Keras output")
 
 
+def _cmd_run(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from whalecast.logs import configure_logging
+    from whalecast.metrics import Metrics
+    from whalecast.settings import load_settings
+
+    settings = load_settings(args.config)
+    configure_logging(settings.log)
+    from inference.daemon import run_forever
+
+    return asyncio.run(run_forever(settings, Metrics()))
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    import asyncio
+    from pathlib import Path
+
+    from whalecast.demo import DemoOptions, run_demo
+
+    options = DemoOptions(
+        bars=args.bars, bar_seconds=args.bar_seconds, state_dir=Path(args.state_dir),
+        metrics_port=args.metrics_port, config=args.config,
+    )  # fmt: skip
+    return asyncio.run(run_demo(options))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="whalecast",
@@ -208,6 +306,28 @@ def build_parser() -> argparse.ArgumentParser:
         "check-config", _cmd_check_config, "validate the configuration and print it, secrets masked"
     )
     add("version", _cmd_version, "print the version")
+    add(
+        "run", _cmd_run,
+        "run the daemon: feeds in, one batched forward pass per model at every bar close, "
+        "predictions out to Redis, metrics on /metrics (SIGTERM drains and exits 0)",
+    )  # fmt: skip
+    demo = add(
+        "demo", _cmd_demo,
+        "replay shipped market data through the live daemon on this machine (embedded Redis, "
+        "exchange simulator, small models trained if none) and print predictions as they arrive",
+    )  # fmt: skip
+    demo.add_argument(
+        "--bars",
+        type=int,
+        default=None,
+        help="stop after this many bars (default: the whole replay)",
+    )
+    demo.add_argument("--bar-seconds", type=float, default=1.0, dest="bar_seconds",
+                      help="wall seconds per replayed 1h bar (default 1)")  # fmt: skip
+    demo.add_argument("--state-dir", default=".whalecast/demo", dest="state_dir",
+                      help="embedded Redis data and model registry of the demo")  # fmt: skip
+    demo.add_argument("--metrics-port", type=int, default=0, dest="metrics_port",
+                      help="port for /metrics (default: any free port)")  # fmt: skip
     _simulate_arguments(
         add(
             "simulate",
@@ -216,6 +336,15 @@ def build_parser() -> argparse.ArgumentParser:
             "websocket on 127.0.0.1, replaying history until Ctrl-C or SIGTERM",
         )
     )
+    _add_bench_options(
+        add(
+            "bench",
+            _cmd_bench,
+            "measure the batched forward pass per backend, per-series model.predict, the matmul "
+            "rate and the FLOP floor on this machine",
+        )
+    )
+
     train = add(
         "train", _cmd_train,
         "train a model preset on history, evaluate it against baselines on a held-out "
@@ -245,6 +374,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # TensorFlow's C++ start-up chatter (CPU feature notes) before logging is configured
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     parser = build_parser()
     args = parser.parse_args(argv)
     from whalecast.settings import ConfigError
