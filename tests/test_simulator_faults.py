@@ -262,6 +262,12 @@ async def test_too_many_streams_is_an_error_reply(
     assert sim.faults.counters["exchange_too_many_streams"] == 1
     await ws.send_json({"method": "LIST_SUBSCRIPTIONS", "id": 3})
     assert await ws.receive_json(timeout=5) == {"result": [BTC, ETH], "id": 3}
+    await ws.send_json({"method": "UNSUBSCRIBE", "params": [ETH], "id": 4})
+    assert await ws.receive_json(timeout=5) == {"result": None, "id": 4}
+    await asyncio.sleep(1.0)  # stay within 5 messages per second
+    await sim.advance()
+    streams = {m["s"] for m in parsed(await drain(ws))}
+    assert streams == {"BTCUSDT"}
     await ws.close()
 
 
