@@ -180,8 +180,12 @@ class CandleFeed:
         return float(min(maximum, initial * 2.0 ** min(attempts - 1, 30)))
 
     # -- websocket input (called synchronously from ccxt's handlers) -----------------------
-    def _on_kline(self, symbol: str, timeframe: str, row: Row, closed: bool | None) -> None:
+    def _on_kline(
+        self, symbol: str, timeframe: str, row: Row, closed: bool | None, event_ms: int | None
+    ) -> None:
         assert self._validator is not None and self._seq is not None
+        if event_ms is not None:
+            self.clock.observe(event_ms)
         series = self._by_pair.get((symbol, timeframe))
         if series is None:
             self._validator.reject("unknown_symbol")

@@ -27,7 +27,7 @@ from whalecast.settings import FeedSettings
 log = get_logger(__name__)
 
 PROACTIVE = ("lifetime", "recreate")
-KlineHandler = Callable[[str, str, Row, "bool | None"], None]
+KlineHandler = Callable[[str, str, Row, "bool | None", "int | None"], None]
 
 
 class ConnectionLost(Exception):
@@ -96,8 +96,10 @@ class Connection:
         self._unsent_messages += 1
         self._last_message = time.monotonic()
 
-    def on_kline(self, symbol: str, timeframe: str, row: Row, closed: bool | None) -> None:
-        self._on_kline(symbol, timeframe, row, closed)
+    def on_kline(
+        self, symbol: str, timeframe: str, row: Row, closed: bool | None, event_ms: int | None
+    ) -> None:
+        self._on_kline(symbol, timeframe, row, closed, event_ms)
 
     def on_malformed(self) -> None:
         self._on_malformed_cb()
@@ -191,7 +193,7 @@ class Connection:
         """Exchanges without a closed flag: feed the newest cached rows (next-bar detection)."""
         for symbol, timeframe in self.pairs:
             for row in ExchangeAdapter.cached_rows(client, symbol, timeframe, 2):
-                self._on_kline(symbol, timeframe, list(row), None)
+                self._on_kline(symbol, timeframe, list(row), None, None)
 
     def _session_over(self, started: float) -> str | None:
         now = time.monotonic()

@@ -35,7 +35,9 @@ class KlineSink(Protocol):
 
     def on_message(self) -> None: ...
 
-    def on_kline(self, symbol: str, timeframe: str, row: Row, closed: bool | None) -> None: ...
+    def on_kline(
+        self, symbol: str, timeframe: str, row: Row, closed: bool | None, event_ms: int | None
+    ) -> None: ...
 
     def on_malformed(self) -> None: ...
 
@@ -124,7 +126,10 @@ class _BinanceClosedFlag:
         row = [kline["t"], kline.get("o"), kline.get("h"), kline.get("l"), kline.get("c"),
                kline.get("v")]  # fmt: skip
         closed = kline.get("x") is True
-        sink.on_kline(symbol, timeframe, row, closed)
+        event_ms = message.get("E")
+        sink.on_kline(
+            symbol, timeframe, row, closed, event_ms if isinstance(event_ms, int) else None
+        )
         if closed:
             stored = exchange.ohlcvs.get(symbol, {}).get(timeframe)
             if stored is not None:
