@@ -16,6 +16,7 @@ from tests.feed_helpers import (
 )
 from whalecast.domain import Series
 
+
 @pytest.fixture
 async def sim() -> AsyncIterator[Simulator]:
     async with Simulator(SimulatorConfig(history_bars=60, whale=False)) as simulator:
