@@ -27,6 +27,7 @@ from whalecast.settings import FeedSettings
 log = get_logger(__name__)
 
 PROACTIVE = ("lifetime", "recreate")
+SCAN_ROWS = 5
 KlineHandler = Callable[[str, str, Row, "bool | None", "int | None"], None]
 
 
@@ -139,6 +140,7 @@ class Connection:
         self._lost = asyncio.Event()
         self._lost_error = None
         self._last_message = time.monotonic()
+        self._fed: dict[tuple[str, str], int] = {}
         client = self._adapter.ws_client(self)
         try:
             cause = await self._session(client)
@@ -166,7 +168,7 @@ class Connection:
         try:
             while True:
                 waiting = {lost} if watch is None else {lost, watch}
-                await asyncio.wait(waiting, timeout=self._tick)
+                await asyncio.wait(waiting, timeout=self._tick, return_when=asyncio.FIRST_COMPLETED)
                 if watch is not None and watch.done():
                     watch.result()  # raises the transport error, if any
                     watch = self._next_watch(client) if generic else None
@@ -190,10 +192,14 @@ class Connection:
         return asyncio.ensure_future(self._adapter.watch(client, self.pairs))
 
     def _scan_cache(self, client: Any) -> None:
-        """Exchanges without a closed flag: feed the newest cached rows (next-bar detection)."""
-        for symbol, timeframe in self.pairs:
-            for row in ExchangeAdapter.cached_rows(client, symbol, timeframe, 2):
-                self._on_kline(symbol, timeframe, list(row), None, None)
+        """Exchanges without a closed flag: feed new cached rows, oldest first, so the next
+        bar's appearance closes the previous one with its final values."""
+        for pair in self.pairs:
+            newest_fed = self._fed.get(pair, -1)
+            for row in ExchangeAdapter.cached_rows(client, *pair, SCAN_ROWS):
+                if isinstance(row[0], int) and row[0] >= newest_fed:
+                    self._fed[pair] = newest_fed = row[0]
+                    self._on_kline(pair[0], pair[1], list(row), None, None)
 
     def _session_over(self, started: float) -> str | None:
         now = time.monotonic()

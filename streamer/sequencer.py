@@ -145,7 +145,7 @@ class Sequencer:
         if previous is not None and candle.open_ms < previous.open_ms:
             return "out_of_order"
         if candle.open_ms <= st.last_ms:
-            return "out_of_order"
+            return None  # a late update of a bar REST already delivered: nothing to do
         st.forming = candle
         if previous is not None and previous.open_ms < candle.open_ms:
             known = previous.open_ms <= st.last_ms or previous.open_ms in st.pending
