@@ -83,6 +83,11 @@ class CandleFeed:
             raise RuntimeError("the feed has not started")
         return self._clock
 
+    @property
+    def connected(self) -> bool:
+        """Every websocket connection of this feed is up (False before start-up)."""
+        return bool(self.connections) and all(c.connected for c in self.connections)
+
     async def run(self) -> None:
         """Runs until cancelled; start-up errors other than a bad configuration are retried."""
         try:

@@ -105,6 +105,10 @@ class Connection:
     def on_malformed(self) -> None:
         self._on_malformed_cb()
 
+    @property
+    def connected(self) -> bool:
+        return self._is_connected
+
     def on_connected(self) -> None:
         if not self._is_connected:
             self._is_connected = True

@@ -138,11 +138,11 @@ def classify_flow(from_type: str, to_type: str) -> Flow:
 
 @dataclass(frozen=True, slots=True)
 class WhaleBar:
-    """Whale activity of one series in one bar (the features' whale columns).
+    """Whale aggregates of one series' bar: what the feature list reads besides the candle.
 
-    ``inflow_usd``/``outflow_usd``: USD moved to/from exchanges in the series' base
-    asset; ``count``: every accepted transfer of that asset; ``stable_inflow_usd``:
-    stablecoin exchange inflows market-wide (the same for every series).
+    ``inflow_usd`` / ``outflow_usd``: USD of the series' base asset moved into / out
+    of exchanges during the bar; ``count``: whale transfers of that asset;
+    ``stable_inflow_usd``: market-wide stablecoin exchange inflow during the bar.
     """
 
     inflow_usd: float = 0.0

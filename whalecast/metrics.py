@@ -74,11 +74,13 @@ class Metrics:
         self.inference_seconds = Histogram("whalecast_inference_seconds", "One batched forward pass of one model.", ["model"], buckets=FAST_BUCKETS, registry=r)  # fmt: skip
         self.batch_size = Histogram("whalecast_inference_batch_size", "Series in one batched forward pass.", ["model"], buckets=BATCH_BUCKETS, registry=r)  # fmt: skip
         self.predictions = Counter("whalecast_predictions_published_total", "Predictions published.", ["model"], registry=r)  # fmt: skip
+        self.predictions_dropped = Counter("whalecast_predictions_dropped_total", "Predictions not published, by reason (non_finite).", ["model", "reason"], registry=r)  # fmt: skip
         self.not_ready = Counter("whalecast_series_not_ready_total", "Series skipped at a bar because their window was incomplete.", ["timeframe"], registry=r)  # fmt: skip
         self.late_series = Counter("whalecast_series_late_total", "Series whose bar arrived after the grace period (predicted in a late batch).", ["timeframe"], registry=r)  # fmt: skip
         self.series_ready = Gauge("whalecast_series_ready", "Series with a complete window.", ["timeframe"], registry=r)  # fmt: skip
         self.series_owned = Gauge("whalecast_series_owned", "Series this replica owns (its shard).", registry=r)  # fmt: skip
         self.last_publish = Gauge("whalecast_last_publish_timestamp_seconds", "Wall time predictions were last published.", ["timeframe"], registry=r)  # fmt: skip
+        self.history_bars = Counter("whalecast_bars_history_total", "Bars stored without a prediction because they closed before the daemon started (start-up backfill).", ["timeframe"], registry=r)  # fmt: skip
         self.bars_processed = Counter("whalecast_bars_processed_total", "Bar closes handled by the bar loop.", ["timeframe"], registry=r)  # fmt: skip
         self.loop_lag = Histogram("whalecast_event_loop_lag_seconds", "How late the event loop runs a timer it was asked to run.", buckets=LAG_BUCKETS, registry=r)  # fmt: skip
 

@@ -134,6 +134,7 @@ class WhaleSettings(Section):
 
 class FeatureSettings(Section):
     window: int = Field(24, ge=2, le=512)
+    store_ttl_seconds: PositiveSeconds = 7 * 86_400.0
 
 
 class InferenceSettings(Section):
@@ -146,6 +147,7 @@ class InferenceSettings(Section):
     reload_poll_seconds: PositiveSeconds = 30.0
     shutdown_grace_seconds: PositiveSeconds = 10.0
     scoring_window: int = Field(500, gt=0)
+    registry_sync: Literal["none", "redis"] = "none"
 
 
 class MetricsSettings(Section):
@@ -156,6 +158,44 @@ class MetricsSettings(Section):
 class ShardSettings(Section):
     index: int = Field(0, ge=0)
     count: int = Field(1, ge=1)
+
+
+PresetName = Literal["volume", "direction", "direction-deep", "direction-gru", "ensemble"]
+HyperValue = int | float | bool | str | list[str]
+
+
+class TrainingSettings(Section):
+    """The trainer (``whalecast train`` / ``whalecast tune``); the daemon never reads it."""
+
+    preset: PresetName = "direction"
+    presets: dict[PresetName, dict[str, HyperValue]] = Field(default_factory=dict)
+    epochs: int | None = Field(None, gt=0)
+    batch_size: int | None = Field(None, gt=0)
+    learning_rate: float | None = Field(None, gt=0)
+    window_bars: int | None = Field(None, ge=2, le=512)
+    look_back_bars: int | None = Field(None, ge=2, le=512)
+    test_days: float = Field(365.0, gt=0)
+    validation_fraction: float = Field(0.2, gt=0, lt=1)
+    train_days: float | None = Field(None, gt=0)
+    purge_bars: int = Field(24, ge=1)
+    candles_csv: list[Path] = Field(default_factory=list)
+    whale_csv: list[Path] = Field(default_factory=list)
+    history_days: float = Field(730.0, gt=0)
+    cache_dir: Path = Path(".whalecast/history")
+    fees_bps: float = Field(10.0, ge=0)
+    threshold: float = Field(0.0, ge=0, lt=0.5)
+    backtest_mode: Literal["long_flat", "long_short"] = "long_flat"
+    bootstrap_samples: int = Field(1000, ge=10)
+    bootstrap_block_hours: float = Field(24.0, gt=0)
+    walk_forward_folds: int = Field(0, ge=0)
+    seed: int = 42
+    promote_metric_direction: Literal["auc", "accuracy", "balanced_accuracy", "log_loss"] = "auc"
+    promote_metric_volume: Literal["mae", "rmse", "mape"] = "mae"
+    promote_min_improvement: float = Field(0.0, ge=0)
+    promote_against_baseline: bool = True
+    refresh_every_seconds: PositiveSeconds | None = None
+    tune_trials: int = Field(20, gt=0)
+    tune_epochs: int = Field(10, gt=0)
 
 
 class Settings(BaseSettings):
@@ -181,6 +221,7 @@ class Settings(BaseSettings):
     inference: InferenceSettings = InferenceSettings()
     metrics: MetricsSettings = MetricsSettings()
     shard: ShardSettings = ShardSettings()
+    training: TrainingSettings = TrainingSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -1,0 +1,316 @@
+"""The feature list (v1): one definition, computed over history and bar by bar.
+
+Input is a table of closed bars, one row per bar, columns :data:`BAR_COLUMNS`
+(open time in UTC ms, OHLCV, and the bar's whale aggregates). Every window is
+counted in bars of the series' own timeframe. One vectorised numpy function,
+:func:`feature_rows`, computes the features for the last ``rows`` positions of
+a gap-free bar grid; :func:`compute_features` (training, whole history) and
+:func:`latest_features` (the daemon, newest row from the stored tail) both call
+it, so the two paths cannot drift apart. Every window statistic is computed on
+its own window (no running sums), which makes the newest row from a short tail
+equal to the same row of a full-history computation.
+
+Definitions (``c`` close, ``o`` open, ``h`` high, ``l`` low, ``v`` volume,
+``r`` the 1-bar log return ``log(c_t / c_{t-1})``; "over N" means the N bars
+ending at, and including, the current bar):
+
+- ``ret_1, ret_3, ret_6, ret_24``: ``log(c_t / c_{t-k})``.
+- ``range_rel = (h - l) / c``; ``body_rel = (c - o) / c``;
+  ``upper_wick_rel = (h - max(o, c)) / c``; ``lower_wick_rel = (min(o, c) - l) / c``.
+- ``vol_6, vol_24``: sample standard deviation (ddof 1) of ``r`` over 6 / 24.
+- ``log_volume = log1p(v)``; ``volume_z_24``: z-score of ``log1p(v)`` against its
+  mean and sample std over 24 (0 when that std is 0); ``volume_ratio_6_24``:
+  mean ``v`` over 6 / mean ``v`` over 24 (1 when both are 0);
+  ``log_dollar_volume = log1p(v * c)``.
+- ``rsi_14``: RSI on simple averages, in [0, 100]: with ``d = c_t - c_{t-1}``
+  over the last 14 differences, ``100 * mean(max(d, 0)) / (mean(max(d, 0)) +
+  mean(max(-d, 0)))``, 50 when the price did not move. Wilder's recursive
+  smoothing is deliberately not used: it depends on unbounded history, so the
+  daemon's finite stored tail could not reproduce the training value exactly.
+- ``close_vs_sma_24 = log(c / mean(c over 24))``.
+- ``atr_14_rel``: mean true range over 14 divided by ``c``, true range
+  ``max(h - l, |h - c_{t-1}|, |l - c_{t-1}|)`` (simple mean, same reason as RSI).
+- ``whale_inflow_log, whale_outflow_log``: ``log1p`` of this bar's exchange inflow
+  / outflow in USD of the series' base asset.
+- ``whale_inflow_sum_6, whale_inflow_sum_24``: ``log1p`` of the inflow USD summed
+  over 6 / 24; ``whale_outflow_max_3``: ``log1p`` of the largest per-bar outflow
+  over 3; ``whale_count_12``: whale transfers of the asset over 12 (a count).
+- ``whale_netflow_6``: signed log of the net exchange *outflow* over 6,
+  ``sign(n) * log1p(|n|)`` with ``n = sum(outflow) - sum(inflow)``: positive
+  means coins left exchanges, the sign convention of ``net_exchange_outflow_usd``.
+- ``stable_inflow_6``: ``log1p`` of market-wide stablecoin exchange inflow USD
+  summed over 6.
+- ``hour_sin, hour_cos``: ``sin/cos(2π · f)`` with ``f`` the bar's open time as a
+  fraction of its UTC day; ``dow_sin, dow_cos``: ``sin/cos(2π · d / 7)`` with
+  ``d`` the UTC weekday of the open time, Monday = 0.
+
+Gaps (the rule both paths follow). Bars live on the full time grid of their
+timeframe; a bar missing from the grid is a row of NaN, never dropped and never
+filled, so no later bar is ever shifted into its place. A feature whose lookback
+(the bars it reads, current bar included: ``k + 1`` for ``ret_k``, 7 / 25 for
+``vol_6`` / ``vol_24``, 15 for RSI and ATR, N for a statistic "over N", 1 for the
+per-bar and calendar features) touches a missing bar, or reaches before the
+first bar, is NaN. A model window that contains any NaN is not ready: nothing is
+predicted from padding. A single missing bar therefore costs ``HISTORY_BARS - 1
++ window`` bars (48 for 1h bars and a 24-step window) without predictions, which
+is the price of never predicting from invented data.
+
+Whale aggregates are per-bar inputs, not features of their own: the historical
+hourly flows shipped with the project cover only Nov 2024 – Oct 2025 (BTC and
+ETH), and outside that range, or for other assets, the aggregates are 0 ("no
+flows seen") — a known limitation for training on older history.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Final
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+from whalecast.domain import timeframe_ms
+
+Array = npt.NDArray[np.float64]
+
+FEATURE_VERSION: Final[int] = 1
+
+BAR_COLUMNS: Final = (
+    "open_ms", "open", "high", "low", "close", "volume",
+    "whale_inflow_usd", "whale_outflow_usd", "whale_count", "stable_inflow_usd",
+)  # fmt: skip
+
+#: Each feature of v1 with its lookback in bars (current bar included).
+_LOOKBACK: Final[dict[str, int]] = {
+    "ret_1": 2, "ret_3": 4, "ret_6": 7, "ret_24": 25,
+    "range_rel": 1, "body_rel": 1, "upper_wick_rel": 1, "lower_wick_rel": 1,
+    "vol_6": 7, "vol_24": 25,
+    "log_volume": 1, "volume_z_24": 24, "volume_ratio_6_24": 24, "log_dollar_volume": 1,
+    "rsi_14": 15, "close_vs_sma_24": 24, "atr_14_rel": 15,
+    "whale_inflow_log": 1, "whale_outflow_log": 1,
+    "whale_inflow_sum_6": 6, "whale_inflow_sum_24": 24, "whale_outflow_max_3": 3,
+    "whale_count_12": 12, "whale_netflow_6": 6, "stable_inflow_6": 6,
+    "hour_sin": 1, "hour_cos": 1, "dow_sin": 1, "dow_cos": 1,
+}  # fmt: skip
+
+FEATURE_NAMES: Final[tuple[str, ...]] = tuple(_LOOKBACK)
+
+#: Bars needed (current bar included) before a row is fully defined: the row at
+#: grid position ``t`` reads bars ``t - HISTORY_BARS + 1 .. t``.
+HISTORY_BARS: Final[int] = max(_LOOKBACK.values())
+
+_DAY_MS: Final = 86_400_000
+_EPOCH_WEEKDAY: Final = 3  # 1970-01-01 was a Thursday (Monday = 0)
+_COL: Final = {name: i for i, name in enumerate(BAR_COLUMNS)}
+
+
+class _Bars:
+    """Column access and window helpers over a ``(series, time, column)`` array.
+
+    Every derived array is aligned on its last element (the newest bar), so a
+    shorter array (a difference) needs no re-alignment. The table is padded in
+    front with NaN rows (once, only when shorter than ``rows + HISTORY_BARS -
+    1``), so every lag and window of every requested row exists.
+    """
+
+    def __init__(self, bars: Array, rows: int) -> None:
+        short = rows + HISTORY_BARS - 1 - bars.shape[1]
+        if short > 0:
+            pad = np.full((bars.shape[0], short, bars.shape[2]), np.nan)
+            bars = np.concatenate([pad, bars], axis=1)
+        self.columns: Array = np.ascontiguousarray(
+            bars.transpose(2, 0, 1)
+        )  # (column, series, time)
+        self.missing: Array = np.asarray(np.isnan(self.columns[1:]).any(axis=0), np.float64)
+        self.rows = rows
+
+    def col(self, name: str) -> Array:
+        """The whole column, ``(series, time)``."""
+        column: Array = self.columns[_COL[name]]
+        return column
+
+    def tail(self, values: Array) -> Array:
+        """The last ``rows`` positions of a ``(series, time)`` array."""
+        return values[:, values.shape[1] - self.rows :]
+
+    def lag(self, values: Array, k: int) -> Array:
+        """``values[t - k]`` for the last ``rows`` positions."""
+        end = values.shape[1] - k
+        return values[:, end - self.rows : end]
+
+    def windows(self, values: Array, n: int) -> Array:
+        """``(series, rows, n)``: the n values ending at each of the last ``rows`` positions."""
+        recent = values[:, values.shape[1] - (self.rows + n - 1) :]
+        if self.rows == 1:
+            return recent[:, np.newaxis, :]
+        return np.lib.stride_tricks.sliding_window_view(recent, n, axis=1)
+
+
+def _step(values: Array) -> tuple[Array, Array]:
+    """``(values[t], values[t - 1])``, both aligned on the newest bar."""
+    return values[:, 1:], values[:, :-1]
+
+
+def _safe_div(num: Array, den: Array, default: float) -> Array:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = np.where(den > 0, num / np.where(den > 0, den, 1.0), default)
+    return np.where(np.isnan(num) | np.isnan(den), np.nan, out)
+
+
+def _price_features(b: _Bars) -> dict[str, Array]:
+    o, h, low, c = (b.tail(b.col(n)) for n in ("open", "high", "low", "close"))
+    log_close = np.log(b.col("close"))
+    out = {f"ret_{k}": b.tail(log_close) - b.lag(log_close, k) for k in (1, 3, 6, 24)}
+    out["range_rel"] = (h - low) / c
+    out["body_rel"] = (c - o) / c
+    out["upper_wick_rel"] = (h - np.maximum(o, c)) / c
+    out["lower_wick_rel"] = (np.minimum(o, c) - low) / c
+    now, before = _step(log_close)
+    one_bar = now - before
+    out["vol_6"] = np.std(b.windows(one_bar, 6), axis=2, ddof=1)
+    out["vol_24"] = np.std(b.windows(one_bar, 24), axis=2, ddof=1)
+    return out
+
+
+def _volume_features(b: _Bars) -> dict[str, Array]:
+    v_all = b.col("volume")
+    log_v = np.log1p(v_all)
+    w24 = b.windows(log_v, 24)
+    z = _safe_div(b.tail(log_v) - np.mean(w24, axis=2), np.std(w24, axis=2, ddof=1), 0.0)
+    ratio = _safe_div(
+        np.mean(b.windows(v_all, 6), axis=2), np.mean(b.windows(v_all, 24), axis=2), 1.0
+    )
+    return {
+        "log_volume": b.tail(log_v),
+        "volume_z_24": z,
+        "volume_ratio_6_24": ratio,
+        "log_dollar_volume": np.log1p(b.tail(v_all) * b.tail(b.col("close"))),
+    }
+
+
+def _oscillator_features(b: _Bars) -> dict[str, Array]:
+    close = b.col("close")
+    now, prev_close = _step(close)
+    diffs = b.windows(now - prev_close, 14)
+    gain = np.mean(np.maximum(diffs, 0.0), axis=2)
+    loss = np.mean(np.maximum(-diffs, 0.0), axis=2)
+    high, low = b.col("high")[:, 1:], b.col("low")[:, 1:]
+    true_range = np.maximum(
+        high - low, np.maximum(np.abs(high - prev_close), np.abs(low - prev_close))
+    )
+    c = b.tail(close)
+    return {
+        "rsi_14": 100.0 * _safe_div(gain, gain + loss, 0.5),
+        "close_vs_sma_24": np.log(c / np.mean(b.windows(close, 24), axis=2)),
+        "atr_14_rel": np.mean(b.windows(true_range, 14), axis=2) / c,
+    }
+
+
+def _whale_features(b: _Bars) -> dict[str, Array]:
+    inflow, outflow = b.col("whale_inflow_usd"), b.col("whale_outflow_usd")
+    in6 = np.sum(b.windows(inflow, 6), axis=2)
+    net6 = np.sum(b.windows(outflow, 6), axis=2) - in6
+    return {
+        "whale_inflow_log": np.log1p(b.tail(inflow)),
+        "whale_outflow_log": np.log1p(b.tail(outflow)),
+        "whale_inflow_sum_6": np.log1p(in6),
+        "whale_inflow_sum_24": np.log1p(np.sum(b.windows(inflow, 24), axis=2)),
+        "whale_outflow_max_3": np.log1p(np.max(b.windows(outflow, 3), axis=2)),
+        "whale_count_12": np.sum(b.windows(b.col("whale_count"), 12), axis=2),
+        "whale_netflow_6": np.sign(net6) * np.log1p(np.abs(net6)),
+        "stable_inflow_6": np.log1p(np.sum(b.windows(b.col("stable_inflow_usd"), 6), axis=2)),
+    }
+
+
+def _calendar_features(b: _Bars) -> dict[str, Array]:
+    open_ms = b.tail(b.col("open_ms"))
+    day_fraction = np.mod(open_ms, _DAY_MS) / _DAY_MS
+    weekday = np.mod(np.floor_divide(open_ms, _DAY_MS) + _EPOCH_WEEKDAY, 7)
+    return {
+        "hour_sin": np.sin(2 * np.pi * day_fraction),
+        "hour_cos": np.cos(2 * np.pi * day_fraction),
+        "dow_sin": np.sin(2 * np.pi * weekday / 7),
+        "dow_cos": np.cos(2 * np.pi * weekday / 7),
+    }
+
+
+_GROUPS: Final[tuple[Callable[[_Bars], dict[str, Array]], ...]] = (
+    _price_features, _volume_features, _oscillator_features, _whale_features, _calendar_features,
+)  # fmt: skip
+
+
+def feature_rows(bars: Array, rows: int) -> Array:
+    """Features of the last ``rows`` positions of each series' bar grid.
+
+    ``bars`` is ``(series, time, len(BAR_COLUMNS))`` float64 on a gap-free grid
+    (consecutive open times one bar apart; a missing bar is a row whose value
+    columns are NaN). Returns ``(series, rows, len(FEATURE_NAMES))`` float64.
+    The online path passes the last ``HISTORY_BARS`` bars and ``rows=1``.
+    """
+    if bars.ndim != 3 or bars.shape[2] != len(BAR_COLUMNS):
+        raise ValueError(f"bars must be (series, time, {len(BAR_COLUMNS)}), got {bars.shape}")
+    if not 1 <= rows <= bars.shape[1]:
+        raise ValueError(f"rows must be in 1..{bars.shape[1]}, got {rows}")
+    bars = np.asarray(bars, dtype=np.float64)
+    view = _Bars(bars, rows)
+    values: dict[str, Array] = {}
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for group in _GROUPS:
+            values.update(group(view))
+    lookbacks = set(_LOOKBACK.values())
+    clean = {n: np.sum(view.windows(view.missing, n), axis=2) == 0 for n in lookbacks}
+    out = np.empty((bars.shape[0], rows, len(FEATURE_NAMES)), dtype=np.float64)
+    for i, name in enumerate(FEATURE_NAMES):
+        out[:, :, i] = np.where(clean[_LOOKBACK[name]], values[name], np.nan)
+    return out
+
+
+def grid_array(bars: pd.DataFrame | Array, timeframe: str, last: int | None = None) -> Array:
+    """Bars as a ``(time, column)`` array on the full grid from the first to the last bar.
+
+    Missing grid positions become NaN rows (open time filled in). With ``last``,
+    only the newest ``last`` grid positions are returned (earlier ones NaN if
+    the table is shorter). Rows must be sorted by open time, unique, on the grid.
+    """
+    table = bars[list(BAR_COLUMNS)].to_numpy(np.float64) if isinstance(bars, pd.DataFrame) else bars
+    table = np.asarray(table, dtype=np.float64)
+    if table.ndim != 2 or table.shape[1] != len(BAR_COLUMNS) or len(table) == 0:
+        raise ValueError(f"need a non-empty (time, {len(BAR_COLUMNS)}) table, got {table.shape}")
+    bar_ms = timeframe_ms(timeframe)
+    open_ms = table[:, 0].astype(np.int64)
+    if np.any(open_ms % bar_ms != 0):
+        raise ValueError(f"open times off the {timeframe} grid")
+    if np.any(np.diff(open_ms) <= 0):
+        raise ValueError("open times must be strictly increasing (sorted, no duplicates)")
+    end = int(open_ms[-1])
+    start = int(open_ms[0]) if last is None else end - (last - 1) * bar_ms
+    keep = open_ms >= start
+    grid = np.full(((end - start) // bar_ms + 1, len(BAR_COLUMNS)), np.nan)
+    grid[:, 0] = np.arange(start, end + 1, bar_ms, dtype=np.int64)
+    grid[(open_ms[keep] - start) // bar_ms] = table[keep]
+    return grid
+
+
+def compute_features(bars: pd.DataFrame, timeframe: str) -> pd.DataFrame:
+    """Offline path: one row per input bar (same index), columns ``FEATURE_NAMES``, float64.
+
+    Missing grid positions between input rows are treated as missing bars (see
+    the gap rule above); rows without enough clean history are NaN.
+    """
+    grid = grid_array(bars, timeframe)
+    values = feature_rows(grid[np.newaxis], rows=len(grid))[0]
+    positions = (bars["open_ms"].to_numpy(np.int64) - int(grid[0, 0])) // timeframe_ms(timeframe)
+    return pd.DataFrame(values[positions], index=bars.index, columns=list(FEATURE_NAMES))
+
+
+def latest_features(bars: pd.DataFrame | Array, timeframe: str) -> Array:
+    """Online path: the feature row of the newest bar, from the stored recent bars.
+
+    ``bars`` is a DataFrame with ``BAR_COLUMNS`` or an array in that column
+    order; only its last ``HISTORY_BARS`` grid positions are read. Equal to the
+    last row of :func:`compute_features` over any longer history.
+    """
+    tail = grid_array(bars, timeframe, last=HISTORY_BARS)
+    row: Array = feature_rows(tail[np.newaxis], rows=1)[0, 0]
+    return row

@@ -1,0 +1,71 @@
+"""Every preset trains on a small real slice and leaves a complete, loadable artifact."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from streamer.features import FEATURE_NAMES
+from tests.training_helpers import check_artifact, histories_fixture, settings_fixture  # noqa: F401
+from training.history import SeriesHistory
+from training.jobs import make_job
+from training.params import DEFAULTS, PresetError, resolve
+from training.presets import build
+from training.train import run
+from whalecast.artifact import list_versions, load_preprocess, read_current
+from whalecast.settings import Settings
+
+pytestmark = pytest.mark.tf
+
+
+def test_volume_preset(tmp_path: Path, settings: Settings, histories: list[SeriesHistory]) -> None:
+    job = make_job(settings, "volume", registry=tmp_path, force=True, publish=False)
+    assert job.params["features"] == ["log_volume"] and job.params["activation"] == "relu"
+    outcome = run(settings, job, histories)
+    check_artifact(outcome.directory, "next_bar_volume", 1)
+    pre = load_preprocess(outcome.directory)
+    assert pre.target_transform == "log1p" and pre.target_scaler is not None
+    report = outcome.report
+    assert {"persistence", "seasonal_naive", "ridge"} <= set(report["test"]["pooled"]["models"])
+    assert set(report["plots"]) == {"training_history.png", "volume_fit.png"}
+    # the scaled, log-space prediction maps back to a volume of the right size
+    mae = report["test"]["pooled"]["models"]["model"]["mae"]["value"]
+    assert 0 < mae < 2.0
+    assert read_current(tmp_path, "volume") == outcome.version
+
+
+@pytest.mark.parametrize("preset", ["direction", "direction-deep"])
+def test_direction_presets(
+    preset: str, tmp_path: Path, settings: Settings, histories: list[SeriesHistory]
+) -> None:
+    job = make_job(settings, preset, registry=tmp_path, promote=False, plots=preset == "direction")
+    outcome = run(settings, job, histories)
+    check_artifact(outcome.directory, "p_up_next_bar", len(FEATURE_NAMES))
+    report = outcome.report
+    assert {"majority", "previous_bar", "reversal", "logistic"} <= set(
+        report["test"]["pooled"]["models"]
+    )
+    assert "log_loss" not in report["test"]["pooled"]["models"]["previous_bar"]
+    assert set(report["backtest"]["portfolio"]) == {"strategy", "buy_and_hold"}
+    assert report["classification_report"]["model"]["up"]["support"] > 0
+    assert set(report["train_test_gap"]) == {"accuracy", "balanced_accuracy", "auc", "log_loss"}
+    if preset == "direction":
+        assert set(report["plots"]) == {"training_history.png", "equity_curve.png", "roc_curve.png"}
+    assert read_current(tmp_path, preset) is None  # promote=False leaves CURRENT alone
+    assert list_versions(tmp_path, preset) == [outcome.version]
+
+
+def test_seed_architecture_parameter_count_and_overrides() -> None:
+    deep = build("direction-deep", resolve("direction-deep"), 24, 30)
+    assert deep.count_params() == 134_337  # the seed's 24 x 30 input (its "~35,000" is wrong)
+    v1 = build("direction-deep", resolve("direction-deep"), 24, len(FEATURE_NAMES))
+    assert v1.count_params() == 133_825
+    volume = build("volume", resolve("volume"), 24, 1)
+    assert volume.count_params() == 4 * 50 * (1 + 50 + 1) + 51
+    assert resolve("volume", {"epochs": 3}, {"learning_rate": 1})["learning_rate"] == 1.0
+    with pytest.raises(PresetError, match="no hyper-parameter 'unitz'"):
+        resolve("direction", {"unitz": 3})
+    with pytest.raises(PresetError, match="unknown preset"):
+        resolve("transformer")
+    assert set(DEFAULTS) == {"volume", "direction", "direction-deep", "direction-gru", "ensemble"}

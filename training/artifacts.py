@@ -1,0 +1,133 @@
+"""Writing and reading model artifacts the way the daemon will read them.
+
+Predictions for evaluation come from the artifact on disk, loaded in Keras safe mode with
+its ``preprocess.json``: the numbers in a report are those of the model as it will serve.
+"""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+from streamer.features import FEATURE_VERSION
+from training.dataset import Samples, SeriesData, feature_index, windows
+from whalecast.artifact import (
+    MODEL_FILE,
+    PREPROCESS_FILE,
+    ArtifactError,
+    Preprocess,
+    load_preprocess,
+    read_current,
+    version_dir,
+    write_json,
+)
+
+PACKAGES = ("tensorflow", "tensorflow-cpu", "keras", "numpy", "pandas", "scikit-learn", "ccxt")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Loaded:
+    directory: Path
+    model: keras.Model
+    preprocess: Preprocess
+
+
+def save(directory: Path, model: keras.Model, preprocess: Preprocess) -> None:
+    model.save(directory / MODEL_FILE)
+    write_json(directory / PREPROCESS_FILE, preprocess.model_dump(mode="json"))
+
+
+def load(directory: Path) -> Loaded:
+    """The model in safe mode (no custom Python) and its preprocess description."""
+    preprocess = load_preprocess(directory)
+    try:
+        model = keras.saving.load_model(directory / MODEL_FILE, safe_mode=True, compile=False)
+    except Exception as e:  # Keras raises many types for a bad file
+        raise ArtifactError(f"{directory / MODEL_FILE} cannot be loaded: {e}") from e
+    return Loaded(directory, model, preprocess)
+
+
+def serving(registry: Path, model: str) -> Loaded | None:
+    """The version in service, or ``None`` when there is none."""
+    version = read_current(registry, model)
+    if version is None:
+        return None
+    return load(version_dir(registry, model, version))
+
+
+def comparable(loaded: Loaded, target: str) -> str | None:
+    """Why the artifact cannot be scored on this run's samples, or ``None`` when it can."""
+    pre = loaded.preprocess
+    if pre.feature_version != FEATURE_VERSION:
+        return f"feature version {pre.feature_version}, this run builds {FEATURE_VERSION}"
+    if pre.target != target:
+        return f"target {pre.target}, this run predicts {target}"
+    try:
+        feature_index(pre.features)
+    except ValueError as e:
+        return str(e)
+    return None
+
+
+def predict(
+    loaded: Loaded, data: Sequence[SeriesData], samples: Samples, batch_size: int = 1024
+) -> np.ndarray:
+    """Predictions in the target's training space: P(up), or log1p(volume)."""
+    pre = loaded.preprocess
+    x = windows(data, samples, feature_index(pre.features), pre.window, pre.scaler)
+    raw = np.asarray(loaded.model.predict(x, batch_size=batch_size, verbose=0), dtype=np.float64)
+    raw = raw.reshape(-1)
+    if pre.target_scaler is not None:
+        raw = raw * pre.target_scaler.scale[0] + pre.target_scaler.mean[0]
+    if not np.isfinite(raw).all():
+        raise ArtifactError(f"{loaded.directory}: the model returns non-finite values")
+    return raw
+
+
+# --- metadata -------------------------------------------------------------------------------
+
+
+def code_revision() -> dict[str, Any]:
+    """``git rev-parse HEAD`` of the source tree, and whether it had uncommitted changes."""
+    try:
+        rev = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=ROOT, capture_output=True, text=True, timeout=10, check=False,
+        )  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return {"revision": None, "dirty": None}
+    if rev.returncode != 0:
+        return {"revision": None, "dirty": None}
+    return {"revision": rev.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
+
+
+def library_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            versions[name] = importlib_metadata.version(name)
+        except importlib_metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -1,0 +1,195 @@
+"""The bodies of ``whalecast train`` and ``whalecast tune`` (the CLI parses, this runs).
+
+``whalecast train --every 6h`` is a long-running refresh process of its own (never the
+daemon's process): it trains, promotes when better, sleeps, and repeats. SIGTERM or
+SIGINT stop it between runs with exit code 0; a signal during a fit abandons that run
+(nothing is written) and exits 0 as well. A failed run is logged and the next one
+still happens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from training.history import HistoryError, SeriesHistory, from_csv, from_rest
+from training.jobs import TrainingInterrupted, make_job
+from training.params import DEFAULTS
+from whalecast.artifact import ArtifactError
+from whalecast.logs import get_logger
+from whalecast.settings import Settings
+
+log = get_logger(__name__)
+
+_DURATION_RE = re.compile(r"^([0-9]+(?:\.[0-9]+)?)([smhd]?)$")
+_UNIT_SECONDS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(text: str) -> float:
+    """``90``, ``30s``, ``15m``, ``6h``, ``1d`` -> seconds."""
+    match = _DURATION_RE.match(text.strip())
+    if match is None or float(match.group(1)) <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration such as 30m, 6h or 1d")
+    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+def stop_on_signals() -> threading.Event:
+    stop = threading.Event()
+
+    def handler(signum: int, _frame: Any) -> None:
+        log.info("stop_requested", signal=signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+    return stop
+
+
+def load_histories(settings: Settings, args: argparse.Namespace) -> list[SeriesHistory]:
+    """CSV files from the flags or config, else every configured series over REST."""
+    t = settings.training
+    candles = [Path(p) for p in (args.candles or t.candles_csv)]
+    whale = [Path(p) for p in (args.whale or t.whale_csv)]
+    first = settings.exchanges[0]
+    if candles:
+        return from_csv(candles, whale, first.id, first.timeframe)
+    return from_rest(
+        settings.exchanges, t.history_days, t.cache_dir, whale_paths=whale, progress=args.progress
+    )
+
+
+def overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """Hyper-parameters from ``--params FILE``, then ``--set k=v``, then the named flags."""
+    out: dict[str, Any] = {}
+    if args.params:
+        data = json.loads(Path(args.params).read_text(encoding="utf-8"))
+        out.update(data.get("params", data))
+    for item in args.set or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set expects key=value, got {item!r}")
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+    named = {"epochs": args.epochs, "batch_size": args.batch_size,
+             "learning_rate": args.learning_rate, "window": args.window}  # fmt: skip
+    out.update({k: v for k, v in named.items() if v is not None})
+    return out
+
+
+def with_training(settings: Settings, args: argparse.Namespace) -> Settings:
+    """Settings with the split flags applied to the training section."""
+    updates = {k: v for k, v in {"test_days": args.test_days, "train_days": args.train_days,
+               "seed": args.seed}.items() if v is not None}  # fmt: skip
+    if not updates:
+        return settings
+    training = settings.training.model_copy(update=updates)
+    return settings.model_copy(update={"training": training})
+
+
+def list_presets() -> str:
+    lines = []
+    for name, params in DEFAULTS.items():
+        shown = {k: v for k, v in params.items() if k != "features"}
+        features = params["features"]
+        described = "all v1" if len(features) > 5 else ", ".join(features)
+        lines.append(f"{name}: features={described} {json.dumps(shown)}")
+    return "\n".join(lines)
+
+
+def train_once(settings: Settings, args: argparse.Namespace, stop: threading.Event) -> None:
+    from training.summary import text  # noqa: PLC0415 - TensorFlow only once a job is valid
+    from training.train import run  # noqa: PLC0415
+
+    job = make_job(
+        settings, args.preset or settings.training.preset, registry=args.registry,
+        model_name=args.name, extra=overrides(args), force=args.force,
+        promote=not args.no_promote, verbose=1 if args.progress else 0,
+    )  # fmt: skip
+    outcome = run(settings, job, load_histories(settings, args), stop)
+    print(text(outcome.report, outcome.model, outcome.version))
+    print(json.dumps({"model": outcome.model, "version": outcome.version,
+                      "promoted": bool(job.promote and outcome.decision.promote),
+                      "directory": str(outcome.directory)}))  # fmt: skip
+    sys.stdout.flush()
+
+
+USER_ERRORS = (ValueError, OSError, HistoryError, ArtifactError)
+
+
+def _user_error(command: str, error: Exception) -> int:
+    print(f"whalecast {command}: {error}", file=sys.stderr)
+    return 2
+
+
+def train_command(settings: Settings, args: argparse.Namespace) -> int:
+    """Train once, or on a schedule with ``--every``; bad input exits 2 with the reason."""
+    try:
+        return _train(settings, args)
+    except USER_ERRORS as e:
+        return _user_error("train", e)
+
+
+def tune_command(settings: Settings, args: argparse.Namespace) -> int:
+    try:
+        return _tune(settings, args)
+    except USER_ERRORS as e:
+        return _user_error("tune", e)
+
+
+def _train(settings: Settings, args: argparse.Namespace) -> int:
+    if args.list_presets:
+        print(list_presets())
+        return 0
+    settings = with_training(settings, args)
+    if args.quick:
+        from training.quick import train_quick  # noqa: PLC0415 - imports TensorFlow
+
+        registry = Path(args.registry or settings.inference.registry)
+        print(json.dumps(train_quick(settings, registry, progress=print)))
+        return 0
+    stop = stop_on_signals()
+    every = args.every or settings.training.refresh_every_seconds
+    if every is None:
+        try:
+            train_once(settings, args, stop)
+        except TrainingInterrupted:
+            log.warning("training_interrupted")
+        return 0
+    log.info("refresh_started", every_seconds=every)
+    while not stop.is_set():
+        try:
+            train_once(settings, args, stop)
+        except TrainingInterrupted:
+            break
+        except Exception as e:
+            log.error("refresh_failed", error=f"{type(e).__name__}: {e}", exc_info=True)
+        if stop.wait(every):
+            break
+    log.info("refresh_stopped")
+    return 0
+
+
+def _tune(settings: Settings, args: argparse.Namespace) -> int:
+    from training.tune import tune  # noqa: PLC0415 - imports TensorFlow
+
+    settings = with_training(settings, args)
+    stop = stop_on_signals()
+    preset = args.preset or settings.training.preset
+    result = tune(
+        settings, preset, load_histories(settings, args),
+        trials=args.trials or settings.training.tune_trials,
+        epochs=args.epochs or settings.training.tune_epochs, stop=stop,
+    )  # fmt: skip
+    output = Path(args.output or f"tuned-{preset}.json")
+    output.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    print(json.dumps({"preset": preset, "best_params": result["params"],
+                      "best_validation_loss": result["value"], "written_to": str(output)}))  # fmt: skip
+    return 0

@@ -1,0 +1,119 @@
+"""Model presets from the seed documents: Keras builders for the tables in :mod:`training.params`.
+
+Each builder turns resolved hyper-parameters into a compiled model with a fixed input
+``(None, window, n_features)``. Only built-in layers are used, so the daemon loads every
+artifact with ``safe_mode=True`` and may export it to ONNX.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import keras
+from keras import layers, regularizers
+
+from training.params import TARGETS, HyperParams, PresetError
+
+# --- builders: each returns an uncompiled model on Input(window, n_features) -------------------
+
+
+def _volume(params: HyperParams, window: int, n_features: int) -> keras.Model:
+    inputs = keras.Input((window, n_features), name="window")
+    x = layers.LSTM(params["units"], activation=params["activation"], name="lstm")(inputs)
+    outputs = layers.Dense(1, name="log_volume_next")(x)
+    return keras.Model(inputs, outputs, name="volume")
+
+
+def _direction(params: HyperParams, window: int, n_features: int) -> keras.Model:
+    inputs = keras.Input((window, n_features), name="window")
+    x = layers.LSTM(params["units"], name="lstm")(inputs)
+    x = layers.Dropout(params["dropout"], name="dropout")(x)
+    outputs = layers.Dense(1, activation="sigmoid", name="p_up")(x)
+    return keras.Model(inputs, outputs, name="direction")
+
+
+def _deep(cell: type[layers.Layer], name: str) -> Callable[[HyperParams, int, int], keras.Model]:
+    def build(params: HyperParams, window: int, n_features: int) -> keras.Model:
+        reg = regularizers.L2(params["l2"])
+        inputs = keras.Input((window, n_features), name="window")
+        x = cell(params["units"], return_sequences=True, kernel_regularizer=reg, name="rnn_1")(
+            inputs
+        )
+        x = layers.BatchNormalization(name="bn_1")(x)
+        x = layers.Dropout(params["dropout"], name="dropout_1")(x)
+        x = cell(params["units_2"], kernel_regularizer=reg, name="rnn_2")(x)
+        x = layers.BatchNormalization(name="bn_2")(x)
+        x = layers.Dropout(params["dropout_2"], name="dropout_2")(x)
+        x = layers.Dense(params["dense_units"], "relu", kernel_regularizer=reg, name="dense_1")(x)
+        x = layers.BatchNormalization(name="bn_3")(x)
+        x = layers.Dropout(params["dropout_3"], name="dropout_3")(x)
+        x = layers.Dense(params["dense_units_2"], "relu", kernel_regularizer=reg, name="dense_2")(x)
+        x = layers.Dropout(params["dropout_4"], name="dropout_4")(x)
+        outputs = layers.Dense(1, activation="sigmoid", name="p_up")(x)
+        return keras.Model(inputs, outputs, name=name)
+
+    return build
+
+
+BUILDERS: dict[str, Callable[[HyperParams, int, int], keras.Model]] = {
+    "volume": _volume,
+    "direction": _direction,
+    "direction-deep": _deep(layers.LSTM, "direction_deep"),
+    "direction-gru": _deep(layers.GRU, "direction_gru"),
+}
+
+
+def build(name: str, params: HyperParams, window: int, n_features: int) -> keras.Model:
+    """A compiled model of preset ``name`` (not ``ensemble``: see :func:`combine`)."""
+    if name not in BUILDERS:
+        raise PresetError(f"preset {name!r} is not built directly")
+    model = BUILDERS[name](params, window, n_features)
+    optimizer = keras.optimizers.Adam(learning_rate=params["learning_rate"])
+    if TARGETS[name] == "next_bar_volume":
+        model.compile(optimizer=optimizer, loss="mse", metrics=["mae"])
+    else:
+        model.compile(
+            optimizer=optimizer,
+            loss="binary_crossentropy",
+            metrics=["accuracy", keras.metrics.AUC(name="auc")],
+        )
+    return model
+
+
+@dataclass(frozen=True)
+class Member:
+    name: str
+    model: keras.Model
+
+
+def combine(members: list[Member], window: int, n_features: int) -> keras.Model:
+    """One functional model averaging the members' probabilities (built-in ``Average``).
+
+    The members are nested functional models: no Lambda layer, no custom Python, so the
+    whole ensemble is one ``model.keras`` that loads in safe mode.
+    """
+    if len(members) < 2:
+        raise PresetError("an ensemble needs at least two members")
+    inputs = keras.Input((window, n_features), name="window")
+    outputs = [m.model(inputs) for m in members]
+    averaged = layers.Average(name="p_up")(outputs)
+    # not compiled: the members are already fitted, and an optimizer would only be saved
+    return keras.Model(inputs, averaged, name="ensemble")
+
+
+def describe(model: keras.Model) -> list[dict[str, Any]]:
+    """The layer list for metadata: name, class, output shape and parameter count."""
+    rows = []
+    for layer in model.layers:
+        shape = getattr(layer, "output", None)
+        rows.append(
+            {
+                "name": layer.name,
+                "class": type(layer).__name__,
+                "output_shape": list(shape.shape) if shape is not None else None,
+                "params": int(layer.count_params()),
+            }
+        )
+    return rows

@@ -1,0 +1,389 @@
+"""Train one preset: defaults, data, model, fit, evaluate, save, promote.
+
+Read it top to bottom like the notebook it replaces. :func:`run` is the whole story; the
+helpers above it each do one step. ``whalecast train`` resolves a :class:`Job` from the
+settings and command-line flags, loads history (CSV or REST) and calls :func:`run`.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import pandas as pd
+
+from streamer.features import FEATURE_VERSION
+from training import artifacts, plots
+from training.backtest import BacktestConfig
+from training.backtest import run as backtest
+from training.baselines import STRONG, baselines
+from training.dataset import (
+    TEST,
+    TRAIN,
+    VALIDATION,
+    Samples,
+    SeriesData,
+    build_samples,
+    feature_index,
+    fit_scaler,
+    iso,
+    make_cuts,
+    prepare,
+    target_scaler,
+    windows,
+)
+from training.evaluate import VOLUME, report_of_classes, score_all, train_test_gap, truth
+from training.fit import FitResult, fit, set_seed
+from training.history import SeriesHistory
+from training.jobs import Job
+from training.params import TARGETS
+from training.presets import Member, build, combine, describe
+from training.promote import Decision, decide, promote
+from whalecast.artifact import (
+    METADATA_FILE,
+    REPORT_FILE,
+    Preprocess,
+    Scaler,
+    write_artifact,
+    write_json,
+)
+from whalecast.logs import get_logger
+from whalecast.settings import Settings
+
+log = get_logger(__name__)
+
+BASELINE_WINDOW = 24  # the ridge baseline reads 24 lags of log volume
+GAP_SAMPLES = 50_000  # the train-test gap is measured on the most recent training samples
+
+
+# --- defaults: the job (preset, resolved hyper-parameters, registry) comes from training.jobs
+
+
+# --- data ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Data:
+    series: list[SeriesData]
+    samples: Samples
+    cuts: Any
+    columns: list[int]
+    scaler: Scaler
+    y_scaler: Scaler | None
+
+    def split(self, which: int) -> Samples:
+        return self.samples.of(which)
+
+
+def load_data(
+    settings: Settings, job: Job, histories: Sequence[SeriesHistory], serving_window: int = 0
+) -> Data:
+    t = settings.training
+    window = job.params["window"]
+    if t.purge_bars < window:
+        raise ValueError(f"training.purge_bars ({t.purge_bars}) must be >= the window ({window})")
+    series = prepare(histories)
+    cuts = make_cuts(series, t.test_days, t.validation_fraction, t.train_days, t.purge_bars)
+    samples = build_samples(series, max(window, BASELINE_WINDOW, serving_window), cuts)
+    columns = feature_index(job.params["features"])
+    train = samples.of(TRAIN)
+    scaler = fit_scaler(series, train, columns, window)
+    y_scaler = target_scaler(train) if TARGETS[job.preset] == VOLUME else None
+    return Data(series, samples, cuts, columns, scaler, y_scaler)
+
+
+def inputs(data: Data, job: Job, which: int) -> tuple[np.ndarray, np.ndarray]:
+    samples = data.split(which)
+    x = windows(data.series, samples, data.columns, job.params["window"], data.scaler)
+    if data.y_scaler is None:
+        return x, samples.y_up.astype(np.float32)
+    y = (samples.y_log_volume - data.y_scaler.mean[0]) / data.y_scaler.scale[0]
+    return x, y.astype(np.float32)
+
+
+# --- model and fit ---------------------------------------------------------------------------
+
+
+def fit_preset(
+    data: Data, job: Job, seed: int, stop: threading.Event | None
+) -> tuple[keras.Model, dict[str, FitResult]]:
+    """One network, or every ensemble member and their average: the model and the fits."""
+    train, val = inputs(data, job, TRAIN), inputs(data, job, VALIDATION)
+    shape = (job.params["window"], len(data.columns))
+    if job.preset != "ensemble":
+        set_seed(seed)
+        model = build(job.preset, job.params, *shape)
+        result = fit(model, job.params, train, val, stop=stop, verbose=job.verbose)
+        return result.model, {job.preset: result}
+    fits = {}
+    for offset, (name, params) in enumerate(job.member_params.items()):
+        set_seed(seed + offset)
+        model = build(name, params, *shape)
+        fits[name] = fit(model, params, train, val, stop=stop, verbose=job.verbose)
+    members = [Member(name, r.model) for name, r in fits.items()]
+    return combine(members, *shape), fits
+
+
+# --- evaluate --------------------------------------------------------------------------------
+
+
+def evaluate(
+    settings: Settings,
+    job: Job,
+    data: Data,
+    loaded: artifacts.Loaded,
+    serving: artifacts.Loaded | None,
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """The test report: the model beside baselines (and the serving version), with intervals."""
+    t = settings.training
+    target = TARGETS[job.preset]
+    train, test = data.split(TRAIN), data.split(TEST)
+    preds = {"model": artifacts.predict(loaded, data.series, test)}
+    preds.update(baselines(target, data.series, train, test, t.seed))
+    if serving is not None:
+        preds["serving"] = artifacts.predict(serving, data.series, test)
+    block_ms = int(t.bootstrap_block_hours * 3_600_000)
+    reference = STRONG[target]
+    scores = score_all(target, test, preds, data.series,
+                       bootstrap_samples=t.bootstrap_samples, block_ms=block_ms, seed=t.seed)  # fmt: skip
+    newest = np.zeros(len(train), dtype=bool)
+    newest[np.argsort(train.target_ms, kind="stable")[-GAP_SAMPLES:]] = True
+    recent = train.take(newest)
+    report: dict[str, Any] = {
+        "target": target,
+        "reference_baseline": reference,
+        "test": scores,
+        "train_test_gap": train_test_gap(
+            target, recent, artifacts.predict(loaded, data.series, recent), test, preds["model"]
+        ),
+    }
+    if target != VOLUME:
+        report["classification_report"] = {
+            name: report_of_classes(test, preds[name]) for name in ("model", reference)
+        }
+        frame = _backtest_frame(data, test)
+        cfg = BacktestConfig(
+            t.fees_bps,
+            t.threshold,
+            t.backtest_mode,
+            365 * 86_400_000 / data.series[0].series.bar_ms,
+        )
+        report["backtest"], curve = backtest(frame, preds["model"], cfg)
+        report["_curve"] = curve
+    return report, preds
+
+
+def _backtest_frame(data: Data, test: Samples) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "series": test.tags(data.series),
+            "target_ms": test.target_ms,
+            "bar_return": test.bar_return,
+        }
+    )
+
+
+def promotion_decision(
+    settings: Settings, job: Job, report: dict[str, Any], serving_version: str | None
+) -> Decision:
+    t = settings.training
+    metric = t.promote_metric_volume if report["target"] == VOLUME else t.promote_metric_direction
+    models = report["test"]["pooled"]["models"]
+    ref = report["reference_baseline"]
+    serving = None
+    if serving_version is not None and "serving" in models:
+        serving = (serving_version, float(models["serving"][metric]["value"]))
+    return decide(
+        metric,
+        models["model"][metric]["value"],
+        (ref, models[ref][metric]["value"]),
+        serving,
+        margin=t.promote_min_improvement,
+        force=job.force,
+        against_baseline=t.promote_against_baseline,
+    )
+
+
+# --- save -------------------------------------------------------------------------------------
+
+
+def write_plots(
+    directory: Path,
+    report: dict[str, Any],
+    fits: dict[str, FitResult],
+    data: Data,
+    preds: dict[str, np.ndarray],
+) -> list[str]:
+    test = data.split(TEST)
+    y = truth(report["target"], test)
+    names = [
+        plots.training_history(
+            {k: f.history for k, f in fits.items()}, directory / "training_history.png"
+        )
+    ]
+    if report["target"] == VOLUME:
+        shown = {k: preds[k] for k in ("model", "persistence", "ridge")}
+        names.append(plots.volume_fit(y, shown, test.target_ms, directory / "volume_fit.png"))
+    else:
+        names.append(plots.equity_curve(report.pop("_curve"), directory / "equity_curve.png"))
+        shown = {
+            k: preds[k]
+            for k in ("model", "logistic") + (("serving",) if "serving" in preds else ())
+        }
+        names.append(plots.roc(y, shown, directory / "roc_curve.png"))
+    return names
+
+
+def metadata(
+    settings: Settings,
+    job: Job,
+    model: keras.Model,
+    data: Data,
+    fits: dict[str, FitResult],
+    *,
+    histories: Sequence[SeriesHistory],
+) -> dict[str, Any]:
+    counts = {}
+    tags = data.samples.tags(data.series)
+    for tag in sorted(set(tags)):
+        mine = data.samples.split[tags == tag]
+        counts[str(tag)] = {
+            name: int((mine == s).sum())
+            for s, name in ((TRAIN, "train"), (VALIDATION, "validation"), (TEST, "test"))
+        }
+    return {
+        "model": job.model_name,
+        "preset": job.preset,
+        "architecture": {
+            "layers": describe(model),
+            "input_shape": [None, job.params["window"], len(data.columns)],
+        },
+        "parameter_count": int(model.count_params()),
+        "hyper_parameters": job.params,
+        "member_hyper_parameters": job.member_params,
+        "data": {
+            "series": [
+                {
+                    "series": h.series.tag,
+                    "source": h.source,
+                    "first_bar": iso(h.first_ms),
+                    "last_bar": iso(h.last_ms),
+                    "bars": len(h.bars),
+                }
+                for h in histories
+            ],
+            "cuts": data.cuts.as_dict(),
+            "samples": counts,
+            "feature_version": FEATURE_VERSION,
+        },
+        "fit": {
+            name: {
+                "epochs_run": f.epochs_run,
+                "best_epoch": f.best_epoch,
+                "seconds": round(f.seconds, 2),
+                "train_sequences": f.train_sequences,
+                "sequences_per_second": round(f.sequences_per_second, 1),
+            }
+            for name, f in fits.items()
+        },
+        "libraries": artifacts.library_versions(),
+        "code": artifacts.code_revision(),
+        "config": {
+            "training": settings.training.model_dump(mode="json"),
+            "features": settings.features.model_dump(mode="json"),
+        },
+        "seed": settings.training.seed,
+        "trained_at": artifacts.utc_now(),
+    }
+
+
+# --- the run ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Outcome:
+    model: str
+    version: str
+    directory: Path
+    decision: Decision
+    report: dict[str, Any]
+    published: bool = False
+
+
+def run(
+    settings: Settings,
+    job: Job,
+    histories: Sequence[SeriesHistory],
+    stop: threading.Event | None = None,
+) -> Outcome:
+    target = TARGETS[job.preset]
+    # data: the daemon's features over history, split by time, scaled on training rows only
+    serving = artifacts.serving(job.registry, job.model_name)
+    why_not = artifacts.comparable(serving, target) if serving is not None else None
+    if why_not is not None:
+        log.warning("serving_model_not_comparable", model=job.model_name, reason=why_not)
+        serving = None
+    data = load_data(settings, job, histories, serving.preprocess.window if serving else 0)
+    log.info(
+        "dataset",
+        preset=job.preset,
+        **{
+            SPLIT: len(data.split(s))
+            for s, SPLIT in ((TRAIN, "train"), (VALIDATION, "validation"), (TEST, "test"))
+        },
+    )
+
+    # model + fit
+    model, fits = fit_preset(data, job, settings.training.seed, stop)
+    preprocess = Preprocess(
+        feature_version=FEATURE_VERSION,
+        features=list(job.params["features"]),
+        window=job.params["window"],
+        scaler=data.scaler,
+        target=target,
+        target_transform="log1p" if target == VOLUME else "identity",
+        target_scaler=data.y_scaler,
+    )
+
+    # evaluate + save: scored from the saved files, reloaded in safe mode, beside baselines
+    result: dict[str, Any] = {}
+
+    def fill(directory: Path) -> None:
+        artifacts.save(directory, model, preprocess)
+        loaded = artifacts.load(directory)
+        report, preds = evaluate(settings, job, data, loaded, serving)
+        decision = promotion_decision(
+            settings, job, report, serving.directory.name if serving else None
+        )
+        report["promotion"] = decision.as_dict()
+        report["plots"] = write_plots(directory, report, fits, data, preds) if job.plots else []
+        report.pop("_curve", None)
+        write_json(directory / REPORT_FILE, report)
+        write_json(
+            directory / METADATA_FILE,
+            metadata(settings, job, model, data, fits, histories=histories),
+        )
+        result.update(report=report, decision=decision)
+
+    version, directory = write_artifact(job.registry, job.model_name, fill)
+    decision: Decision = result["decision"]
+    log.info(
+        "model_written",
+        model=job.model_name,
+        version=version,
+        promote=decision.promote,
+        reason=decision.reason,
+    )
+
+    # promote: only when better (or forced), then tell the daemon
+    published = False
+    if job.promote and decision.promote:
+        published = promote(
+            job.registry, job.model_name, version, settings.redis if job.publish else None
+        )
+    return Outcome(job.model_name, version, directory, decision, result["report"], published)
