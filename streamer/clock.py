@@ -29,7 +29,9 @@ FetchTime = Callable[[], Awaitable[int]]
 OBSERVE_CAP_MS = 86_400_000
 
 
-class Clock(Protocol):
+class TimeSource(Protocol):
+    """Reads exchange time (what validation of timestamps needs)."""
+
     def now_ms(self) -> int:
         """Exchange time in epoch milliseconds."""
         ...
@@ -37,6 +39,10 @@ class Clock(Protocol):
     def slack_ms(self) -> int:
         """How far exchange time may be ahead of ``now_ms()``."""
         ...
+
+
+class Clock(TimeSource, Protocol):
+    """Exchange time that also learns from server timestamps seen on the wire."""
 
     def observe(self, server_ms: int) -> None:
         """A server timestamp seen on the wire (an event time): exchange time is at least that."""
