@@ -154,7 +154,7 @@ class Connection:
         except Exception as e:  # noqa: BLE001 - connection boundary: classify, count, reconnect
             return "error", f"{type(e).__name__}: {e}"
         finally:
-            self._flush_counters()
+            self.flush_counters()
             client.whalecast_sink = None
             if self._is_connected:
                 self._is_connected = False
@@ -180,7 +180,7 @@ class Connection:
                     raise ConnectionLost(repr(self._lost_error) if self._lost_error else "closed")
                 if generic:
                     self._scan_cache(client)
-                self._flush_counters()
+                self.flush_counters()
                 cause = self._session_over(started)
                 if cause is not None:
                     return cause
@@ -216,7 +216,7 @@ class Connection:
             return "recreate"
         return None
 
-    def _flush_counters(self) -> None:
+    def flush_counters(self) -> None:
         if self._unsent_messages:
             self._messages.inc(self._unsent_messages)
             self._unsent_messages = 0

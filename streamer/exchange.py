@@ -109,6 +109,7 @@ class _BinanceClosedFlag:
     """
 
     whalecast_sink: KlineSink | None = None
+    whalecast_names: dict[tuple[Any, Any], tuple[str, str]] | None = None
 
     def handle_ohlcv(self, client: Any, message: Any) -> None:
         sink = self.whalecast_sink
@@ -121,8 +122,17 @@ class _BinanceClosedFlag:
         if sink is None:
             return
         exchange: Any = self
-        symbol = exchange.safe_symbol(kline.get("s"), None, None, "spot")
-        timeframe = exchange.find_timeframe(kline.get("i"))
+        names = self.whalecast_names
+        if names is None:
+            names = self.whalecast_names = {}
+        key = (kline.get("s"), kline.get("i"))
+        resolved = names.get(key)
+        if resolved is None:  # market id and interval → our symbol and timeframe, once each
+            resolved = (exchange.safe_symbol(key[0], None, None, "spot"),
+                        exchange.find_timeframe(key[1]))  # fmt: skip
+            if len(names) < 100_000:
+                names[key] = resolved
+        symbol, timeframe = resolved
         row = [kline["t"], kline.get("o"), kline.get("h"), kline.get("l"), kline.get("c"),
                kline.get("v")]  # fmt: skip
         closed = kline.get("x") is True
