@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 
@@ -99,3 +100,22 @@ async def test_a_rest_gap_is_absent_from_both_candles_and_seen(
     )
     assert [as_row(c) for c in answer.candles] == rows[-8:-6] + rows[-3:]
     assert rows[-5][0] not in answer.seen_ms
+
+
+async def test_the_rest_client_is_replaced_when_old_or_failing(sim: Simulator) -> None:
+    settings = feed_settings(clock="live", client_recreate_seconds=0.5)
+    session = RestSession(ExchangeAdapter(exchange_settings(sim), settings), settings)
+    try:
+        async with session.use() as first:
+            await session.adapter.load_markets(first)
+        await asyncio.sleep(0.6)
+        async with session.use() as second:
+            assert second is not first  # too old: replaced, the old one closed
+            assert second.markets is not None and "BTC/USDT" in second.markets
+        assert first.session is None
+        for _ in range(3):
+            session.failed()
+        async with session.use() as third:
+            assert third is not second  # three errors in a row: replaced too
+    finally:
+        await session.aclose()

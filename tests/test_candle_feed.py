@@ -172,3 +172,26 @@ async def test_start_up_survives_failing_rest(sim: Simulator) -> None:
         assert skew < -86_400  # the simulator replays the past: measured, exported
     finally:
         await running.stop()
+
+
+async def test_connections_are_renewed_before_their_lifetime_ends(sim: Simulator) -> None:
+    start = sim.closed_bars("BTC/USDT")[-1][0]
+    resume = {series_of(sim, s): start for s in sim.symbols}
+    settings = feed_settings(connection_lifetime_seconds=0.3, client_recreate_seconds=60.0)
+    running = await start_feed(sim, settings, resume_from=resume)
+    try:
+        for _ in range(4):
+            await wait_subscribed(sim)
+            await sim.advance(1)
+        await wait_until(lambda: running.sample("whalecast_feed_reconnects_total",
+                         exchange="binance", feed="candles", cause="lifetime") >= 2)  # fmt: skip
+        newest = sim.closed_bars("BTC/USDT")[-1][0]
+        await wait_until(lambda: all(running.rows(s)[-1:] and running.rows(s)[-1][0] == newest
+                                     for s in sim.symbols))  # fmt: skip
+        for symbol in sim.symbols:
+            assert running.rows(symbol) == truth(sim, symbol, after_ms=start)
+        errors = running.sample("whalecast_feed_reconnects_total", exchange="binance",
+                                feed="candles", cause="error")  # fmt: skip
+        assert errors == 0  # renewed on purpose, without waiting for a backoff
+    finally:
+        await running.stop()
