@@ -165,19 +165,14 @@ class Connection:
     async def _session(self, client: Any) -> str:
         started = time.monotonic()
         generic = not self._adapter.has_closed_flag
-        watch: asyncio.Future[Any] | None = asyncio.ensure_future(
-            self._adapter.watch(client, self.pairs)
-        )
+        watches: dict[tuple[tuple[str, str], ...], asyncio.Future[Any]] = {}
         lost = asyncio.ensure_future(self._lost.wait())
         try:
+            await self._subscribe(client, watches, renew=generic)
             while True:
-                waiting = {lost} if watch is None else {lost, watch}
-                await asyncio.wait(waiting, timeout=self._tick, return_when=asyncio.FIRST_COMPLETED)
-                if watch is not None and watch.done():
-                    watch.result()  # raises the transport error, if any
-                    watch = self._next_watch(client) if generic else None
-                if self._lost.is_set():
-                    raise ConnectionLost(repr(self._lost_error) if self._lost_error else "closed")
+                await asyncio.wait({lost, *watches.values()}, timeout=self._tick,
+                                   return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+                self._check(client, watches, renew=generic)
                 if generic:
                     self._scan_cache(client)
                 self.flush_counters()
@@ -185,15 +180,44 @@ class Connection:
                 if cause is not None:
                     return cause
         finally:
-            for task in (watch, lost):
-                if task is not None and not task.done():
+            for task in (*watches.values(), lost):
+                if not task.done():
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError, Exception):
                         await task
 
-    def _next_watch(self, client: Any) -> asyncio.Future[Any]:
-        self._scan_cache(client)
-        return asyncio.ensure_future(self._adapter.watch(client, self.pairs))
+    async def _subscribe(
+        self,
+        client: Any,
+        watches: dict[tuple[tuple[str, str], ...], asyncio.Future[Any]],
+        renew: bool,
+    ) -> None:
+        """One watch for all pairs (one subscription message), or one per pair, paced."""
+        groups = [tuple(self.pairs)] if self._adapter.for_symbols else [(p,) for p in self.pairs]
+        for number, group in enumerate(groups):
+            if number:
+                await self._limiter.acquire()
+                self._check(client, watches, renew=renew)
+            watches[group] = asyncio.ensure_future(self._adapter.watch(client, group))
+
+    def _check(
+        self,
+        client: Any,
+        watches: dict[tuple[tuple[str, str], ...], asyncio.Future[Any]],
+        renew: bool,
+    ) -> None:
+        """Raises the connection's error, if any; renews watches that returned (no closed
+        flag: their returns drive next-bar detection) or drops them (the flag's hooks do)."""
+        for group, task in list(watches.items()):
+            if task.done():
+                task.result()  # raises the transport error, if any
+                if renew:
+                    self._scan_cache(client)
+                    watches[group] = asyncio.ensure_future(self._adapter.watch(client, group))
+                else:
+                    del watches[group]
+        if self._lost.is_set():
+            raise ConnectionLost(repr(self._lost_error) if self._lost_error else "closed")
 
     def _scan_cache(self, client: Any) -> None:
         """Exchanges without a closed flag: feed new cached rows, oldest first, so the next

@@ -19,7 +19,10 @@ from typing import Any, Protocol
 import ccxt
 import ccxt.pro
 
+from whalecast.logs import get_logger
 from whalecast.settings import ExchangeCredentials, ExchangeSettings, FeedSettings
+
+log = get_logger(__name__)
 
 Row = list[Any]
 RATE_LIMIT_ERRORS = (ccxt.RateLimitExceeded, ccxt.DDoSProtection)
@@ -57,7 +60,8 @@ class _Hooks:
             sink.on_message()
         try:
             return super().handle_message(client, message)  # type: ignore[misc]
-        except Exception:  # noqa: BLE001 - message boundary: a bad frame must not stop ccxt's receive loop
+        except Exception as e:  # noqa: BLE001 - message boundary: a bad frame must not stop ccxt's receive loop
+            log.warning("exchange message not handled", error=repr(e)[:300])
             if sink is not None:
                 sink.on_malformed()
             return None
@@ -180,6 +184,7 @@ class ExchangeAdapter:
         self._ws_class = type(f"Whalecast{self._base.__name__}", (*mixins, self._base), {})
         self.markets: dict[str, Any] | None = None
         self.currencies: dict[str, Any] | None = None
+        self.prefer_for_symbols = True  # False: one subscription message per symbol
         self.for_symbols = False
 
     def _config(self) -> dict[str, Any]:
@@ -241,12 +246,15 @@ class ExchangeAdapter:
             )
         self.markets = dict(markets)
         self.currencies = dict(rest.currencies or {})
-        self.for_symbols = bool(rest.has.get("watchOHLCVForSymbols"))
+        self.for_symbols = self.prefer_for_symbols and bool(rest.has.get("watchOHLCVForSymbols"))
 
     async def watch(self, client: Any, pairs: Sequence[tuple[str, str]]) -> Any:
-        """One watch call: subscribes on first use (one message for all pairs)."""
+        """One watch call; the first one subscribes. With ``watchOHLCVForSymbols`` one call
+        (one subscription message) covers every pair, else ``pairs`` is a single pair."""
         if self.for_symbols:
             return await client.watch_ohlcv_for_symbols([list(p) for p in pairs])
+        if len(pairs) != 1:
+            raise ValueError(f"{self.settings.id} watches one symbol per call")
         symbol, timeframe = pairs[0]
         return await client.watch_ohlcv(symbol, timeframe)
 

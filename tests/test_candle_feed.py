@@ -195,3 +195,23 @@ async def test_connections_are_renewed_before_their_lifetime_ends(sim: Simulator
         assert errors == 0  # renewed on purpose, without waiting for a backoff
     finally:
         await running.stop()
+
+
+async def test_one_subscription_per_symbol_where_the_exchange_needs_it(sim: Simulator) -> None:
+    # the simulator closes a connection that sends more than 5 messages a second
+    settings = {"subscribe_messages_per_second": 4.0}
+    running = await start_feed(sim, exchange=settings, warmup_bars=1)
+    running.feed.adapter.prefer_for_symbols = False
+    try:
+        await wait_subscribed(sim)
+        assert len(sim.stream.hub.connections) == 1
+        await sim.advance(2)
+        await wait_until(lambda: all(len(running.delivered(s)) == 3 for s in sim.symbols))
+        for symbol in sim.symbols:
+            assert running.rows(symbol) == truth(sim, symbol)[-3:]
+        assert sim.faults.counters["exchange_rate_limited"] == 0
+        ws = running.sample("whalecast_bars_closed_total", exchange="binance", timeframe="1h",
+                            source="ws_flag")  # fmt: skip
+        assert ws == 8
+    finally:
+        await running.stop()
