@@ -124,6 +124,7 @@ class Daemon:
             series=self.series, store=self.store, models=self.models, publisher=self.publisher,
             metrics=self.metrics, clock_for=self.clock_for, grace_seconds=s.feed.grace_seconds,
             whale_for=self.whale_bars.take, scorer=self.scorer, record_factory=BarRecord,
+            retry_initial_seconds=s.feed.backoff_initial_seconds,
         )  # fmt: skip
         warmup = HISTORY_BARS + s.features.window
         for entry in owned_exchanges(s, self.series):

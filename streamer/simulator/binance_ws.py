@@ -159,9 +159,10 @@ class BinanceStream:
         for bars, i in closing:
             candle = market.closed_candle(bars, i)
             real = kline_text(candle, bars.wire, market.timeframe, market.bar_ms, event_ms)
+            sent = [] if self.faults.take_withheld(bars.symbol) else [(real, None)]
             kinds = self.faults.kinds_for(bars.symbol)
             if not kinds:
-                phase[self.stream_name(bars)] = [(real, None)]
+                phase[self.stream_name(bars)] = sent
                 continue
             k = kline_fields(candle, bars.wire, market.timeframe, market.bar_ms)
             before: list[tuple[str, str | None]] = []
@@ -170,7 +171,6 @@ class BinanceStream:
                 text = _bad_event(kind, k, bars, i, market=market, event_ms=event_ms)
                 if text is not None:
                     (after if kind in AFTER_REAL else before).append((text, kind))
-            sent = [] if self.faults.take_withheld(bars.symbol) else [(real, None)]
             phase[self.stream_name(bars)] = [*before, *sent, *after]
         return phase
 
