@@ -203,6 +203,7 @@ async def serve(
         if on_started is not None:
             await on_started(daemon)
         await stop.wait()
+        log.info("stop requested, finishing the bar in flight")
         await daemon.stop()
     return 0
 
