@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from redis.exceptions import RedisError
 
 from inference.daemon import Daemon
 from streamer.features import BAR_COLUMNS, FEATURE_NAMES, HISTORY_BARS, compute_features
@@ -206,24 +207,23 @@ class Invariant:
         violations: list[str] = []
         if alive_problem is not None:
             violations.append(alive_problem)
-        client = connect_plain(self.redis_url, **self.redis_kwargs)
         try:
-            try:
-                await self.log.collect(client)
-                stored = await self._read_store(client)
-            except OSError as e:
-                return Outcome([f"redis unreachable: {e!r}"])
-            except Exception as e:
-                if type(e).__module__.startswith("redis"):
-                    return Outcome([f"redis unreachable: {e!r}"])
-                raise
-        finally:
-            await client.aclose()
-        for series in self.series:
-            violations += self._check_store(series, *stored[series])
+            await self.collect()
+            violations += await self.store_violations()
+        except (OSError, RedisError) as e:
+            return Outcome([f"redis unreachable: {e!r}"])
         outcome = self._check_predictions(metric_values(metrics_text))
         outcome.violations[:0] = violations
         return outcome
+
+    async def store_violations(self) -> list[str]:
+        """Parts 1 and 2 of the invariant (the stored bars and windows), for every series."""
+        client = connect_plain(self.redis_url, **self.redis_kwargs)
+        try:
+            stored = await self._read_store(client)
+        finally:
+            await client.aclose()
+        return [v for s in self.series for v in self._check_store(s, *stored[s])]
 
     async def _read_store(self, client: Any) -> dict[Series, tuple[Any, Any, Any]]:
         pipe = client.pipeline(transaction=False)
