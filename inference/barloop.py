@@ -101,8 +101,9 @@ class BarLoop:
         self._lock = asyncio.Lock()
         self._flushes: set[asyncio.Task[None]] = set()
         self.stopping = False
-        # what Redis could not take yet: candles by bar open time, predictions in order
-        self._backlog: dict[int, list[tuple[Candle, float]]] = {}
+        # what Redis could not take yet: records by bar open time (with their arrival time),
+        # predictions in order
+        self._backlog: dict[int, list[tuple[Any, float]]] = {}
         self._unpublished: list[PredictionOut] = []
         self._retry_task: asyncio.Task[None] | None = None
         self._retry_initial = min(retry_initial_seconds, REDIS_RETRY_MAX_SECONDS)
@@ -118,8 +119,9 @@ class BarLoop:
         if self.stopping or not candles:
             return
         arrival = time.time()
-        for candle in candles:
-            self._backlog.setdefault(candle.open_ms, []).append((candle, arrival))
+        for c in candles:  # the whale aggregates as they are now, even if Redis takes it later
+            record = self.record_factory(c, self.whale_for(c.series, c.open_ms))
+            self._backlog.setdefault(c.open_ms, []).append((record, arrival))
         await self._store_backlog()
 
     async def _store_backlog(self) -> bool:
@@ -131,16 +133,16 @@ class BarLoop:
                 open_ms = min(self._backlog)
                 group = self._backlog.pop(open_ms)
                 try:
-                    await self._flush_older([c for c, _ in group])
+                    await self._flush_older([r.candle for r, _ in group])
                     await self._store(group)
                 except REDIS_DOWN as e:
                     self._backlog[open_ms] = group + self._backlog.get(open_ms, [])
                     self._redis_failed("append", e)
                     return False
 
-    async def _store(self, group: list[tuple[Candle, float]]) -> None:
-        arrivals = {id(c): arrival for c, arrival in group}
-        records = [self.record_factory(c, self.whale_for(c.series, c.open_ms)) for c, _ in group]
+    async def _store(self, group: list[tuple[Any, float]]) -> None:
+        records = [r for r, _ in group]
+        arrivals = {id(r.candle): arrival for r, arrival in group}
         results = await self.store.append(records)
         status = {id(r): res.status for r, res in zip(records, results, strict=True)}
         retry = [r for r in records if status[id(r)] == "gap"]
