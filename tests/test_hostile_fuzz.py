@@ -15,7 +15,7 @@ from fuzz.targets import TARGETS
 from tests.helpers import IN_CI
 from tests.process_helpers import ROOT
 
-RUNS = {"candles": 3000, "whale": 3000, "config": 1500}
+RUNS = {"candles": 20_000, "whale": 10_000, "config": 2_000}
 
 
 @pytest.fixture(scope="module", autouse=True)
