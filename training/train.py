@@ -49,6 +49,7 @@ from whalecast.artifact import (
     REPORT_FILE,
     Preprocess,
     Scaler,
+    version_dir,
     write_artifact,
     write_json,
 )
@@ -120,6 +121,9 @@ def fit_preset(
         model = build(job.preset, job.params, *shape)
         result = fit(model, job.params, train, val, stop=stop, verbose=job.verbose)
         return result.model, {job.preset: result}
+    if job.params["member_versions"]:
+        refs = job.params["member_versions"]
+        return combine([registry_member(job, data, ref) for ref in refs], *shape), {}
     fits = {}
     for offset, (name, params) in enumerate(job.member_params.items()):
         set_seed(seed + offset)
@@ -127,6 +131,24 @@ def fit_preset(
         fits[name] = fit(model, params, train, val, stop=stop, verbose=job.verbose)
     members = [Member(name, r.model) for name, r in fits.items()]
     return combine(members, *shape), fits
+
+
+def registry_member(job: Job, data: Data, ref: str) -> Member:
+    """A fitted version from the registry (``<model>/<version>``) as an ensemble member."""
+    model_name, _, version = ref.partition("/")
+    loaded = artifacts.load(version_dir(job.registry, model_name, version))
+    pre = loaded.preprocess
+    if pre.target != "p_up_next_bar" or pre.features != list(job.params["features"]):
+        raise ValueError(f"{ref} does not predict p_up_next_bar from the ensemble's features")
+    if pre.window != job.params["window"]:
+        raise ValueError(f"{ref} has window {pre.window}, the ensemble {job.params['window']}")
+    # the member expects (raw - m_i) / s_i; the ensemble's input is (raw - m) / s
+    m, s = np.asarray(data.scaler.mean), np.asarray(data.scaler.scale)
+    m_i, s_i = np.asarray(pre.scaler.mean), np.asarray(pre.scaler.scale)
+    mean, std = (m_i - m) / s, s_i / s
+    same = np.allclose(mean, 0.0, atol=1e-9) and np.allclose(std, 1.0, rtol=1e-9)
+    rescale = None if same else ([float(x) for x in mean], [float(x) ** 2 for x in std])
+    return Member(ref, loaded.model, rescale)
 
 
 # --- evaluate --------------------------------------------------------------------------------
@@ -221,11 +243,10 @@ def write_plots(
 ) -> list[str]:
     test = data.split(TEST)
     y = truth(report["target"], test)
-    names = [
-        plots.training_history(
-            {k: f.history for k, f in fits.items()}, directory / "training_history.png"
-        )
-    ]
+    names = []
+    if fits:  # an ensemble of registry versions fits nothing
+        histories = {k: f.history for k, f in fits.items()}
+        names.append(plots.training_history(histories, directory / "training_history.png"))
     if report["target"] == VOLUME:
         shown = {k: preds[k] for k in ("model", "persistence", "ridge")}
         names.append(plots.volume_fit(y, shown, test.target_ms, directory / "volume_fit.png"))
