@@ -134,3 +134,18 @@ def classify_flow(from_type: str, to_type: str) -> Flow:
     if from_exchange and to_exchange:
         return Flow.INTERNAL
     return Flow.OTHER
+
+
+@dataclass(frozen=True, slots=True)
+class WhaleBar:
+    """Whale aggregates of one series' bar: what the feature list reads besides the candle.
+
+    ``inflow_usd`` / ``outflow_usd``: USD of the series' base asset moved into / out
+    of exchanges during the bar; ``count``: whale transfers of that asset;
+    ``stable_inflow_usd``: market-wide stablecoin exchange inflow during the bar.
+    """
+
+    inflow_usd: float = 0.0
+    outflow_usd: float = 0.0
+    count: int = 0
+    stable_inflow_usd: float = 0.0

@@ -63,6 +63,7 @@ class Metrics:
         self.backfill_bars = Counter("whalecast_backfill_bars_total", "Closed bars recovered over REST.", ["exchange", "timeframe"], registry=r)  # fmt: skip
         self.backfill_requests = Counter("whalecast_backfill_requests_total", "REST backfill requests, by outcome (ok, error, rate_limited).", ["exchange", "outcome"], registry=r)  # fmt: skip
         self.gaps = Counter("whalecast_gaps_detected_total", "Gaps found between stored and arriving bars.", ["exchange", "timeframe"], registry=r)  # fmt: skip
+        self.bars_missing = Counter("whalecast_bars_missing_total", "Closed bars the exchange never served (REST showed later ones): skipped as holes.", ["exchange", "timeframe"], registry=r)  # fmt: skip
 
         # store
         self.store_seconds = Histogram("whalecast_store_seconds", "Redis window-store operations, per bar (all series at once).", ["operation"], buckets=FAST_BUCKETS, registry=r)  # fmt: skip
@@ -73,11 +74,13 @@ class Metrics:
         self.inference_seconds = Histogram("whalecast_inference_seconds", "One batched forward pass of one model.", ["model"], buckets=FAST_BUCKETS, registry=r)  # fmt: skip
         self.batch_size = Histogram("whalecast_inference_batch_size", "Series in one batched forward pass.", ["model"], buckets=BATCH_BUCKETS, registry=r)  # fmt: skip
         self.predictions = Counter("whalecast_predictions_published_total", "Predictions published.", ["model"], registry=r)  # fmt: skip
+        self.predictions_dropped = Counter("whalecast_predictions_dropped_total", "Predictions not published, by reason (non_finite).", ["model", "reason"], registry=r)  # fmt: skip
         self.not_ready = Counter("whalecast_series_not_ready_total", "Series skipped at a bar because their window was incomplete.", ["timeframe"], registry=r)  # fmt: skip
         self.late_series = Counter("whalecast_series_late_total", "Series whose bar arrived after the grace period (predicted in a late batch).", ["timeframe"], registry=r)  # fmt: skip
         self.series_ready = Gauge("whalecast_series_ready", "Series with a complete window.", ["timeframe"], registry=r)  # fmt: skip
         self.series_owned = Gauge("whalecast_series_owned", "Series this replica owns (its shard).", registry=r)  # fmt: skip
         self.last_publish = Gauge("whalecast_last_publish_timestamp_seconds", "Wall time predictions were last published.", ["timeframe"], registry=r)  # fmt: skip
+        self.history_bars = Counter("whalecast_bars_history_total", "Bars stored without a prediction because they closed before the daemon started (start-up backfill).", ["timeframe"], registry=r)  # fmt: skip
         self.bars_processed = Counter("whalecast_bars_processed_total", "Bar closes handled by the bar loop.", ["timeframe"], registry=r)  # fmt: skip
         self.loop_lag = Histogram("whalecast_event_loop_lag_seconds", "How late the event loop runs a timer it was asked to run.", buckets=LAG_BUCKETS, registry=r)  # fmt: skip
 

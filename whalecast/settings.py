@@ -113,6 +113,11 @@ class FeedSettings(Section):
     max_age_days: PositiveSeconds = 3650.0
     ohlcv_cache_limit: int = Field(50, gt=1)
     clock: Literal["live", "replay"] = "live"
+    replay_clock_poll_seconds: PositiveSeconds = 0.05
+    deadline_check_seconds: PositiveSeconds = 0.2
+    batch_wait_seconds: PositiveSeconds = 0.25
+    backfill_concurrency: int = Field(4, gt=0, le=64)
+    rest_retries: int = Field(5, ge=0)
 
 
 class WhaleSettings(Section):
@@ -129,6 +134,7 @@ class WhaleSettings(Section):
 
 class FeatureSettings(Section):
     window: int = Field(24, ge=2, le=512)
+    store_ttl_seconds: PositiveSeconds = 7 * 86_400.0
 
 
 class InferenceSettings(Section):
@@ -141,6 +147,7 @@ class InferenceSettings(Section):
     reload_poll_seconds: PositiveSeconds = 30.0
     shutdown_grace_seconds: PositiveSeconds = 10.0
     scoring_window: int = Field(500, gt=0)
+    registry_sync: Literal["none", "redis"] = "none"
 
 
 class MetricsSettings(Section):

@@ -1,0 +1,80 @@
+# syntax=docker/dockerfile:1
+# whalecast image: the daemon (`whalecast run`, the default command) and the trainer
+# (`whalecast train`). Configuration and secrets are mounted at run time, never baked in:
+#   /etc/whalecast/config.yml  (WHALECAST_CONFIG)    /run/secrets/<name>  (WHALECAST_SECRETS_DIR)
+# Build:   docker build -t whalecast .
+# GPU:     docker build --build-arg VARIANT=gpu -t whalecast:gpu .
+# redis-server is not in the image: deployments connect to a real Redis (redis.url).
+
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+
+FROM ${PYTHON_IMAGE} AS builder
+# cpu: tensorflow-cpu (the package's default dependency); gpu: the extra `.[gpu]`
+ARG VARIANT=cpu
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PYTHONDONTWRITEBYTECODE=1
+# Compilers only live here, for any dependency without a wheel for this platform.
+# Unpinned on purpose: the Debian release in the base tag pins them.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends build-essential \
+    && rm -rf /var/lib/apt/lists/*
+RUN python -m venv /opt/whalecast
+ENV PATH=/opt/whalecast/bin:$PATH
+WORKDIR /src
+COPY . .
+# The GPU variant: `.[gpu]` adds tensorflow[and-cuda] next to the default tensorflow-cpu,
+# and both ship the same `tensorflow` package files; reinstalling the GPU build last
+# makes its files the ones on disk.
+# Installs this project; its dependencies carry lower bounds in pyproject.toml.
+# hadolint ignore=DL3013
+RUN set -eu; \
+    if [ "$VARIANT" = gpu ]; then \
+        pip install ".[gpu]"; \
+        tf_version="$(python -c 'import importlib.metadata as m; print(m.version("tensorflow"))')"; \
+        pip install --force-reinstall --no-deps "tensorflow==${tf_version}"; \
+    elif [ "$VARIANT" = cpu ]; then \
+        pip install .; \
+    else \
+        echo "VARIANT must be cpu or gpu, not '$VARIANT'" >&2; exit 1; \
+    fi; \
+    whalecast --version
+
+FROM ${PYTHON_IMAGE} AS runtime
+LABEL org.opencontainers.image.title="whalecast" \
+      org.opencontainers.image.description="Streaming LSTM inference for crypto markets" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.source="https://github.com/whalecast/whalecast"
+RUN groupadd --system --gid 10001 whalecast \
+    && useradd --system --uid 10001 --gid whalecast --home-dir /nonexistent \
+       --no-create-home --shell /usr/sbin/nologin whalecast \
+    && install -d -o whalecast -g whalecast -m 0750 /var/lib/whalecast \
+       /var/lib/whalecast/models /var/lib/whalecast/history \
+    && install -d -m 0755 /etc/whalecast
+COPY --from=builder /opt/whalecast /opt/whalecast
+# HOME, Keras' and matplotlib's caches point at /tmp so a read-only root filesystem works
+# (Kubernetes mounts an emptyDir there). The metrics server listens on all interfaces
+# inside the container (this variable overrides metrics.host of the config file);
+# publish the port only where Prometheus needs it. Set the model registry
+# (inference.registry) to /var/lib/whalecast/models and the trainer's history cache
+# (training.cache_dir) to /var/lib/whalecast/history: the volumes the deployments mount.
+ENV PATH=/opt/whalecast/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    HOME=/tmp \
+    KERAS_HOME=/tmp/.keras \
+    MPLCONFIGDIR=/tmp/matplotlib \
+    TF_CPP_MIN_LOG_LEVEL=2 \
+    WHALECAST_CONFIG=/etc/whalecast/config.yml \
+    WHALECAST_METRICS__HOST=0.0.0.0
+USER 10001:10001
+WORKDIR /var/lib/whalecast
+EXPOSE 9108
+# /healthz answers 200 while the process is alive; urlopen raises (exit 1) on anything else.
+# The port is 9108 unless WHALECAST_METRICS__PORT says otherwise (set it there, not in
+# the config file, when you move the port, so this check follows).
+HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('WHALECAST_METRICS__PORT', '9108'), timeout=4)"]
+ENTRYPOINT ["whalecast"]
+CMD ["run"]

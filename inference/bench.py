@@ -1,0 +1,302 @@
+"""``whalecast bench``: what one bar's inference costs on this machine, measured in one run.
+
+Sections (each a function of a :class:`BenchContext`, run in order, results
+under its name; more can be registered in :data:`SECTIONS`):
+
+- ``matmul``: the machine's float32 matrix-multiply rate (numpy, large square
+  matrices, best of several) — the ceiling any forward pass works under;
+- ``backends``: the seed-004 model (random weights; 24 rows x 29 v1 features)
+  loaded through :class:`~inference.runtime.ModelRuntime` for each backend, and
+  the median wall time of ``runtime.predict`` for each batch size after warm-up;
+- ``per_series``: the same workload as one ``model.predict`` per series, timed
+  on a sample of calls and extrapolated (the report says so);
+- ``summary``: the FLOP floor of the 1000-series batch and the targets: within
+  2x of the floor, and at least 500x faster than one ``model.predict`` per series.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from inference.backends import BACKENDS, usable_cores
+from inference.runtime import DEFAULT_BUCKETS, ModelRuntime
+from streamer.features import FEATURE_NAMES, FEATURE_VERSION
+from whalecast.artifact import MODEL_FILE, PREPROCESS_FILE, write_artifact, write_json
+
+BENCH_MODEL = "bench-seed004"
+FLOOR_SERIES = 1000
+FLOOR_FACTOR_TARGET = 2.0
+SPEEDUP_TARGET = 500.0
+
+
+@dataclass
+class BenchOptions:
+    sizes: Sequence[int] = (10, 100, 1000, 5000)
+    backends: Sequence[str] = BACKENDS
+    repeats: int = 7
+    per_series_sample: int = 20
+    per_series_count: int = FLOOR_SERIES
+    matmul_size: int = 2048
+    buckets: Sequence[int] = DEFAULT_BUCKETS
+    window: int = 24
+
+
+@dataclass
+class BenchContext:
+    options: BenchOptions
+    workdir: Path
+    results: dict[str, Any] = field(default_factory=dict)
+    keras_model: Any = None
+    version: str = ""
+
+    def model(self) -> Any:
+        """The seed-004 model, built once and written as an artifact for the runtime."""
+        if self.keras_model is None:
+            self.keras_model = build_seed004_model(self.options.window, len(FEATURE_NAMES))
+            self.version = write_bench_artifact(self.workdir, self.keras_model, self.options.window)
+        return self.keras_model
+
+
+def build_seed004_model(window: int, n_features: int, seed: int = 0) -> Any:
+    """Seed 004's architecture: LSTM(128)-BN-Dropout, LSTM(64)-BN-Dropout, Dense 32/16/1."""
+    keras.utils.set_random_seed(seed)
+    layers = keras.layers
+    l2 = keras.regularizers.L2(1e-4)
+    inputs = keras.Input((window, n_features))
+    x = layers.LSTM(128, return_sequences=True, kernel_regularizer=l2)(inputs)
+    x = layers.Dropout(0.3)(layers.BatchNormalization()(x))
+    x = layers.LSTM(64, kernel_regularizer=l2)(x)
+    x = layers.Dropout(0.25)(layers.BatchNormalization()(x))
+    x = layers.Dense(32, activation="relu", kernel_regularizer=l2)(x)
+    x = layers.Dropout(0.2)(layers.BatchNormalization()(x))
+    x = layers.Dropout(0.1)(layers.Dense(16, activation="relu")(x))
+    outputs = layers.Dense(1, activation="sigmoid")(x)
+    return keras.Model(inputs, outputs, name="seed004")
+
+
+def flops_per_sample(model: Any) -> float:
+    """Multiply-add FLOPs of one sample's forward pass through LSTM and Dense layers."""
+    timesteps = int(model.inputs[0].shape[1])
+    total = 0.0
+    for layer in model.layers:
+        kind = type(layer).__name__
+        if kind == "LSTM":
+            kernel, recurrent = layer.cell.kernel.shape, layer.cell.recurrent_kernel.shape
+            total += 2.0 * timesteps * (kernel[0] * kernel[1] + recurrent[0] * recurrent[1])
+        elif kind == "Dense":
+            rows, cols = layer.kernel.shape
+            total += 2.0 * rows * cols
+    return total
+
+
+def write_bench_artifact(registry: Path, model: Any, window: int) -> str:
+    n = len(FEATURE_NAMES)
+    preprocess = {
+        "feature_version": FEATURE_VERSION, "features": list(FEATURE_NAMES), "window": window,
+        "scaler": {"mean": [0.0] * n, "scale": [1.0] * n}, "target": "p_up_next_bar",
+    }  # fmt: skip
+
+    def fill(directory: Path) -> None:
+        model.save(directory / MODEL_FILE)
+        write_json(directory / PREPROCESS_FILE, preprocess)
+        write_json(directory / "metadata.json", {"trained_at": datetime.now(UTC).isoformat()})
+
+    version, _ = write_artifact(registry, BENCH_MODEL, fill)
+    return version
+
+
+def median_ms(call: Callable[[], object], repeats: int, warmup: int = 2) -> float:
+    for _ in range(warmup):
+        call()
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times) * 1000.0
+
+
+def bench_matmul(ctx: BenchContext) -> dict[str, Any]:
+    size = ctx.options.matmul_size
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((size, size), dtype=np.float32)
+    b = rng.standard_normal((size, size), dtype=np.float32)
+    np.matmul(a, b)
+    best = min(_timed(lambda: np.matmul(a, b)) for _ in range(5))
+    return {"size": size, "seconds": best, "gflops": 2.0 * size**3 / best / 1e9}
+
+
+def _timed(call: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    call()
+    return time.perf_counter() - started
+
+
+def bench_backends(ctx: BenchContext) -> dict[str, Any]:
+    ctx.model()
+    opts = ctx.options
+    rng = np.random.default_rng(1)
+    windows = rng.standard_normal((max(opts.sizes), opts.window, len(FEATURE_NAMES)))
+    windows = windows.astype(np.float32)
+    out: dict[str, Any] = {}
+    for backend in opts.backends:
+        started = time.perf_counter()
+        runtime = ModelRuntime.load(
+            ctx.workdir, BENCH_MODEL, ctx.version, backend, batch_buckets=opts.buckets
+        )
+        load_seconds = time.perf_counter() - started
+        timings = {str(n): time_predict(runtime, windows[:n], opts.repeats) for n in opts.sizes}
+        out[backend] = {"load_seconds": load_seconds, "median_ms": timings}
+        del runtime
+    return out
+
+
+def time_predict(runtime: ModelRuntime, windows: np.ndarray, repeats: int) -> float:
+    return median_ms(lambda: runtime.predict(windows), repeats)
+
+
+def bench_per_series(ctx: BenchContext) -> dict[str, Any]:
+    model = ctx.model()
+    opts = ctx.options
+    rng = np.random.default_rng(2)
+    sample = rng.standard_normal((opts.per_series_sample, opts.window, len(FEATURE_NAMES)))
+    sample = sample.astype(np.float32)
+    model.predict(sample[:1], verbose=0)
+    times = [_timed(lambda i=i: model.predict(sample[i : i + 1], verbose=0)) for i in range(len(sample))]  # type: ignore[misc]  # fmt: skip
+    per_call = statistics.median(times)
+    return {
+        "sample_calls": len(times),
+        "median_ms_per_call": per_call * 1000.0,
+        "series": opts.per_series_count,
+        "extrapolated_seconds": per_call * opts.per_series_count,
+        "note": f"{len(times)} calls timed, total extrapolated to {opts.per_series_count} series",
+    }
+
+
+def bench_summary(ctx: BenchContext) -> dict[str, Any]:
+    model = ctx.model()
+    flops = flops_per_sample(model)
+    if "matmul" not in ctx.results:
+        ctx.results["matmul"] = bench_matmul(ctx)
+    gflops = ctx.results["matmul"]["gflops"]
+    floor_ms = flops * FLOOR_SERIES / (gflops * 1e9) * 1000.0
+    summary: dict[str, Any] = {
+        "flops_per_sample": flops, "parameters": int(model.count_params()),
+        "floor_ms_1000": floor_ms,
+    }  # fmt: skip
+    batched = {
+        name: result["median_ms"][str(FLOOR_SERIES)]
+        for name, result in ctx.results.get("backends", {}).items()
+        if str(FLOOR_SERIES) in result["median_ms"]
+    }
+    if batched:
+        best = min(batched, key=lambda name: batched[name])
+        summary.update({"best_backend": best, "best_ms_1000": batched[best]})
+        summary["floor_factor"] = batched[best] / floor_ms
+        summary["floor_target_met"] = summary["floor_factor"] <= FLOOR_FACTOR_TARGET
+        per_series = ctx.results.get("per_series")
+        if per_series and per_series["series"] == FLOOR_SERIES:
+            speedup = per_series["extrapolated_seconds"] * 1000.0 / batched[best]
+            summary.update({"speedup": speedup, "speedup_target_met": speedup >= SPEEDUP_TARGET})
+    return summary
+
+
+Section = Callable[[BenchContext], dict[str, Any]]
+
+#: Sections in run order; ``summary`` reads the others' results.
+SECTIONS: dict[str, Section] = {
+    "matmul": bench_matmul,
+    "backends": bench_backends,
+    "per_series": bench_per_series,
+    "summary": bench_summary,
+}
+
+
+def machine_info() -> dict[str, Any]:
+    return {
+        "cores": usable_cores(), "machine": platform.machine(), "python": platform.python_version(),
+        "tensorflow": tf.__version__, "gpus": [d.name for d in tf.config.list_physical_devices("GPU")],
+        "time": datetime.now(UTC).isoformat(timespec="seconds"), "pid": os.getpid(),
+    }  # fmt: skip
+
+
+def run_bench(options: BenchOptions, sections: Sequence[str] | None = None) -> dict[str, Any]:
+    chosen = list(sections) if sections is not None else list(SECTIONS)
+    unknown = [name for name in chosen if name not in SECTIONS]
+    unknown += [name for name in options.backends if name not in BACKENDS]
+    if unknown:
+        raise ValueError(
+            f"unknown bench sections or backends {unknown}; sections: {', '.join(SECTIONS)}; "
+            f"backends: {', '.join(BACKENDS)}"
+        )
+    with tempfile.TemporaryDirectory(prefix="whalecast-bench-") as tmp:
+        ctx = BenchContext(options=options, workdir=Path(tmp))
+        ctx.results["machine"] = machine_info()
+        for name in chosen:
+            ctx.results[name] = SECTIONS[name](ctx)
+        return ctx.results
+
+
+def format_table(results: dict[str, Any]) -> str:
+    lines: list[str] = []
+    backends = results.get("backends", {})
+    if backends:
+        sizes = list(next(iter(backends.values()))["median_ms"])
+        lines.append("batched forward pass, seed-004 model, median ms per call")
+        lines.append(
+            f"{'backend':<14}{'load s':>8}" + "".join(f"{s + ' series':>14}" for s in sizes)
+        )
+        for name, result in backends.items():
+            cells = "".join(f"{result['median_ms'][s]:>14.2f}" for s in sizes)
+            lines.append(f"{name:<14}{result['load_seconds']:>8.1f}{cells}")
+    if "per_series" in results:
+        p = results["per_series"]
+        lines.append(
+            f"one model.predict per series: {p['median_ms_per_call']:.1f} ms per call; "
+            f"{p['series']} series ~ {p['extrapolated_seconds']:.1f} s ({p['note']})"
+        )
+    if "matmul" in results:
+        m = results["matmul"]
+        lines.append(f"float32 matmul ({m['size']}x{m['size']}): {m['gflops']:.1f} GFLOP/s")
+    lines.extend(_summary_lines(results.get("summary", {})))
+    return "\n".join(lines)
+
+
+def _summary_lines(s: dict[str, Any]) -> list[str]:
+    if not s:
+        return []
+    lines = [
+        f"seed-004: {s['parameters']:,} parameters, {s['flops_per_sample'] / 1e6:.2f} MFLOP per "
+        f"sample; FLOP floor for {FLOOR_SERIES} series: {s['floor_ms_1000']:.1f} ms"
+    ]
+    if "best_backend" in s:
+        verdict = "met" if s["floor_target_met"] else "NOT met"
+        lines.append(
+            f"target <= {FLOOR_FACTOR_TARGET:g}x floor: {verdict} ({s['best_backend']} "
+            f"{s['best_ms_1000']:.1f} ms = {s['floor_factor']:.2f}x floor)"
+        )
+    if "speedup" in s:
+        verdict = "met" if s["speedup_target_met"] else "NOT met"
+        lines.append(
+            f"target >= {SPEEDUP_TARGET:g}x faster than per-series model.predict: {verdict} "
+            f"({s['speedup']:.0f}x)"
+        )
+    return lines
+
+
+def write_results(results: dict[str, Any], path: Path) -> None:
+    path.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")

@@ -1,0 +1,133 @@
+"""Publishing one bar's predictions: pub/sub, the capped stream and the latest-value hash.
+
+Every prediction becomes one ``whalecast.prediction/v1`` JSON message, sent
+unchanged to three places, all of one bar in ONE non-transactional pipeline
+(one round trip; with Redis Cluster, redis-py splits it per node)::
+
+    PUBLISH <prefix>:predictions <json>
+    XADD    <prefix>:predictions:stream MAXLEN ~ N * data <json>
+    HSET    <prefix>:latest:<model> <series tag> <json> [<series tag> <json> ...]
+
+The stream entry has one field, ``data``, holding the JSON. The latest hash is
+keyed by the series tag (``binance:BTC/USDT:1h``), one HSET per model per bar.
+A non-finite value is never published: it is dropped, counted
+(``whalecast_predictions_dropped_total{reason="non_finite"}``) and logged.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from whalecast.domain import Series
+from whalecast.keys import Keys
+from whalecast.logs import get_logger
+from whalecast.metrics import Metrics
+from whalecast.schema import encode_prediction
+
+log = get_logger(__name__)
+
+STREAM_FIELD = "data"
+
+
+@dataclass(frozen=True, slots=True)
+class PredictionOut:
+    """One model's prediction for one series, made from the closed bar ``bar_open_ms``.
+
+    ``known_at`` is the wall time (``time.time()``) at which that bar's close was
+    known (its last closed candle came in); latency is measured from it at publishing.
+    """
+
+    series: Series
+    bar_open_ms: int
+    bar_close_ms: int
+    model: str
+    model_version: str
+    target: str
+    value: float
+    known_at: float
+
+
+class Publisher:
+    def __init__(
+        self,
+        redis: Any,
+        keys: Keys,
+        stream_maxlen: int,
+        metrics: Metrics,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.stream_maxlen = stream_maxlen
+        self.metrics = metrics
+        self.clock = clock
+
+    def encode(self, prediction: PredictionOut, now: float) -> str:
+        series = prediction.series
+        return encode_prediction(
+            exchange=series.exchange,
+            symbol=series.symbol,
+            timeframe=series.timeframe,
+            bar_open_ms=prediction.bar_open_ms,
+            bar_close_ms=prediction.bar_close_ms,
+            model=prediction.model,
+            model_version=prediction.model_version,
+            target=prediction.target,
+            value=prediction.value,
+            published_ms=int(now * 1000),
+            latency_ms=max(0.0, (now - prediction.known_at) * 1000.0),
+        )
+
+    async def publish(self, predictions: Sequence[PredictionOut]) -> int:
+        """Send every finite prediction in one pipeline; returns how many were published."""
+        now = self.clock()
+        pipe = self.redis.pipeline(transaction=False)
+        latest: dict[str, dict[str, str]] = {}
+        counts: dict[str, int] = {}
+        timeframes: set[str] = set()
+        for prediction in predictions:
+            if not math.isfinite(prediction.value):
+                self._drop(prediction)
+                continue
+            message = self.encode(prediction, now)
+            # not pipe.publish(): redis-py's cluster pipeline blocks that method, not the command
+            pipe.execute_command("PUBLISH", self.keys.predictions_channel, message)
+            pipe.xadd(
+                self.keys.predictions_stream,
+                {STREAM_FIELD: message},
+                maxlen=self.stream_maxlen,
+                approximate=True,
+            )
+            latest.setdefault(prediction.model, {})[prediction.series.tag] = message
+            counts[prediction.model] = counts.get(prediction.model, 0) + 1
+            timeframes.add(prediction.series.timeframe)
+        if not latest:
+            return 0
+        for model, mapping in latest.items():
+            pipe.hset(self.keys.latest(model), mapping=mapping)
+        try:
+            await pipe.execute()
+        except RedisError:
+            self.metrics.redis_errors.labels("publish").inc()
+            raise
+        for model, count in counts.items():
+            self.metrics.predictions.labels(model).inc(count)
+        for timeframe in timeframes:
+            self.metrics.last_publish.labels(timeframe).set(now)
+        return sum(counts.values())
+
+    def _drop(self, prediction: PredictionOut) -> None:
+        self.metrics.predictions_dropped.labels(prediction.model, "non_finite").inc()
+        log.warning(
+            "prediction not finite, not published",
+            model=prediction.model,
+            model_version=prediction.model_version,
+            series=prediction.series.tag,
+            bar_open_ms=prediction.bar_open_ms,
+        )

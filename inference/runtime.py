@@ -1,0 +1,261 @@
+"""One served model version: loaded safely, checked, and ready for batched prediction.
+
+:meth:`ModelRuntime.load` reads ``<registry>/<model>/<version>/`` and refuses
+(:class:`ModelRefused`, with the reason) a model that
+
+- holds anything unsafe (see :mod:`inference.safety`) or fails to load in Keras
+  safe mode (``compile=False``, no custom objects);
+- declares a feature version other than the daemon's, or a feature the daemon
+  does not compute, or a window longer than the daemon keeps;
+- has an input shape other than ``(window, len(features))`` or an output other
+  than one value per sample;
+- returns a non-finite value on a warm-up batch;
+- runs under a backend whose output differs from the Keras model's by more
+  than 1e-5 (absolute or relative) on warm-up batches, including sizes that are
+  not a bucket and sizes past the largest bucket.
+
+:meth:`ModelRuntime.predict` takes the daemon's full windows ``(n, W, F)`` (all
+v1 features, oldest row first), keeps the model's newest ``window`` rows and its
+own columns in its own order, applies the stored scaler, runs the backend, and
+maps the output to the target's value: a probability as is, a volume through the
+inverse target scaler and ``expm1`` (never below zero).
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+from inference.backends import Backend, BackendError, make_backend
+from inference.safety import UnsafeArtifact, check_directory, read_model_archive
+from streamer.features import FEATURE_NAMES, FEATURE_VERSION
+from whalecast.artifact import (
+    METADATA_FILE,
+    MODEL_FILE,
+    ArtifactError,
+    Preprocess,
+    load_preprocess,
+    read_json,
+    version_dir,
+)
+
+DEFAULT_BUCKETS = (1, 8, 32, 128, 512, 1024, 4096)
+TOLERANCE = 1e-5
+WARMUP_SIZES = (1, 7, 70)
+
+
+class ModelRefused(Exception):
+    """A model version that must not be served; ``reason`` says why, for logs and operators."""
+
+    def __init__(self, model: str, version: str, reason: str) -> None:
+        super().__init__(f"model {model} version {version} refused: {reason}")
+        self.model = model
+        self.version = version
+        self.reason = reason
+
+
+@dataclass
+class ModelRuntime:
+    model: str
+    version: str
+    backend_name: str
+    preprocess: Preprocess
+    trained_at: datetime
+    metadata: dict[str, Any]
+    columns: np.ndarray
+    backend: Backend
+    loaded_at: float = field(default_factory=time.time)
+
+    @property
+    def target(self) -> str:
+        return self.preprocess.target
+
+    @property
+    def window(self) -> int:
+        return self.preprocess.window
+
+    @classmethod
+    def load(
+        cls,
+        registry: Path,
+        model: str,
+        version: str,
+        backend: str = "keras",
+        *,
+        feature_names: Sequence[str] = FEATURE_NAMES,
+        feature_version: int = FEATURE_VERSION,
+        full_window: int | None = None,
+        batch_buckets: Sequence[int] = DEFAULT_BUCKETS,
+    ) -> ModelRuntime:
+        """Load, check and warm up one version; raise :class:`ModelRefused` on any problem."""
+        try:
+            directory = version_dir(Path(registry), model, version)
+            check_directory(directory)
+            preprocess = load_preprocess(directory)
+            columns = feature_columns(preprocess, feature_names, feature_version, full_window)
+            trained_at = parse_trained_at(read_json(directory / METADATA_FILE))
+            keras_model = load_keras_model(directory / MODEL_FILE)
+            check_shapes(keras_model, preprocess)
+            chosen = build_verified_backend(keras_model, preprocess, backend, batch_buckets)
+        except ModelRefused:
+            raise
+        except (ArtifactError, UnsafeArtifact, BackendError, RefusalReason) as e:
+            raise ModelRefused(model, version, str(e)) from e
+        return cls(
+            model=model,
+            version=version,
+            backend_name=chosen.name,
+            preprocess=preprocess,
+            trained_at=trained_at,
+            metadata=read_json(directory / METADATA_FILE),
+            columns=columns,
+            backend=chosen,
+        )
+
+    def predict(self, windows: np.ndarray) -> np.ndarray:
+        """Target values ``(n,)`` float64 for full feature windows ``(n, W, F)``."""
+        if windows.ndim != 3 or windows.shape[1] < self.window:
+            raise ValueError(f"expected windows (n, >= {self.window}, F), got {windows.shape}")
+        if len(windows) == 0:
+            return np.empty(0, dtype=np.float64)
+        x = self.prepare(windows)
+        return self.to_target(self.backend(x))
+
+    def prepare(self, windows: np.ndarray) -> np.ndarray:
+        """The model's scaled input: newest ``window`` rows, its columns, stored scaler."""
+        x = windows[:, -self.window :, :][:, :, self.columns].astype(np.float32, copy=False)
+        scaler = self.preprocess.scaler
+        x -= np.asarray(scaler.mean, dtype=np.float32)
+        x /= np.asarray(scaler.scale, dtype=np.float32)
+        return x
+
+    def to_target(self, raw: np.ndarray) -> np.ndarray:
+        return output_to_target(raw, self.preprocess)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "version": self.version,
+            "backend": self.backend_name,
+            "target": self.target,
+            "features": len(self.preprocess.features),
+            "window": self.window,
+            "trained_at": self.trained_at.isoformat(),
+        }
+
+
+class RefusalReason(Exception):
+    """Internal: a check failed; :meth:`ModelRuntime.load` turns it into ModelRefused."""
+
+
+def feature_columns(
+    preprocess: Preprocess,
+    feature_names: Sequence[str],
+    feature_version: int,
+    full_window: int | None,
+) -> np.ndarray:
+    """Indices of the model's features in the daemon's feature list, in the model's order."""
+    if preprocess.feature_version != feature_version:
+        raise RefusalReason(
+            f"feature version {preprocess.feature_version} does not match the daemon's "
+            f"{feature_version}"
+        )
+    position = {name: i for i, name in enumerate(feature_names)}
+    unknown = [name for name in preprocess.features if name not in position]
+    if unknown:
+        raise RefusalReason(f"features the daemon does not compute: {', '.join(unknown)}")
+    if full_window is not None and preprocess.window > full_window:
+        raise RefusalReason(
+            f"window {preprocess.window} is longer than the {full_window} rows the daemon keeps"
+        )
+    return np.asarray([position[name] for name in preprocess.features], dtype=np.intp)
+
+
+def parse_trained_at(metadata: dict[str, Any]) -> datetime:
+    raw = metadata.get("trained_at")
+    try:
+        moment = datetime.fromisoformat(str(raw))
+    except ValueError as e:
+        raise RefusalReason(f"metadata.json trained_at {raw!r} is not an ISO time") from e
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
+def load_keras_model(path: Path) -> Any:
+    """Keras safe-mode load of the checked bytes (a private copy: the file may change meanwhile)."""
+    data = read_model_archive(path)
+    try:
+        with tempfile.TemporaryDirectory(prefix="whalecast-model-") as private:
+            checked = Path(private) / MODEL_FILE
+            checked.write_bytes(data)
+            return keras.saving.load_model(checked, safe_mode=True, compile=False)
+    except Exception as e:  # untrusted input: any failure to deserialize is a refusal
+        raise RefusalReason(f"Keras could not load {MODEL_FILE}: {type(e).__name__}: {e}") from e
+
+
+def check_shapes(model: Any, preprocess: Preprocess) -> None:
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise RefusalReason("the model must have exactly one input and one output")
+    expected = (preprocess.window, len(preprocess.features))
+    found = tuple(model.inputs[0].shape[1:])
+    if found != expected:
+        raise RefusalReason(f"input shape {found} does not match (window, features) {expected}")
+    out = tuple(model.outputs[0].shape[1:])
+    if out not in ((1,), ()):
+        raise RefusalReason(f"output shape {out} is not one value per sample")
+
+
+def warmup_batch(preprocess: Preprocess, rows: int, seed: int = 0) -> np.ndarray:
+    """Scaled-space input (standard normal, like real scaled features)."""
+    rng = np.random.default_rng(seed + rows)
+    shape = (rows, preprocess.window, len(preprocess.features))
+    return rng.standard_normal(shape).astype(np.float32)
+
+
+def build_verified_backend(
+    model: Any, preprocess: Preprocess, name: str, buckets: Sequence[int]
+) -> Backend:
+    """The backend, after the Keras reference is finite and the backend matches it."""
+    batches = [warmup_batch(preprocess, rows) for rows in WARMUP_SIZES]
+    try:
+        reference = make_backend("keras", model, buckets)
+        expected = [reference(batch) for batch in batches]
+        if not all(np.isfinite(out).all() for out in expected):
+            raise RefusalReason("non-finite output on the warm-up batch")
+        if name == "keras":
+            return reference
+        backend = make_backend(name, model, buckets)
+        outputs = [backend(batch) for batch in batches]
+    except (BackendError, RefusalReason):
+        raise
+    except Exception as e:  # running an untrusted graph: any failure is a refusal
+        raise RefusalReason(f"backend {name} failed: {type(e).__name__}: {e}") from e
+    for batch, want, got in zip(batches, expected, outputs, strict=True):
+        if not np.allclose(got, want, rtol=TOLERANCE, atol=TOLERANCE):
+            worst = float(np.max(np.abs(got.astype(np.float64) - want)))
+            raise RefusalReason(
+                f"backend {name} differs from Keras by {worst:.3g} on a batch of {len(batch)} "
+                f"(tolerance {TOLERANCE})"
+            )
+    return backend
+
+
+def output_to_target(raw: np.ndarray, preprocess: Preprocess) -> np.ndarray:
+    """Raw model output to the target's value (inverse target scaler, then transform)."""
+    value = raw.astype(np.float64)
+    if preprocess.target_scaler is not None:
+        value = value * preprocess.target_scaler.scale[0] + preprocess.target_scaler.mean[0]
+    if preprocess.target_transform == "log1p":
+        value = np.expm1(value)
+    if preprocess.target == "next_bar_volume":
+        value = np.maximum(value, 0.0)
+    return value

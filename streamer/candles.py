@@ -1,0 +1,275 @@
+"""The candle feed: closed, validated bars of every configured series, exactly once, in order.
+
+``CandleFeed.run()`` keeps websocket connections open (sharded above
+``max_streams_per_connection``, subscriptions paced under the exchange's rate),
+detects closed bars (the exchange's flag, else the next bar, else a deadline of
+bar end + grace after which REST is asked), backfills over REST at start-up,
+after every reconnect and for every gap, and calls ``on_closed`` with batches of
+candles: per series strictly in order, each bar once, the bars of one close
+together when they arrive together.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from streamer.backfill import Backfiller, BackfillFailed, RestSession
+from streamer.backoff import Backoff
+from streamer.clock import Clock, LiveClock, ReplayClock, measure_skew_ms
+from streamer.connection import Connection, SubscribeLimiter
+from streamer.exchange import ExchangeAdapter, FeedConfigError, Row
+from streamer.sequencer import Sequencer
+from streamer.validation import CandleValidator, candle_from_row
+from whalecast.domain import Candle, Series
+from whalecast.logs import get_logger
+from whalecast.metrics import Metrics
+from whalecast.settings import ExchangeCredentials, ExchangeSettings, FeedSettings
+
+log = get_logger(__name__)
+
+OnClosed = Callable[[list[Candle]], Awaitable[None]]
+MAX_CALLBACK_CANDLES = 10_000
+SKEW_WARN_MS = 2_000
+
+
+class CandleFeed:
+    """Closed bars of one ``exchanges:`` entry, delivered to ``on_closed``."""
+
+    def __init__(
+        self,
+        exchange_settings: ExchangeSettings,
+        feed_settings: FeedSettings,
+        metrics: Metrics,
+        on_closed: OnClosed,
+        resume_from: Mapping[Series, int | None] | None = None,
+        *,
+        clock: Clock | None = None,
+        warmup_bars: int = 0,
+        credentials: ExchangeCredentials | None = None,
+        closed_flag: bool | None = None,
+    ) -> None:
+        self.settings = exchange_settings
+        self.feed = feed_settings
+        self.metrics = metrics
+        self.series = [
+            Series(exchange_settings.id, symbol, exchange_settings.timeframe)
+            for symbol in exchange_settings.symbols
+        ]
+        self._by_pair = {(s.symbol, s.timeframe): s for s in self.series}
+        self._on_closed = on_closed
+        self._resume_from = dict(resume_from or {})
+        self._clock = clock
+        self._warmup_bars = warmup_bars
+        self.adapter = ExchangeAdapter(exchange_settings, feed_settings, credentials, closed_flag)
+        self._session = RestSession(self.adapter, feed_settings)
+        self._outbox: list[Candle] = []
+        self._outbox_newest = -1
+        self._outbox_at_newest = 0
+        self._emitted = asyncio.Event()
+        self._rest_queue: asyncio.Queue[Series] = asyncio.Queue()
+        self._grace_ms = int(feed_settings.grace_seconds * 1000)
+        self._seq: Sequencer | None = None
+        self._validator: CandleValidator | None = None
+        self._owned_clock: ReplayClock | None = None
+        self.connections: list[Connection] = []
+
+    @property
+    def clock(self) -> Clock:
+        if self._clock is None:
+            raise RuntimeError("the feed has not started")
+        return self._clock
+
+    @property
+    def connected(self) -> bool:
+        """Every websocket connection of this feed is up (False before start-up)."""
+        return bool(self.connections) and all(c.connected for c in self.connections)
+
+    async def run(self) -> None:
+        """Runs until cancelled; start-up errors other than a bad configuration are retried."""
+        try:
+            await self._start()
+            async with asyncio.TaskGroup() as group:
+                for index in range(self.feed.backfill_concurrency):
+                    group.create_task(self._rest_worker(), name=f"rest-{index}")
+                group.create_task(self._deadline_loop(), name="deadlines")
+                group.create_task(self._flush_loop(), name="flush")
+                for connection in self.connections:
+                    group.create_task(connection.run(), name=f"ws-{connection.index}")
+        finally:
+            if self._owned_clock is not None:
+                await self._owned_clock.aclose()
+            await self._session.aclose()
+
+    # -- start-up --------------------------------------------------------------------
+    async def _start(self) -> None:
+        backoff = Backoff.from_settings(self.feed)
+        while True:
+            try:
+                async with self._session.use() as rest:
+                    await self.adapter.load_markets(rest)
+                    if self._clock is None:
+                        self._clock = await self._make_clock(rest)
+                break
+            except FeedConfigError:
+                raise
+            except Exception as e:  # noqa: BLE001 - start-up boundary: the exchange may come back
+                delay = backoff.delay()
+                log.warning("exchange not reachable at start-up", exchange=self.settings.id,
+                            error=repr(e), retry_seconds=round(delay, 3))  # fmt: skip
+                await asyncio.sleep(delay)
+        clock = self.clock
+        self._validator = CandleValidator(self.feed, clock, self.metrics)
+        start = Sequencer.baseline(
+            self.series, self._resume_from, clock.now_ms(), self._warmup_bars
+        )
+        self._seq = Sequencer(
+            start,
+            self.metrics,
+            self._emit,
+            self._rest_queue.put_nowait,
+            trust_next_bar=not self.adapter.has_closed_flag,
+            retry_delay=self._retry_delay,
+        )
+        self._backfiller = Backfiller(
+            self._session,
+            self.feed,
+            self.metrics,
+            validator=self._validator,
+            clock=clock,
+            exchange=self.settings.id,
+            retries=self.feed.rest_retries,
+        )
+        self._seq.startup(clock.now_ms())
+        self._build_connections()
+
+    async def _make_clock(self, rest: Any) -> Clock:
+        if self.feed.clock == "replay":
+            clock = ReplayClock(rest.fetch_time, self.feed.replay_clock_poll_seconds)
+            await clock.start()
+            self._owned_clock = clock
+            return clock
+        skew = await measure_skew_ms(rest.fetch_time)
+        self.metrics.clock_skew.labels(self.settings.id).set(skew / 1000.0)
+        if abs(skew) > SKEW_WARN_MS:
+            log.warning("local clock differs from the exchange", exchange=self.settings.id,
+                        skew_ms=skew)  # fmt: skip
+        return LiveClock(offset_ms=skew)
+
+    def _build_connections(self) -> None:
+        limiter = SubscribeLimiter(self.settings.subscribe_messages_per_second)
+        pairs = [(s.symbol, s.timeframe) for s in self.series]
+        per = self.settings.max_streams_per_connection
+        if not self.adapter.for_symbols:
+            per = 1  # one watch_ohlcv per symbol
+        self.connections = [
+            Connection(
+                i,
+                pairs[start : start + per],
+                self.adapter,
+                self.feed,
+                self.metrics,
+                limiter=limiter,
+                on_kline=self._on_kline,
+                on_malformed=self._on_malformed,
+                on_connected=self._on_connected,
+            )
+            for i, start in enumerate(range(0, len(pairs), per))
+        ]
+
+    def _retry_delay(self, attempts: int) -> float:
+        initial, maximum = self.feed.backoff_initial_seconds, self.feed.backoff_max_seconds
+        return float(min(maximum, initial * 2.0 ** min(attempts - 1, 30)))
+
+    # -- websocket input (called synchronously from ccxt's handlers) -----------------------
+    def _on_kline(self, symbol: str, timeframe: str, row: Row, closed: bool | None) -> None:
+        assert self._validator is not None and self._seq is not None
+        series = self._by_pair.get((symbol, timeframe))
+        if series is None:
+            self._validator.reject("unknown_symbol")
+            return
+        candle = candle_from_row(series, row, closed=closed is True)
+        if not self._validator.accept(candle):
+            return
+        assert candle is not None
+        reason = self._seq.closed(candle, "ws_flag") if closed else self._seq.forming(candle)
+        if reason is not None:
+            self._validator.reject(reason)
+
+    def _on_malformed(self) -> None:
+        if self._validator is not None:
+            self._validator.reject("malformed")
+
+    def _on_connected(self, connection: Connection, reconnect: bool) -> None:
+        assert self._seq is not None
+        if reconnect:
+            series = [self._by_pair[p] for p in connection.pairs]
+            self._seq.reconnected(series, self.clock.now_ms())
+
+    # -- REST ------------------------------------------------------------------------
+    async def _rest_worker(self) -> None:
+        assert self._seq is not None
+        while True:
+            series = await self._rest_queue.get()
+            since = self._seq.expected_ms(series)
+            try:
+                answer = await self._backfiller.fetch(series, since, self.clock.now_ms())
+            except BackfillFailed as e:
+                log.warning("backfill failed, will retry", series=series.tag, error=str(e))
+                self._seq.rest_failed(series, time.monotonic())
+                continue
+            except Exception as e:  # noqa: BLE001 - per-request boundary: count as failed, retry later
+                log.error("backfill error", series=series.tag, error=repr(e))
+                self._seq.rest_failed(series, time.monotonic())
+                continue
+            self._seq.rest_answer(series, answer, time.monotonic())
+
+    async def _deadline_loop(self) -> None:
+        assert self._seq is not None
+        while True:
+            await asyncio.sleep(self.feed.deadline_check_seconds)
+            self._seq.request_due(self.clock.now_ms(), self._grace_ms, time.monotonic())
+
+    # -- output ----------------------------------------------------------------------
+    def _emit(self, candle: Candle, source: str) -> None:
+        self._outbox.append(candle)
+        if candle.open_ms > self._outbox_newest:
+            self._outbox_newest = candle.open_ms
+            self._outbox_at_newest = 1
+        elif candle.open_ms == self._outbox_newest:
+            self._outbox_at_newest += 1
+        self._emitted.set()
+
+    async def _flush_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._emitted.wait()
+            until = loop.time() + self.feed.batch_wait_seconds
+            while self._outbox_at_newest < len(self.series):
+                self._emitted.clear()
+                remaining = until - loop.time()
+                if remaining <= 0:
+                    break
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._emitted.wait(), remaining)
+            batch, self._outbox = self._outbox, []
+            self._outbox_newest, self._outbox_at_newest = -1, 0
+            self._emitted.clear()
+            batch.sort(key=lambda c: c.open_ms)  # stable: each series stays in order
+            for start in range(0, len(batch), MAX_CALLBACK_CANDLES):
+                await self._deliver(batch[start : start + MAX_CALLBACK_CANDLES])
+
+    async def _deliver(self, candles: list[Candle]) -> None:
+        backoff = Backoff.from_settings(self.feed)
+        while True:
+            try:
+                await self._on_closed(candles)
+                return
+            except Exception as e:  # noqa: BLE001 - callback boundary: the batch is retried, never lost
+                delay = backoff.delay()
+                log.error("on_closed failed, retrying the batch", error=repr(e),
+                          candles=len(candles), retry_seconds=round(delay, 3))  # fmt: skip
+                await asyncio.sleep(delay)

@@ -1,0 +1,215 @@
+"""One websocket connection (a shard of an exchange's series), kept alive forever.
+
+Each connection owns a fresh ccxt client per session, so a reconnect also
+drops every cache ccxt built. A session ends on a transport error, on the
+staleness watchdog (no message for ``stale_after_seconds``), or proactively at
+``connection_lifetime_seconds`` / ``client_recreate_seconds``; the next one
+starts after a capped, jittered backoff (none for the proactive causes) and
+tells the feed, which backfills whatever closed in between.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import structlog
+
+from streamer.backoff import Backoff
+from streamer.exchange import ExchangeAdapter, Row
+from whalecast.logs import get_logger
+from whalecast.metrics import Metrics
+from whalecast.settings import FeedSettings
+
+log = get_logger(__name__)
+
+PROACTIVE = ("lifetime", "recreate")
+KlineHandler = Callable[[str, str, Row, "bool | None"], None]
+
+
+class ConnectionLost(Exception):
+    """The exchange closed the socket or it failed."""
+
+
+class SubscribeLimiter:
+    """Spaces subscription messages at most ``rate`` per second (shared by an exchange)."""
+
+    def __init__(self, rate: float) -> None:
+        self._interval = 1.0 / rate
+        self._next = 0.0
+        self._lock = asyncio.Lock()
+
+    async def acquire(self) -> None:
+        async with self._lock:
+            now = time.monotonic()
+            wait = self._next - now
+            if wait > 0:
+                await asyncio.sleep(wait)
+            self._next = max(now, self._next) + self._interval
+
+
+class Connection:
+    """Keeps one subscription (``pairs``) alive; a :class:`~streamer.exchange.KlineSink`."""
+
+    def __init__(
+        self,
+        index: int,
+        pairs: Sequence[tuple[str, str]],
+        adapter: ExchangeAdapter,
+        feed: FeedSettings,
+        metrics: Metrics,
+        *,
+        limiter: SubscribeLimiter,
+        on_kline: KlineHandler,
+        on_malformed: Callable[[], None],
+        on_connected: Callable[[Connection, bool], None],
+    ) -> None:
+        self.index = index
+        self.pairs = list(pairs)
+        self._adapter = adapter
+        self._feed = feed
+        self._limiter = limiter
+        self._on_kline = on_kline
+        self._on_malformed_cb = on_malformed
+        self._on_connected_cb = on_connected
+        exchange = adapter.settings.id
+        self._messages = metrics.feed_messages.labels(exchange, "candles")
+        self._connected_gauge = metrics.feed_connected.labels(exchange, "candles")
+        self._last_message_gauge = metrics.feed_last_message.labels(exchange, "candles")
+        self._reconnects = metrics.feed_reconnects
+        self._exchange = exchange
+        self._backoff = Backoff.from_settings(feed)
+        self._tick = min(0.25, feed.stale_after_seconds / 4)
+        self._lost = asyncio.Event()
+        self._lost_error: BaseException | None = None
+        self._unsent_messages = 0
+        self._last_message = time.monotonic()
+        self._last_message_wall = 0.0
+        self._is_connected = False
+        self._sessions = 0
+
+    # -- KlineSink (called from inside ccxt's message handling) -------------------
+    def on_message(self) -> None:
+        self._unsent_messages += 1
+        self._last_message = time.monotonic()
+
+    def on_kline(self, symbol: str, timeframe: str, row: Row, closed: bool | None) -> None:
+        self._on_kline(symbol, timeframe, row, closed)
+
+    def on_malformed(self) -> None:
+        self._on_malformed_cb()
+
+    @property
+    def connected(self) -> bool:
+        return self._is_connected
+
+    def on_connected(self) -> None:
+        if not self._is_connected:
+            self._is_connected = True
+            self._connected_gauge.inc()
+            self._backoff.healthy()
+            self._last_message = time.monotonic()
+            self._on_connected_cb(self, self._sessions > 1)
+
+    def on_lost(self, error: BaseException | None) -> None:
+        self._lost_error = error
+        self._lost.set()
+
+    # -- the loop ------------------------------------------------------------------
+    async def run(self) -> None:
+        """Runs sessions forever (until cancelled)."""
+        cause: str | None = None
+        with structlog.contextvars.bound_contextvars(
+            exchange=self._exchange, connection=self.index, streams=len(self.pairs)
+        ):
+            while True:
+                if cause is not None and cause not in PROACTIVE:
+                    await asyncio.sleep(self._backoff.delay())
+                await self._limiter.acquire()
+                started = time.monotonic()
+                cause, error = await self._one_session()
+                self._reconnects.labels(self._exchange, "candles", cause).inc()
+                log.info("candle feed reconnecting", cause=cause, error=error,
+                         session_seconds=round(time.monotonic() - started, 3),
+                         sessions=self._sessions)  # fmt: skip
+
+    async def _one_session(self) -> tuple[str, str | None]:
+        self._sessions += 1
+        self._lost = asyncio.Event()
+        self._lost_error = None
+        self._last_message = time.monotonic()
+        client = self._adapter.ws_client(self)
+        try:
+            cause = await self._session(client)
+            return cause, None
+        except ConnectionLost as e:
+            return "error", str(e)
+        except Exception as e:  # noqa: BLE001 - connection boundary: classify, count, reconnect
+            return "error", f"{type(e).__name__}: {e}"
+        finally:
+            self._flush_counters()
+            client.whalecast_sink = None
+            if self._is_connected:
+                self._is_connected = False
+                self._connected_gauge.dec()
+            with contextlib.suppress(Exception):
+                await client.close()
+
+    async def _session(self, client: Any) -> str:
+        started = time.monotonic()
+        generic = not self._adapter.has_closed_flag
+        watch: asyncio.Future[Any] | None = asyncio.ensure_future(
+            self._adapter.watch(client, self.pairs)
+        )
+        lost = asyncio.ensure_future(self._lost.wait())
+        try:
+            while True:
+                waiting = {lost} if watch is None else {lost, watch}
+                await asyncio.wait(waiting, timeout=self._tick)
+                if watch is not None and watch.done():
+                    watch.result()  # raises the transport error, if any
+                    watch = self._next_watch(client) if generic else None
+                if self._lost.is_set():
+                    raise ConnectionLost(repr(self._lost_error) if self._lost_error else "closed")
+                if generic:
+                    self._scan_cache(client)
+                self._flush_counters()
+                cause = self._session_over(started)
+                if cause is not None:
+                    return cause
+        finally:
+            for task in (watch, lost):
+                if task is not None and not task.done():
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await task
+
+    def _next_watch(self, client: Any) -> asyncio.Future[Any]:
+        self._scan_cache(client)
+        return asyncio.ensure_future(self._adapter.watch(client, self.pairs))
+
+    def _scan_cache(self, client: Any) -> None:
+        """Exchanges without a closed flag: feed the newest cached rows (next-bar detection)."""
+        for symbol, timeframe in self.pairs:
+            for row in ExchangeAdapter.cached_rows(client, symbol, timeframe, 2):
+                self._on_kline(symbol, timeframe, list(row), None)
+
+    def _session_over(self, started: float) -> str | None:
+        now = time.monotonic()
+        if now - self._last_message > self._feed.stale_after_seconds:
+            return "stale"
+        age = now - started
+        if age > self._feed.connection_lifetime_seconds:
+            return "lifetime"
+        if age > self._feed.client_recreate_seconds:
+            return "recreate"
+        return None
+
+    def _flush_counters(self) -> None:
+        if self._unsent_messages:
+            self._messages.inc(self._unsent_messages)
+            self._unsent_messages = 0
+            self._last_message_gauge.set(time.time() - (time.monotonic() - self._last_message))

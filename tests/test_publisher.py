@@ -1,0 +1,180 @@
+"""Publishing: a real subscriber, XRANGE and HGETALL see schema-valid messages from one pipeline."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
+
+from inference.publisher import STREAM_FIELD, PredictionOut, Publisher
+from tests.helpers import RedisServer, free_port, require_tool
+from whalecast.domain import Series
+from whalecast.keys import Keys
+from whalecast.metrics import Metrics
+from whalecast.schema import Prediction
+
+pytestmark = pytest.mark.redis
+
+BAR = 1_767_225_600_000
+HOUR = 3_600_000
+KEYS = Keys("wctest")
+
+
+class CountingConnection(aioredis.Connection):
+    """A real connection that counts how many times it writes to the socket."""
+
+    writes = 0
+
+    async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        CountingConnection.writes += 1
+        await super().send_packed_command(command, check_health)
+
+
+def predictions(n: int, now: float, value: float = 0.6) -> list[PredictionOut]:
+    out = []
+    for i in range(n):
+        series = Series("binance", f"C{i}/USDT", "1h")
+        for model, target in (("direction", "p_up_next_bar"), ("volume", "next_bar_volume")):
+            out.append(
+                PredictionOut(
+                    series,
+                    BAR,
+                    BAR + HOUR,
+                    model,
+                    "20261122T060000Z-3f2a",
+                    target,
+                    value + i,
+                    known_at=now - 0.040,
+                )
+            )
+    return out
+
+
+async def collect(pubsub: Any, count: int) -> list[Prediction]:
+    received: list[Prediction] = []
+    while len(received) < count:
+        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5.0)
+        assert message is not None, f"only {len(received)} of {count} messages arrived"
+        received.append(Prediction.parse(message["data"]))
+    return received
+
+
+async def check_outputs(client: Any, subscriber: Any, publisher: Publisher, n: int) -> None:
+    pubsub = subscriber.pubsub()
+    await pubsub.subscribe(KEYS.predictions_channel)
+    await pubsub.get_message(timeout=5.0)  # the subscribe confirmation
+    now = publisher.clock()
+    assert await publisher.publish(predictions(n, now)) == 2 * n
+    received = await collect(pubsub, 2 * n)
+    await pubsub.aclose()
+    assert {(p.symbol, p.model) for p in received} == {
+        (f"C{i}/USDT", m) for i in range(n) for m in ("direction", "volume")
+    }
+    for p in received:
+        assert (p.bar_open_ms, p.bar_close_ms, p.exchange, p.timeframe) == (BAR, BAR + HOUR, "binance", "1h")  # fmt: skip
+        assert 40.0 <= p.latency_ms < 5000.0
+    entries = await client.xrange(KEYS.predictions_stream)
+    assert len(entries) == 2 * n
+    stream = [Prediction.parse(fields[STREAM_FIELD.encode()]) for _, fields in entries]
+    assert sorted(p.model_dump_json() for p in stream) == sorted(p.model_dump_json() for p in received)  # fmt: skip
+    latest = await client.hgetall(KEYS.latest("volume"))
+    assert set(latest) == {f"binance:C{i}/USDT:1h".encode() for i in range(n)}
+    first = Prediction.parse(latest[b"binance:C0/USDT:1h"])
+    assert first.target == "next_bar_volume" and first.value == pytest.approx(0.6)
+
+
+async def test_subscriber_stream_and_hash_see_schema_valid_messages(redis_url: str) -> None:
+    client = aioredis.Redis.from_url(redis_url)
+    subscriber = aioredis.Redis.from_url(redis_url)
+    metrics = Metrics(process=False)
+    publisher = Publisher(client, KEYS, 1000, metrics)
+    try:
+        await check_outputs(client, subscriber, publisher, n=50)
+    finally:
+        await client.aclose()
+        await subscriber.aclose()
+    assert metrics.predictions.labels("direction")._value.get() == 50
+    assert metrics.last_publish.labels("1h")._value.get() > 0
+
+
+async def test_single_write_per_bar(redis_url: str) -> None:
+    pool = aioredis.ConnectionPool.from_url(redis_url, connection_class=CountingConnection)
+    client = aioredis.Redis(connection_pool=pool)
+    await client.ping()
+    publisher = Publisher(client, KEYS, 1000, Metrics(process=False))
+    before = CountingConnection.writes
+    await publisher.publish(predictions(200, publisher.clock()))  # 400 messages, 1202 commands
+    assert CountingConnection.writes - before == 1
+    assert await client.xlen(KEYS.predictions_stream) == 400
+    await client.aclose()
+    await pool.aclose()
+
+
+async def test_stream_is_capped_and_non_finite_dropped(redis_client: aioredis.Redis) -> None:
+    metrics = Metrics(process=False)
+    publisher = Publisher(redis_client, KEYS, 100, metrics)
+    for _ in range(20):
+        await publisher.publish(predictions(50, publisher.clock()))
+    length = await redis_client.xlen(KEYS.predictions_stream)
+    assert 100 <= length < 2000 * 0.5  # MAXLEN ~ trims whole nodes: about 100, never all 2000
+    bad = predictions(1, publisher.clock(), value=float("nan"))
+    assert await publisher.publish(bad) == 0
+    assert metrics.predictions_dropped.labels("volume", "non_finite")._value.get() == 1
+
+
+@pytest.fixture(scope="module")
+def cluster_nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[RedisServer]]:
+    cli = require_tool("redis-cli")
+    nodes = [
+        RedisServer(
+            directory=tmp_path_factory.mktemp(f"node{i}"),
+            extra_args=[
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+                "--cluster-port",
+                str(free_port()),
+            ],
+        ).start()
+        for i in range(3)
+    ]
+    try:
+        addresses = [f"127.0.0.1:{node.port}" for node in nodes]
+        subprocess.run(
+            [cli, "--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes"],
+            check=True, capture_output=True, timeout=30,
+        )  # fmt: skip
+        yield nodes
+    finally:
+        for node in nodes:
+            node.stop()
+
+
+@pytest.fixture
+async def cluster_client(cluster_nodes: list[RedisServer]) -> AsyncIterator[RedisCluster]:
+    client = RedisCluster(host="127.0.0.1", port=cluster_nodes[0].port)
+    for _ in range(100):  # slots are assigned; wait until every node agrees
+        info = await client.cluster_info()
+        if info.get("cluster_state") == "ok":
+            break
+        await asyncio.sleep(0.1)
+    await client.flushall()
+    yield client
+    await client.aclose()
+
+
+async def test_works_with_the_cluster_client(
+    cluster_client: RedisCluster, cluster_nodes: list[RedisServer]
+) -> None:
+    subscriber = aioredis.Redis(host="127.0.0.1", port=cluster_nodes[2].port)
+    try:
+        publisher = Publisher(cluster_client, KEYS, 1000, Metrics(process=False))
+        await check_outputs(cluster_client, subscriber, publisher, n=20)
+    finally:
+        await subscriber.aclose()

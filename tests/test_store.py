@@ -1,0 +1,312 @@
+"""The Redis window store against a real redis-server: parity, idempotence, gaps, bounds."""
+
+from __future__ import annotations
+
+import struct
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.connection import Connection
+
+from streamer.features import FEATURE_NAMES, HISTORY_BARS, compute_features
+from streamer.history import bar_table, load_candles_csv, load_whale_flows_csv
+from streamer.store import AppendResult, BarRecord, WindowStore
+from tests.helpers import RedisServer, free_port
+from whalecast.domain import Candle, Series, WhaleBar
+from whalecast.keys import Keys
+from whalecast.metrics import Metrics
+
+pytestmark = pytest.mark.redis
+
+DATA = Path(__file__).resolve().parents[1] / "streamer" / "data"
+WINDOW = 24
+BTC = Series("binance", "BTC/USDT", "1h")
+ETH = Series("binance", "ETH/USDT", "1h")
+KEYS = Keys("wctest")
+
+
+def _table(asset: str, bars: int) -> pd.DataFrame:
+    candles = load_candles_csv(DATA / f"binance_{asset}-USDT_1h.csv.gz")
+    whale = load_whale_flows_csv(DATA / f"whalealert_{asset}_exchange_flows_1h.csv.gz")
+    return bar_table(candles, whale, "1h").iloc[:bars].reset_index(drop=True)
+
+
+@pytest.fixture(scope="module")
+def tables() -> dict[Series, pd.DataFrame]:
+    return {BTC: _table("BTC", 2000), ETH: _table("ETH", 2000)}
+
+
+def record(series: Series, row: pd.Series) -> BarRecord:
+    candle = Candle(series.exchange, series.symbol, series.timeframe, int(row["open_ms"]),
+                    float(row["open"]), float(row["high"]), float(row["low"]),
+                    float(row["close"]), float(row["volume"]))  # fmt: skip
+    whale = WhaleBar(float(row["whale_inflow_usd"]), float(row["whale_outflow_usd"]),
+                     int(row["whale_count"]), float(row["stable_inflow_usd"]))  # fmt: skip
+    return BarRecord(candle, whale)
+
+
+def expected_window(features: np.ndarray, t: int) -> np.ndarray:
+    """Offline rows t-23..t as stored (float32), NaN before the first bar."""
+    out = np.full((WINDOW, len(FEATURE_NAMES)), np.nan, dtype=np.float32)
+    rows = features[max(0, t - WINDOW + 1) : t + 1].astype(np.float32)
+    out[WINDOW - len(rows) :] = rows
+    return out
+
+
+async def dump_all(client: aioredis.Redis) -> dict[bytes, bytes | None]:
+    keys = sorted(await client.keys("*"))
+    return {key: await client.dump(key) for key in keys}
+
+
+async def test_online_equals_offline_across_a_gap_and_a_restart(
+    redis_client: aioredis.Redis, tables: dict[Series, pd.DataFrame]
+) -> None:
+    gaps = {BTC: {700}, ETH: {1200, 1201, 1202}}  # bars the exchange never had
+    holed = {s: t.drop(index=sorted(gaps[s])) for s, t in tables.items()}
+    length = len(tables[BTC])
+    offline = {s: compute_features(holed[s], "1h").reindex(range(length)).to_numpy() for s in holed}
+    metrics = Metrics(process=False)
+    store = WindowStore(redis_client, KEYS, [BTC, ETH], WINDOW, metrics)
+    await store.load()
+    checked, ready_count = 0, 0
+    for t in range(length):
+        if t == 1000:  # restart mid-replay: a fresh process state comes back from Redis
+            store = WindowStore(redis_client, KEYS, [BTC, ETH], WINDOW, metrics)
+            await store.load()
+        records = [record(s, holed[s].loc[t]) for s in (BTC, ETH) if t in holed[s].index]
+        results = await store.append(records)
+        gapped = [r for r in results if r.status == "gap"]
+        if gapped:
+            # reported, not written; the bars are proven absent, so append across the gap
+            for result in gapped:
+                missing_from = min(gaps[result.series])
+                assert result.expected_open_ms == int(
+                    tables[result.series].at[missing_from, "open_ms"]
+                )
+            retry = [r for r in records if r.series in {g.series for g in gapped}]
+            results = [r for r in results if r.status != "gap"]
+            results += await store.append(retry, allow_gap=True)
+        assert {r.status for r in results} == {"appended"}, results
+        rows, ready = await store.read_windows([BTC, ETH])
+        mirror_rows, mirror_ready = store.windows([BTC, ETH])
+        np.testing.assert_array_equal(mirror_rows, rows)
+        np.testing.assert_array_equal(mirror_ready, ready)
+        for j, series in enumerate((BTC, ETH)):
+            if t in gaps[series]:
+                continue  # no bar this hour: the window stays the previous bar's
+            expected = expected_window(offline[series], t)
+            np.testing.assert_allclose(rows[j], expected, rtol=1e-6, atol=1e-6, equal_nan=True)
+            assert ready[j] == np.isfinite(expected).all()
+            checked, ready_count = checked + 1, ready_count + int(ready[j])
+    # not ready: the first HISTORY_BARS - 2 + WINDOW bars, and as many after each gap
+    assert checked - ready_count == 4 * (HISTORY_BARS - 2 + WINDOW)
+    assert store.last_open_ms(BTC) == int(tables[BTC]["open_ms"].iloc[-1])
+    sample = metrics.registry.get_sample_value
+    assert sample("whalecast_gaps_detected_total", {"exchange": "binance", "timeframe": "1h"}) == 2
+    assert sample("whalecast_store_seconds_count", {"operation": "append"}) == length + 2
+    assert sample("whalecast_store_seconds_count", {"operation": "read"}) == length
+
+
+async def _replayed(
+    client: aioredis.Redis, tables: dict[Series, pd.DataFrame], n: int
+) -> WindowStore:
+    store = WindowStore(client, KEYS, [BTC, ETH], WINDOW)
+    await store.load()
+    for t in range(n):
+        await store.append([record(s, tables[s].loc[t]) for s in (BTC, ETH)])
+    return store
+
+
+async def test_replaying_any_bar_leaves_redis_byte_identical(
+    redis_client: aioredis.Redis, tables: dict[Series, pd.DataFrame]
+) -> None:
+    store = await _replayed(redis_client, tables, 80)
+    before = await dump_all(redis_client)
+    assert len(before) == 6
+    old = [record(s, tables[s].loc[t]) for t in (79, 78, 40, 0) for s in (BTC, ETH)]
+    results = await store.append(old)
+    assert {r.status for r in results} == {"duplicate"}
+    assert {r.status for r in await store.append(old, allow_gap=True)} == {"duplicate"}
+    # a fresh process whose mirror is empty: Redis decides, nothing changes
+    fresh = WindowStore(redis_client, KEYS, [BTC, ETH], WINDOW)
+    assert {r.status for r in await fresh.append(old[:2])} == {"duplicate"}
+    assert await dump_all(redis_client) == before
+    # a gap is reported and not written either
+    ahead = [record(BTC, tables[BTC].loc[85])]
+    assert await store.append(ahead) == [
+        AppendResult(
+            BTC, int(tables[BTC].at[85, "open_ms"]), "gap", int(tables[BTC].at[80, "open_ms"])
+        )
+    ]
+    assert await dump_all(redis_client) == before
+    assert (await fresh.append([record(BTC, tables[BTC].loc[80])]))[0].status == "appended"
+
+
+async def test_feature_version_change_rebuilds_windows_from_stored_bars(
+    redis_client: aioredis.Redis, tables: dict[Series, pd.DataFrame]
+) -> None:
+    await _replayed(redis_client, tables, 60)
+    offline = compute_features(tables[BTC].iloc[:60], "1h").to_numpy()
+    # the stored window came from another feature-list version: other rows, other length
+    await redis_client.hset(KEYS.meta(BTC), "feature_version", "0")
+    old_header = struct.pack("<4sHH", b"WCFW", 0, 7)
+    await redis_client.set(KEYS.window(BTC), old_header + b"\x00" * 4 * 7 * 3)
+    reader = WindowStore(redis_client, KEYS, [BTC, ETH], WINDOW)
+    rows, ready = await reader.read_windows([BTC, ETH])
+    assert ready.tolist() == [False, True]  # rows of an unknown version are never served
+    assert np.isnan(rows[0]).all()
+    await reader.load()
+    assert await redis_client.hget(KEYS.meta(BTC), "feature_version") == b"1"
+    rows, ready = await reader.read_windows([BTC])
+    np.testing.assert_array_equal(rows[0], expected_window(offline, 59))
+    assert ready.tolist() == [True]
+    # a writer whose mirror predates the change resyncs instead of mixing versions
+    writer = WindowStore(redis_client, KEYS, [BTC], WINDOW)
+    await writer.load()
+    await redis_client.hset(KEYS.meta(BTC), "feature_version", "0")
+    assert (await writer.append([record(BTC, tables[BTC].loc[60])]))[0].status == "appended"
+    offline = compute_features(tables[BTC].iloc[:61], "1h").to_numpy()
+    rows, _ = await writer.read_windows([BTC])
+    np.testing.assert_array_equal(rows[0], expected_window(offline, 60))
+
+
+async def test_every_key_is_bounded(
+    redis_client: aioredis.Redis, tables: dict[Series, pd.DataFrame]
+) -> None:
+    store = await _replayed(redis_client, tables, 120)
+    bars_kept = HISTORY_BARS + WINDOW
+    assert await redis_client.zcard(KEYS.bars(BTC)) == bars_kept
+    assert await redis_client.strlen(KEYS.window(BTC)) == 8 + WINDOW * len(FEATURE_NAMES) * 4
+    assert await redis_client.hlen(KEYS.meta(BTC)) == 4
+    for key in await redis_client.keys("*"):
+        assert 0 < await redis_client.pttl(key) <= 7 * 86_400_000
+    far = tables[BTC].loc[119].copy()
+    far["open_ms"] += 1000 * 3_600_000
+    result = await store.append([record(BTC, far)], allow_gap=True)
+    assert result[0].status == "appended"
+    assert await redis_client.zcard(KEYS.bars(BTC)) == 1  # bars trimmed by open time
+    assert await redis_client.hget(KEYS.meta(BTC), "gap_bars") == b"999"
+    _, ready = store.windows([BTC])
+    assert not ready[0]
+
+
+async def test_warm_up_makes_the_window_complete_at_once(
+    redis_client: aioredis.Redis, tables: dict[Series, pd.DataFrame]
+) -> None:
+    table = tables[BTC]
+    store = WindowStore(redis_client, KEYS, [BTC], WINDOW)
+    await store.load()
+    await store.append([record(BTC, table.loc[t]) for t in range(10)])  # stale, short history
+    history = [record(BTC, table.loc[t]) for t in range(300, 360) if t != 330]
+    await store.warm_up(BTC, history)
+    offline = compute_features(table.drop(index=330).iloc[:359], "1h").to_numpy()
+    rows, ready = await store.read_windows([BTC])
+    np.testing.assert_array_equal(rows[0], expected_window(offline, len(offline) - 1))
+    assert not ready[0]  # the missing bar 330 is still inside the feature lookbacks
+    before = await dump_all(redis_client)
+    await store.warm_up(BTC, history)  # nothing new: nothing written
+    await WindowStore(redis_client, KEYS, [BTC], WINDOW).warm_up(
+        BTC, history
+    )  # nor by a new process
+    assert await dump_all(redis_client) == before
+    await store.warm_up(BTC, [record(BTC, table.loc[330])])  # the bar turned up after all
+    rows, ready = await store.read_windows([BTC])
+    offline = compute_features(table.iloc[300:360], "1h").to_numpy()
+    np.testing.assert_array_equal(rows[0], expected_window(offline, len(offline) - 1))
+    assert ready[0]
+    assert (await store.append([record(BTC, table.loc[360])]))[0].status == "appended"
+    with pytest.raises(ValueError, match="passed for"):
+        await store.warm_up(BTC, [record(ETH, table.loc[361])])
+
+
+class CountingConnection(Connection):
+    """A real connection that counts the requests it writes (one per round trip)."""
+
+    sent = 0
+
+    async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        type(self).sent += 1
+        await super().send_packed_command(command, check_health)
+
+
+@pytest.mark.parametrize("count", [5, 60])
+async def test_one_round_trip_per_bar_whatever_the_series_count(
+    redis_url: str, tables: dict[Series, pd.DataFrame], count: int
+) -> None:
+    series = [Series("binance", f"C{i}/USDT", "1h") for i in range(count)]
+    client = aioredis.Redis.from_url(redis_url, connection_class=CountingConnection)
+    try:
+        store = WindowStore(client, KEYS, series, WINDOW)
+        await store.load()
+        table = tables[BTC]
+        await store.append([record(s, table.loc[0]) for s in series])
+        CountingConnection.sent = 0
+        for t in range(1, 4):
+            results = await store.append([record(s, table.loc[t]) for s in series])
+            assert {r.status for r in results} == {"appended"}
+            await store.read_windows(series)
+        assert CountingConnection.sent == 3 * 2
+    finally:
+        await client.aclose()
+
+
+async def test_unknown_series_and_invalid_bars_are_refused(
+    redis_client: aioredis.Redis, tables: dict[Series, pd.DataFrame]
+) -> None:
+    store = WindowStore(redis_client, KEYS, [BTC], WINDOW)
+    with pytest.raises(KeyError, match="not one of this store's series"):
+        store.windows([ETH])
+    row = tables[BTC].loc[0].copy()
+    row["high"] = 1.0
+    with pytest.raises(ValueError, match="high_below_low"):
+        await store.append([record(BTC, row)])
+    assert await redis_client.keys("*") == []
+
+
+@pytest.fixture
+def cluster_url(short_tmp: Path) -> Iterator[str]:
+    """A one-node Redis Cluster holding every slot (real cluster mode, real routing)."""
+    import redis
+
+    server = RedisServer(short_tmp, extra_args=["--cluster-enabled", "yes", "--cluster-config-file",
+                                                "nodes.conf", "--cluster-port", str(free_port())])  # fmt: skip
+    server.start()
+    try:
+        with redis.Redis(port=server.port) as admin:
+            admin.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)
+            deadline = time.monotonic() + 10
+            while admin.cluster("info")["cluster_state"] != "ok" and time.monotonic() < deadline:
+                time.sleep(0.02)
+        yield server.url
+    finally:
+        server.stop()
+
+
+async def test_works_on_a_cluster_and_survives_a_script_flush(
+    cluster_url: str, tables: dict[Series, pd.DataFrame]
+) -> None:
+    client = RedisCluster.from_url(cluster_url)
+    try:
+        series = [Series("binance", f"C{i}/USDT", "1h") for i in range(4)]
+        store = WindowStore(client, KEYS, series, WINDOW)
+        await store.load()
+        table = tables[BTC]
+        for t in range(55):
+            if t == 50:
+                await client.script_flush()  # e.g. a failover to a replica without the script
+            results = await store.append([record(s, table.loc[t]) for s in series])
+            assert {r.status for r in results} == {"appended"}
+        rows, ready = await store.read_windows(series)
+        assert ready.all()
+        expected = expected_window(compute_features(table.iloc[:55], "1h").to_numpy(), 54)
+        for j in range(len(series)):
+            np.testing.assert_array_equal(rows[j], expected)
+    finally:
+        await client.aclose()
