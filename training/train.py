@@ -268,6 +268,7 @@ def metadata(
     fits: dict[str, FitResult],
     *,
     histories: Sequence[SeriesHistory],
+    code: dict[str, Any],
 ) -> dict[str, Any]:
     counts = {}
     tags = data.samples.tags(data.series)
@@ -313,7 +314,7 @@ def metadata(
             for name, f in fits.items()
         },
         "libraries": artifacts.library_versions(),
-        "code": artifacts.code_revision(),
+        "code": code,
         "config": {
             "training": settings.training.model_dump(mode="json"),
             "features": settings.features.model_dump(mode="json"),
@@ -343,6 +344,7 @@ def run(
     stop: threading.Event | None = None,
 ) -> Outcome:
     target = TARGETS[job.preset]
+    code = artifacts.code_revision()  # the source this run started from
     # data: the daemon's features over history, split by time, scaled on training rows only
     serving = artifacts.serving(job.registry, job.model_name)
     why_not = artifacts.comparable(serving, target) if serving is not None else None
@@ -387,7 +389,7 @@ def run(
         write_json(directory / REPORT_FILE, report)
         write_json(
             directory / METADATA_FILE,
-            metadata(settings, job, model, data, fits, histories=histories),
+            metadata(settings, job, model, data, fits, histories=histories, code=code),
         )
         result.update(report=report, decision=decision)
 
