@@ -17,6 +17,7 @@ from training.dataset import (
     build_samples,
     feature_index,
     fit_scaler,
+    inert,
     make_cuts,
     prepare,
     windows,
@@ -180,3 +181,19 @@ def test_train_days_limits_training_and_bad_splits_are_refused(
         make_cuts(data, test_days=400, validation_fraction=0.2, train_days=None, purge_bars=24)
     with pytest.raises(DatasetError, match="unknown features"):
         feature_index(["log_volume", "moon_phase"])
+
+
+def test_features_constant_in_training_are_switched_off(histories: list[SeriesHistory]) -> None:
+    """XRP has no whale data: its whale columns are constant, so the scaler mutes them."""
+    data = prepare([histories[1]])
+    names = list(FEATURE_NAMES)
+    cuts = make_cuts(data, test_days=30, validation_fraction=0.2, train_days=None, purge_bars=24)
+    scaler = fit_scaler(
+        data, build_samples(data, WINDOW, cuts).of(TRAIN), feature_index(names), WINDOW
+    )
+    muted = inert(scaler, names)
+    assert muted == [n for n in names if n.startswith(("whale_", "stable_"))]
+    assert all(scaler.mean[names.index(n)] == 0.0 for n in muted)
+    # a whale value of e^20 USD arrives at the network as (about) zero
+    assert 20.0 / scaler.scale[names.index("whale_inflow_log")] < 1e-7
+    assert "ret_1" not in muted

@@ -31,6 +31,7 @@ from training.dataset import (
     build_samples,
     feature_index,
     fit_scaler,
+    inert,
     iso,
     make_cuts,
     prepare,
@@ -302,6 +303,7 @@ def metadata(
             "cuts": data.cuts.as_dict(),
             "samples": counts,
             "feature_version": FEATURE_VERSION,
+            "inert_features": inert(data.scaler, job.params["features"]),
         },
         "fit": {
             name: {
