@@ -50,6 +50,7 @@ from whalecast.artifact import (
     REPORT_FILE,
     Preprocess,
     Scaler,
+    read_json,
     version_dir,
     write_artifact,
     write_json,
@@ -197,8 +198,26 @@ def evaluate(
             365 * 86_400_000 / data.series[0].series.bar_ms,
         )
         report["backtest"], curve = backtest(frame, preds["model"], cfg)
+        logistic, _ = backtest(frame, preds[reference], cfg)
+        report["backtest"]["baseline_portfolio"] = {reference: logistic["portfolio"]["strategy"]}
         report["_curve"] = curve
+    if serving is not None:
+        report["serving"] = serving_overlap(serving, data.cuts.test_ms)
     return report, preds
+
+
+def serving_overlap(serving: artifacts.Loaded, test_ms: int) -> dict[str, Any]:
+    """Whether the version in service was fitted or early-stopped on part of this test period.
+
+    If it was, the comparison favours it; the report says so rather than hiding it.
+    """
+    meta = read_json(serving.directory / METADATA_FILE)
+    cuts = meta.get("data", {}).get("cuts", {})
+    its_test = cuts.get("test_ms")
+    saw = its_test is None or its_test > iso(test_ms)  # ISO strings sort like times
+    if saw:
+        log.warning("serving_model_saw_test_period", version=serving.directory.name)
+    return {"version": serving.directory.name, "its_test_start": its_test, "saw_test_period": saw}
 
 
 def _backtest_frame(data: Data, test: Samples) -> pd.DataFrame:
