@@ -4,8 +4,8 @@ Sequences per second per epoch of ``model.fit`` on real windows from the shipped
 slice (24 x 29 v1 features, scaled on the training rows), for a few batch sizes. The first
 epoch (graph tracing) is reported apart and left out of the steady-state figure.
 
-    python benchmarks/bench_training.py                 # direction-deep, batch 32 / 128 / 256
-    python benchmarks/bench_training.py --preset direction-gru --batch-sizes 32 --epochs 3
+    python -m benchmarks.bench_training                 # direction-deep, batch 32 / 128 / 256
+    python -m benchmarks.bench_training --preset direction-gru --batch-sizes 32 --epochs 3
 """
 
 from __future__ import annotations
@@ -14,12 +14,10 @@ import argparse
 import json
 import os
 import platform
-import sys
 import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import keras
 import numpy as np
