@@ -50,8 +50,6 @@ from whalecast.artifact import (
     REPORT_FILE,
     Preprocess,
     Scaler,
-    read_json,
-    version_dir,
     write_artifact,
     write_json,
 )
@@ -125,7 +123,10 @@ def fit_preset(
         return result.model, {job.preset: result}
     if job.params["member_versions"]:
         refs = job.params["member_versions"]
-        return combine([registry_member(job, data, ref) for ref in refs], *shape), {}
+        members = [
+            artifacts.registry_member(job.registry, ref, data.scaler, job.params) for ref in refs
+        ]
+        return combine(members, *shape), {}
     fits = {}
     for offset, (name, params) in enumerate(job.member_params.items()):
         set_seed(seed + offset)
@@ -133,24 +134,6 @@ def fit_preset(
         fits[name] = fit(model, params, train, val, stop=stop, verbose=job.verbose)
     members = [Member(name, r.model) for name, r in fits.items()]
     return combine(members, *shape), fits
-
-
-def registry_member(job: Job, data: Data, ref: str) -> Member:
-    """A fitted version from the registry (``<model>/<version>``) as an ensemble member."""
-    model_name, _, version = ref.partition("/")
-    loaded = artifacts.load(version_dir(job.registry, model_name, version))
-    pre = loaded.preprocess
-    if pre.target != "p_up_next_bar" or pre.features != list(job.params["features"]):
-        raise ValueError(f"{ref} does not predict p_up_next_bar from the ensemble's features")
-    if pre.window != job.params["window"]:
-        raise ValueError(f"{ref} has window {pre.window}, the ensemble {job.params['window']}")
-    # the member expects (raw - m_i) / s_i; the ensemble's input is (raw - m) / s
-    m, s = np.asarray(data.scaler.mean), np.asarray(data.scaler.scale)
-    m_i, s_i = np.asarray(pre.scaler.mean), np.asarray(pre.scaler.scale)
-    mean, std = (m_i - m) / s, s_i / s
-    same = np.allclose(mean, 0.0, atol=1e-9) and np.allclose(std, 1.0, rtol=1e-9)
-    rescale = None if same else ([float(x) for x in mean], [float(x) ** 2 for x in std])
-    return Member(ref, loaded.model, rescale)
 
 
 # --- evaluate --------------------------------------------------------------------------------
@@ -202,22 +185,8 @@ def evaluate(
         report["backtest"]["baseline_portfolio"] = {reference: logistic["portfolio"]["strategy"]}
         report["_curve"] = curve
     if serving is not None:
-        report["serving"] = serving_overlap(serving, data.cuts.test_ms)
+        report["serving"] = artifacts.serving_overlap(serving, data.cuts.test_ms)
     return report, preds
-
-
-def serving_overlap(serving: artifacts.Loaded, test_ms: int) -> dict[str, Any]:
-    """Whether the version in service was fitted or early-stopped on part of this test period.
-
-    If it was, the comparison favours it; the report says so rather than hiding it.
-    """
-    meta = read_json(serving.directory / METADATA_FILE)
-    cuts = meta.get("data", {}).get("cuts", {})
-    its_test = cuts.get("test_ms")
-    saw = its_test is None or its_test > iso(test_ms)  # ISO strings sort like times
-    if saw:
-        log.warning("serving_model_saw_test_period", version=serving.directory.name)
-    return {"version": serving.directory.name, "its_test_start": its_test, "saw_test_period": saw}
 
 
 def _backtest_frame(data: Data, test: Samples) -> pd.DataFrame:
