@@ -238,7 +238,8 @@ def write_plots(
         names.append(plots.training_history(histories, directory / "training_history.png"))
     if report["target"] == VOLUME:
         shown = {k: preds[k] for k in ("model", "persistence", "ridge")}
-        names.append(plots.volume_fit(y, shown, test.target_ms, directory / "volume_fit.png"))
+        tags = test.tags(data.series)
+        names.append(plots.volume_fit(y, shown, test.target_ms, tags, directory / "volume_fit.png"))
     else:
         names.append(plots.equity_curve(report.pop("_curve"), directory / "equity_curve.png"))
         shown = {
