@@ -32,7 +32,8 @@ def training_history(histories: Mapping[str, Mapping[str, list[float]]], path: P
         if "val_loss" in hist:
             ax.plot(epochs, hist["val_loss"], "--", label=f"{name} validation")
     ax.set_xlabel("epoch")
-    ax.set_ylabel("loss")
+    ax.set_ylabel("loss (log scale)")
+    ax.set_yscale("log")
     ax.set_title("training history")
     ax.legend(fontsize=7)
     return _save(fig, path)
