@@ -64,8 +64,8 @@ def text(report: dict[str, Any], model: str, version: str) -> str:
         strat = report["backtest"]["portfolio"]["strategy"]
         hold = report["backtest"]["portfolio"]["buy_and_hold"]
         lines.append(
-            f"  backtest: strategy {strat['total_return']:+.2%} (Sharpe {strat['sharpe']}), "
-            f"buy-and-hold {hold['total_return']:+.2%}"
+            f"  backtest: strategy {strat['total_return']:+.2%} (Sharpe {_num(strat['sharpe'])}),"
+            f" buy-and-hold {hold['total_return']:+.2%}"
         )
     return "\n".join(lines)
 
@@ -155,11 +155,18 @@ def _backtests(runs: list[tuple[dict[str, Any], dict[str, Any]]]) -> str:
         "| turnover / year |",
         "|---|---|---|---|---|---|---|",
     ]
-    rows = [(meta["preset"], report["backtest"]["portfolio"]["strategy"]) for report, meta in runs]
+    rows = []
+    for report, meta in runs:
+        portfolio = report["backtest"]["portfolio"]
+        rows.append((meta["preset"], portfolio["strategy"]))
+        if "strategy_before_fees" in portfolio:
+            rows.append((f"{meta['preset']}, before fees", portfolio["strategy_before_fees"]))
+        for name, strategy in report["backtest"].get("baseline_portfolio", {}).items():
+            rows.append((f"{name} ({_fit_span(meta)})", strategy))
     rows.append(("buy and hold", runs[0][0]["backtest"]["portfolio"]["buy_and_hold"]))
     for name, s in rows:
         lines.append(
-            f"| {name} | {_pct(s['total_return'])} | {_pct(s['annual_volatility'])} "
+            f"| {name} | {_pct(s['total_return'])} | {s['annual_volatility']:.2%} "
             f"| {_num(s['sharpe'])} | {_pct(s['max_drawdown'])} | {_num(s['win_rate'], 3)} "
             f"| {_num(s['turnover_per_year'], 0)} |"
         )
