@@ -58,10 +58,11 @@ def load_histories(settings: Settings, args: argparse.Namespace) -> list[SeriesH
     whale = [Path(p) for p in (args.whale or t.whale_csv)]
     first = settings.exchanges[0]
     if candles:
-        return from_csv(candles, whale, first.id, first.timeframe)
+        return from_csv(candles, whale, first.id, first.timeframe, settings.whale.stablecoins)
     return from_rest(
-        settings.exchanges, t.history_days, t.cache_dir, whale_paths=whale, progress=args.progress
-    )
+        settings.exchanges, t.history_days, t.cache_dir, whale_paths=whale,
+        progress=args.progress, stablecoins=settings.whale.stablecoins,
+    )  # fmt: skip
 
 
 def overrides(args: argparse.Namespace) -> dict[str, Any]:

@@ -187,7 +187,6 @@ class TrainingSettings(Section):
     backtest_mode: Literal["long_flat", "long_short"] = "long_flat"
     bootstrap_samples: int = Field(1000, ge=10)
     bootstrap_block_hours: float = Field(24.0, gt=0)
-    walk_forward_folds: int = Field(0, ge=0)
     seed: int = 42
     promote_metric_direction: Literal["auc", "accuracy", "balanced_accuracy", "log_loss"] = "auc"
     promote_metric_volume: Literal["mae", "rmse", "mape"] = "mae"
