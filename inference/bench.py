@@ -196,6 +196,7 @@ def bench_loop_lag(ctx: BenchContext) -> dict[str, Any]:
 async def _lag_during(runtime: ModelRuntime, windows: np.ndarray, repeats: int) -> dict[str, Any]:
     monitor = LoopLagMonitor(Metrics(process=False), interval_seconds=0.005)
     task = asyncio.create_task(monitor.run())
+    await asyncio.to_thread(runtime.predict, windows)  # the worker thread's first call sets up
     await asyncio.sleep(0.05)
     monitor.reset()
     for _ in range(repeats):
@@ -273,6 +274,7 @@ def machine_info() -> dict[str, Any]:
         "cores": usable_cores(), "machine": platform.machine(), "python": platform.python_version(),
         "tensorflow": tf.__version__, "gpus": [d.name for d in tf.config.list_physical_devices("GPU")],
         "time": datetime.now(UTC).isoformat(timespec="seconds"), "pid": os.getpid(),
+        "load_average_1m": os.getloadavg()[0],
     }  # fmt: skip
 
 
@@ -295,6 +297,12 @@ def run_bench(options: BenchOptions, sections: Sequence[str] | None = None) -> d
 
 def format_table(results: dict[str, Any]) -> str:
     lines: list[str] = []
+    machine = results.get("machine", {})
+    if machine:
+        lines.append(
+            f"{machine['cores']} cores, load average {machine['load_average_1m']:.1f} at start "
+            f"(other processes skew every figure below), GPUs: {machine['gpus'] or 'none'}"
+        )
     backends = results.get("backends", {})
     if backends:
         sizes = list(next(iter(backends.values()))["median_ms"])
