@@ -49,14 +49,16 @@ LABEL org.opencontainers.image.title="whalecast" \
 RUN groupadd --system --gid 10001 whalecast \
     && useradd --system --uid 10001 --gid whalecast --home-dir /nonexistent \
        --no-create-home --shell /usr/sbin/nologin whalecast \
-    && install -d -o whalecast -g whalecast -m 0750 /var/lib/whalecast /var/lib/whalecast/models \
+    && install -d -o whalecast -g whalecast -m 0750 /var/lib/whalecast \
+       /var/lib/whalecast/models /var/lib/whalecast/history \
     && install -d -m 0755 /etc/whalecast
 COPY --from=builder /opt/whalecast /opt/whalecast
 # HOME, Keras' and matplotlib's caches point at /tmp so a read-only root filesystem works
 # (Kubernetes mounts an emptyDir there). The metrics server listens on all interfaces
 # inside the container (this variable overrides metrics.host of the config file);
 # publish the port only where Prometheus needs it. Set the model registry
-# (inference.registry) to /var/lib/whalecast/models, the volume the deployments mount.
+# (inference.registry) to /var/lib/whalecast/models and the trainer's history cache
+# (training.cache_dir) to /var/lib/whalecast/history: the volumes the deployments mount.
 ENV PATH=/opt/whalecast/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \

@@ -106,36 +106,50 @@ _COL: Final = {name: i for i, name in enumerate(BAR_COLUMNS)}
 
 
 class _Bars:
-    """Column access and window helpers over a ``(series, time, column)`` array."""
+    """Column access and window helpers over a ``(series, time, column)`` array.
+
+    Every derived array is aligned on its last element (the newest bar), so a
+    shorter array (a difference) needs no re-alignment. The table is padded in
+    front with NaN rows (once, only when shorter than ``rows + HISTORY_BARS -
+    1``), so every lag and window of every requested row exists.
+    """
 
     def __init__(self, bars: Array, rows: int) -> None:
-        self.bars = bars
+        short = rows + HISTORY_BARS - 1 - bars.shape[1]
+        if short > 0:
+            pad = np.full((bars.shape[0], short, bars.shape[2]), np.nan)
+            bars = np.concatenate([pad, bars], axis=1)
+        self.columns: Array = np.ascontiguousarray(
+            bars.transpose(2, 0, 1)
+        )  # (column, series, time)
+        self.missing: Array = np.asarray(np.isnan(self.columns[1:]).any(axis=0), np.float64)
         self.rows = rows
-        self.length = bars.shape[1]
 
     def col(self, name: str) -> Array:
         """The whole column, ``(series, time)``."""
-        return self.bars[:, :, _COL[name]]
+        column: Array = self.columns[_COL[name]]
+        return column
 
     def tail(self, values: Array) -> Array:
         """The last ``rows`` positions of a ``(series, time)`` array."""
-        return values[:, self.length - self.rows :]
+        return values[:, values.shape[1] - self.rows :]
 
     def lag(self, values: Array, k: int) -> Array:
-        """``values[t - k]`` for the last ``rows`` positions (NaN before the start)."""
-        padded = np.pad(values, ((0, 0), (k, 0)), constant_values=np.nan)
-        return padded[:, self.length - self.rows : self.length]
-
-    def full_lag(self, values: Array, k: int) -> Array:
-        """``values[t - k]`` at every position."""
-        padded = np.pad(values, ((0, 0), (k, 0)), constant_values=np.nan)
-        return padded[:, : self.length]
+        """``values[t - k]`` for the last ``rows`` positions."""
+        end = values.shape[1] - k
+        return values[:, end - self.rows : end]
 
     def windows(self, values: Array, n: int) -> Array:
         """``(series, rows, n)``: the n values ending at each of the last ``rows`` positions."""
-        padded = np.pad(values, ((0, 0), (n - 1, 0)), constant_values=np.nan)
-        view = np.lib.stride_tricks.sliding_window_view(padded, n, axis=1)
-        return view[:, self.length - self.rows :, :]
+        recent = values[:, values.shape[1] - (self.rows + n - 1) :]
+        if self.rows == 1:
+            return recent[:, np.newaxis, :]
+        return np.lib.stride_tricks.sliding_window_view(recent, n, axis=1)
+
+
+def _step(values: Array) -> tuple[Array, Array]:
+    """``(values[t], values[t - 1])``, both aligned on the newest bar."""
+    return values[:, 1:], values[:, :-1]
 
 
 def _safe_div(num: Array, den: Array, default: float) -> Array:
@@ -152,7 +166,8 @@ def _price_features(b: _Bars) -> dict[str, Array]:
     out["body_rel"] = (c - o) / c
     out["upper_wick_rel"] = (h - np.maximum(o, c)) / c
     out["lower_wick_rel"] = (np.minimum(o, c) - low) / c
-    one_bar = log_close - b.full_lag(log_close, 1)
+    now, before = _step(log_close)
+    one_bar = now - before
     out["vol_6"] = np.std(b.windows(one_bar, 6), axis=2, ddof=1)
     out["vol_24"] = np.std(b.windows(one_bar, 24), axis=2, ddof=1)
     return out
@@ -176,11 +191,11 @@ def _volume_features(b: _Bars) -> dict[str, Array]:
 
 def _oscillator_features(b: _Bars) -> dict[str, Array]:
     close = b.col("close")
-    prev_close = b.full_lag(close, 1)
-    diffs = b.windows(close - prev_close, 14)
+    now, prev_close = _step(close)
+    diffs = b.windows(now - prev_close, 14)
     gain = np.mean(np.maximum(diffs, 0.0), axis=2)
     loss = np.mean(np.maximum(-diffs, 0.0), axis=2)
-    high, low = b.col("high"), b.col("low")
+    high, low = b.col("high")[:, 1:], b.col("low")[:, 1:]
     true_range = np.maximum(
         high - low, np.maximum(np.abs(high - prev_close), np.abs(low - prev_close))
     )
@@ -243,11 +258,11 @@ def feature_rows(bars: Array, rows: int) -> Array:
     with np.errstate(invalid="ignore", divide="ignore"):
         for group in _GROUPS:
             values.update(group(view))
-    missing: Array = np.asarray(np.isnan(bars[:, :, 1:]).any(axis=2), dtype=np.float64)
+    lookbacks = set(_LOOKBACK.values())
+    clean = {n: np.sum(view.windows(view.missing, n), axis=2) == 0 for n in lookbacks}
     out = np.empty((bars.shape[0], rows, len(FEATURE_NAMES)), dtype=np.float64)
     for i, name in enumerate(FEATURE_NAMES):
-        clean = np.sum(view.windows(missing, _LOOKBACK[name]), axis=2) == 0
-        out[:, :, i] = np.where(clean, values[name], np.nan)
+        out[:, :, i] = np.where(clean[_LOOKBACK[name]], values[name], np.nan)
     return out
 
 

@@ -3,8 +3,11 @@
 Keys (``whalecast.keys.Keys``, one Cluster slot per series): ``...:bars`` a
 sorted set of the last ``HISTORY_BARS + window`` grid positions' bars (score =
 open time, member = 10 little-endian float64 in ``BAR_COLUMNS`` order),
-``...:window`` the newest ``window`` feature rows as little-endian float32,
-oldest first (shorter until that many bars were appended), ``...:meta`` a hash
+``...:window`` an 8-byte header (``WINDOW_HEADER``: magic ``WCFW``, feature-list
+version and feature count as little-endian uint16) followed by the newest
+``window`` feature rows as little-endian float32, oldest first (fewer until
+that many bars were appended), so every window says which feature list
+wrote it and a reader never mixes versions; ``...:meta`` a hash
 (``last_open_ms``, ``feature_version``, ``window_rows``, counters ``appended``,
 ``gap_bars``, ``replaced``). Bars are trimmed by open time in every write and
 all three keys get a TTL, renewed by every write.
@@ -15,7 +18,7 @@ no-op; a bar past ``last + bar`` is a gap, reported and not written unless the
 caller passes ``allow_gap`` (after backfill proved the bars do not exist: the
 missing bars then become NaN rows, see ``streamer.features``). All series'
 appends for one bar travel in one pipeline, all windows are read in one round
-trip. The feature row of the new bar is computed in Python from the in-memory
+trip (one MGET; on a Cluster one per node). The feature row of the new bar is computed in Python from the in-memory
 mirror (:mod:`streamer.mirror`) and written with the bar in the same script
 call; the script checks that the mirror's view (last open time, feature
 version, window length) is the stored one, and the store reloads and retries
@@ -24,6 +27,7 @@ when it is not, so Redis stays authoritative.
 
 from __future__ import annotations
 
+import struct
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -32,6 +36,7 @@ from importlib import resources
 from typing import Any, Final, Literal, cast
 
 import numpy as np
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError, RedisError
 
 from streamer.features import BAR_COLUMNS, FEATURE_NAMES, FEATURE_VERSION, HISTORY_BARS
@@ -55,8 +60,9 @@ BAR_DTYPE: Final = np.dtype("<f8")
 ROW_DTYPE: Final = np.dtype("<f4")
 DEFAULT_TTL_SECONDS: Final = 7 * 86_400.0
 SCRIPT: Final = resources.files("streamer").joinpath("store.lua").read_text()
-_NAN_ROW: Final = np.full(len(FEATURE_NAMES), np.nan, dtype=ROW_DTYPE).tobytes()
-_ROW_BYTES: Final = len(_NAN_ROW)
+#: First 8 bytes of every stored window: magic, feature-list version, feature count.
+WINDOW_HEADER: Final = struct.pack("<4sHH", b"WCFW", FEATURE_VERSION, len(FEATURE_NAMES))
+_ROW_BYTES: Final = len(FEATURE_NAMES) * ROW_DTYPE.itemsize
 
 
 @dataclass(frozen=True)
@@ -98,13 +104,23 @@ def unpack_bars(members: Sequence[bytes]) -> FloatArray:
     return np.frombuffer(packed, dtype=BAR_DTYPE).reshape(-1, len(BAR_COLUMNS)).astype(np.float64)
 
 
+def pack_window(rows: Float32Array) -> bytes:
+    return WINDOW_HEADER + np.ascontiguousarray(rows, dtype=ROW_DTYPE).tobytes()
+
+
 def unpack_window(blob: bytes | None, window: int) -> Float32Array | None:
-    """Stored rows, NaN-padded at the front to ``window`` rows (None if malformed)."""
-    blob = blob or b""
-    if len(blob) % _ROW_BYTES or len(blob) > window * _ROW_BYTES:
+    """Stored rows, NaN-padded at the front to ``window`` rows.
+
+    None when the blob was written for another layout (feature-list version or
+    feature count), or holds more rows than ``window``.
+    """
+    if blob is None or not blob.startswith(WINDOW_HEADER):
+        return None
+    body = memoryview(blob)[len(WINDOW_HEADER) :]
+    if len(body) % _ROW_BYTES or len(body) > window * _ROW_BYTES:
         return None
     out = np.full((window, len(FEATURE_NAMES)), np.nan, dtype=np.float32)
-    rows = np.frombuffer(blob, dtype=ROW_DTYPE).reshape(-1, len(FEATURE_NAMES))
+    rows = np.frombuffer(body, dtype=ROW_DTYPE).reshape(-1, len(FEATURE_NAMES))
     if len(rows):
         out[-len(rows) :] = rows
     return out
@@ -143,8 +159,16 @@ class WindowStore:
         self.bars_kept = HISTORY_BARS + window
         self.mirror = Mirror(series, window, self.bars_kept)
         self._sha = redis.register_script(SCRIPT).sha
+        self._rows_text = str(window).encode()
         self._keys = [(keys.bars(s), keys.window(s), keys.meta(s)) for s in self.mirror.series]
-        self._ttl_ms = [str(int(max(ttl_seconds * 1000, 4 * s.bar_ms))) for s in self.mirror.series]
+        self._ttl_ms = [int(max(ttl_seconds * 1000, 4 * s.bar_ms)) for s in self.mirror.series]
+        self._params = [
+            [
+                f"{s.bar_ms} {FEATURE_VERSION} {window} {self.bars_kept} {ttl} {gap}"
+                for gap in (0, 1)
+            ]
+            for s, ttl in zip(self.mirror.series, self._ttl_ms, strict=True)
+        ]
 
     @property
     def series(self) -> tuple[Series, ...]:
@@ -157,35 +181,30 @@ class WindowStore:
         return None if last == EMPTY else last
 
     def windows(self, series: Sequence[Series]) -> tuple[Float32Array, BoolArray]:
-        """``(n, window, F)`` float32 from the mirror, and the ready mask (no NaN anywhere)."""
+        """``(n, window, F)`` float32 from the mirror, and the ready mask (no NaN anywhere).
+
+        A window belongs to its series' last appended bar (:meth:`last_open_ms`):
+        a series that has not closed the current bar yet still shows the previous one.
+        """
         with self._timed("windows"):
             rows, ready = self.mirror.windows(self.mirror.positions(series))
         return rows, ready
 
     async def read_windows(self, series: Sequence[Series]) -> tuple[Float32Array, BoolArray]:
-        """The same from Redis, in one round trip (rows of another feature version: not ready)."""
+        """The same from Redis, in one round trip (rows of another layout: not ready)."""
         positions = self.mirror.positions(series)
+        keys = [self._keys[p][1] for p in positions]
         with self._timed("read"):
-            pipe = self.redis.pipeline(transaction=False)
-            for p in positions:
-                _, window_key, meta_key = self._keys[p]
-                pipe.get(window_key)
-                pipe.hmget(meta_key, "feature_version", "window_rows")
-            replies = await pipe.execute()
+            if isinstance(self.redis, RedisCluster):
+                blobs = await self.redis.mget_nonatomic(keys)  # one request per node
+            else:
+                blobs = await self.redis.mget(keys)
         rows = np.full((len(positions), self.window, len(FEATURE_NAMES)), np.nan, np.float32)
-        for j in range(len(positions)):
-            stored = self._stored_rows(replies[2 * j], *replies[2 * j + 1])
+        for j, blob in enumerate(blobs):
+            stored = unpack_window(blob, self.window)
             if stored is not None:
                 rows[j] = stored
         return rows, ready(rows)
-
-    def _stored_rows(
-        self, blob: bytes | None, version: bytes | None, window_rows: bytes | None
-    ) -> Float32Array | None:
-        """The stored window, or None when it was written for another layout."""
-        if version != str(FEATURE_VERSION).encode() or window_rows != str(self.window).encode():
-            return None
-        return unpack_window(blob, self.window)
 
     # ---------------------------------------------------------------- loading
 
@@ -210,7 +229,8 @@ class WindowStore:
                 self.mirror.clear(p)
                 continue
             grid = merged_grid(unpack_bars(members), self.series[p].timeframe, self.bars_kept)
-            rows = self._stored_rows(blob, version, rows_meta)
+            current = version == str(FEATURE_VERSION).encode() and rows_meta == self._rows_text
+            rows = unpack_window(blob, self.window) if current else None
             if rows is None:
                 stale.append(p)
                 rows = window_rows(grid, self.window)
@@ -220,14 +240,16 @@ class WindowStore:
     async def warm_up(self, series: Series, records: Sequence[BarRecord]) -> None:
         """Merge backfilled bars into the stored ones and recompute the window.
 
-        Bars already stored win over records with the same open time (closed
-        bars do not change). Grid positions between the bars that neither the
-        store nor ``records`` hold are missing bars (NaN rows): pass every bar
-        the exchange has for the span. Writes nothing when nothing changes.
+        The series' stored state is read back from Redis first. Bars already
+        stored win over records with the same open time (closed bars do not
+        change). Grid positions between the bars that neither the store nor
+        ``records`` hold are missing bars (NaN rows): pass every bar the
+        exchange has for the span. Writes nothing when nothing changes.
         """
         position = int(self.mirror.positions([series])[0])
         new = self._bar_matrix(records, series)
         with self._timed("warm_up"):
+            await self._load([position])
             present = self.mirror.present_bars(position)
             if not len(new) and not len(present):
                 return
@@ -256,8 +278,8 @@ class WindowStore:
         for open_ms, member in zip(bars[:, 0].astype(np.int64), pack_bars(bars), strict=True):
             pairs += [int(open_ms), member]
         args = ("replace", int(self.mirror.last[p]), FEATURE_VERSION, self.window,
-                self.mirror.rows[p].astype(ROW_DTYPE).tobytes(), self._ttl_ms[p], *pairs)  # fmt: skip
-        pipe.evalsha(self._sha, 3, *self._keys[p], *args)
+                pack_window(self.mirror.rows[p]), self._ttl_ms[p], *pairs)  # fmt: skip
+        pipe.execute_command("EVALSHA", self._sha, 3, *self._keys[p], *args)
 
     # ---------------------------------------------------------------- appending
 
@@ -326,10 +348,9 @@ class WindowStore:
         self, pipe: Any, p: int, bar: FloatArray, row: bytes, allow_gap: bool
     ) -> None:
         last = int(self.mirror.last[p])
-        args = ("append", int(bar[0]), int(self.mirror.bar_ms[p]), "" if last == EMPTY else last,
-                FEATURE_VERSION, self.window, "1" if allow_gap else "0", bar.astype(BAR_DTYPE).tobytes(),
-                row, self.bars_kept, self._ttl_ms[p], _NAN_ROW)  # fmt: skip
-        pipe.evalsha(self._sha, 3, *self._keys[p], *args)
+        args = ("append", int(bar[0]), "" if last == EMPTY else last, bar.astype(BAR_DTYPE).tobytes(),
+                row, WINDOW_HEADER, self._params[p][allow_gap])  # fmt: skip
+        pipe.execute_command("EVALSHA", self._sha, 3, *self._keys[p], *args)
 
     def _result(self, record: BarRecord, status: str, value: int) -> AppendResult:
         expected = value if status == "gap" else None

@@ -125,7 +125,7 @@ def _guide_invocations() -> list[Invocation]:
     in_code = False
     pattern = re.compile(r"(?:^|-- |sudo (?:-u \S+ )?)(?:/opt/whalecast/bin/)?whalecast ([a-z].*)$")
     for line in GUIDE.read_text(encoding="utf-8").splitlines():
-        if line.startswith("```"):
+        if line.strip().startswith("```"):
             in_code = not in_code
             continue
         match = pattern.search(line.strip()) if in_code else None

@@ -77,7 +77,8 @@ def test_the_image_runs_whalecast() -> None:
     sources = {i.source.split()[0] for i in invocations()}
     assert {"Dockerfile", "compose", "whalecast.service", "k8s"} <= sources, sources
     argvs = {i.argv for i in invocations()}
-    assert ("train", "--every", "6h") in argvs
+    assert ("train", "--preset", "direction", "--every", "6h") in argvs
+    assert ("train", "--preset", "volume", "--every", "6h") in argvs
 
 
 @pytest.mark.parametrize("invocation", _invocation_params())
@@ -136,7 +137,7 @@ def test_healthcheck_fails_when_nothing_listens() -> None:
 
 @pytest.fixture
 def compose_redis(tmp_path: Path) -> Iterator[tuple[int, str, subprocess.Popen[bytes]]]:
-    require_tool("redis-server")
+    server_dir = str(Path(require_tool("redis-server")).parent)
     service = compose()["services"]["redis"]
     assert service["entrypoint"][0] == "sh"
     password = "s3cret-pa$$:w0rd!"
@@ -145,7 +146,10 @@ def compose_redis(tmp_path: Path) -> Iterator[tuple[int, str, subprocess.Popen[b
     args = [a if a != "/data" else str(tmp_path) for a in service["command"]]
     argv = ["sh", str(COMPOSE.parent / "redis-entrypoint.sh"), *args,
             "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--logfile", "redis.log"]  # fmt: skip
-    env = {"REDIS_PASSWORD_FILE": str(tmp_path / "redis_password"), "PATH": "/usr/bin:/bin"}
+    env = {
+        "REDIS_PASSWORD_FILE": str(tmp_path / "redis_password"),
+        "PATH": f"{server_dir}:/usr/bin:/bin",
+    }
     process = subprocess.Popen(argv, env=env, cwd=tmp_path)
     try:
         yield port, password, process
@@ -228,6 +232,7 @@ def test_deployment_config_loads(path: Path) -> None:
     assert settings.redis.url.startswith("redis"), "deployments use a real Redis"
     assert settings.metrics.host == "0.0.0.0"
     assert str(settings.inference.registry) == "/var/lib/whalecast/models"
+    assert str(settings.training.cache_dir) == "/var/lib/whalecast/history"
 
 
 def test_every_environment_variable_is_a_setting(monkeypatch: pytest.MonkeyPatch) -> None:

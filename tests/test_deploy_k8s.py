@@ -127,7 +127,7 @@ def test_renderer_refuses_what_it_does_not_implement(tmp_path: Path) -> None:
 def test_pods_are_locked_down(rendered: tuple[str, list[Obj]]) -> None:
     target, objects = rendered
     specs = pod_specs(objects)
-    assert len(specs) == 2, target  # the daemon and the trainer
+    assert len(specs) == 3, target  # the daemon and a trainer per model
     for spec in specs:
         # service links would inject WHALECAST_* variables the settings loader rejects
         assert spec["enableServiceLinks"] is False
@@ -197,11 +197,31 @@ def test_metrics_service_and_monitor_select_the_daemon(rendered: tuple[str, list
     assert budget["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
 
 
-def test_trainer_runs_on_a_schedule_one_at_a_time() -> None:
-    (cronjob,) = _of_kind(render(K8S / "base"), "CronJob")
-    assert cronjob["spec"]["concurrencyPolicy"] == "Forbid"
-    (container,) = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
-    assert container["args"][0] == "train"
+def test_a_trainer_per_model_one_run_at_a_time() -> None:
+    cronjobs = {c["metadata"]["name"]: c for c in _of_kind(render(K8S / "base"), "CronJob")}
+    presets = {}
+    for name, cronjob in cronjobs.items():
+        assert cronjob["spec"]["concurrencyPolicy"] == "Forbid"
+        template = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+        (container,) = template["containers"]
+        assert container["args"][:2] == ["train", "--preset"]
+        presets[container["args"][2]] = name
+        mounts = {m["mountPath"] for m in container["volumeMounts"]}
+        assert "/var/lib/whalecast/history" in mounts  # training.cache_dir
+    assert set(presets) == {"direction", "volume"}  # inference.models
+    schedules = {c["spec"]["schedule"] for c in cronjobs.values()}
+    assert len(schedules) == len(cronjobs), "trainers do not start together"
+
+
+def test_trainers_differ_only_in_name_schedule_and_preset() -> None:
+    cronjobs = copy.deepcopy(_of_kind(render(K8S / "base"), "CronJob"))
+    for cronjob in cronjobs:
+        cronjob["metadata"].pop("name")
+        cronjob["spec"].pop("schedule")
+        cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["args"].pop()
+    first, *others = cronjobs
+    assert others
+    assert all(other == first for other in others)
 
 
 def test_example_overlay_applies_image_config_and_patch() -> None:

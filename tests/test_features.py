@@ -169,14 +169,14 @@ def _frame(bars: np.ndarray) -> pd.DataFrame:
     return pd.DataFrame(bars, columns=list(BAR_COLUMNS)).astype({"open_ms": "int64"})
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(valid_bars())
 def test_finite_for_any_valid_bars_with_enough_history(bars: np.ndarray) -> None:
     features = compute_features(_frame(bars), "1h").to_numpy()
     assert np.isfinite(features[HISTORY_BARS - 1 :]).all()
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(valid_bars(), st.data())
 def test_no_look_ahead(bars: np.ndarray, data: st.DataObject) -> None:
     cut = data.draw(st.integers(1, len(bars)))

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import struct
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -9,11 +12,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import Connection
 
 from streamer.features import FEATURE_NAMES, HISTORY_BARS, compute_features
 from streamer.history import bar_table, load_candles_csv, load_whale_flows_csv
 from streamer.store import AppendResult, BarRecord, WindowStore
+from tests.helpers import RedisServer, free_port
 from whalecast.domain import Candle, Series, WhaleBar
 from whalecast.keys import Keys
 from whalecast.metrics import Metrics
@@ -67,12 +72,13 @@ async def test_online_equals_offline_across_a_gap_and_a_restart(
     holed = {s: t.drop(index=sorted(gaps[s])) for s, t in tables.items()}
     length = len(tables[BTC])
     offline = {s: compute_features(holed[s], "1h").reindex(range(length)).to_numpy() for s in holed}
-    store = WindowStore(redis_client, KEYS, [BTC, ETH], WINDOW, Metrics(process=False))
+    metrics = Metrics(process=False)
+    store = WindowStore(redis_client, KEYS, [BTC, ETH], WINDOW, metrics)
     await store.load()
     checked, ready_count = 0, 0
     for t in range(length):
         if t == 1000:  # restart mid-replay: a fresh process state comes back from Redis
-            store = WindowStore(redis_client, KEYS, [BTC, ETH], WINDOW)
+            store = WindowStore(redis_client, KEYS, [BTC, ETH], WINDOW, metrics)
             await store.load()
         records = [record(s, holed[s].loc[t]) for s in (BTC, ETH) if t in holed[s].index]
         results = await store.append(records)
@@ -102,6 +108,10 @@ async def test_online_equals_offline_across_a_gap_and_a_restart(
     # not ready: the first HISTORY_BARS - 2 + WINDOW bars, and as many after each gap
     assert checked - ready_count == 4 * (HISTORY_BARS - 2 + WINDOW)
     assert store.last_open_ms(BTC) == int(tables[BTC]["open_ms"].iloc[-1])
+    sample = metrics.registry.get_sample_value
+    assert sample("whalecast_gaps_detected_total", {"exchange": "binance", "timeframe": "1h"}) == 2
+    assert sample("whalecast_store_seconds_count", {"operation": "append"}) == length + 2
+    assert sample("whalecast_store_seconds_count", {"operation": "read"}) == length
 
 
 async def _replayed(
@@ -146,7 +156,8 @@ async def test_feature_version_change_rebuilds_windows_from_stored_bars(
     offline = compute_features(tables[BTC].iloc[:60], "1h").to_numpy()
     # the stored window came from another feature-list version: other rows, other length
     await redis_client.hset(KEYS.meta(BTC), "feature_version", "0")
-    await redis_client.set(KEYS.window(BTC), b"\x00" * 4 * 7 * 3)
+    old_header = struct.pack("<4sHH", b"WCFW", 0, 7)
+    await redis_client.set(KEYS.window(BTC), old_header + b"\x00" * 4 * 7 * 3)
     reader = WindowStore(redis_client, KEYS, [BTC, ETH], WINDOW)
     rows, ready = await reader.read_windows([BTC, ETH])
     assert ready.tolist() == [False, True]  # rows of an unknown version are never served
@@ -172,7 +183,7 @@ async def test_every_key_is_bounded(
     store = await _replayed(redis_client, tables, 120)
     bars_kept = HISTORY_BARS + WINDOW
     assert await redis_client.zcard(KEYS.bars(BTC)) == bars_kept
-    assert await redis_client.strlen(KEYS.window(BTC)) == WINDOW * len(FEATURE_NAMES) * 4
+    assert await redis_client.strlen(KEYS.window(BTC)) == 8 + WINDOW * len(FEATURE_NAMES) * 4
     assert await redis_client.hlen(KEYS.meta(BTC)) == 4
     for key in await redis_client.keys("*"):
         assert 0 < await redis_client.pttl(key) <= 7 * 86_400_000
@@ -201,6 +212,9 @@ async def test_warm_up_makes_the_window_complete_at_once(
     assert not ready[0]  # the missing bar 330 is still inside the feature lookbacks
     before = await dump_all(redis_client)
     await store.warm_up(BTC, history)  # nothing new: nothing written
+    await WindowStore(redis_client, KEYS, [BTC], WINDOW).warm_up(
+        BTC, history
+    )  # nor by a new process
     assert await dump_all(redis_client) == before
     await store.warm_up(BTC, [record(BTC, table.loc[330])])  # the bar turned up after all
     rows, ready = await store.read_windows([BTC])
@@ -254,3 +268,45 @@ async def test_unknown_series_and_invalid_bars_are_refused(
     with pytest.raises(ValueError, match="high_below_low"):
         await store.append([record(BTC, row)])
     assert await redis_client.keys("*") == []
+
+
+@pytest.fixture
+def cluster_url(short_tmp: Path) -> Iterator[str]:
+    """A one-node Redis Cluster holding every slot (real cluster mode, real routing)."""
+    import redis
+
+    server = RedisServer(short_tmp, extra_args=["--cluster-enabled", "yes", "--cluster-config-file",
+                                                "nodes.conf", "--cluster-port", str(free_port())])  # fmt: skip
+    server.start()
+    try:
+        with redis.Redis(port=server.port) as admin:
+            admin.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)
+            deadline = time.monotonic() + 10
+            while admin.cluster("info")["cluster_state"] != "ok" and time.monotonic() < deadline:
+                time.sleep(0.02)
+        yield server.url
+    finally:
+        server.stop()
+
+
+async def test_works_on_a_cluster_and_survives_a_script_flush(
+    cluster_url: str, tables: dict[Series, pd.DataFrame]
+) -> None:
+    client = RedisCluster.from_url(cluster_url)
+    try:
+        series = [Series("binance", f"C{i}/USDT", "1h") for i in range(4)]
+        store = WindowStore(client, KEYS, series, WINDOW)
+        await store.load()
+        table = tables[BTC]
+        for t in range(55):
+            if t == 50:
+                await client.script_flush()  # e.g. a failover to a replica without the script
+            results = await store.append([record(s, table.loc[t]) for s in series])
+            assert {r.status for r in results} == {"appended"}
+        rows, ready = await store.read_windows(series)
+        assert ready.all()
+        expected = expected_window(compute_features(table.iloc[:55], "1h").to_numpy(), 54)
+        for j in range(len(series)):
+            np.testing.assert_array_equal(rows[j], expected)
+    finally:
+        await client.aclose()

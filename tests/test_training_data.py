@@ -78,7 +78,9 @@ def test_no_look_ahead_future_bars_change_nothing_before_them(
     later = scrambled.index > t_row
     for col in ("open", "high", "low", "close"):
         scrambled.loc[later, col] = scrambled.loc[later, col] * rng.uniform(0.5, 1.5, later.sum())
-    scrambled.loc[later, "high"] = scrambled.loc[later, ["open", "high", "low", "close"]].max(axis=1)
+    scrambled.loc[later, "high"] = scrambled.loc[later, ["open", "high", "low", "close"]].max(
+        axis=1
+    )
     scrambled.loc[later, "low"] = scrambled.loc[later, ["open", "high", "low", "close"]].min(axis=1)
     scrambled.loc[later, "volume"] = rng.uniform(1, 1e4, later.sum())
     data2 = prepare([cut_history(h, scrambled)])
@@ -127,8 +129,10 @@ def test_scaler_uses_training_rows_only(histories: list[SeriesHistory]) -> None:
 
     # the statistics are those of the rows covered by training windows
     rows = np.concatenate(
-        [d.features[np.arange(len(d.open_ms)) <= train.row[train.series == i].max()]
-         for i, d in enumerate(data)]  # fmt: skip
+        [
+            d.features[np.arange(len(d.open_ms)) <= train.row[train.series == i].max()]
+            for i, d in enumerate(data)
+        ]
     )
     rows = rows[np.isfinite(rows).all(axis=1)]
     assert np.allclose(scaler.mean, rows.mean(axis=0))

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 from streamer.features import FEATURE_NAMES
-from tests.training_helpers import check_artifact, histories, settings  # noqa: F401 - fixtures
+from tests.training_helpers import check_artifact, histories_fixture, settings_fixture  # noqa: F401
 from training.history import SeriesHistory
-from training.train import make_job, run
+from training.jobs import make_job
+from training.train import run
 from whalecast.settings import Settings
 
 pytestmark = pytest.mark.tf

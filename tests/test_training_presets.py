@@ -7,14 +7,17 @@ from pathlib import Path
 import pytest
 
 from streamer.features import FEATURE_NAMES
-from tests.training_helpers import check_artifact, histories, settings  # noqa: F401 - fixtures
+from tests.training_helpers import check_artifact, histories_fixture, settings_fixture  # noqa: F401
 from training.history import SeriesHistory
-from training.presets import DEFAULTS, PresetError, build, resolve
-from training.train import make_job, run
+from training.jobs import make_job
+from training.params import DEFAULTS, PresetError, resolve
+from training.presets import build
+from training.train import run
 from whalecast.artifact import list_versions, load_preprocess, read_current
 from whalecast.settings import Settings
 
 pytestmark = pytest.mark.tf
+
 
 def test_volume_preset(tmp_path: Path, settings: Settings, histories: list[SeriesHistory]) -> None:
     job = make_job(settings, "volume", registry=tmp_path, force=True, publish=False)

@@ -25,8 +25,8 @@ TINY_NET = {
 }  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def histories() -> list[SeriesHistory]:
+@pytest.fixture(scope="module", name="histories")
+def histories_fixture() -> list[SeriesHistory]:
     full = from_csv(
         [DATA / "binance_BTC-USDT_1h.csv.gz", DATA / "binance_ETH-USDT_1h.csv.gz"],
         [DATA / "whalealert_BTC_exchange_flows_1h.csv.gz"],
@@ -35,8 +35,8 @@ def histories() -> list[SeriesHistory]:
             for h in full]  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def settings() -> Settings:
+@pytest.fixture(scope="module", name="settings")
+def settings_fixture() -> Settings:
     training = TrainingSettings(
         test_days=10, validation_fraction=0.2, train_days=30, bootstrap_samples=50,
         presets={name: {**TINY, **net} for name, net in TINY_NET.items()},  # type: ignore[misc]
@@ -67,5 +67,3 @@ def check_artifact(directory: Path, target: str, n_features: int) -> None:
     )
     for plot in report["plots"]:
         assert (directory / plot).stat().st_size > 1000
-
-

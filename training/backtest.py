@@ -94,17 +94,15 @@ def run(
                     "strategy": strat,
                     "hold": bench,
                     "pos": pos,
-                }  # fmt: skip
+                }
             )
         )
     curve = pd.concat(parts).groupby("target_ms", sort=True).mean()
     portfolio = {
         "strategy": summarize(
             curve["strategy"].to_numpy(), curve["pos"].to_numpy(), cfg.bars_per_year
-        ),  # fmt: skip
-        "buy_and_hold": summarize(
-            curve["hold"].to_numpy(), np.ones(len(curve)), cfg.bars_per_year
-        ),  # fmt: skip
+        ),
+        "buy_and_hold": summarize(curve["hold"].to_numpy(), np.ones(len(curve)), cfg.bars_per_year),
     }
     summary = {
         "config": {"fees_bps": cfg.fees_bps, "threshold": cfg.threshold, "mode": cfg.mode},

@@ -18,9 +18,10 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from training.fit import TrainingInterrupted
-from training.history import SeriesHistory, from_csv, from_rest
-from training.presets import DEFAULTS
+from training.history import HistoryError, SeriesHistory, from_csv, from_rest
+from training.jobs import TrainingInterrupted, make_job
+from training.params import DEFAULTS
+from whalecast.artifact import ArtifactError
 from whalecast.logs import get_logger
 from whalecast.settings import Settings
 
@@ -58,8 +59,9 @@ def load_histories(settings: Settings, args: argparse.Namespace) -> list[SeriesH
     first = settings.exchanges[0]
     if candles:
         return from_csv(candles, whale, first.id, first.timeframe)
-    return from_rest(settings.exchanges, t.history_days, t.cache_dir, whale,
-                     progress=args.progress)  # fmt: skip
+    return from_rest(
+        settings.exchanges, t.history_days, t.cache_dir, whale_paths=whale, progress=args.progress
+    )
 
 
 def overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -103,8 +105,8 @@ def list_presets() -> str:
 
 
 def train_once(settings: Settings, args: argparse.Namespace, stop: threading.Event) -> None:
-    from training.summary import text
-    from training.train import make_job, run
+    from training.summary import text  # noqa: PLC0415 - TensorFlow only once a job is valid
+    from training.train import run  # noqa: PLC0415
 
     job = make_job(
         settings, args.preset or settings.training.preset, registry=args.registry,
@@ -119,13 +121,36 @@ def train_once(settings: Settings, args: argparse.Namespace, stop: threading.Eve
     sys.stdout.flush()
 
 
+USER_ERRORS = (ValueError, OSError, HistoryError, ArtifactError)
+
+
+def _user_error(command: str, error: Exception) -> int:
+    print(f"whalecast {command}: {error}", file=sys.stderr)
+    return 2
+
+
 def train_command(settings: Settings, args: argparse.Namespace) -> int:
+    """Train once, or on a schedule with ``--every``; bad input exits 2 with the reason."""
+    try:
+        return _train(settings, args)
+    except USER_ERRORS as e:
+        return _user_error("train", e)
+
+
+def tune_command(settings: Settings, args: argparse.Namespace) -> int:
+    try:
+        return _tune(settings, args)
+    except USER_ERRORS as e:
+        return _user_error("tune", e)
+
+
+def _train(settings: Settings, args: argparse.Namespace) -> int:
     if args.list_presets:
         print(list_presets())
         return 0
     settings = with_training(settings, args)
     if args.quick:
-        from training.quick import train_quick
+        from training.quick import train_quick  # noqa: PLC0415 - imports TensorFlow
 
         registry = Path(args.registry or settings.inference.registry)
         print(json.dumps(train_quick(settings, registry, progress=print)))
@@ -144,7 +169,7 @@ def train_command(settings: Settings, args: argparse.Namespace) -> int:
             train_once(settings, args, stop)
         except TrainingInterrupted:
             break
-        except Exception as e:  # noqa: BLE001 - one failed refresh must not end the schedule
+        except Exception as e:
             log.error("refresh_failed", error=f"{type(e).__name__}: {e}", exc_info=True)
         if stop.wait(every):
             break
@@ -152,8 +177,8 @@ def train_command(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def tune_command(settings: Settings, args: argparse.Namespace) -> int:
-    from training.tune import tune
+def _tune(settings: Settings, args: argparse.Namespace) -> int:
+    from training.tune import tune  # noqa: PLC0415 - imports TensorFlow
 
     settings = with_training(settings, args)
     stop = stop_on_signals()

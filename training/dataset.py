@@ -163,7 +163,7 @@ class Samples:
 
     def tags(self, data: Sequence[SeriesData]) -> np.ndarray:
         names = np.array([d.series.tag for d in data], dtype=object)
-        return names[self.series]
+        return np.asarray(names[self.series])
 
 
 def _valid_rows(d: SeriesData, window: int) -> np.ndarray:
@@ -194,8 +194,8 @@ def build_samples(data: Sequence[SeriesData], window: int, cuts: Cuts) -> Sample
         parts["y_log_volume"].append(np.log1p(d.volume[rows + 1]))
         parts["bar_return"].append(close_next / close_now - 1.0)
     samples = Samples(**{k: np.concatenate(v) for k, v in parts.items()})
-    for split, name in SPLIT_NAMES.items():
-        if not (samples.split == split).any():
+    for code, name in SPLIT_NAMES.items():
+        if not (samples.split == code).any():
             raise DatasetError(f"the {name} split is empty; check the split settings and history")
     return samples
 

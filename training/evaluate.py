@@ -49,6 +49,7 @@ def score_all(
     samples: Samples,
     preds: Mapping[str, np.ndarray],
     data: Sequence[SeriesData],
+    *,
     bootstrap_samples: int,
     block_ms: int,
     seed: int,
@@ -60,7 +61,7 @@ def score_all(
     pooled = score(metrics, y, preds, BlockBootstrap(blocks, bootstrap_samples, seed))
     out: dict[str, Any] = {
         "samples": len(samples),
-        "blocks": int(len(np.unique(blocks))),
+        "blocks": len(np.unique(blocks)),
         "pooled": _drop_undefined(pooled),
         "series": {},
     }

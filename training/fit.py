@@ -16,19 +16,16 @@ from typing import Any
 import keras
 import numpy as np
 
-from training.presets import HyperParams
+from training.jobs import TrainingInterrupted
+from training.params import HyperParams
 from whalecast.logs import get_logger
 
 log = get_logger(__name__)
 
 
-class TrainingInterrupted(RuntimeError):
-    """A stop was requested (SIGTERM) while a model was fitting; nothing is written."""
-
-
 def set_seed(seed: int) -> None:
     keras.utils.set_random_seed(seed)
-    np.random.seed(seed)  # noqa: NPY002 - set_random_seed already does this; explicit for readers
+    np.random.seed(seed)
 
 
 @dataclass
@@ -43,7 +40,7 @@ class FitResult:
     params: HyperParams = field(default_factory=dict)
 
 
-class _StopOnEvent(keras.callbacks.Callback):
+class _StopOnEvent(keras.callbacks.Callback):  # type: ignore[misc]
     def __init__(self, stop: threading.Event) -> None:
         super().__init__()
         self.stop = stop
@@ -53,7 +50,7 @@ class _StopOnEvent(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
-class _EpochLog(keras.callbacks.Callback):
+class _EpochLog(keras.callbacks.Callback):  # type: ignore[misc]
     def __init__(self, name: str) -> None:
         super().__init__()
         self.name = name
@@ -92,6 +89,7 @@ def fit(
     params: HyperParams,
     train: tuple[np.ndarray, np.ndarray],
     validation: tuple[np.ndarray, np.ndarray],
+    *,
     stop: threading.Event | None = None,
     verbose: int = 0,
 ) -> FitResult:

@@ -17,6 +17,7 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ log = get_logger(__name__)
 CSV_HEADER = "timestamp_ms,open,high,low,close,volume"
 PAGE_LIMIT = 1000  # Binance serves at most 1000 klines per request
 RETRIES = 5
+MAX_BACKOFF_SECONDS = 60.0
 _NAME_RE = re.compile(r"^(?P<exchange>[a-z0-9]+)_[A-Za-z0-9]+-[A-Za-z0-9]+_(?P<tf>[0-9]+[smhdw])\.")
 
 
@@ -114,7 +116,7 @@ def _same_timeframe(histories: list[SeriesHistory]) -> None:
 
 def rest_client(exchange: ExchangeSettings) -> Any:
     """A synchronous ccxt client for ``exchange`` (its REST URL overridable for the simulator)."""
-    import ccxt
+    import ccxt  # noqa: PLC0415 - only the REST path needs ccxt
 
     try:
         cls = getattr(ccxt, exchange.id)
@@ -139,24 +141,38 @@ def cache_path(cache_dir: Path, series: Series) -> Path:
 def exchange_now_ms(client: Any) -> int:
     """The exchange's clock (the simulator's virtual time in replay), else the wall clock."""
     if client.has.get("fetchTime"):
-        return int(_retry(client.fetch_time))
+        return int(_retry(client, client.fetch_time))
     return int(time.time() * 1000)
 
 
-def _retry(call: Callable[[], Any]) -> Any:
-    """Retry transient ccxt errors (rate limits, timeouts, network) with exponential backoff."""
-    import ccxt
+def _retry_after(client: Any) -> float | None:
+    headers = getattr(client, "last_response_headers", None) or {}
+    value = next((v for k, v in headers.items() if k.lower() == "retry-after"), None)
+    try:
+        return None if value is None else min(float(value), MAX_BACKOFF_SECONDS)
+    except ValueError:
+        return None
+
+
+def _retry(client: Any, call: Callable[[], Any]) -> Any:
+    """Retry transient ccxt errors (rate limits, timeouts, network) with exponential backoff.
+
+    A rate-limit answer's ``Retry-After`` header, when present, sets the wait instead.
+    """
+    import ccxt  # noqa: PLC0415 - only the REST path needs ccxt
 
     delay = 1.0
     for attempt in range(RETRIES):
         try:
             return call()
-        except (ccxt.RateLimitExceeded, ccxt.NetworkError) as e:
+        except ccxt.NetworkError as e:  # RateLimitExceeded and DDoSProtection included
             if attempt == RETRIES - 1:
                 raise HistoryError(f"REST request failed after {RETRIES} attempts: {e}") from e
-            log.warning("rest_retry", error=type(e).__name__, attempt=attempt + 1, sleep_s=delay)
-            time.sleep(delay)
-            delay = min(delay * 2, 30.0)
+            wait = _retry_after(client) if isinstance(e, ccxt.DDoSProtection) else None
+            wait = delay if wait is None else wait
+            log.warning("rest_retry", error=type(e).__name__, attempt=attempt + 1, sleep_s=wait)
+            time.sleep(wait)
+            delay = min(delay * 2, MAX_BACKOFF_SECONDS)
     raise AssertionError("unreachable")
 
 
@@ -165,6 +181,7 @@ def fetch_closed(
     series: Series,
     since_ms: int,
     until_ms: int,
+    *,
     now_ms: int,
     progress: bool = False,
 ) -> list[list[float]]:
@@ -179,11 +196,8 @@ def fetch_closed(
     total = max(0, (last_open - cursor) // bar_ms + 1)
     with tqdm(total=total, unit="bar", desc=series.tag, disable=not progress, leave=False) as bar:
         while cursor <= last_open:
-            page = _retry(
-                lambda c=cursor: client.fetch_ohlcv(
-                    series.symbol, series.timeframe, since=c, limit=PAGE_LIMIT
-                )
-            )
+            page = _retry(client, partial(client.fetch_ohlcv, series.symbol, series.timeframe,
+                                          since=cursor, limit=PAGE_LIMIT))  # fmt: skip
             page = [r for r in page if cursor <= r[0] <= last_open]
             if not page:
                 break  # nothing more from the exchange up to now
@@ -197,23 +211,25 @@ def _read_cache(path: Path) -> np.ndarray:
     if not path.exists():
         return np.empty((0, 6))
     frame = pd.read_csv(path)
-    return frame[CSV_HEADER.split(",")].to_numpy(np.float64)
+    return np.asarray(frame[CSV_HEADER.split(",")].to_numpy(np.float64))
 
 
 def _write_cache(path: Path, rows: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(CSV_HEADER + "\n")
-        for r in rows:
-            handle.write(f"{int(r[0])},{r[1]!r},{r[2]!r},{r[3]!r},{r[4]!r},{r[5]!r}\n")
+    frame = pd.DataFrame(rows, columns=CSV_HEADER.split(","))
+    frame["timestamp_ms"] = frame["timestamp_ms"].astype(np.int64)
+    with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+        frame.to_csv(handle, index=False)
     os.replace(tmp, path)
 
 
 def update_cache(
     client: Any, series: Series, since_ms: int, cache_dir: Path, progress: bool = False
-) -> Path:
-    """Bring the series' cache file up to the exchange's last closed bar; return its path.
+) -> tuple[Path, int]:
+    """Bring the series' cache file up to the exchange's last closed bar.
+
+    Returns the cache file and the number of bars fetched.
 
     Only what the cache lacks is fetched: bars after its last one, and bars before its first
     one when ``since_ms`` reaches further back.
@@ -224,25 +240,28 @@ def update_cache(
     since_ms = floor_to_bar(since_ms, series.bar_ms)
     new: list[list[float]] = []
     if len(cached) == 0:
-        new += fetch_closed(client, series, since_ms, now_ms + 1, now_ms, progress)
+        new += fetch_closed(client, series, since_ms, now_ms + 1, now_ms=now_ms, progress=progress)
     else:
         first, last = int(cached[0, 0]), int(cached[-1, 0])
         if since_ms < first:
-            new += fetch_closed(client, series, since_ms, first, now_ms, progress)
-        new += fetch_closed(client, series, last + series.bar_ms, now_ms + 1, now_ms, progress)
+            new += fetch_closed(client, series, since_ms, first, now_ms=now_ms, progress=progress)
+        new += fetch_closed(
+            client, series, last + series.bar_ms, now_ms + 1, now_ms=now_ms, progress=progress
+        )
     log.info("history_fetched", series=series.tag, new_bars=len(new), cached_bars=len(cached))
     if new or not path.exists():
         fetched = np.asarray(new, dtype=np.float64).reshape(-1, 6)
         merged = np.concatenate([cached, fetched])
         _, keep = np.unique(merged[:, 0], return_index=True)
         _write_cache(path, merged[keep])
-    return path
+    return path, len(new)
 
 
 def from_rest(
     exchanges: Sequence[ExchangeSettings],
     history_days: float,
     cache_dir: Path,
+    *,
     whale_paths: Sequence[Path] = (),
     progress: bool = False,
     client_factory: Callable[[ExchangeSettings], Any] = rest_client,
@@ -255,7 +274,7 @@ def from_rest(
         since = exchange_now_ms(client) - int(history_days * 86_400_000)
         for symbol in exchange.symbols:
             series = Series(exchange.id, symbol, exchange.timeframe)
-            path = update_cache(client, series, since, cache_dir, progress)
+            path, _ = update_cache(client, series, since, cache_dir, progress)
             candles = load_candles_csv(path, series.exchange, series.symbol, series.timeframe)
             candles = candles[
                 candles["open_ms"] >= floor_to_bar(since, timeframe_ms(series.timeframe))

@@ -3,7 +3,9 @@
 The new model is compared, on the same test samples and by the configured metric, with
 the version in service (re-scored on this run's test period, never taken from its old
 report) and with the strong simple baseline. It is promoted when it beats both by more
-than ``promote_min_improvement``, or with ``--force``. Promotion rewrites
+than ``promote_min_improvement`` (only the serving one with ``promote_against_baseline:
+false``), or with ``--force``. The decision uses point values; the report beside it
+carries the paired intervals that say whether a difference is more than noise. Promotion rewrites
 ``<registry>/<model>/CURRENT`` atomically and then publishes ``{"model", "version"}`` on
 ``<prefix>:models``. If Redis cannot be reached the promotion still stands on disk (the
 daemon also polls CURRENT) and a warning is logged.
@@ -48,23 +50,28 @@ def decide(
     new: float,
     baseline: tuple[str, float],
     serving: tuple[str, float] | None,
+    *,
     margin: float = 0.0,
     force: bool = False,
+    against_baseline: bool = True,
 ) -> Decision:
     """Promote only if ``new`` beats the baseline and the serving model (or when forced)."""
     baseline_name, baseline_value = baseline
     serving_version, serving_value = serving if serving is not None else (None, None)
     failures = []
-    if not better(metric, new, baseline_value, margin):
+    if against_baseline and not better(metric, new, baseline_value, margin):
         failures.append(f"not better than {baseline_name} ({new:.5f} vs {baseline_value:.5f})")
     if serving_value is not None and not better(metric, new, serving_value, margin):
         failures.append(
             f"not better than serving {serving_version} ({new:.5f} vs {serving_value:.5f})"
         )
     if not failures:
-        reason = f"better on {metric} than {baseline_name}" + (
-            f" and serving {serving_version}" if serving_version else " (nothing in service)"
+        beaten = ([baseline_name] if against_baseline else []) + (
+            [f"serving {serving_version}"] if serving_version else []
         )
+        reason = f"better on {metric} than " + " and ".join(beaten) if beaten else "no gate"
+        if not serving_version:
+            reason += " (nothing in service)"
     elif force:
         reason = "forced: " + "; ".join(failures)
     else:

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from training.history import from_csv
-from training.train import make_job, run
+from training.jobs import make_job
+from training.train import run
 from whalecast.settings import Settings
 
 DATA = Path(__file__).resolve().parents[1] / "streamer" / "data"
@@ -43,6 +44,7 @@ def train_quick(
     registry: Path,
     models: Sequence[str] = ("direction", "volume"),
     progress: Callable[[str], None] | None = None,
+    publish: bool = True,
 ) -> dict[str, str]:
     """Train and promote one small model per preset name; returns ``{model: version}``."""
     say = progress or (lambda _message: None)
@@ -53,7 +55,7 @@ def train_quick(
     for name in models:
         say(f"training a small {name} model")
         job = make_job(settings, name, registry=registry, extra=QUICK_PARAMS.get(name),
-                       force=True, plots=False)  # fmt: skip
+                       force=True, plots=False, publish=publish)  # fmt: skip
         outcome = run(settings, job, histories)
         versions[name] = outcome.version
         say(f"{name} {outcome.version} in service ({outcome.decision.reason})")

@@ -28,9 +28,7 @@ def markdown_rows(scored: dict[str, Any], columns: tuple[str, ...], label: str =
     for name, metrics in scored["models"].items():
         cells = [cell(metrics.get(c)) for c in columns]
         paired = scored["paired"].get(name, {})
-        verdicts = ", ".join(
-            f"{c}: {paired[c]['verdict']}" for c in columns if c in paired
-        )
+        verdicts = ", ".join(f"{c}: {paired[c]['verdict']}" for c in columns if c in paired)
         rows.append(f"| {label}{name} | " + " | ".join(cells) + f" | {verdicts or '—'} |")
     return rows
 

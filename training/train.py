@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +40,9 @@ from training.dataset import (
 from training.evaluate import VOLUME, report_of_classes, score_all, train_test_gap, truth
 from training.fit import FitResult, fit, set_seed
 from training.history import SeriesHistory
-from training.presets import TARGETS, HyperParams, Member, build, combine, describe, resolve
+from training.jobs import Job
+from training.params import TARGETS
+from training.presets import Member, build, combine, describe
 from training.promote import Decision, decide, promote
 from whalecast.artifact import (
     METADATA_FILE,
@@ -51,7 +53,7 @@ from whalecast.artifact import (
     write_json,
 )
 from whalecast.logs import get_logger
-from whalecast.settings import Settings, TrainingSettings
+from whalecast.settings import Settings
 
 log = get_logger(__name__)
 
@@ -59,68 +61,7 @@ BASELINE_WINDOW = 24  # the ridge baseline reads 24 lags of log volume
 GAP_SAMPLES = 50_000  # the train-test gap is measured on the most recent training samples
 
 
-# --- defaults: the job, resolved from settings and flags --------------------------------------
-
-
-@dataclass(frozen=True)
-class Job:
-    preset: str
-    params: HyperParams
-    model_name: str
-    registry: Path
-    force: bool = False
-    promote: bool = True
-    publish: bool = True
-    plots: bool = True
-    verbose: int = 0
-    member_params: dict[str, HyperParams] = field(default_factory=dict)
-
-
-def resolve_params(
-    settings: Settings, preset: str, extra: dict[str, Any] | None = None
-) -> HyperParams:
-    """Preset defaults < training.presets.<name> < training.* < ``extra`` (tuned file, flags)."""
-    t: TrainingSettings = settings.training
-    window = t.look_back_bars if preset == "volume" else t.window_bars
-    common = {
-        "epochs": t.epochs,
-        "batch_size": t.batch_size,
-        "learning_rate": t.learning_rate,
-        "window": window,
-    }
-    params = resolve(preset, t.presets.get(preset), common, extra)  # type: ignore[call-overload]
-    params["window"] = params["window"] or settings.features.window
-    if params["window"] > settings.features.window:
-        raise ValueError(
-            f"{preset}: window {params['window']} is longer than features.window "
-            f"{settings.features.window}, which the daemon keeps per series"
-        )
-    return params
-
-
-def make_job(
-    settings: Settings,
-    preset: str,
-    registry: Path | None = None,
-    model_name: str | None = None,
-    extra: dict[str, Any] | None = None,
-    **flags: Any,
-) -> Job:
-    params = resolve_params(settings, preset, extra)
-    members = {}
-    if preset == "ensemble":
-        shared = {"window": params["window"], "features": params["features"]}
-        fitting = {k: (extra or {}).get(k) for k in ("epochs", "batch_size", "learning_rate")}
-        for member in params["members"]:
-            members[member] = resolve_params(settings, member, {**fitting, **shared})
-    return Job(
-        preset=preset,
-        params=params,
-        model_name=model_name or preset,
-        registry=Path(registry or settings.inference.registry),
-        member_params=members,
-        **flags,
-    )
+# --- defaults: the job (preset, resolved hyper-parameters, registry) comes from training.jobs
 
 
 # --- data ------------------------------------------------------------------------------------
@@ -176,14 +117,14 @@ def fit_preset(
     shape = (job.params["window"], len(data.columns))
     if job.preset != "ensemble":
         set_seed(seed)
-        result = fit(
-            build(job.preset, job.params, *shape), job.params, train, val, stop, job.verbose
-        )
+        model = build(job.preset, job.params, *shape)
+        result = fit(model, job.params, train, val, stop=stop, verbose=job.verbose)
         return result.model, {job.preset: result}
     fits = {}
     for offset, (name, params) in enumerate(job.member_params.items()):
         set_seed(seed + offset)
-        fits[name] = fit(build(name, params, *shape), params, train, val, stop, job.verbose)
+        model = build(name, params, *shape)
+        fits[name] = fit(model, params, train, val, stop=stop, verbose=job.verbose)
     members = [Member(name, r.model) for name, r in fits.items()]
     return combine(members, *shape), fits
 
@@ -208,9 +149,8 @@ def evaluate(
         preds["serving"] = artifacts.predict(serving, data.series, test)
     block_ms = int(t.bootstrap_block_hours * 3_600_000)
     reference = STRONG[target]
-    scores = score_all(
-        target, test, preds, data.series, t.bootstrap_samples, block_ms, t.seed
-    )
+    scores = score_all(target, test, preds, data.series,
+                       bootstrap_samples=t.bootstrap_samples, block_ms=block_ms, seed=t.seed)  # fmt: skip
     newest = np.zeros(len(train), dtype=bool)
     newest[np.argsort(train.target_ms, kind="stable")[-GAP_SAMPLES:]] = True
     recent = train.take(newest)
@@ -255,14 +195,17 @@ def promotion_decision(
     metric = t.promote_metric_volume if report["target"] == VOLUME else t.promote_metric_direction
     models = report["test"]["pooled"]["models"]
     ref = report["reference_baseline"]
-    serving = (serving_version, models["serving"][metric]["value"]) if "serving" in models else None
+    serving = None
+    if serving_version is not None and "serving" in models:
+        serving = (serving_version, float(models["serving"][metric]["value"]))
     return decide(
         metric,
         models["model"][metric]["value"],
         (ref, models[ref][metric]["value"]),
         serving,
-        t.promote_min_improvement,
-        job.force,
+        margin=t.promote_min_improvement,
+        force=job.force,
+        against_baseline=t.promote_against_baseline,
     )
 
 
@@ -302,6 +245,7 @@ def metadata(
     model: keras.Model,
     data: Data,
     fits: dict[str, FitResult],
+    *,
     histories: Sequence[SeriesHistory],
 ) -> dict[str, Any]:
     counts = {}
@@ -420,7 +364,10 @@ def run(
         report["plots"] = write_plots(directory, report, fits, data, preds) if job.plots else []
         report.pop("_curve", None)
         write_json(directory / REPORT_FILE, report)
-        write_json(directory / METADATA_FILE, metadata(settings, job, model, data, fits, histories))
+        write_json(
+            directory / METADATA_FILE,
+            metadata(settings, job, model, data, fits, histories=histories),
+        )
         result.update(report=report, decision=decision)
 
     version, directory = write_artifact(job.registry, job.model_name, fill)

@@ -13,12 +13,14 @@ from typing import Any
 
 import optuna
 
-from training.dataset import TRAIN, VALIDATION
-from training.fit import TrainingInterrupted, fit, set_seed
-from training.history import SeriesHistory
-from training.presets import build, resolve
-from training.train import inputs, load_data, make_job
 from training.artifacts import utc_now
+from training.dataset import TRAIN, VALIDATION
+from training.fit import fit, set_seed
+from training.history import SeriesHistory
+from training.jobs import TrainingInterrupted, make_job
+from training.params import resolve
+from training.presets import build
+from training.train import inputs, load_data
 from whalecast.logs import get_logger
 from whalecast.settings import Settings
 
@@ -60,6 +62,7 @@ def tune(
     settings: Settings,
     preset: str,
     histories: Sequence[SeriesHistory],
+    *,
     trials: int,
     epochs: int,
     stop: threading.Event | None = None,
@@ -76,16 +79,14 @@ def tune(
     def objective(trial: optuna.Trial) -> float:
         params = resolve(preset, job.params, SPACES[preset](trial))
         set_seed(seed)
-        result = fit(build(preset, params, *shape), params, train, validation, stop)
+        result = fit(build(preset, params, *shape), params, train, validation, stop=stop)
         best = min(result.history["val_loss"])
         log.info("tune_trial", preset=preset, trial=trial.number, val_loss=round(best, 6),
                  **trial.params)  # fmt: skip
         return best
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(
-        direction="minimize", sampler=optuna.samplers.TPESampler(seed=seed)
-    )
+    study = optuna.create_study(direction="minimize", sampler=optuna.samplers.TPESampler(seed=seed))
     try:
         study.optimize(objective, n_trials=trials, catch=())
     except TrainingInterrupted:

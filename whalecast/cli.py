@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -30,6 +31,98 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
     print(f"configuration OK ({len(settings.exchanges)} exchange(s), "
           f"{sum(len(e.symbols) for e in settings.exchanges)} series)", file=sys.stderr)  # fmt: skip
     return 0
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    from streamer.simulator.cli import run
+    from whalecast.logs import configure_logging
+    from whalecast.settings import load_settings
+
+    configure_logging(load_settings(args.config).log)
+    return run(args)
+
+
+def _simulate_arguments(command: argparse.ArgumentParser) -> None:
+    data = command.add_argument_group("what to replay")
+    data.add_argument(
+        "--data",
+        nargs="+",
+        metavar="CSV",
+        help="candle CSVs (timestamp_ms,open,high,low,close,volume; .gz or plain), "
+        "symbol from the file name (binance_BTC-USDT_1h.csv.gz: BTC/USDT); "
+        "default: the shipped 1h slice",
+    )
+    data.add_argument(
+        "--synthetic",
+        type=int,
+        metavar="N",
+        help="replay N synthetic random-walk symbols (S0001/USDT...) instead",
+    )
+    data.add_argument(
+        "--synthetic-bars",
+        type=int,
+        default=2000,
+        metavar="N",
+        help="bars per synthetic series (default: %(default)s)",
+    )
+    data.add_argument(
+        "--seed", type=int, default=7, help="synthetic data seed (default: %(default)s)"
+    )
+    data.add_argument("--timeframe", default="1h", help="bar length (default: %(default)s)")
+    clock = command.add_argument_group("virtual clock")
+    clock.add_argument(
+        "--bar-seconds",
+        type=float,
+        default=1.0,
+        metavar="S",
+        help="wall seconds per bar (default: %(default)s)",
+    )
+    clock.add_argument(
+        "--manual",
+        action="store_true",
+        help="do not run the clock; step it with POST /_sim/advance",
+    )
+    clock.add_argument(
+        "--history-bars",
+        type=int,
+        default=200,
+        metavar="N",
+        help="bars already closed (served over REST) at the start (default: %(default)s)",
+    )
+    clock.add_argument(
+        "--start-ms",
+        type=int,
+        metavar="MS",
+        help="open time of the first forming bar (instead of --history-bars)",
+    )
+    clock.add_argument(
+        "--forming-updates",
+        type=int,
+        default=2,
+        metavar="N",
+        help="forming (x=false) events per bar (default: %(default)s)",
+    )
+    server = command.add_argument_group("server")
+    server.add_argument(
+        "--port",
+        type=int,
+        default=8765,
+        help="port on 127.0.0.1, 0 for any free one (default: %(default)s)",
+    )
+    server.add_argument(
+        "--whale",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="serve the Whale Alert websocket (default: on)",
+    )
+    server.add_argument(
+        "--whale-data",
+        nargs="+",
+        metavar="CSV",
+        help="hourly exchange-flow CSVs for the whale alerts (default: the shipped ones)",
+    )
+    server.add_argument("--whale-api-key", default="simulator-key", metavar="KEY",
+                        help="the API key whale clients must present (default: %(default)s)")  # fmt: skip
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
@@ -164,6 +257,33 @@ def _training_arguments(command: argparse.ArgumentParser) -> None:
     add("--progress", action="store_true", help="progress bars and per-epoch Keras output")
 
 
+def _cmd_run(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from whalecast.logs import configure_logging
+    from whalecast.metrics import Metrics
+    from whalecast.settings import load_settings
+
+    settings = load_settings(args.config)
+    configure_logging(settings.log)
+    from inference.daemon import run_forever
+
+    return asyncio.run(run_forever(settings, Metrics()))
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    import asyncio
+    from pathlib import Path
+
+    from whalecast.demo import DemoOptions, run_demo
+
+    options = DemoOptions(
+        bars=args.bars, bar_seconds=args.bar_seconds, state_dir=Path(args.state_dir),
+        metrics_port=args.metrics_port, config=args.config,
+    )  # fmt: skip
+    return asyncio.run(run_demo(options))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="whalecast",
@@ -186,6 +306,36 @@ def build_parser() -> argparse.ArgumentParser:
         "check-config", _cmd_check_config, "validate the configuration and print it, secrets masked"
     )
     add("version", _cmd_version, "print the version")
+    add(
+        "run", _cmd_run,
+        "run the daemon: feeds in, one batched forward pass per model at every bar close, "
+        "predictions out to Redis, metrics on /metrics (SIGTERM drains and exits 0)",
+    )  # fmt: skip
+    demo = add(
+        "demo", _cmd_demo,
+        "replay shipped market data through the live daemon on this machine (embedded Redis, "
+        "exchange simulator, small models trained if none) and print predictions as they arrive",
+    )  # fmt: skip
+    demo.add_argument(
+        "--bars",
+        type=int,
+        default=None,
+        help="stop after this many bars (default: the whole replay)",
+    )
+    demo.add_argument("--bar-seconds", type=float, default=1.0, dest="bar_seconds",
+                      help="wall seconds per replayed 1h bar (default 1)")  # fmt: skip
+    demo.add_argument("--state-dir", default=".whalecast/demo", dest="state_dir",
+                      help="embedded Redis data and model registry of the demo")  # fmt: skip
+    demo.add_argument("--metrics-port", type=int, default=0, dest="metrics_port",
+                      help="port for /metrics (default: any free port)")  # fmt: skip
+    _simulate_arguments(
+        add(
+            "simulate",
+            _cmd_simulate,
+            "run the exchange simulator: Binance spot REST/websocket and Whale Alert's "
+            "websocket on 127.0.0.1, replaying history until Ctrl-C or SIGTERM",
+        )
+    )
     _add_bench_options(
         add(
             "bench",
@@ -224,6 +374,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # TensorFlow's C++ start-up chatter (CPU feature notes) before logging is configured
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     parser = build_parser()
     args = parser.parse_args(argv)
     from whalecast.settings import ConfigError

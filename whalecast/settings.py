@@ -134,6 +134,7 @@ class WhaleSettings(Section):
 
 class FeatureSettings(Section):
     window: int = Field(24, ge=2, le=512)
+    store_ttl_seconds: PositiveSeconds = 7 * 86_400.0
 
 
 class InferenceSettings(Section):
@@ -198,6 +199,7 @@ class TrainingSettings(Section):
     promote_metric_direction: Literal["auc", "accuracy", "balanced_accuracy", "log_loss"] = "auc"
     promote_metric_volume: Literal["mae", "rmse", "mape"] = "mae"
     promote_min_improvement: float = Field(0.0, ge=0)
+    promote_against_baseline: bool = True
     refresh_every_seconds: PositiveSeconds | None = None
     tune_trials: int = Field(20, gt=0)
     tune_epochs: int = Field(10, gt=0)

@@ -64,12 +64,7 @@ class BinanceRest:
         self.faults.counters["rest_requests"] += 1
         failure = self.faults.take_rest_error()
         if failure is not None:
-            status, retry_after = failure
-            code, msg = _ERROR_BODIES.get(
-                status, (-1000, "An unknown error occurred while processing the request.")
-            )
-            headers = {"Retry-After": str(int(retry_after))} if status in _ERROR_BODIES else None
-            return binance_error(status, code, msg, headers)
+            return _failure(*failure)
         try:
             return await handler(request)
         except BadRequest as e:
@@ -126,6 +121,16 @@ class BinanceRest:
         self.faults.counters["rest_gap_bars_omitted"] += omitted
         chosen = indices[:limit] if start is not None else indices[-limit:]
         return web.json_response([rest_row(market.candle(bars, i), market.bar_ms) for i in chosen])
+
+
+def _failure(status: int, retry_after: float) -> web.Response:
+    """An injected failure: Binance's JSON for 429/418/500, a gateway's text page for 502-504."""
+    if status in _ERROR_BODIES:
+        code, msg = _ERROR_BODIES[status]
+        return binance_error(status, code, msg, {"Retry-After": str(int(retry_after))})
+    if status == 500:
+        return binance_error(500, -1000, "An unknown error occurred while processing the request.")
+    return web.Response(status=status, text=f"{status} gateway error", content_type="text/html")
 
 
 def _int_param(query: Any, name: str, default: int | None) -> int | None:

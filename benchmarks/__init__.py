@@ -1,0 +1,1 @@
+"""Benchmarks: measured costs, not tests (run them by hand; they print JSON)."""

@@ -1,0 +1,277 @@
+"""The bar loop: the daemon's heartbeat.
+
+Closed candles come in from the feeds (``on_closed``). For each bar the loop
+appends every series' record to the window store in one pipeline, then waits
+until every owned series of that timeframe has closed the bar, or until
+``grace_seconds`` (wall time) after the first of them arrived. It then takes
+the complete windows from the store's memory mirror, runs one forward pass per
+served model over the whole batch in a worker thread (the event loop keeps
+reading feeds), and publishes all predictions in one pipeline. A series whose
+bar arrives after its batch was predicted gets its own small late batch; a
+series whose window is incomplete is counted as not ready and never predicted
+from padding.
+
+Bars closing before the daemon started (start-up backfill) are history: they
+fill the windows but are not predicted. After start, every stored bar is
+predicted exactly once per model; bars arriving in a burst (after an outage)
+are predicted one bar at a time, each from its own window.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import structlog
+
+from inference.publisher import PredictionOut
+from whalecast.domain import Candle, Series, WhaleBar
+from whalecast.logs import get_logger
+from whalecast.metrics import Metrics
+
+log = get_logger(__name__)
+
+
+class Clock(Protocol):
+    def now_ms(self) -> int: ...
+
+
+@dataclass
+class _BarState:
+    """Arrivals of one bar (timeframe, open time) across the owned series."""
+
+    expected: frozenset[Series]
+    arrived: dict[Series, float] = field(default_factory=dict)  # wall time (time.time)
+    candles: dict[Series, Candle] = field(default_factory=dict)
+    predicted: set[Series] = field(default_factory=set)
+    main_done: bool = False
+    deadline: asyncio.TimerHandle | None = None
+
+
+class BarLoop:
+    """Turns closed bars into stored windows and published predictions."""
+
+    def __init__(
+        self,
+        *,
+        series: Sequence[Series],
+        store: Any,
+        models: Any,
+        publisher: Any,
+        metrics: Metrics,
+        clock_for: Callable[[str], Clock],
+        grace_seconds: float,
+        whale_for: Callable[[Series, int], WhaleBar],
+        scorer: Any | None = None,
+        record_factory: Callable[[Candle, WhaleBar], Any],
+    ) -> None:
+        self.series = list(series)
+        self.by_timeframe: dict[str, frozenset[Series]] = {}
+        for s in self.series:
+            self.by_timeframe[s.timeframe] = self.by_timeframe.get(s.timeframe, frozenset()) | {s}
+        self.store = store
+        self.models = models
+        self.publisher = publisher
+        self.metrics = metrics
+        self.clock_for = clock_for
+        self.grace_seconds = grace_seconds
+        self.whale_for = whale_for
+        self.scorer = scorer
+        self.record_factory = record_factory
+        self._started_ms: dict[str, int] = {}
+        self._bars: dict[tuple[str, int], _BarState] = {}
+        self._lock = asyncio.Lock()
+        self._flushes: set[asyncio.Task[None]] = set()
+        self.stopping = False
+
+    # ------------------------------------------------------------------ input
+    async def on_closed(self, candles: Sequence[Candle]) -> None:
+        """Feed callback: closed, validated candles, in order per series."""
+        if self.stopping or not candles:
+            return
+        arrival = time.time()
+        for open_ms in sorted({c.open_ms for c in candles}):
+            group = [c for c in candles if c.open_ms == open_ms]
+            async with self._lock:
+                await self._flush_older(group)
+                await self._store(group, arrival)
+
+    async def _store(self, group: list[Candle], arrival: float) -> None:
+        records = [self.record_factory(c, self.whale_for(c.series, c.open_ms)) for c in group]
+        results = await self.store.append(records)
+        retry = [r for r, res in zip(records, results, strict=True) if res.status == "gap"]
+        if retry:
+            # the feed already backfilled what the exchange has: the hole is real
+            # (the store counted the gap when it reported it)
+            results_retry = await self.store.append(retry, allow_gap=True)
+            stored = {
+                id(r)
+                for r, res in zip(retry, results_retry, strict=True)
+                if res.status == "appended"
+            }
+        else:
+            stored = set()
+        stored |= {
+            id(r) for r, res in zip(records, results, strict=True) if res.status == "appended"
+        }
+        fresh = [r.candle for r in records if id(r) in stored]
+        if self.scorer is not None:
+            for candle in fresh:
+                self.scorer.observe_bar(candle.series, candle.open_ms, candle.close, candle.volume)
+        for candle in fresh:
+            self._arrive(candle, arrival)
+
+    def _is_history(self, candle: Candle) -> bool:
+        """A bar that closed before the daemon started: it fills windows, it is not predicted."""
+        started = self._started_ms.get(candle.exchange)
+        if started is None:
+            # exchange time when this exchange's first bars came in (its feed has started)
+            started = self._started_ms[candle.exchange] = self.clock_for(candle.exchange).now_ms()
+        return candle.close_ms < started - self.grace_seconds * 1000
+
+    def _arrive(self, candle: Candle, arrival: float) -> None:
+        if self._is_history(candle):
+            self.metrics.history_bars.labels(candle.timeframe).inc()
+            return
+        key = (candle.timeframe, candle.open_ms)
+        state = self._bars.get(key)
+        if state is None:
+            state = _BarState(expected=self.by_timeframe[candle.timeframe])
+            self._bars[key] = state
+        state.arrived[candle.series] = arrival
+        state.candles[candle.series] = candle
+        if state.main_done:
+            self.metrics.late_series.labels(candle.timeframe).inc()
+            self._schedule(key)
+        elif set(state.arrived) >= state.expected:
+            self._schedule(key)
+        elif state.deadline is None:
+            loop = asyncio.get_running_loop()
+            state.deadline = loop.call_later(self.grace_seconds, self._schedule, key)
+
+    def _schedule(self, key: tuple[str, int]) -> None:
+        state = self._bars.get(key)
+        if state is not None and state.deadline is not None:
+            state.deadline.cancel()
+            state.deadline = None
+        task = asyncio.get_running_loop().create_task(self._flush_locked(key))
+        self._flushes.add(task)
+        task.add_done_callback(self._flushes.discard)
+
+    async def _flush_older(self, group: list[Candle]) -> None:
+        """Before a series' next bar overwrites its window, predict its pending bar."""
+        incoming = {(c.timeframe, c.series) for c in group}
+        open_ms = group[0].open_ms
+        for key, state in sorted(self._bars.items(), key=lambda kv: kv[0][1]):
+            if key[1] >= open_ms:
+                continue
+            waiting = {s for s in state.arrived if s not in state.predicted}
+            if any((key[0], s) in incoming for s in waiting):
+                await self._flush(key)
+
+    # ----------------------------------------------------------------- output
+    async def _flush_locked(self, key: tuple[str, int]) -> None:
+        try:
+            async with self._lock:
+                await self._flush(key)
+        except Exception as e:  # noqa: BLE001 - loop boundary: one bad bar must not stop the daemon
+            log.error("bar failed", timeframe=key[0], bar_open_ms=key[1], error=repr(e))
+
+    async def _flush(self, key: tuple[str, int]) -> None:
+        state = self._bars.get(key)
+        if state is None:
+            return
+        todo = [s for s in self.series if s in state.arrived and s not in state.predicted]
+        late = state.main_done
+        state.main_done = True
+        if state.deadline is not None:
+            state.deadline.cancel()
+            state.deadline = None
+        if todo:
+            state.predicted.update(todo)
+            with structlog.contextvars.bound_contextvars(timeframe=key[0], bar_open_ms=key[1]):
+                await self._predict_and_publish(key, todo, state, late)
+        self._forget_old(key)
+
+    async def _predict_and_publish(
+        self, key: tuple[str, int], todo: list[Series], state: _BarState, late: bool
+    ) -> None:
+        timeframe, open_ms = key
+        self.models.swap_pending()
+        windows, ready = self.store.windows(todo)
+        current = np.array([self.store.last_open_ms(s) == open_ms for s in todo], dtype=bool)
+        ready = ready & current
+        batch = [s for s, ok in zip(todo, ready, strict=True) if ok]
+        not_ready = len(todo) - len(batch)
+        if not_ready:
+            self.metrics.not_ready.labels(timeframe).inc(not_ready)
+        outputs: list[PredictionOut] = []
+        timings: dict[str, float] = {}
+        if batch:
+            x = windows[ready]
+            for name, runtime in self.models.serving().items():
+                started = time.perf_counter()
+                values = await asyncio.to_thread(runtime.predict, x)
+                timings[name] = time.perf_counter() - started
+                self.metrics.inference_seconds.labels(name).observe(timings[name])
+                self.metrics.batch_size.labels(name).observe(len(batch))
+                outputs.extend(self._outputs(runtime, batch, values, open_ms, state))
+        if outputs:
+            await self.publisher.publish(outputs)
+            if self.scorer is not None:
+                self.scorer.expect(outputs)
+        done = time.time()
+        latency = done - max(state.arrived[s] for s in todo)
+        if outputs:
+            self.metrics.bar_latency.labels(timeframe).observe(latency)
+            self.metrics.last_publish.labels(timeframe).set(time.time())
+        self.metrics.bars_processed.labels(timeframe).inc()
+        self.metrics.series_ready.labels(timeframe).set(len(batch))
+        log.info(
+            "bar", series=len(todo), predicted=len(batch), not_ready=not_ready, late=late,
+            published=len(outputs), latency_ms=round(latency * 1000, 2),
+            inference_ms={k: round(v * 1000, 2) for k, v in timings.items()},
+        )  # fmt: skip
+
+    def _outputs(
+        self, runtime: Any, batch: list[Series], values: np.ndarray, open_ms: int, state: _BarState
+    ) -> list[PredictionOut]:
+        return [
+            PredictionOut(
+                series=s,
+                bar_open_ms=open_ms,
+                bar_close_ms=state.candles[s].close_ms,
+                model=runtime.model,
+                model_version=runtime.version,
+                target=runtime.target,
+                value=float(value),
+                known_at=state.arrived[s],
+            )
+            for s, value in zip(batch, values, strict=True)
+        ]
+
+    def _forget_old(self, key: tuple[str, int]) -> None:
+        """Keep a few bars of state per timeframe, for late arrivals."""
+        timeframe, open_ms = key
+        horizon = open_ms - 4 * next(iter(self.by_timeframe[timeframe])).bar_ms
+        for old in [k for k in self._bars if k[0] == timeframe and k[1] < horizon]:
+            state = self._bars.pop(old)
+            if state.deadline is not None:
+                state.deadline.cancel()
+
+    # -------------------------------------------------------------- lifecycle
+    async def drain(self, timeout_seconds: float) -> bool:
+        """Stop taking bars; finish what is in flight. True if it finished in time."""
+        self.stopping = True
+        for key, state in list(self._bars.items()):
+            if any(s not in state.predicted for s in state.arrived):
+                self._schedule(key)  # predict what arrived rather than drop it
+        pending: list[Awaitable[Any]] = list(self._flushes)
+        if not pending:
+            return True
+        _done, not_done = await asyncio.wait(pending, timeout=timeout_seconds)  # type: ignore[type-var]
+        return not not_done

@@ -1,0 +1,69 @@
+"""End to end: simulator -> streamer -> Redis -> bar loop -> a real Redis subscriber."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+
+from streamer.simulator import Simulator, SimulatorConfig
+from tests.daemon_helpers import (
+    Subscriber,
+    daemon_settings,
+    running_daemon,
+    wait_until_ready,
+    write_demo_models,
+)
+from whalecast.schema import Prediction
+
+pytestmark = [pytest.mark.redis, pytest.mark.tf, pytest.mark.slow]
+
+SYMBOLS = 3
+BARS = 4
+
+
+@pytest.fixture
+async def sim() -> Simulator:
+    simulator = Simulator(SimulatorConfig(bar_seconds=None, history_bars=120))
+    await simulator.start()
+    yield simulator
+    await simulator.stop()
+
+
+async def test_one_prediction_per_series_model_and_bar(
+    sim: Simulator, redis_url: str, redis_client: aioredis.Redis, tmp_path: Path
+) -> None:
+    versions = write_demo_models(tmp_path / "registry")
+    settings = daemon_settings(sim, redis_url, tmp_path / "registry")
+    series_count = len(sim.symbols)
+    async with (
+        running_daemon(settings, redis_client) as daemon,
+        Subscriber(redis_client, "wc:predictions") as sub,
+    ):
+        await wait_until_ready(daemon)
+        for _ in range(BARS):
+            await sim.advance(bars=1)
+            await sub.wait_for(len(sub.messages) + 2 * series_count)
+        messages = sub.messages
+
+    parsed = [Prediction.parse(json.dumps(m)) for m in messages]
+    per_key = Counter((p.symbol, p.model, p.bar_open_ms) for p in parsed)
+    assert set(per_key.values()) == {1}, "exactly one message per series, model and bar"
+    # the bar that had just closed when the daemon started is predicted too, then each new one
+    assert len(per_key) == (BARS + 1) * series_count * 2
+    truth = {s: [b[0] for b in sim.closed_bars(s)][-(BARS + 1) :] for s in sim.symbols}
+    for p in parsed:
+        assert p.bar_open_ms in truth[p.symbol]
+        assert p.bar_close_ms == p.bar_open_ms + 3_600_000
+        assert p.model_version == versions[p.model]
+        if p.model == "direction":
+            assert 0.0 <= p.value <= 1.0 and p.target == "p_up_next_bar"
+        else:
+            assert p.value > 0 and p.target == "next_bar_volume"
+    stream = await redis_client.xrange("wc:predictions:stream")
+    assert len(stream) == len(messages)
+    latest = await redis_client.hgetall("wc:latest:direction")
+    assert len(latest) == series_count
