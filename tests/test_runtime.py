@@ -91,6 +91,10 @@ def test_columns_follow_the_models_order(registry: Path) -> None:
     want = model.predict_on_batch(x).reshape(-1)
     np.testing.assert_allclose(runtime.predict(windows), want, rtol=1e-5, atol=1e-6)
     assert runtime.predict(windows[:0]).shape == (0,)
+    with pytest.raises(ValueError, match="expected windows"):
+        runtime.predict(windows[:, :, :10])
+    with pytest.raises(ValueError, match="expected windows"):
+        runtime.predict(windows[:, :12, :])
 
 
 def refused(registry: Path, name: str, version: str, **kwargs: Any) -> str:
@@ -217,3 +221,4 @@ def test_refuses_missing_trained_at_and_bad_version(registry: Path) -> None:
     )
     assert "trained_at" in refused(registry, "meta", version)
     assert "not a version name" in refused(registry, "meta", "../../etc")
+    assert "no version directory" in refused(registry, "meta", "20261122T060000Z-ffff")
