@@ -130,21 +130,14 @@ async def test_stream_is_capped_and_non_finite_dropped(redis_client: aioredis.Re
 @pytest.fixture(scope="module")
 def cluster_nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[RedisServer]]:
     cli = require_tool("redis-cli")
-    nodes = [
-        RedisServer(
-            directory=tmp_path_factory.mktemp(f"node{i}"),
-            extra_args=[
-                "--cluster-enabled",
-                "yes",
-                "--cluster-config-file",
-                "nodes.conf",
-                "--cluster-port",
-                str(free_port()),
-            ],
-        ).start()
-        for i in range(3)
-    ]
+    nodes: list[RedisServer] = []
     try:
+        for i in range(3):
+            args = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                    "--cluster-port", str(free_port())]  # fmt: skip
+            node = RedisServer(directory=tmp_path_factory.mktemp(f"node{i}"), extra_args=args)
+            nodes.append(node)
+            node.start()
         addresses = [f"127.0.0.1:{node.port}" for node in nodes]
         subprocess.run(
             [cli, "--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes"],

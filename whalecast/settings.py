@@ -149,6 +149,13 @@ class InferenceSettings(Section):
     scoring_window: int = Field(500, gt=0)
     registry_sync: Literal["none", "redis"] = "none"
 
+    @field_validator("batch_buckets")
+    @classmethod
+    def _positive_buckets(cls, buckets: list[int]) -> list[int]:
+        if not buckets or min(buckets) < 1:
+            raise ValueError("batch_buckets must hold at least one positive size")
+        return sorted(set(buckets))
+
 
 class MetricsSettings(Section):
     host: str = "127.0.0.1"
