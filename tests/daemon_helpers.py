@@ -88,13 +88,28 @@ class Subscriber:
 
 
 @asynccontextmanager
-async def running_daemon(settings: Settings, redis: Any) -> AsyncIterator[Daemon]:
-    daemon = Daemon(settings, Metrics(), redis)
+async def running_daemon(
+    settings: Settings, redis: Any, metrics: Metrics | None = None
+) -> AsyncIterator[Daemon]:
+    daemon = Daemon(settings, metrics or Metrics(), redis)
     await daemon.start()
     try:
         yield daemon
     finally:
         await daemon.stop()
+
+
+async def clocks_caught_up(sim: Simulator, *daemons: Daemon, timeout_seconds: float = 10.0) -> None:
+    """Until every daemon's replay clock shows the simulator's time.
+
+    Step the simulator only then: a bar played before a daemon's clock has seen the
+    previous step carries candles from that daemon's "future", which it rejects.
+    """
+    async with asyncio.timeout(timeout_seconds):
+        for daemon in daemons:
+            for feed in daemon.feeds:
+                while feed.clock.now_ms() < sim.now_ms:  # noqa: ASYNC110 - polled by the feed
+                    await asyncio.sleep(0.01)
 
 
 async def wait_until_ready(daemon: Daemon, timeout_seconds: float = 30.0) -> None:
