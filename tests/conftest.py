@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 
 from tests.helpers import ClusterServers, RedisServer
 
@@ -38,6 +39,15 @@ def redis_cluster_url(redis_cluster: ClusterServers) -> str:
     """URL of one node of the session's Redis Cluster; every node is flushed before the test."""
     redis_cluster.flushall()
     return redis_cluster.url
+
+
+@pytest.fixture
+async def cluster_client(redis_cluster_url: str) -> AsyncIterator[RedisCluster]:
+    """A redis.asyncio cluster client of the flushed session Cluster, slot map loaded."""
+    client = RedisCluster.from_url(redis_cluster_url)
+    await client.initialize()
+    yield client
+    await client.aclose()
 
 
 @pytest.fixture

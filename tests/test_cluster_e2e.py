@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import Counter
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -124,21 +124,13 @@ async def kill(daemon: Daemon) -> None:
         task.cancel()
 
 
-@pytest.fixture
-async def cluster(redis_cluster_url: str) -> AsyncIterator[RedisCluster]:
-    client = RedisCluster.from_url(redis_cluster_url)
-    await client.initialize()
-    yield client
-    await client.aclose()
-
-
 async def test_cluster_takeover_publishes_the_single_redis_predictions_once(
-    registry: Path, redis_url: str, cluster: RedisCluster, redis_cluster_url: str
+    registry: Path, redis_url: str, cluster_client: RedisCluster, redis_cluster_url: str
 ) -> None:
     reference = await single_redis_run(registry, redis_url)
     bars = sorted({bar for _s, _m, bar in reference})
     assert len(bars) == BARS + 1
-    async with simulator() as sim, Subscriber(cluster, "wc:predictions") as sub:
+    async with simulator() as sim, Subscriber(cluster_client, "wc:predictions") as sub:
         settings = settings_for(
             sim, redis_cluster_url, registry, redis={"url": redis_cluster_url, "cluster": True},
             inference={"reload_poll_seconds": 3600.0},
@@ -169,7 +161,7 @@ async def test_cluster_takeover_publishes_the_single_redis_predictions_once(
                 await clocks_caught_up(sim, second)
                 await sim.advance(bars=1)
                 await sub.wait_for(6 * SYMBOLS * MODELS)
-                await check_model_notice(second, cluster, registry)
+                await check_model_notice(second, cluster_client, registry)
             # the stored bar and the bar that closed before B started; the newest is live
             assert metrics.bars_caught_up.labels("1h")._value.get() == 2 * SYMBOLS
         await asyncio.sleep(0.2)  # anything published twice would arrive by now
@@ -180,11 +172,11 @@ async def test_cluster_takeover_publishes_the_single_redis_predictions_once(
     assert set(found) == set(reference), "the same series, models and bars"
     for key, value in reference.items():
         assert found[key][0].value == pytest.approx(value, abs=1e-6), key
-    await check_stream_and_latest(cluster, found)
+    await check_stream_and_latest(cluster_client, found)
 
 
-async def check_stream_and_latest(cluster: RedisCluster, found: dict[Key, Any]) -> None:
-    stream = await cluster.xrange("wc:predictions:stream")
+async def check_stream_and_latest(cluster_client: RedisCluster, found: dict[Key, Any]) -> None:
+    stream = await cluster_client.xrange("wc:predictions:stream")
     keys = Counter()
     for _id, fields in stream:
         p = Prediction.parse(fields[b"data"])
@@ -192,19 +184,19 @@ async def check_stream_and_latest(cluster: RedisCluster, found: dict[Key, Any]) 
     assert keys == dict.fromkeys(found, 1)
     newest = max(bar for _s, _m, bar in found)
     for model in ("direction", "volume"):
-        latest = await cluster.hgetall(f"wc:latest:{model}")
+        latest = await cluster_client.hgetall(f"wc:latest:{model}")
         assert len(latest) == SYMBOLS
         assert {Prediction.parse(v).bar_open_ms for v in latest.values()} == {newest}
 
 
-async def check_model_notice(daemon: Daemon, cluster: RedisCluster, registry: Path) -> None:
+async def check_model_notice(daemon: Daemon, cluster_client: RedisCluster, registry: Path) -> None:
     """A new version announced on the Cluster's pub/sub reaches the replica (no polling)."""
     version = write_model(
         registry, "volume", small_model(24, 1, seed=5),
         preprocess_for(["log_volume"], target="next_bar_volume", target_transform="log1p",
                        target_scaler={"mean": [5.0], "scale": [1.0]}),
     )  # fmt: skip
-    await cluster.publish("wc:models", json.dumps({"model": "volume", "version": version}))
+    await cluster_client.publish("wc:models", json.dumps({"model": "volume", "version": version}))
     loaded = daemon.metrics.model_reloads.labels("volume", "loaded")
     async with asyncio.timeout(30):
         while loaded._value.get() < 2:  # noqa: ASYNC110 - set by the replica's watcher

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -132,13 +131,6 @@ async def test_stream_is_capped_and_non_finite_dropped(redis_client: aioredis.Re
     bad = predictions(1, publisher.clock(), value=float("nan"))
     assert await publisher.publish(bad) == 0
     assert metrics.predictions_dropped.labels("volume", "non_finite")._value.get() == 1
-
-
-@pytest.fixture
-async def cluster_client(redis_cluster_url: str) -> AsyncIterator[RedisCluster]:
-    client = RedisCluster.from_url(redis_cluster_url)
-    yield client
-    await client.aclose()
 
 
 async def test_works_with_the_cluster_client(

@@ -48,14 +48,6 @@ async def sim() -> AsyncIterator[Simulator]:
 
 
 @pytest.fixture
-async def cluster(redis_cluster_url: str) -> AsyncIterator[RedisCluster]:
-    client = RedisCluster.from_url(redis_cluster_url)
-    await client.initialize()
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture
 def killed(tmp_path: Path) -> Iterator[list[Replica]]:
     processes: list[Replica] = []
     yield processes
@@ -89,7 +81,7 @@ async def step(sim: Simulator, daemons: list[Daemon], sub: Subscriber, total: in
 
 async def test_replicas_cover_every_series_once_and_take_over_a_killed_shard(
     sim: Simulator,
-    cluster: RedisCluster,
+    cluster_client: RedisCluster,
     redis_cluster_url: str,
     killed: list[Replica],
     tmp_path: Path,
@@ -106,7 +98,7 @@ async def test_replicas_cover_every_series_once_and_take_over_a_killed_shard(
     assert moved and all(shard_of(s, 2) != 2 for s in moved)
     per_bar = SYMBOLS * MODELS
 
-    async with Subscriber(cluster, "wc:predictions") as sub:
+    async with Subscriber(cluster_client, "wc:predictions") as sub:
         # shard 2 of 3 is a `whalecast run` process (killed below); shards 0 and 1 run here
         third = Replica(write_config(tmp_path / "config.yml", config), 2, 3, tmp_path / "2.log")
         killed.append(third.start())
@@ -129,8 +121,8 @@ async def test_replicas_cover_every_series_once_and_take_over_a_killed_shard(
     bars = [b[0] for b in sim.closed_bars(sim.symbols[0])][-5:]
     expected = {(s.symbol, m, b) for s in series for m in ("direction", "volume") for b in bars}
     check_exactly_once(messages, expected)
-    await check_stream(cluster, expected)
-    marks = await cluster.mget_nonatomic([Keys("wc").predicted(s) for s in series])
+    await check_stream(cluster_client, expected)
+    marks = await cluster_client.mget_nonatomic([Keys("wc").predicted(s) for s in series])
     assert {int(m) for m in marks} == {bars[-1]}
 
 
@@ -144,7 +136,7 @@ def check_exactly_once(messages: list[dict[str, Any]], expected: set[tuple[str, 
     assert set(seen) == expected, f"missing: {sorted(expected - set(seen))[:5]}"
 
 
-async def check_stream(cluster: RedisCluster, expected: set[tuple[str, str, int]]) -> None:
-    entries = await cluster.xrange("wc:predictions:stream")
+async def check_stream(cluster_client: RedisCluster, expected: set[tuple[str, str, int]]) -> None:
+    entries = await cluster_client.xrange("wc:predictions:stream")
     parsed = [Prediction.parse(fields[b"data"]) for _id, fields in entries]
     assert Counter((p.symbol, p.model, p.bar_open_ms) for p in parsed) == dict.fromkeys(expected, 1)
