@@ -12,16 +12,20 @@ series whose window is incomplete is counted as not ready and never predicted
 from padding.
 
 Bars closing before the daemon started (start-up backfill) are history: they
-fill the windows but are not predicted. After start, every stored bar is
-predicted exactly once per model; bars arriving in a burst (after an outage)
-are predicted one bar at a time, each from its own window.
+fill the windows but are not predicted, unless they are newer than the series'
+handover mark (``predicted_through``: the newest bar any replica published,
+see :mod:`inference.handover`), in which case no replica predicted them and
+this one does. After start, every stored bar is predicted exactly once per
+model; bars arriving in a burst (after an outage) are predicted one bar at a
+time, each from its own window. :meth:`BarLoop.resume` predicts, before the
+feeds start, bars a previous owner stored but did not publish.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -68,6 +72,7 @@ class BarLoop:
         whale_for: Callable[[Series, int], WhaleBar],
         scorer: Any | None = None,
         record_factory: Callable[[Candle, WhaleBar], Any],
+        predicted_through: Mapping[Series, int] | None = None,
     ) -> None:
         self.series = list(series)
         self.by_timeframe: dict[str, frozenset[Series]] = {}
@@ -82,6 +87,7 @@ class BarLoop:
         self.whale_for = whale_for
         self.scorer = scorer
         self.record_factory = record_factory
+        self.predicted_through = dict(predicted_through or {})
         self._started_ms: dict[str, int] = {}
         self._bars: dict[tuple[str, int], _BarState] = {}
         self._lock = asyncio.Lock()
@@ -126,17 +132,24 @@ class BarLoop:
             self._arrive(candle, arrival)
 
     def _is_history(self, candle: Candle) -> bool:
-        """A bar that closed before the daemon started: it fills windows, it is not predicted."""
+        """A bar that closed before the daemon started and that a replica already handled.
+
+        It fills windows, it is not predicted. A bar newer than the series' handover
+        mark is not history: no replica published it (a takeover or restart caught up).
+        """
         started = self._started_ms.get(candle.exchange)
         if started is None:
             # exchange time when this exchange's first bars came in (its feed has started)
             started = self._started_ms[candle.exchange] = self.clock_for(candle.exchange).now_ms()
-        return candle.close_ms < started - self.grace_seconds * 1000
+        if candle.close_ms >= started - self.grace_seconds * 1000:
+            return False
+        mark = self.predicted_through.get(candle.series)
+        if mark is not None and candle.open_ms > mark:
+            self.metrics.bars_caught_up.labels(candle.timeframe).inc()
+            return False
+        return True
 
-    def _arrive(self, candle: Candle, arrival: float) -> None:
-        if self._is_history(candle):
-            self.metrics.history_bars.labels(candle.timeframe).inc()
-            return
+    def _register(self, candle: Candle, arrival: float) -> tuple[tuple[str, int], _BarState]:
         key = (candle.timeframe, candle.open_ms)
         state = self._bars.get(key)
         if state is None:
@@ -144,6 +157,13 @@ class BarLoop:
             self._bars[key] = state
         state.arrived[candle.series] = arrival
         state.candles[candle.series] = candle
+        return key, state
+
+    def _arrive(self, candle: Candle, arrival: float) -> None:
+        if self._is_history(candle):
+            self.metrics.history_bars.labels(candle.timeframe).inc()
+            return
+        key, state = self._register(candle, arrival)
         if state.main_done:
             self.metrics.late_series.labels(candle.timeframe).inc()
             self._schedule(key)
@@ -172,6 +192,24 @@ class BarLoop:
             waiting = {s for s in state.arrived if s not in state.predicted}
             if any((key[0], s) in incoming for s in waiting):
                 await self._flush(key)
+
+    async def resume(self, candles: Sequence[Candle]) -> None:
+        """Predict now stored bars that a previous owner did not publish (before feeds start).
+
+        ``candles`` are the series' newest stored bars (:func:`inference.handover.pending`),
+        already in the store and its mirror: nothing is appended, each bar is predicted
+        from the stored window, one batch per bar.
+        """
+        arrival = time.time()
+        for open_ms in sorted({c.open_ms for c in candles}):
+            async with self._lock:
+                keys = set()
+                for candle in candles:
+                    if candle.open_ms == open_ms:
+                        keys.add(self._register(candle, arrival)[0])
+                        self.metrics.bars_caught_up.labels(candle.timeframe).inc()
+                for key in sorted(keys):
+                    await self._flush(key)
 
     # ----------------------------------------------------------------- output
     async def _flush_locked(self, key: tuple[str, int]) -> None:

@@ -19,6 +19,13 @@ from whalecast.settings import Settings, load_settings
 
 def daemon_settings(sim: Simulator, redis_url: str, registry: Path, **sections: Any) -> Settings:
     """Settings for a daemon fed by ``sim``; ``sections`` override whole sections' fields."""
+    return load_settings(None, **daemon_config(sim, redis_url, registry, **sections))
+
+
+def daemon_config(
+    sim: Simulator, redis_url: str, registry: Path, **sections: Any
+) -> dict[str, Any]:
+    """The same as a config-file mapping (what ``whalecast run --config`` reads)."""
     base: dict[str, Any] = {
         "redis": {"url": redis_url, "prefix": "wc"},
         "exchanges": [
@@ -39,7 +46,7 @@ def daemon_settings(sim: Simulator, redis_url: str, registry: Path, **sections: 
             base[name] = {**base[name], **values}
         else:
             base[name] = values
-    return load_settings(None, **base)
+    return base
 
 
 def write_demo_models(registry: Path, seed: int = 0) -> dict[str, str]:
@@ -88,13 +95,28 @@ class Subscriber:
 
 
 @asynccontextmanager
-async def running_daemon(settings: Settings, redis: Any) -> AsyncIterator[Daemon]:
-    daemon = Daemon(settings, Metrics(), redis)
+async def running_daemon(
+    settings: Settings, redis: Any, metrics: Metrics | None = None
+) -> AsyncIterator[Daemon]:
+    daemon = Daemon(settings, metrics or Metrics(), redis)
     await daemon.start()
     try:
         yield daemon
     finally:
         await daemon.stop()
+
+
+async def clocks_caught_up(sim: Simulator, *daemons: Daemon, timeout_seconds: float = 10.0) -> None:
+    """Until every daemon's replay clock shows the simulator's time.
+
+    Step the simulator only then: a bar played before a daemon's clock has seen the
+    previous step carries candles from that daemon's "future", which it rejects.
+    """
+    async with asyncio.timeout(timeout_seconds):
+        for daemon in daemons:
+            for feed in daemon.feeds:
+                while feed.clock.now_ms() < sim.now_ms:  # noqa: ASYNC110 - polled by the feed
+                    await asyncio.sleep(0.01)
 
 
 async def wait_until_ready(daemon: Daemon, timeout_seconds: float = 30.0) -> None:

@@ -259,12 +259,13 @@ def _training_arguments(command: argparse.ArgumentParser) -> None:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     import asyncio
+    import socket
 
     from whalecast.logs import configure_logging
     from whalecast.metrics import Metrics
-    from whalecast.settings import load_settings
+    from whalecast.settings import load_settings, with_shard_from_hostname
 
-    settings = load_settings(args.config)
+    settings = with_shard_from_hostname(load_settings(args.config), socket.gethostname())
     configure_logging(settings.log)
     from inference.daemon import run_forever
 

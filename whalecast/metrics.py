@@ -81,6 +81,8 @@ class Metrics:
         self.series_owned = Gauge("whalecast_series_owned", "Series this replica owns (its shard).", registry=r)  # fmt: skip
         self.last_publish = Gauge("whalecast_last_publish_timestamp_seconds", "Wall time predictions were last published.", ["timeframe"], registry=r)  # fmt: skip
         self.history_bars = Counter("whalecast_bars_history_total", "Bars stored without a prediction because they closed before the daemon started (start-up backfill).", ["timeframe"], registry=r)  # fmt: skip
+        self.bars_caught_up = Counter("whalecast_bars_caught_up_total", "Bars that closed before this replica started, predicted because no replica had published them (takeover of a shard, restart).", ["timeframe"], registry=r)  # fmt: skip
+        self.bars_unpredicted = Counter("whalecast_bars_unpredicted_total", "Stored bars no replica published and whose windows are gone (found at start-up).", ["timeframe"], registry=r)  # fmt: skip
         self.bars_processed = Counter("whalecast_bars_processed_total", "Bar closes handled by the bar loop.", ["timeframe"], registry=r)  # fmt: skip
         self.loop_lag = Histogram("whalecast_event_loop_lag_seconds", "How late the event loop runs a timer it was asked to run.", buckets=LAG_BUCKETS, registry=r)  # fmt: skip
 

@@ -15,12 +15,21 @@ Unknown keys and wrong types are rejected; :func:`load_settings` raises
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -165,6 +174,13 @@ class MetricsSettings(Section):
 class ShardSettings(Section):
     index: int = Field(0, ge=0)
     count: int = Field(1, ge=1)
+    index_from_hostname: bool = False
+
+    @model_validator(mode="after")
+    def _index_in_range(self) -> ShardSettings:
+        if not self.index_from_hostname and self.index >= self.count:
+            raise ValueError(f"shard.index {self.index} is outside 0..{self.count - 1}")
+        return self
 
 
 PresetName = Literal["volume", "direction", "direction-deep", "direction-gru", "ensemble"]
@@ -293,6 +309,32 @@ def secrets_dir(environ: Mapping[str, str] | None = None) -> Path:
     if env.get("CREDENTIALS_DIRECTORY"):
         return Path(env["CREDENTIALS_DIRECTORY"])
     return DEFAULT_SECRETS_DIR
+
+
+def with_shard_from_hostname(settings: Settings, hostname: str) -> Settings:
+    """``shard.index_from_hostname``: the index is the trailing ``-N`` of ``hostname``.
+
+    A StatefulSet names its pods ``<name>-<ordinal>``, and the pod's hostname is its
+    name. Returns settings with that index (and the flag cleared), or raises
+    :class:`ConfigError`. Without the flag the settings come back unchanged.
+    """
+    shard = settings.shard
+    if not shard.index_from_hostname:
+        return settings
+    match = re.fullmatch(r".*-([0-9]+)", hostname)
+    if match is None:
+        raise ConfigError(
+            f"shard.index_from_hostname is set but the host name {hostname!r} "
+            "does not end in -<ordinal>"
+        )
+    index = int(match.group(1))
+    if index >= shard.count:
+        raise ConfigError(
+            f"shard index {index} (from the host name {hostname!r}) is outside "
+            f"0..{shard.count - 1} (shard.count)"
+        )
+    resolved = shard.model_copy(update={"index": index, "index_from_hostname": False})
+    return settings.model_copy(update={"shard": resolved})
 
 
 def config_path(cli_path: str | Path | None = None) -> Path | None:
