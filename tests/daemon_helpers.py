@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from inference.daemon import Daemon
 from streamer.features import FEATURE_NAMES
-from streamer.simulator import Simulator
+from streamer.simulator import Simulator, SimulatorConfig
 from tests.model_artifacts import preprocess_for, small_model, write_model
+from whalecast.domain import Series
 from whalecast.metrics import Metrics
 from whalecast.settings import Settings, load_settings
 
@@ -31,7 +33,8 @@ def daemon_settings(sim: Simulator, redis_url: str, registry: Path, **sections: 
                  "backoff_max_seconds": 0.5, "stale_after_seconds": 5.0},
         "whale": {"enabled": True, "url": sim.whale_url, "api_key": sim.config.whale_api_key},
         "inference": {"registry": str(registry), "models": ["direction", "volume"],
-                      "backend": "tf-function", "reload_poll_seconds": 0.5},
+                      "backend": "tf-function", "reload_poll_seconds": 0.5,
+                      "batch_buckets": [8]},
         "metrics": {"port": 0},
     }  # fmt: skip
     for name, values in sections.items():
@@ -97,11 +100,85 @@ async def running_daemon(settings: Settings, redis: Any) -> AsyncIterator[Daemon
         await daemon.stop()
 
 
-async def wait_until_ready(daemon: Daemon, timeout_seconds: float = 30.0) -> None:
-    """Until the feeds are connected and every window is complete."""
+async def wait_until_ready(
+    daemon: Daemon, timeout_seconds: float = 30.0, series: Sequence[Series] | None = None
+) -> None:
+    """Until the feeds are connected and the windows of ``series`` (default all) are complete."""
+    wanted = list(daemon.series if series is None else series)
     async with asyncio.timeout(timeout_seconds):
         while True:
-            _w, ready = daemon.store.windows(daemon.series)
-            if all(f.connected for f in daemon.feeds) and ready.all():
+            _w, ready = daemon.store.windows(wanted)
+            if daemon.feeds and all(f.connected for f in daemon.feeds) and ready.all():
                 return
             await asyncio.sleep(0.05)
+
+
+async def step(
+    sim: Simulator, daemon: Daemon, bars: int = 1, timeout_seconds: float = 10.0
+) -> None:
+    """Play ``bars`` bars, each once the daemon's replay clock has caught up with the simulator.
+
+    The replay clock polls the simulator's time; a bar played before the clock has seen
+    the previous one would be judged "from the future" and wait for REST recovery.
+    """
+    for _ in range(bars):
+        await sim.advance(bars=1)
+        await wait_until(
+            lambda: all(feed.clock.now_ms() >= sim.now_ms for feed in daemon.feeds),
+            timeout_seconds,
+            "the replay clock to follow the simulator",
+        )
+
+
+def metric(daemon: Daemon, name: str, **labels: str) -> float | None:
+    """The current value of one sample of the daemon's registry (None if it does not exist)."""
+    return daemon.metrics.registry.get_sample_value(name, labels)
+
+
+async def wait_until(
+    condition: Callable[[], bool], timeout_seconds: float = 30.0, what: str = "condition"
+) -> None:
+    """Poll ``condition`` until it holds; a clear failure naming ``what`` otherwise."""
+    try:
+        async with asyncio.timeout(timeout_seconds):
+            while not condition():  # noqa: ASYNC110 - state changed by other tasks
+                await asyncio.sleep(0.02)
+    except TimeoutError:
+        raise AssertionError(f"timed out after {timeout_seconds} s waiting for {what}") from None
+
+
+def of_bar(messages: Sequence[dict[str, Any]], bar_open_ms: int) -> list[dict[str, Any]]:
+    return [m for m in messages if m["bar_open_ms"] == bar_open_ms]
+
+
+@dataclass
+class Running:
+    """A simulator, a daemon fed by it, and a subscriber to its predictions."""
+
+    sim: Simulator
+    daemon: Daemon
+    sub: Subscriber
+
+    async def step(self, bars: int = 1) -> None:
+        await step(self.sim, self.daemon, bars)
+
+    def of_bar(self, bar_open_ms: int, model: str | None = None) -> list[dict[str, Any]]:
+        return [m for m in of_bar(self.sub.messages, bar_open_ms) if model in (None, m["model"])]
+
+
+@asynccontextmanager
+async def simulated_daemon(
+    redis_url: str,
+    redis: Any,
+    registry: Path,
+    config: SimulatorConfig | None = None,
+    **sections: Any,
+) -> AsyncIterator[Running]:
+    """Simulator (stepped by the test) -> daemon -> subscriber, all running."""
+    async with Simulator(config or SimulatorConfig(bar_seconds=None, history_bars=120)) as sim:
+        settings = daemon_settings(sim, redis_url, registry, **sections)
+        async with (
+            Subscriber(redis, "wc:predictions") as sub,
+            running_daemon(settings, redis) as daemon,
+        ):
+            yield Running(sim, daemon, sub)

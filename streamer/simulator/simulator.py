@@ -185,6 +185,7 @@ class Simulator:
             self._clock.cancel()
             await asyncio.gather(self._clock, return_exceptions=True)
             self._clock = None
+        await self.stream.cancel_later()
         await self.stream.hub.drop()
         if self.whale is not None:
             await self.whale.hub.drop()
