@@ -172,10 +172,16 @@ async def simulated_daemon(
     redis: Any,
     registry: Path,
     config: SimulatorConfig | None = None,
+    prepare: Callable[[Simulator], None] | None = None,
     **sections: Any,
 ) -> AsyncIterator[Running]:
-    """Simulator (stepped by the test) -> daemon -> subscriber, all running."""
+    """Simulator (stepped by the test) -> daemon -> subscriber, all running.
+
+    ``prepare`` runs on the simulator before the daemon starts (faults for its start-up).
+    """
     async with Simulator(config or SimulatorConfig(bar_seconds=None, history_bars=120)) as sim:
+        if prepare is not None:
+            prepare(sim)
         settings = daemon_settings(sim, redis_url, registry, **sections)
         async with (
             Subscriber(redis, "wc:predictions") as sub,
