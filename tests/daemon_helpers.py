@@ -21,6 +21,13 @@ from whalecast.settings import Settings, load_settings
 
 def daemon_settings(sim: Simulator, redis_url: str, registry: Path, **sections: Any) -> Settings:
     """Settings for a daemon fed by ``sim``; ``sections`` override whole sections' fields."""
+    return load_settings(None, **daemon_config(sim, redis_url, registry, **sections))
+
+
+def daemon_config(
+    sim: Simulator, redis_url: str, registry: Path, **sections: Any
+) -> dict[str, Any]:
+    """The same as a config file's content (plain data, secrets in clear)."""
     base: dict[str, Any] = {
         "redis": {"url": redis_url, "prefix": "wc"},
         "exchanges": [
@@ -42,7 +49,7 @@ def daemon_settings(sim: Simulator, redis_url: str, registry: Path, **sections: 
             base[name] = {**base[name], **values}
         else:
             base[name] = values
-    return load_settings(None, **base)
+    return base
 
 
 def write_demo_models(registry: Path, seed: int = 0) -> dict[str, str]:
