@@ -195,3 +195,32 @@ async def simulated_daemon(
             running_daemon(settings, redis) as daemon,
         ):
             yield Running(sim, daemon, sub)
+
+
+async def http_get(port: int, path: str) -> tuple[int, str]:
+    """Status and body of a real HTTP GET to the daemon's metrics address."""
+    import aiohttp
+
+    url = f"http://127.0.0.1:{port}{path}"
+    async with aiohttp.ClientSession() as session, session.get(url) as response:
+        return response.status, await response.text()
+
+
+async def scrape_running_daemon(redis_url: str, registry: Path, bars: int = 2) -> str:
+    """``/metrics`` of a daemon that is warm and has predicted ``bars`` bars after start-up."""
+    import redis.asyncio as aioredis
+
+    write_demo_models(registry)
+    redis = aioredis.Redis.from_url(redis_url)
+    try:
+        async with simulated_daemon(redis_url, redis, registry) as run:
+            await wait_until_ready(run.daemon)
+            await run.step(bars)
+            published = 2 * len(run.sim.symbols) * (bars + 1)
+            await wait_until(lambda: len(run.sub.messages) == published, what="predictions")
+            assert run.daemon.http is not None
+            status, text = await http_get(run.daemon.http.port, "/metrics")
+            assert status == 200
+            return text
+    finally:
+        await redis.aclose()
