@@ -54,6 +54,7 @@ class _BarState:
     predicted: set[Series] = field(default_factory=set)
     main_done: bool = False
     deadline: asyncio.TimerHandle | None = None
+    runtimes: dict[str, Any] | None = None  # the model versions every batch of this bar uses
 
 
 class BarLoop:
@@ -239,7 +240,11 @@ class BarLoop:
         self, key: tuple[str, int], todo: list[Series], state: _BarState, late: bool
     ) -> None:
         timeframe, open_ms = key
-        self.models.swap_pending()
+        if state.runtimes is None:
+            # a new bar: only here may a reloaded version come in; late batches of this bar
+            # use the same versions as its main batch
+            self.models.swap_pending()
+            state.runtimes = self.models.serving()
         windows, ready = self.store.windows(todo)
         current = np.array([self.store.last_open_ms(s) == open_ms for s in todo], dtype=bool)
         ready = ready & current
@@ -251,7 +256,7 @@ class BarLoop:
         timings: dict[str, float] = {}
         if batch:
             x = windows[ready]
-            for name, runtime in self.models.serving().items():
+            for name, runtime in state.runtimes.items():
                 started = time.perf_counter()
                 values = await asyncio.to_thread(runtime.predict, x)
                 timings[name] = time.perf_counter() - started

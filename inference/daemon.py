@@ -84,6 +84,7 @@ class Daemon:
             raise ValueError("resolve shard.index_from_hostname first (with_shard_from_hostname)")
         self.series = owned(all_series(settings), shard.index, shard.count)
         metrics.series_owned.set(len(self.series))
+        metrics.initialise(sorted({s.timeframe for s in self.series}), settings.inference.models)
         self.store = WindowStore(
             redis, self.keys, self.series, settings.features.window, metrics,
             ttl_seconds=settings.features.store_ttl_seconds,

@@ -59,6 +59,8 @@ Status = Literal["appended", "duplicate", "gap"]
 BAR_DTYPE: Final = np.dtype("<f8")
 ROW_DTYPE: Final = np.dtype("<f4")
 DEFAULT_TTL_SECONDS: Final = 7 * 86_400.0
+#: ``operation`` label values of the store's timings and Redis errors.
+STORE_OPERATIONS: Final = ("windows", "read", "load", "warm_up", "append")
 SCRIPT: Final = resources.files("streamer").joinpath("store.lua").read_text()
 #: First 8 bytes of every stored window: magic, feature-list version, feature count.
 WINDOW_HEADER: Final = struct.pack("<4sHH", b"WCFW", FEATURE_VERSION, len(FEATURE_NAMES))
@@ -162,6 +164,9 @@ class WindowStore:
         self.window = window
         self.metrics = metrics
         self.bars_kept = HISTORY_BARS + window
+        if metrics is not None:
+            for operation in STORE_OPERATIONS:
+                metrics.redis_errors.labels(operation)
         self.mirror = Mirror(series, window, self.bars_kept)
         self._sha = redis.register_script(SCRIPT).sha
         self._rows_text = str(window).encode()

@@ -14,6 +14,7 @@ from tests.daemon_helpers import (
     Subscriber,
     daemon_settings,
     running_daemon,
+    step,
     wait_until_ready,
     write_demo_models,
 )
@@ -40,13 +41,14 @@ async def test_one_prediction_per_series_model_and_bar(
     settings = daemon_settings(sim, redis_url, tmp_path / "registry")
     series_count = len(sim.symbols)
     async with (
-        running_daemon(settings, redis_client) as daemon,
         Subscriber(redis_client, "wc:predictions") as sub,
+        running_daemon(settings, redis_client) as daemon,
     ):
         await wait_until_ready(daemon)
         for _ in range(BARS):
-            await sim.advance(bars=1)
-            await sub.wait_for(len(sub.messages) + 2 * series_count)
+            expected = len(sub.messages) + 2 * series_count
+            await step(sim, daemon)
+            await sub.wait_for(expected)
         messages = sub.messages
 
     parsed = [Prediction.parse(json.dumps(m)) for m in messages]
