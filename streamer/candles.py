@@ -148,7 +148,8 @@ class CandleFeed:
 
     async def _make_clock(self, rest: Any) -> Clock:
         if self.feed.clock == "replay":
-            clock = ReplayClock(rest.fetch_time, self.feed.replay_clock_poll_seconds)
+            # through the session, not this client: the session replaces a failing client
+            clock = ReplayClock(self._fetch_time, self.feed.replay_clock_poll_seconds)
             await clock.start()
             self._owned_clock = clock
             # the daemon runs on the exchange's own clock: there is no skew to correct
@@ -160,6 +161,10 @@ class CandleFeed:
             log.warning("local clock differs from the exchange", exchange=self.settings.id,
                         skew_ms=skew)  # fmt: skip
         return LiveClock(offset_ms=skew)
+
+    async def _fetch_time(self) -> int:
+        async with self._session.use() as rest:
+            return int(await rest.fetch_time())
 
     def _build_connections(self) -> None:
         limiter = SubscribeLimiter(self.settings.subscribe_messages_per_second)

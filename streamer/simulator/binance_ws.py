@@ -160,9 +160,15 @@ class BinanceStream:
         for bars, i in closing:
             candle = market.closed_candle(bars, i)
             real = kline_text(candle, bars.wire, market.timeframe, market.bar_ms, event_ms)
+            name = self.stream_name(bars)
+            withheld = self.faults.take_withheld(bars.symbol)
+            delay = None if withheld else self.faults.take_close_delay(bars.symbol)
+            sent: list[tuple[str, str | None]] = [] if withheld or delay else [(real, None)]
+            if delay:
+                self._publish_later(delay, {name: [(real, None)]})
             kinds = self.faults.kinds_for(bars.symbol)
             if not kinds:
-                phase[self.stream_name(bars)] = [(real, None)]
+                phase[name] = sent
                 continue
             k = kline_fields(candle, bars.wire, market.timeframe, market.bar_ms)
             before: list[tuple[str, str | None]] = []
@@ -171,13 +177,7 @@ class BinanceStream:
                 text = _bad_event(kind, k, bars, i, market=market, event_ms=event_ms)
                 if text is not None:
                     (after if kind in AFTER_REAL else before).append((text, kind))
-            name = self.stream_name(bars)
-            delay = self.faults.take_close_delay(bars.symbol)
-            if delay is None:
-                phase[name] = [*before, (real, None), *after]
-            else:
-                phase[name] = [*before, *after]
-                self._publish_later(delay, {name: [(real, None)]})
+            phase[name] = [*before, *sent, *after]
         return phase
 
     def _publish_later(self, seconds: float, phase: Phase) -> None:

@@ -24,6 +24,7 @@ ACTIONS = frozenset(
         "stall",
         "inject",
         "delay_close",
+        "withhold",
         "rest_gap",
         "clear_gaps",
         "rest_errors",
