@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+import logging
+from collections.abc import AsyncIterator, Callable, Iterator, MutableMapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import structlog
+from structlog.testing import LogCapture
 
 from inference.daemon import Daemon
 from streamer.features import FEATURE_NAMES
@@ -224,3 +228,20 @@ async def scrape_running_daemon(redis_url: str, registry: Path, bars: int = 2) -
             return text
     finally:
         await redis.aclose()
+
+
+@contextmanager
+def captured_logs() -> Iterator[list[MutableMapping[str, Any]]]:
+    """Every structlog event logged inside the block, at any level, whatever the logging
+    set-up of earlier tests (``structlog.testing.capture_logs`` keeps their level filter)."""
+    saved = structlog.get_config()
+    capture = LogCapture()
+    structlog.configure(
+        processors=[capture],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG),
+        cache_logger_on_first_use=False,
+    )
+    try:
+        yield capture.entries
+    finally:
+        structlog.configure(**saved)
