@@ -124,23 +124,6 @@ async def wait_until_ready(
             await asyncio.sleep(0.05)
 
 
-async def step(
-    sim: Simulator, daemon: Daemon, bars: int = 1, timeout_seconds: float = 10.0
-) -> None:
-    """Play ``bars`` bars, each once the daemon's replay clock has caught up with the simulator.
-
-    The replay clock polls the simulator's time; a bar played before the clock has seen
-    the previous one would be judged "from the future" and wait for REST recovery.
-    """
-    for _ in range(bars):
-        await sim.advance(bars=1)
-        await wait_until(
-            lambda: all(feed.clock.now_ms() >= sim.now_ms for feed in daemon.feeds),
-            timeout_seconds,
-            "the replay clock to follow the simulator",
-        )
-
-
 def metric(daemon: Daemon, name: str, **labels: str) -> float | None:
     """The current value of one sample of the daemon's registry (None if it does not exist)."""
     return daemon.metrics.registry.get_sample_value(name, labels)
@@ -171,7 +154,8 @@ class Running:
     sub: Subscriber
 
     async def step(self, bars: int = 1) -> None:
-        await step(self.sim, self.daemon, bars)
+        """Play ``bars`` bars now (the events are written when it returns)."""
+        await self.sim.advance(bars=bars)
 
     def of_bar(self, bar_open_ms: int, model: str | None = None) -> list[dict[str, Any]]:
         return [m for m in of_bar(self.sub.messages, bar_open_ms) if model in (None, m["model"])]
