@@ -164,9 +164,11 @@ class WindowStore:
         self.window = window
         self.metrics = metrics
         self.bars_kept = HISTORY_BARS + window
-        if metrics is not None:
+        if metrics is not None:  # every family shows from the first scrape
             for operation in STORE_OPERATIONS:
                 metrics.redis_errors.labels(operation)
+            for exchange, timeframe in {(s.exchange, s.timeframe) for s in series}:
+                metrics.gaps.labels(exchange, timeframe)
         self.mirror = Mirror(series, window, self.bars_kept)
         self._sha = redis.register_script(SCRIPT).sha
         self._rows_text = str(window).encode()

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+import logging
+from collections.abc import AsyncIterator, Callable, Iterator, MutableMapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import structlog
+from structlog.testing import LogCapture
 
 from inference.daemon import Daemon
 from streamer.features import FEATURE_NAMES
@@ -135,23 +139,6 @@ async def wait_until_ready(
             await asyncio.sleep(0.05)
 
 
-async def step(
-    sim: Simulator, daemon: Daemon, bars: int = 1, timeout_seconds: float = 10.0
-) -> None:
-    """Play ``bars`` bars, each once the daemon's replay clock has caught up with the simulator.
-
-    The replay clock polls the simulator's time; a bar played before the clock has seen
-    the previous one would be judged "from the future" and wait for REST recovery.
-    """
-    for _ in range(bars):
-        await sim.advance(bars=1)
-        await wait_until(
-            lambda: all(feed.clock.now_ms() >= sim.now_ms for feed in daemon.feeds),
-            timeout_seconds,
-            "the replay clock to follow the simulator",
-        )
-
-
 def metric(daemon: Daemon, name: str, **labels: str) -> float | None:
     """The current value of one sample of the daemon's registry (None if it does not exist)."""
     return daemon.metrics.registry.get_sample_value(name, labels)
@@ -182,7 +169,8 @@ class Running:
     sub: Subscriber
 
     async def step(self, bars: int = 1) -> None:
-        await step(self.sim, self.daemon, bars)
+        """Play ``bars`` bars now (the events are written when it returns)."""
+        await self.sim.advance(bars=bars)
 
     def of_bar(self, bar_open_ms: int, model: str | None = None) -> list[dict[str, Any]]:
         return [m for m in of_bar(self.sub.messages, bar_open_ms) if model in (None, m["model"])]
@@ -239,3 +227,20 @@ async def scrape_running_daemon(redis_url: str, registry: Path, bars: int = 2) -
             return text
     finally:
         await redis.aclose()
+
+
+@contextmanager
+def captured_logs() -> Iterator[list[MutableMapping[str, Any]]]:
+    """Every structlog event logged inside the block, at any level, whatever the logging
+    set-up of earlier tests (``structlog.testing.capture_logs`` keeps their level filter)."""
+    saved = structlog.get_config()
+    capture = LogCapture()
+    structlog.configure(
+        processors=[capture],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG),
+        cache_logger_on_first_use=False,
+    )
+    try:
+        yield capture.entries
+    finally:
+        structlog.configure(**saved)

@@ -14,7 +14,6 @@ from tests.daemon_helpers import (
     Subscriber,
     daemon_settings,
     running_daemon,
-    step,
     wait_until_ready,
     write_demo_models,
 )
@@ -47,7 +46,7 @@ async def test_one_prediction_per_series_model_and_bar(
         await wait_until_ready(daemon)
         for _ in range(BARS):
             expected = len(sub.messages) + 2 * series_count
-            await step(sim, daemon)
+            await sim.advance(bars=1)
             await sub.wait_for(expected)
         messages = sub.messages
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
-from structlog.testing import capture_logs
 
 from streamer.features import FEATURE_NAMES
 from tests.daemon_helpers import (
+    captured_logs,
     metric,
     simulated_daemon,
     wait_until,
@@ -37,7 +37,7 @@ async def test_an_expired_model_is_flagged_and_optionally_not_served(
         registry, "direction", model, preprocess_for(FEATURE_NAMES), trained_at=trained_at
     )
     inference = {"expiry_hours": EXPIRY_HOURS, "stop_serving_expired": stop_serving}
-    with capture_logs() as logs:
+    with captured_logs() as logs:
         async with simulated_daemon(redis_url, redis_client, registry, inference=inference) as run:
             daemon = run.daemon
             await wait_until_ready(daemon)

@@ -10,12 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import redis.asyncio as aioredis
-from structlog.testing import capture_logs
 
 from inference.daemon import Daemon
 from streamer.features import FEATURE_NAMES
 from tests.daemon_helpers import (
     Running,
+    captured_logs,
     metric,
     simulated_daemon,
     wait_until,
@@ -133,7 +133,7 @@ async def test_broken_versions_are_refused_and_polling_brings_a_good_one(
         daemon = run.daemon
         await wait_until_ready(daemon)
         for count, (reason, write) in enumerate(_broken_versions(registry), start=1):
-            with capture_logs() as logs:
+            with captured_logs() as logs:
                 broken = write()
                 notice = json.dumps({"model": "direction", "version": broken})
                 await redis_client.publish("wc:models", notice)

@@ -15,12 +15,12 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 import yaml
-from structlog.testing import capture_logs
 
 from inference.daemon import Daemon
 from streamer.simulator import Simulator, SimulatorConfig
 from tests.daemon_helpers import (
     Subscriber,
+    captured_logs,
     daemon_config,
     daemon_settings,
     of_bar,
@@ -82,7 +82,7 @@ async def test_stop_mid_bar_publishes_what_arrived(
             assert not of_bar(sub.messages, bar)
         finally:
             started = time.monotonic()
-            with capture_logs() as logs:
+            with captured_logs() as logs:
                 drained = await daemon.stop()
             took = time.monotonic() - started
         await wait_until(lambda: len(of_bar(sub.messages, bar)) == 2 * 3, 5, "the drained bar")
