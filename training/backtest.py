@@ -117,6 +117,7 @@ def run(
     }
     curve = curve.assign(
         strategy_equity=np.cumprod(1.0 + curve["strategy"].to_numpy()),
+        gross_equity=np.cumprod(1.0 + curve["gross"].to_numpy()),
         hold_equity=np.cumprod(1.0 + curve["hold"].to_numpy()),
     )
     return summary, curve

@@ -73,6 +73,7 @@ def equity_curve(curve: pd.DataFrame, path: Path) -> str:
     fig, ax = plt.subplots(figsize=(8, 4))
     times = pd.to_datetime(curve.index.to_numpy(), unit="ms", utc=True)
     ax.plot(times, curve["strategy_equity"], label="direction signal (after fees)")
+    ax.plot(times, curve["gross_equity"], ":", label="direction signal (before fees)")
     ax.plot(times, curve["hold_equity"], label="buy and hold")
     ax.set_ylabel("equity (start = 1)")
     ax.set_title("test period backtest, equal-weight across series")
