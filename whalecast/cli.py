@@ -354,6 +354,8 @@ def build_parser() -> argparse.ArgumentParser:
     _training_arguments(train)
     train.add_argument("--registry", metavar="DIR", help="default: inference.registry")
     train.add_argument("--name", help="model name in the registry (default: the preset name)")
+    train.add_argument("--job", type=int, metavar="INDEX",
+                       help="train entry INDEX of training.jobs (default: training.job_index)")  # fmt: skip
     train.add_argument("--force", action="store_true", help="promote even if not better")
     train.add_argument("--no-promote", action="store_true", dest="no_promote",
                        help="write the artifact but leave CURRENT alone")  # fmt: skip

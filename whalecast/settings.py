@@ -187,6 +187,14 @@ PresetName = Literal["volume", "direction", "direction-deep", "direction-gru", "
 HyperValue = int | float | bool | str | list[str]
 
 
+class TrainingJob(Section):
+    """One entry of ``training.jobs``: what one of several parallel trainers builds."""
+
+    preset: PresetName
+    name: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]+$")  # registry name; default: preset
+    symbols: list[str] = Field(default_factory=list)  # train on these only; empty: every series
+
+
 class TrainingSettings(Section):
     """The trainer (``whalecast train`` / ``whalecast tune``); the daemon never reads it."""
 
@@ -218,6 +226,15 @@ class TrainingSettings(Section):
     refresh_every_seconds: PositiveSeconds | None = None
     tune_trials: int = Field(20, gt=0)
     tune_epochs: int = Field(10, gt=0)
+    jobs: list[TrainingJob] = Field(default_factory=list)
+    job_index: int | None = Field(None, ge=0)
+
+    @model_validator(mode="after")
+    def _jobs_distinct(self) -> TrainingSettings:
+        names = [job.name or job.preset for job in self.jobs]
+        if len(set(names)) != len(names):
+            raise ValueError(f"training.jobs: two jobs write the same model ({names})")
+        return self
 
 
 class Settings(BaseSettings):
