@@ -135,6 +135,7 @@ class Daemon:
             metrics=self.metrics, clock_for=self.clock_for, grace_seconds=s.feed.grace_seconds,
             whale_for=self.whale_bars.take, scorer=self.scorer, record_factory=BarRecord,
             predicted_through=marks,
+            retry_initial_seconds=s.feed.backoff_initial_seconds,
         )  # fmt: skip
         await self.bar_loop.resume(pending(self.store, marks, self.metrics))
         warmup = HISTORY_BARS + s.features.window

@@ -33,11 +33,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from inference.daemon import Daemon
 from streamer.features import BAR_COLUMNS, FEATURE_NAMES, HISTORY_BARS, compute_features
-from streamer.simulator import Simulator
+from streamer.simulator import Simulator, SimulatorConfig
 from streamer.store import unpack_bars, unpack_window
 from whalecast.domain import Series
 from whalecast.keys import Keys
@@ -166,6 +167,14 @@ class Invariant:
         )
 
     # -- checking ------------------------------------------------------------------------
+
+    async def collect(self) -> None:
+        """Read the prediction stream now (before Redis may lose it)."""
+        client = connect_plain(self.redis_url, **self.redis_kwargs)
+        try:
+            await self.log.collect(client)
+        finally:
+            await client.aclose()
 
     async def check(
         self,
@@ -337,6 +346,29 @@ async def _maybe_await(value: Any) -> Any:
     return value
 
 
+# ---------------------------------------------------------------------------- fixtures
+# (test modules import them by name and use them as pytest fixtures)
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model registry with the tiny direction and volume models, once per module."""
+    from tests.daemon_helpers import write_demo_models
+
+    path = tmp_path_factory.mktemp("registry")
+    write_demo_models(path)
+    return path
+
+
+@pytest.fixture
+async def sim() -> AsyncIterator[Simulator]:
+    """The shipped data slice with whale alerts, stepped by hand, 120 bars of history."""
+    simulator = Simulator(SimulatorConfig(bar_seconds=None, history_bars=120))
+    await simulator.start()
+    yield simulator
+    await simulator.stop()
+
+
 # ---------------------------------------------------------------------------- in-process daemon
 
 
@@ -365,6 +397,28 @@ async def own_daemon(
             await daemon.stop()
             if invariant is not None:
                 invariant.daemon_stopped()
+
+
+@asynccontextmanager
+async def checked_daemon(
+    sim: Simulator,
+    redis_url: str,
+    registry: Path,
+    *,
+    daemon_redis_url: str | None = None,
+    **sections: Any,
+) -> AsyncIterator[tuple[Invariant, Daemon]]:
+    """A daemon on ``sim`` (reaching Redis through ``daemon_redis_url`` if given), its first
+    bar checked; yields the invariant and the daemon."""
+    invariant = Invariant(sim, redis_url)
+    settings = fault_settings(sim, daemon_redis_url or redis_url, registry, **sections)
+    async with own_daemon(settings, invariant) as daemon:
+        await check_daemon(invariant, daemon)
+        yield invariant, daemon
+
+
+def redis_errors(daemon: Daemon, operation: str) -> float:
+    return sample(daemon.metrics, "whalecast_redis_errors_total", operation=operation)
 
 
 async def check_daemon(

@@ -7,6 +7,8 @@ rate-limiting (429 + Retry-After) while it fills a gap; a series whose close
 arrives after the grace period; a burst of bars after an outage.
 """
 
+# ruff: noqa: F401, F811 - the sim and registry fixtures come from tests.fault_helpers
+
 from __future__ import annotations
 
 import asyncio
@@ -16,16 +18,16 @@ from pathlib import Path
 import pytest
 
 from inference.daemon import Daemon
-from streamer.simulator import KLINE_FAULTS, Simulator, SimulatorConfig
-from tests.daemon_helpers import write_demo_models
+from streamer.simulator import KLINE_FAULTS, Simulator
 from tests.fault_helpers import (
     Invariant,
     advance,
     check_daemon,
-    fault_settings,
-    own_daemon,
+    checked_daemon,
+    registry,
     rejected,
     sample,
+    sim,
     wait_for,
 )
 
@@ -46,30 +48,12 @@ REASONS = {
 }
 
 
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("registry")
-    write_demo_models(path)
-    return path
-
-
-@pytest.fixture
-async def sim() -> AsyncIterator[Simulator]:
-    simulator = Simulator(SimulatorConfig(bar_seconds=None, history_bars=120))
-    await simulator.start()
-    yield simulator
-    await simulator.stop()
-
-
 @pytest.fixture
 async def running(
     sim: Simulator, registry: Path, redis_url: str
 ) -> AsyncIterator[tuple[Invariant, Daemon]]:
-    """A daemon on the simulator, its first bar checked."""
-    invariant = Invariant(sim, redis_url)
-    async with own_daemon(fault_settings(sim, redis_url, registry), invariant) as daemon:
-        await check_daemon(invariant, daemon)
-        yield invariant, daemon
+    async with checked_daemon(sim, redis_url, registry) as both:
+        yield both
 
 
 def reconnects(daemon_metrics: object, cause: str) -> float:

@@ -69,6 +69,7 @@ class Metrics:
 
         # store
         self.store_seconds = Histogram("whalecast_store_seconds", "Redis window-store operations, per bar (all series at once).", ["operation"], buckets=FAST_BUCKETS, registry=r)  # fmt: skip
+        self.store_restored = Counter("whalecast_store_restored_series_total", "Series whose keys Redis had lost (restart without persistence) rewritten from the daemon's memory.", registry=r)  # fmt: skip
         self.redis_errors = Counter("whalecast_redis_errors_total", "Redis commands that failed, by operation.", ["operation"], registry=r)  # fmt: skip
 
         # the bar loop
