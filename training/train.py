@@ -398,6 +398,7 @@ def run(
     published = False
     if job.promote and decision.promote:
         published = promote(
-            job.registry, job.model_name, version, settings.redis if job.publish else None
-        )
+            job.registry, job.model_name, version, settings.redis if job.publish else None,
+            sync_artifact=settings.inference.registry_sync == "redis",
+        )  # fmt: skip
     return Outcome(job.model_name, version, directory, decision, result["report"], published)
