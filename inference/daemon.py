@@ -18,6 +18,8 @@ import signal
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+from redis.exceptions import RedisError
+
 from inference.barloop import BarLoop
 from inference.handover import PredictionMarks, pending
 from inference.http import HttpServer
@@ -35,7 +37,7 @@ from whalecast.domain import Series, WhaleTransfer
 from whalecast.keys import Keys
 from whalecast.logs import get_logger
 from whalecast.metrics import Metrics
-from whalecast.redisconn import RedisHandle
+from whalecast.redisconn import RedisHandle, RedisUnavailable, describe_redis_error
 from whalecast.settings import ExchangeSettings, Settings
 from whalecast.sharding import owned
 
@@ -211,10 +213,17 @@ async def serve(
     """Run until ``stop`` is set; the exit status."""
     async with RedisHandle(settings.redis) as redis:
         daemon = Daemon(settings, metrics, redis)
-        await daemon.start()
+        try:
+            await daemon.start()
+        except RedisError as e:  # e.g. an ACL without a command the daemon needs
+            await daemon.stop()
+            raise RedisUnavailable(
+                describe_redis_error(e, settings.redis, settings.redis.url)
+            ) from e
         if on_started is not None:
             await on_started(daemon)
         await stop.wait()
+        log.info("stop requested, finishing the bar in flight")
         await daemon.stop()
     return 0
 

@@ -388,6 +388,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as e:
         print(f"whalecast: {e}", file=sys.stderr)
         return 2
+    except Exception as e:
+        redisconn = sys.modules.get("whalecast.redisconn")  # loaded by commands that use Redis
+        if redisconn is None or not isinstance(e, redisconn.RedisUnavailable):
+            raise
+        print(f"whalecast: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
     return int(result or 0)
