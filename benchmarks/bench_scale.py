@@ -52,6 +52,8 @@ from tests.daemon_helpers import daemon_config
 from tests.helpers import ClusterServers
 from tests.model_artifacts import deep_model, preprocess_for, volume_model, write_model
 from tests.replica_helpers import Replica, write_config
+from whalecast.domain import Series
+from whalecast.keys import Keys
 from whalecast.redisconn import EmbeddedRedis, connect
 from whalecast.settings import RedisSettings
 
@@ -149,6 +151,21 @@ async def redis_stats(redis: Any) -> dict[str, float]:
     return out
 
 
+async def wait_stored(redis: Any, keys: Keys, sim: Simulator, timeout_seconds: float) -> None:
+    """Until every series has its last closed bar stored (start-up backfill finished)."""
+    series = [Series("binance", symbol, sim.timeframe) for symbol in sim.symbols]
+    newest = sim.now_ms - series[0].bar_ms
+    async with asyncio.timeout(timeout_seconds):
+        while True:
+            pipe = redis.pipeline(transaction=False)
+            for s in series:
+                pipe.hget(keys.meta(s), "last_open_ms")
+            stored = await pipe.execute()
+            if all(v is not None and int(v) >= newest for v in stored):
+                return
+            await asyncio.sleep(1.0)
+
+
 @asynccontextmanager
 async def redis_target(cluster: bool, directory: Path) -> AsyncIterator[tuple[str, bool]]:
     if cluster:
@@ -204,6 +221,7 @@ async def run_configuration(
             stack.callback(replica.stop_quietly)
             replica.start()
         await asyncio.gather(*(r.wait_ready(args.ready_timeout) for r in fleet))
+        await wait_stored(redis, Keys(args.prefix), sim, args.ready_timeout)
         run.ready_seconds = time.perf_counter() - started
         for k in range(args.warmup_bars + args.bars):
             if k == args.warmup_bars:
@@ -297,7 +315,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             sim, url, registry,
             redis={"url": url, "cluster": cluster, "prefix": args.prefix},
             whale={"enabled": False}, log={"format": "json"},
-            feed={"clock": "replay", "backfill_concurrency": 16, "grace_seconds": 10.0},
+            feed={"clock": "replay", "backfill_concurrency": 16, "grace_seconds": 10.0,
+                  "stale_after_seconds": 3600.0},
             inference={"registry": str(registry), "models": list(MODELS), "backend": args.backend,
                        "batch_buckets": args.buckets, "reload_poll_seconds": 3600.0},
         )  # fmt: skip

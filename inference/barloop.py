@@ -2,8 +2,9 @@
 
 Closed candles come in from the feeds (``on_closed``). For each bar the loop
 appends every series' record to the window store in one pipeline, then waits
-until every owned series of that timeframe has closed the bar, or until
-``grace_seconds`` (wall time) after the first of them arrived. It then takes
+until every owned series of that timeframe has closed the bar (those that had
+stored it already are not waited for), or until ``grace_seconds`` (wall time)
+after the first of them arrived. It then takes
 the complete windows from the store's memory mirror, runs one forward pass per
 served model over the whole batch in a worker thread (the event loop keeps
 reading feeds), and publishes all predictions in one pipeline. A series whose
@@ -192,7 +193,10 @@ class BarLoop:
         key = (candle.timeframe, candle.open_ms)
         state = self._bars.get(key)
         if state is None:
-            state = _BarState(expected=self.by_timeframe[candle.timeframe])
+            # wait only for series that can still bring this bar: one already stored
+            # (predicted before a restart, or a series ahead in a burst) never comes again
+            waiting = self.store.not_stored(list(self.by_timeframe[candle.timeframe]), key[1])
+            state = _BarState(expected=frozenset(waiting) | {candle.series})
             self._bars[key] = state
         state.arrived[candle.series] = arrival
         state.candles[candle.series] = candle

@@ -198,6 +198,11 @@ class WindowStore:
         last = int(self.mirror.last[self.mirror.positions([series])[0]])
         return None if last == EMPTY else last
 
+    def not_stored(self, series: Sequence[Series], open_ms: int) -> list[Series]:
+        """The series whose newest stored bar opens before ``open_ms`` (that bar may still come)."""
+        last = self.mirror.last[self.mirror.positions(series)]
+        return [s for s, behind in zip(series, last < open_ms, strict=True) if behind]
+
     def last_candle(self, series: Series) -> Candle | None:
         """The series' newest stored bar as a closed candle (None for an empty series)."""
         position = int(self.mirror.positions([series])[0])
