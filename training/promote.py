@@ -46,6 +46,13 @@ class Decision:
         return asdict(self)
 
 
+def _not_significant(name: str, new: float, other: float) -> str:
+    return (
+        f"not significantly better than {name} ({new:.5f} vs {other:.5f}; the paired "
+        "95% interval of the difference includes zero)"
+    )
+
+
 def decide(
     metric: str,
     new: float,
@@ -55,17 +62,27 @@ def decide(
     margin: float = 0.0,
     force: bool = False,
     against_baseline: bool = True,
+    verdicts: dict[str, str] | None = None,
 ) -> Decision:
-    """Promote only if ``new`` beats the baseline and the serving model (or when forced)."""
+    """Promote only if ``new`` beats the baseline and the serving model (or when forced).
+
+    With ``verdicts`` (the paired day-block bootstrap verdict of the model against each
+    competitor, ``training.promote_requires_significance``), beating a competitor also
+    needs its verdict to be "better": the 95 % interval of the difference excludes zero.
+    """
     baseline_name, baseline_value = baseline
     serving_version, serving_value = serving if serving is not None else (None, None)
     failures = []
     if against_baseline and not better(metric, new, baseline_value, margin):
         failures.append(f"not better than {baseline_name} ({new:.5f} vs {baseline_value:.5f})")
+    elif against_baseline and verdicts is not None and verdicts.get(baseline_name) != "better":
+        failures.append(_not_significant(baseline_name, new, baseline_value))
     if serving_value is not None and not better(metric, new, serving_value, margin):
         failures.append(
             f"not better than serving {serving_version} ({new:.5f} vs {serving_value:.5f})"
         )
+    elif serving_value is not None and verdicts is not None and verdicts.get("serving") != "better":
+        failures.append(_not_significant(f"serving {serving_version}", new, serving_value))
     if not failures:
         beaten = ([baseline_name] if against_baseline else []) + (
             [f"serving {serving_version}"] if serving_version else []

@@ -217,7 +217,16 @@ def promotion_decision(
         margin=t.promote_min_improvement,
         force=job.force,
         against_baseline=t.promote_against_baseline,
+        verdicts=_verdicts(report, metric) if t.promote_requires_significance else None,
     )
+
+
+def _verdicts(report: dict[str, Any], metric: str) -> dict[str, str]:
+    """The paired bootstrap verdict of the model against each competitor on ``metric``."""
+    paired = report["test"]["pooled"].get("paired", {})
+    return {
+        name: str(scores[metric]["verdict"]) for name, scores in paired.items() if metric in scores
+    }
 
 
 # --- save -------------------------------------------------------------------------------------

@@ -222,6 +222,7 @@ class TrainingSettings(Section):
     promote_metric_direction: Literal["auc", "accuracy", "balanced_accuracy", "log_loss"] = "auc"
     promote_metric_volume: Literal["mae", "rmse", "mape"] = "mae"
     promote_min_improvement: float = Field(0.0, ge=0)
+    promote_requires_significance: bool = True
     promote_against_baseline: bool = True
     refresh_every_seconds: PositiveSeconds | None = None
     tune_trials: int = Field(20, gt=0)
