@@ -192,6 +192,10 @@ class ExchangeAdapter:
         if self.is_binance:
             options["fetchMarkets"] = {"types": ["spot"]}
             options["defaultType"] = "spot"
+            # with API keys ccxt would also call private wallet and margin endpoints while
+            # loading markets, on hosts the URL overrides do not cover: the feed needs neither
+            options["fetchCurrencies"] = False
+            options["fetchMargins"] = False
         config: dict[str, Any] = {
             "enableRateLimit": self.settings.enable_rate_limit,
             "newUpdates": True,

@@ -268,7 +268,7 @@ class WhaleFeed:
             return None
         try:
             message = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested deeper than the parser goes
             self._rejected["malformed"].inc()
             return None
         if not isinstance(message, dict):

@@ -57,7 +57,8 @@ class DaemonProcess:
         return None if code is None else f"daemon process exited with {code}"
 
     def output(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text(encoding="utf-8", errors="replace")
 
     def log_events(self) -> list[dict[str, Any]]:

@@ -1,16 +1,22 @@
-"""Self-signed certificates for TLS tests, made with the ``cryptography`` package."""
+"""Security test support: a Redis with a confined ACL user, and self-signed certificates
+for TLS made with the ``cryptography`` package."""
 
 from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import redis.asyncio as aioredis
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from tests.helpers import RedisServer
 
 
 @dataclass(frozen=True)
@@ -75,3 +81,46 @@ class TestCA:
         issued.key.write_bytes(_key_pem(key))
         issued.key.chmod(0o600)
         return issued
+
+
+PREFIX = "wc"
+#: Every command the daemon sends (the store script's own calls included).
+DAEMON_COMMANDS = (
+    "ping", "script|load", "evalsha", "hmget", "hget", "get",
+    "mget", "zrange", "set", "del", "zadd", "zremrangebyscore", "hset", "hincrby", "pexpire",
+    "publish", "xadd", "subscribe", "unsubscribe",
+)  # fmt: skip
+
+
+def acl_rules(password: str, commands: tuple[str, ...] = DAEMON_COMMANDS) -> list[str]:
+    """``ACL SETUSER`` rules: this password, the prefix's keys and channels, these commands."""
+    return ["reset", "on", f">{password}", f"~{PREFIX}:*", f"&{PREFIX}:*", "-@all",
+            *(f"+{c}" for c in commands)]  # fmt: skip
+
+
+class AclRedis:
+    """A redis-server whose default user needs a password, plus a confined ``whalecast`` user."""
+
+    def __init__(
+        self, directory: Path, user: str = "whalecast", password: str | None = None
+    ) -> None:
+        self.admin_password = secrets.token_hex(12)
+        self.user = user
+        self.user_password = password or secrets.token_hex(12)
+        self.server = RedisServer(directory, extra_args=["--requirepass", self.admin_password])
+
+    def admin(self) -> Any:
+        return aioredis.Redis.from_url(self.server.url, password=self.admin_password)
+
+    async def set_user(self, commands: tuple[str, ...] = DAEMON_COMMANDS) -> None:
+        admin = self.admin()
+        try:
+            await admin.execute_command(
+                "ACL", "SETUSER", self.user, *acl_rules(self.user_password, commands)
+            )
+        finally:
+            await admin.aclose()
+
+    def settings(self, **changes: Any) -> dict[str, Any]:
+        return {"url": self.server.url, "username": self.user, "password": self.user_password,
+                **changes}  # fmt: skip

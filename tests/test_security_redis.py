@@ -28,51 +28,12 @@ from tests.fault_helpers import (
     sim,
 )
 from tests.helpers import RedisServer, free_port
-from tests.security_helpers import TestCA
+from tests.security_helpers import DAEMON_COMMANDS, AclRedis, TestCA
 from whalecast.metrics import Metrics
 from whalecast.redisconn import RedisHandle, RedisUnavailable
 from whalecast.settings import RedisSettings
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
-
-PREFIX = "wc"
-#: Every command the daemon sends (the store script's own calls included).
-DAEMON_COMMANDS = (
-    "ping", "script|load", "evalsha", "hmget", "hget", "get",
-    "mget", "zrange", "set", "del", "zadd", "zremrangebyscore", "hset", "hincrby", "pexpire",
-    "publish", "xadd", "subscribe", "unsubscribe",
-)  # fmt: skip
-
-
-def acl_rules(password: str, commands: tuple[str, ...] = DAEMON_COMMANDS) -> list[str]:
-    """``ACL SETUSER`` rules: this password, the prefix's keys and channels, these commands."""
-    return ["reset", "on", f">{password}", f"~{PREFIX}:*", f"&{PREFIX}:*", "-@all",
-            *(f"+{c}" for c in commands)]  # fmt: skip
-
-
-class AclRedis:
-    """A redis-server whose default user needs a password, plus a confined ``whalecast`` user."""
-
-    def __init__(self, directory: Path) -> None:
-        self.admin_password = secrets.token_hex(12)
-        self.user_password = secrets.token_hex(12)
-        self.server = RedisServer(directory, extra_args=["--requirepass", self.admin_password])
-
-    def admin(self) -> Any:
-        return aioredis.Redis.from_url(self.server.url, password=self.admin_password)
-
-    async def set_user(self, commands: tuple[str, ...] = DAEMON_COMMANDS) -> None:
-        admin = self.admin()
-        try:
-            await admin.execute_command(
-                "ACL", "SETUSER", "whalecast", *acl_rules(self.user_password, commands)
-            )
-        finally:
-            await admin.aclose()
-
-    def settings(self, **changes: Any) -> dict[str, Any]:
-        return {"url": self.server.url, "username": "whalecast", "password": self.user_password,
-                **changes}  # fmt: skip
 
 
 @pytest.fixture

@@ -87,6 +87,7 @@ class Metrics:
         self.bars_caught_up = Counter("whalecast_bars_caught_up_total", "Bars that closed before this replica started, predicted because no replica had published them (takeover of a shard, restart).", ["timeframe"], registry=r)  # fmt: skip
         self.bars_unpredicted = Counter("whalecast_bars_unpredicted_total", "Stored bars no replica published and whose windows are gone (found at start-up).", ["timeframe"], registry=r)  # fmt: skip
         self.bars_processed = Counter("whalecast_bars_processed_total", "Bar closes handled by the bar loop.", ["timeframe"], registry=r)  # fmt: skip
+        self.loop_tasks = Gauge("whalecast_event_loop_tasks", "asyncio tasks alive in the daemon's event loop (flat unless tasks leak).", registry=r)  # fmt: skip
         self.loop_lag = Histogram("whalecast_event_loop_lag_seconds", "How late the event loop runs a timer it was asked to run.", buckets=LAG_BUCKETS, registry=r)  # fmt: skip
 
         # models
