@@ -380,8 +380,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             feed={"clock": "replay", "backfill_concurrency": 16, "grace_seconds": 10.0,
                   "stale_after_seconds": 3600.0},
             inference={"registry": str(registry), "models": list(MODELS), "backend": args.backend,
-                       "batch_buckets": args.buckets,
-        "feed_messages_per_series_per_bar": args.forming_updates + 1, "reload_poll_seconds": 3600.0},
+                       "batch_buckets": args.buckets, "reload_poll_seconds": 3600.0},
         )  # fmt: skip
         config["exchanges"][0]["max_streams_per_connection"] = args.streams_per_connection
         path = write_config(work / "config.yml", config)
