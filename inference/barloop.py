@@ -12,6 +12,12 @@ bar arrives after its batch was predicted gets its own small late batch; a
 series whose window is incomplete is counted as not ready and never predicted
 from padding.
 
+Redis going away (down, restarting, timing out) never stops the loop and never
+loses a bar: candles the store could not take stay in a backlog and predictions
+the publisher could not send stay queued, both retried in order (capped
+backoff) until Redis answers again; the store skips what it already holds, so
+nothing is stored or predicted twice.
+
 Bars closing before the daemon started (start-up backfill) are history: they
 fill the windows but are not predicted, unless they are newer than the series'
 handover mark (``predicted_through``: the newest bar any replica published,
@@ -25,6 +31,7 @@ feeds start, bars a previous owner stored but did not publish.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -32,13 +39,19 @@ from typing import Any, Protocol
 
 import numpy as np
 import structlog
+from redis.exceptions import RedisError
 
 from inference.publisher import PredictionOut
+from streamer.backoff import Backoff
 from whalecast.domain import Candle, Series, WhaleBar
 from whalecast.logs import get_logger
 from whalecast.metrics import Metrics
 
 log = get_logger(__name__)
+
+#: Failures after which the loop keeps what it could not write and retries it.
+REDIS_DOWN = (RedisError, OSError)
+REDIS_RETRY_MAX_SECONDS = 5.0
 
 
 class Clock(Protocol):
@@ -55,6 +68,7 @@ class _BarState:
     predicted: set[Series] = field(default_factory=set)
     main_done: bool = False
     deadline: asyncio.TimerHandle | None = None
+    runtimes: dict[str, Any] | None = None  # the model versions every batch of this bar uses
 
 
 class BarLoop:
@@ -74,6 +88,7 @@ class BarLoop:
         scorer: Any | None = None,
         record_factory: Callable[[Candle, WhaleBar], Any],
         predicted_through: Mapping[Series, int] | None = None,
+        retry_initial_seconds: float = 0.1,
     ) -> None:
         self.series = list(series)
         self.by_timeframe: dict[str, frozenset[Series]] = {}
@@ -94,43 +109,67 @@ class BarLoop:
         self._lock = asyncio.Lock()
         self._flushes: set[asyncio.Task[None]] = set()
         self.stopping = False
+        # what Redis could not take yet: candles by bar open time, predictions in order
+        self._backlog: dict[int, list[tuple[Candle, float]]] = {}
+        self._unpublished: list[PredictionOut] = []
+        self._retry_task: asyncio.Task[None] | None = None
+        self._retry_initial = min(retry_initial_seconds, REDIS_RETRY_MAX_SECONDS)
+        # newest bar per series handed to the prediction side (a stored bar at start-up)
+        self._arrived_upto = {s: store.last_open_ms(s) or -1 for s in self.series}
 
     # ------------------------------------------------------------------ input
     async def on_closed(self, candles: Sequence[Candle]) -> None:
-        """Feed callback: closed, validated candles, in order per series."""
+        """Feed callback: closed, validated candles, in order per series.
+
+        Never raises for Redis being away: what could not be stored is kept and retried.
+        """
         if self.stopping or not candles:
             return
         arrival = time.time()
-        for open_ms in sorted({c.open_ms for c in candles}):
-            group = [c for c in candles if c.open_ms == open_ms]
-            async with self._lock:
-                await self._flush_older(group)
-                await self._store(group, arrival)
+        for candle in candles:
+            self._backlog.setdefault(candle.open_ms, []).append((candle, arrival))
+        await self._store_backlog()
 
-    async def _store(self, group: list[Candle], arrival: float) -> None:
-        records = [self.record_factory(c, self.whale_for(c.series, c.open_ms)) for c in group]
+    async def _store_backlog(self) -> bool:
+        """Store (and predict) the backlog one bar at a time, oldest first; False if Redis failed."""
+        while True:
+            async with self._lock:
+                if not self._backlog:
+                    return True
+                open_ms = min(self._backlog)
+                group = self._backlog.pop(open_ms)
+                try:
+                    await self._flush_older([c for c, _ in group])
+                    await self._store(group)
+                except REDIS_DOWN as e:
+                    self._backlog[open_ms] = group + self._backlog.get(open_ms, [])
+                    self._redis_failed("append", e)
+                    return False
+
+    async def _store(self, group: list[tuple[Candle, float]]) -> None:
+        arrivals = {id(c): arrival for c, arrival in group}
+        records = [self.record_factory(c, self.whale_for(c.series, c.open_ms)) for c, _ in group]
         results = await self.store.append(records)
-        retry = [r for r, res in zip(records, results, strict=True) if res.status == "gap"]
+        status = {id(r): res.status for r, res in zip(records, results, strict=True)}
+        retry = [r for r in records if status[id(r)] == "gap"]
         if retry:
             # the feed already backfilled what the exchange has: the hole is real
             # (the store counted the gap when it reported it)
-            results_retry = await self.store.append(retry, allow_gap=True)
-            stored = {
-                id(r)
-                for r, res in zip(retry, results_retry, strict=True)
-                if res.status == "appended"
-            }
-        else:
-            stored = set()
-        stored |= {
-            id(r) for r, res in zip(records, results, strict=True) if res.status == "appended"
-        }
-        fresh = [r.candle for r in records if id(r) in stored]
-        if self.scorer is not None:
-            for candle in fresh:
-                self.scorer.observe_bar(candle.series, candle.open_ms, candle.close, candle.volume)
+            for r, res in zip(retry, await self.store.append(retry, allow_gap=True), strict=True):
+                status[id(r)] = res.status
+        # a "duplicate" newer than what was handed on was stored by an attempt that failed
+        # before it was confirmed (Redis went away mid-pipeline): it is this bar, not a replay
+        fresh = [
+            r.candle
+            for r in records
+            if status[id(r)] == "appended"
+            or (status[id(r)] == "duplicate" and r.candle.open_ms > self._arrived_upto[r.series])
+        ]
         for candle in fresh:
-            self._arrive(candle, arrival)
+            self._arrived_upto[candle.series] = candle.open_ms
+            if self.scorer is not None:
+                self.scorer.observe_bar(candle.series, candle.open_ms, candle.close, candle.volume)
+            self._arrive(candle, arrivals[id(candle)])
 
     def _is_history(self, candle: Candle) -> bool:
         """A bar that closed before the daemon started and that a replica already handled.
@@ -243,7 +282,11 @@ class BarLoop:
         self, key: tuple[str, int], todo: list[Series], state: _BarState, late: bool
     ) -> None:
         timeframe, open_ms = key
-        self.models.swap_pending()
+        if state.runtimes is None:
+            # a new bar: only here may a reloaded version come in; late batches of this bar
+            # use the same versions as its main batch
+            self.models.swap_pending()
+            state.runtimes = self.models.serving()
         windows, ready = self.store.windows(todo)
         current = np.array([self.store.last_open_ms(s) == open_ms for s in todo], dtype=bool)
         ready = ready & current
@@ -255,17 +298,16 @@ class BarLoop:
         timings: dict[str, float] = {}
         if batch:
             x = windows[ready]
-            for name, runtime in self.models.serving().items():
+            for name, runtime in state.runtimes.items():
                 started = time.perf_counter()
                 values = await asyncio.to_thread(runtime.predict, x)
                 timings[name] = time.perf_counter() - started
                 self.metrics.inference_seconds.labels(name).observe(timings[name])
                 self.metrics.batch_size.labels(name).observe(len(batch))
                 outputs.extend(self._outputs(runtime, batch, values, open_ms, state))
-        if outputs:
-            await self.publisher.publish(outputs)
-            if self.scorer is not None:
-                self.scorer.expect(outputs)
+        published = await self._publish(outputs)
+        if outputs and self.scorer is not None:
+            self.scorer.expect(outputs)
         done = time.time()
         latency = done - max(state.arrived[s] for s in todo)
         if outputs:
@@ -275,9 +317,48 @@ class BarLoop:
         self.metrics.series_ready.labels(timeframe).set(len(batch))
         log.info(
             "bar", series=len(todo), predicted=len(batch), not_ready=not_ready, late=late,
-            published=len(outputs), latency_ms=round(latency * 1000, 2),
+            published=published, latency_ms=round(latency * 1000, 2),
             inference_ms={k: round(v * 1000, 2) for k, v in timings.items()},
         )  # fmt: skip
+
+    async def _publish(self, outputs: list[PredictionOut]) -> int:
+        """Publish after whatever is still queued; all of it stays queued if Redis fails."""
+        retrying = bool(self._unpublished)
+        self._unpublished.extend(outputs)
+        if not self._unpublished:
+            return 0
+        try:
+            if retrying:  # the failed attempt may have gone through with its reply lost
+                self._unpublished = await self.publisher.not_yet_published(self._unpublished)
+            sent = await self.publisher.publish(self._unpublished)
+        except REDIS_DOWN as e:
+            self._redis_failed("publish", e)
+            return 0
+        self._unpublished = []
+        return int(sent)
+
+    def _redis_failed(self, operation: str, error: BaseException) -> None:
+        bars = sum(len(group) for group in self._backlog.values())
+        log.error(
+            "redis unavailable, kept for retry", operation=operation, error=repr(error),
+            candles_waiting=bars, predictions_waiting=len(self._unpublished),
+        )  # fmt: skip
+        if self._retry_task is None or self._retry_task.done():
+            # a fresh context: the retry belongs to no one bar's log fields
+            self._retry_task = asyncio.get_running_loop().create_task(
+                self._retry(), context=contextvars.Context()
+            )
+
+    async def _retry(self) -> None:
+        """Until Redis takes everything kept: queued predictions first, then the backlog."""
+        backoff = Backoff(self._retry_initial, REDIS_RETRY_MAX_SECONDS, reset_after=60.0)
+        while self._unpublished or self._backlog:
+            await asyncio.sleep(backoff.delay())
+            async with self._lock:
+                await self._publish([])
+            if not self._unpublished:
+                await self._store_backlog()
+        log.info("redis back, everything kept has been written")
 
     def _outputs(
         self, runtime: Any, batch: list[Series], values: np.ndarray, open_ms: int, state: _BarState
@@ -313,7 +394,15 @@ class BarLoop:
             if any(s not in state.predicted for s in state.arrived):
                 self._schedule(key)  # predict what arrived rather than drop it
         pending: list[Awaitable[Any]] = list(self._flushes)
+        if self._retry_task is not None and not self._retry_task.done():
+            pending.append(self._retry_task)
         if not pending:
             return True
         _done, not_done = await asyncio.wait(pending, timeout=timeout_seconds)  # type: ignore[type-var]
+        if not_done and self._retry_task is not None:
+            self._retry_task.cancel()
+            log.error(
+                "stopping with writes redis did not take", predictions=len(self._unpublished),
+                candles=sum(len(group) for group in self._backlog.values()),
+            )  # fmt: skip
         return not not_done

@@ -84,6 +84,7 @@ class Daemon:
             raise ValueError("resolve shard.index_from_hostname first (with_shard_from_hostname)")
         self.series = owned(all_series(settings), shard.index, shard.count)
         metrics.series_owned.set(len(self.series))
+        metrics.initialise(sorted({s.timeframe for s in self.series}), settings.inference.models)
         self.store = WindowStore(
             redis, self.keys, self.series, settings.features.window, metrics,
             ttl_seconds=settings.features.store_ttl_seconds,
@@ -134,6 +135,7 @@ class Daemon:
             metrics=self.metrics, clock_for=self.clock_for, grace_seconds=s.feed.grace_seconds,
             whale_for=self.whale_bars.take, scorer=self.scorer, record_factory=BarRecord,
             predicted_through=marks,
+            retry_initial_seconds=s.feed.backoff_initial_seconds,
         )  # fmt: skip
         await self.bar_loop.resume(pending(self.store, marks, self.metrics))
         warmup = HISTORY_BARS + s.features.window

@@ -20,6 +20,7 @@ A non-finite value is never published: it is dropped, counted
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -135,6 +136,31 @@ class Publisher:
         for timeframe in timeframes:
             self.metrics.last_publish.labels(timeframe).set(now)
         return sum(counts.values())
+
+    async def not_yet_published(self, predictions: Sequence[PredictionOut]) -> list[PredictionOut]:
+        """Those whose bar the latest-value hash does not show yet, in order.
+
+        After a publish whose reply was lost (Redis ran it, the connection broke), a
+        retry sends only these: the hash is written last in the same pipeline, so a
+        bar it shows went out on the channel and the stream too.
+        """
+        tags: dict[str, list[str]] = {}
+        for prediction in predictions:
+            tags.setdefault(prediction.model, []).append(prediction.series.tag)
+        pipe = self.redis.pipeline(transaction=False)
+        for model, names in tags.items():
+            pipe.hmget(self.keys.latest(model), names)
+        try:
+            replies = await pipe.execute()
+        except RedisError:
+            self.metrics.redis_errors.labels("publish").inc()
+            raise
+        shown: dict[tuple[str, str], int] = {}
+        for (model, names), values in zip(tags.items(), replies, strict=True):
+            for tag, value in zip(names, values, strict=True):
+                if value is not None:
+                    shown[(model, tag)] = int(json.loads(value)["bar_open_ms"])
+        return [p for p in predictions if shown.get((p.model, p.series.tag), -1) < p.bar_open_ms]
 
     def _drop(self, prediction: PredictionOut) -> None:
         self.metrics.predictions_dropped.labels(prediction.model, "non_finite").inc()

@@ -22,7 +22,10 @@ trip (one MGET; on a Cluster one per node). The feature row of the new bar is co
 mirror (:mod:`streamer.mirror`) and written with the bar in the same script
 call; the script checks that the mirror's view (last open time, feature
 version, window length) is the stored one, and the store reloads and retries
-when it is not, so Redis stays authoritative.
+when it is not, so Redis stays authoritative. One exception: when Redis has
+nothing for a series the mirror holds (Redis restarted without persistence, or
+was flushed), the mirror is written back instead of being emptied
+(``whalecast_store_restored_series_total``).
 """
 
 from __future__ import annotations
@@ -52,13 +55,18 @@ from streamer.mirror import (
 )
 from whalecast.domain import Candle, Series, WhaleBar
 from whalecast.keys import Keys
+from whalecast.logs import get_logger
 from whalecast.metrics import Metrics
 from whalecast.redisconn import mget
+
+log = get_logger(__name__)
 
 Status = Literal["appended", "duplicate", "gap"]
 BAR_DTYPE: Final = np.dtype("<f8")
 ROW_DTYPE: Final = np.dtype("<f4")
 DEFAULT_TTL_SECONDS: Final = 7 * 86_400.0
+#: ``operation`` label values of the store's timings and Redis errors.
+STORE_OPERATIONS: Final = ("windows", "read", "load", "warm_up", "append")
 SCRIPT: Final = resources.files("streamer").joinpath("store.lua").read_text()
 #: First 8 bytes of every stored window: magic, feature-list version, feature count.
 WINDOW_HEADER: Final = struct.pack("<4sHH", b"WCFW", FEATURE_VERSION, len(FEATURE_NAMES))
@@ -162,6 +170,11 @@ class WindowStore:
         self.window = window
         self.metrics = metrics
         self.bars_kept = HISTORY_BARS + window
+        if metrics is not None:  # every family shows from the first scrape
+            for operation in STORE_OPERATIONS:
+                metrics.redis_errors.labels(operation)
+            for exchange, timeframe in {(s.exchange, s.timeframe) for s in series}:
+                metrics.gaps.labels(exchange, timeframe)
         self.mirror = Mirror(series, window, self.bars_kept)
         self._sha = redis.register_script(SCRIPT).sha
         self._rows_text = str(window).encode()
@@ -239,11 +252,14 @@ class WindowStore:
             pipe.zrange(bars_key, 0, -1)
             pipe.get(window_key)
         replies = await pipe.execute()
-        stale = []
+        stale, lost = [], []
         for j, p in enumerate(positions):
             (last, version, rows_meta), members, blob = replies[3 * j : 3 * j + 3]
             if last is None or not members:
-                self.mirror.clear(p)
+                if self.mirror.last[p] == EMPTY:
+                    self.mirror.clear(p)
+                else:
+                    lost.append(p)  # Redis lost what it had confirmed: keep the mirror
                 continue
             grid = merged_grid(unpack_bars(members), self.series[p].timeframe, self.bars_kept)
             current = version == str(FEATURE_VERSION).encode() and rows_meta == self._rows_text
@@ -253,6 +269,25 @@ class WindowStore:
                 rows = window_rows(grid, self.window)
             self.mirror.reset(p, grid, rows, int(last))
         await self._replace(stale)
+        await self._restore(lost)
+
+    async def _restore(self, positions: Sequence[int]) -> None:
+        """Rewrite series whose keys Redis no longer has from the mirror.
+
+        The mirror holds only what the store script confirmed, and this process is
+        the only writer of its series, so an empty series next to a filled mirror
+        means Redis lost its data (a restart without persistence, a flush): the
+        windows come back at once instead of after a full warm-up without predictions.
+        """
+        if not positions:
+            return
+        await self._replace(positions)
+        if self.metrics is not None:
+            self.metrics.store_restored.inc(len(positions))
+        log.warning(
+            "redis had lost these series; rewritten from memory",
+            series=len(positions), first=self.series[positions[0]].tag,
+        )  # fmt: skip
 
     async def warm_up(self, series: Series, records: Sequence[BarRecord]) -> None:
         """Merge backfilled bars into the stored ones and recompute the window.

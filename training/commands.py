@@ -65,9 +65,10 @@ def load_histories(
     if not candles:
         rest = narrowed(settings, symbols).exchanges
         return from_rest(
-            rest, t.history_days, t.cache_dir, whale_paths=whale, progress=args.progress
-        )
-    histories = from_csv(candles, whale, first.id, first.timeframe)
+            rest, t.history_days, t.cache_dir, whale_paths=whale,
+            progress=args.progress, stablecoins=settings.whale.stablecoins,
+        )  # fmt: skip
+    histories = from_csv(candles, whale, first.id, first.timeframe, settings.whale.stablecoins)
     if not symbols:
         return histories
     kept = [h for h in histories if h.series.symbol in symbols]

@@ -67,9 +67,10 @@ def make_job(
     extra: dict[str, Any] | None = None,
     **flags: Any,
 ) -> Job:
+    """The job for ``preset``; an ensemble also resolves each member it will fit."""
     params = resolve_params(settings, preset, extra)
     members = {}
-    if preset == "ensemble":
+    if preset == "ensemble" and not params["member_versions"]:
         shared = {"window": params["window"], "features": params["features"]}
         fitting = {k: (extra or {}).get(k) for k in ("epochs", "batch_size", "learning_rate")}
         for member in params["members"]:

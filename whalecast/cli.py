@@ -192,7 +192,7 @@ def _add_bench_options(command: argparse.ArgumentParser) -> None:
         "--matmul-size", type=int, default=2048, help="square matmul size (default 2048)"
     )
     command.add_argument("--sections", type=_name_list, default=None,
-                         help="run only these sections, comma-separated (matmul, backends, per_series, summary)")  # fmt: skip
+                         help="run only these sections, comma-separated (matmul, backends, per_series, loop_lag, summary)")  # fmt: skip
 
 
 def _cmd_train(args: argparse.Namespace) -> int:

@@ -158,6 +158,13 @@ class InferenceSettings(Section):
     scoring_window: int = Field(500, gt=0)
     registry_sync: Literal["none", "redis"] = "none"
 
+    @field_validator("batch_buckets")
+    @classmethod
+    def _positive_buckets(cls, buckets: list[int]) -> list[int]:
+        if not buckets or min(buckets) < 1:
+            raise ValueError("batch_buckets must hold at least one positive size")
+        return sorted(set(buckets))
+
 
 class MetricsSettings(Section):
     host: str = "127.0.0.1"
@@ -211,7 +218,6 @@ class TrainingSettings(Section):
     backtest_mode: Literal["long_flat", "long_short"] = "long_flat"
     bootstrap_samples: int = Field(1000, ge=10)
     bootstrap_block_hours: float = Field(24.0, gt=0)
-    walk_forward_folds: int = Field(0, ge=0)
     seed: int = 42
     promote_metric_direction: Literal["auc", "accuracy", "balanced_accuracy", "log_loss"] = "auc"
     promote_metric_volume: Literal["mae", "rmse", "mape"] = "mae"
