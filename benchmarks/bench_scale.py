@@ -46,14 +46,20 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio.cluster import RedisCluster
 
-from streamer.features import FEATURE_NAMES
+from benchmarks.bench_store import bar_rows, records_at
+from inference.handover import PredictionMarks
+from inference.publisher import PredictionOut, Publisher
+from streamer.features import FEATURE_NAMES, HISTORY_BARS
 from streamer.simulator import Simulator, SimulatorConfig
+from streamer.store import WindowStore
 from tests.daemon_helpers import daemon_config
 from tests.helpers import ClusterServers
 from tests.model_artifacts import deep_model, preprocess_for, volume_model, write_model
 from tests.replica_helpers import Replica, write_config
+from whalecast.artifact import read_current
 from whalecast.domain import Series
 from whalecast.keys import Keys
+from whalecast.metrics import Metrics
 from whalecast.redisconn import EmbeddedRedis, connect
 from whalecast.settings import RedisSettings
 
@@ -164,6 +170,60 @@ async def wait_stored(redis: Any, keys: Keys, sim: Simulator, timeout_seconds: f
             if all(v is not None and int(v) >= newest for v in stored):
                 return
             await asyncio.sleep(1.0)
+
+
+async def measure_parts(
+    redis: Any, registry: Path, count: int, bars: int, backend: str
+) -> dict[str, Any]:
+    """One replica's per-bar work for ``count`` series, in this process, by part.
+
+    Python parts are timed in CPU seconds of the event-loop thread (``thread_time``:
+    what one core must do, however busy the machine); inference in wall and process
+    CPU seconds (it runs on every core).
+    """
+    from inference.runtime import ModelRuntime  # noqa: PLC0415 - TensorFlow, only here
+
+    keys = Keys("whalecast-bench-parts")
+    series = [Series("binance", f"P{i:05d}/USDT", "1h") for i in range(count)]
+    store = WindowStore(redis, keys, series)
+    await store.load()
+    publisher = Publisher(redis, keys, 100_000, Metrics(process=False),
+                          marks=PredictionMarks(redis, keys, 86_400.0))  # fmt: skip
+    runtimes = [
+        ModelRuntime.load(registry, m, read_current(registry, m) or "", backend) for m in MODELS
+    ]
+    rows = bar_rows(HISTORY_BARS + store.window + bars + 1)
+    for t in range(HISTORY_BARS + store.window):
+        await store.append(records_at(series, rows[t]))
+    parts: dict[str, list[float]] = {"append_cpu": [], "publish_cpu": [], "windows_cpu": []}
+    parts |= {f"{m}_wall": [] for m in MODELS} | {f"{m}_cpu": [] for m in MODELS}
+    for t in range(HISTORY_BARS + store.window, HISTORY_BARS + store.window + bars):
+        started = time.thread_time()
+        await store.append(records_at(series, rows[t]))
+        parts["append_cpu"].append(time.thread_time() - started)
+        started = time.thread_time()
+        windows, _ready = store.windows(series)
+        parts["windows_cpu"].append(time.thread_time() - started)
+        out = []
+        for runtime in runtimes:
+            wall, cpu = time.perf_counter(), time.process_time()
+            values = runtime.predict(windows)
+            parts[f"{runtime.model}_wall"].append(time.perf_counter() - wall)
+            parts[f"{runtime.model}_cpu"].append(time.process_time() - cpu)
+            out += [PredictionOut(s, int(rows[t][0]), int(rows[t][0]) + s.bar_ms, runtime.model,
+                                  runtime.version, runtime.target, float(v), time.time())
+                    for s, v in zip(series, values, strict=True)]  # fmt: skip
+        started = time.thread_time()
+        await publisher.publish(out)
+        parts["publish_cpu"].append(time.thread_time() - started)
+    return {
+        "series": count,
+        "bars": bars,
+        "ms_per_bar_median": {k: round(statistics.median(v) * 1000, 1) for k, v in parts.items()},
+        "us_per_series_median": {
+            k: round(statistics.median(v) * 1e6 / count, 1) for k, v in parts.items()
+        },
+    }
 
 
 @asynccontextmanager
@@ -304,9 +364,11 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         synthetic=args.series, synthetic_bars=args.history_bars + 20 + 4 * args.bars,
         history_bars=args.history_bars, bar_seconds=None, whale=False,
         max_streams_per_connection=args.streams_per_connection,
+        forming_updates=args.forming_updates,
     )  # fmt: skip
     load_before = os.getloadavg()
     results = []
+    parts: dict[str, Any] = {}
     async with redis_target(args.cluster, work) as (url, cluster), Simulator(sim_config) as sim:
         redis = connect(RedisSettings(url=url, cluster=cluster))
         if cluster:
@@ -322,6 +384,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         )  # fmt: skip
         config["exchanges"][0]["max_streams_per_connection"] = args.streams_per_connection
         path = write_config(work / "config.yml", config)
+        if args.parts:
+            parts = await measure_parts(redis, registry, args.series, args.bars, args.backend)
+            print(json.dumps({"parts": parts}), flush=True)
         for replicas in args.replicas:
             results.append(await run_configuration(sim, path, replicas, args, redis))
             print(json.dumps(results[-1]), flush=True)
@@ -337,10 +402,12 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "redis": "3-master cluster" if args.cluster else "one redis-server (unix socket)",
         "backend": args.backend,
         "batch_buckets": args.buckets,
+        "feed_messages_per_series_per_bar": args.forming_updates + 1,
         "models": {
             "direction": "seed 004 LSTM 128-64, 29 features, random weights",
             "volume": "seed 000 LSTM(50, relu), log volume, random weights",
         },
+        "parts_in_one_process": parts,
         "results": results,
         "logs": str(work),
     }
@@ -349,7 +416,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--series", type=int, default=3000)
-    parser.add_argument("--replicas", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument("--replicas", type=int, nargs="*", default=[1, 2, 3])
     parser.add_argument("--bars", type=int, default=20, help="measured bars per configuration")
     parser.add_argument("--warmup-bars", type=int, default=2, dest="warmup_bars")
     parser.add_argument("--history-bars", type=int, default=80, dest="history_bars")
@@ -360,6 +427,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="inference.batch_buckets (tf-function pads each batch up to one)")  # fmt: skip
     parser.add_argument("--streams-per-connection", type=int, default=1000,
                         dest="streams_per_connection")  # fmt: skip
+    parser.add_argument("--forming-updates", type=int, default=2, dest="forming_updates",
+                        help="still-forming kline messages per series before each close")  # fmt: skip
+    parser.add_argument("--parts", action="store_true",
+                        help="first time one replica's per-bar work by part, in this process")  # fmt: skip
     parser.add_argument("--prefix", default="whalecast-bench")
     parser.add_argument("--ready-timeout", type=float, default=900.0, dest="ready_timeout")
     parser.add_argument("--bar-timeout", type=float, default=120.0, dest="bar_timeout")

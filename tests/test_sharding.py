@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import re
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from whalecast.domain import Series
@@ -73,3 +80,17 @@ def test_hostname_without_ordinal_or_past_the_count_is_refused() -> None:
         with_shard_from_hostname(settings, "whalecast-3")
     plain = load_settings(None, shard={"count": 3, "index": 1})
     assert with_shard_from_hostname(plain, "laptop") is plain
+
+
+def test_run_refuses_a_host_name_without_an_ordinal(tmp_path: Path) -> None:
+    hostname = socket.gethostname()
+    if re.fullmatch(r".*-0", hostname):
+        pytest.skip(f"this host is named like shard 0 ({hostname})")
+    env = {**os.environ, "WHALECAST_SHARD__INDEX_FROM_HOSTNAME": "true",
+           "WHALECAST_SHARD__COUNT": "1", "WHALECAST_REDIS__STATE_DIR": str(tmp_path)}  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "whalecast", "run"], cwd=Path(__file__).resolve().parents[1],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert f"host name {hostname!r}" in result.stderr
