@@ -2,8 +2,9 @@
 
 Closed candles come in from the feeds (``on_closed``). For each bar the loop
 appends every series' record to the window store in one pipeline, then waits
-until every owned series of that timeframe has closed the bar, or until
-``grace_seconds`` (wall time) after the first of them arrived. It then takes
+until every owned series of that timeframe has closed the bar (those that had
+stored it already are not waited for), or until ``grace_seconds`` (wall time)
+after the first of them arrived. It then takes
 the complete windows from the store's memory mirror, runs one forward pass per
 served model over the whole batch in a worker thread (the event loop keeps
 reading feeds), and publishes all predictions in one pipeline. A series whose
@@ -18,9 +19,13 @@ backoff) until Redis answers again; the store skips what it already holds, so
 nothing is stored or predicted twice.
 
 Bars closing before the daemon started (start-up backfill) are history: they
-fill the windows but are not predicted. After start, every stored bar is
-predicted exactly once per model; bars arriving in a burst (after an outage)
-are predicted one bar at a time, each from its own window.
+fill the windows but are not predicted, unless they are newer than the series'
+handover mark (``predicted_through``: the newest bar any replica published,
+see :mod:`inference.handover`), in which case no replica predicted them and
+this one does. After start, every stored bar is predicted exactly once per
+model; bars arriving in a burst (after an outage) are predicted one bar at a
+time, each from its own window. :meth:`BarLoop.resume` predicts, before the
+feeds start, bars a previous owner stored but did not publish.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -63,6 +68,7 @@ class _BarState:
     predicted: set[Series] = field(default_factory=set)
     main_done: bool = False
     deadline: asyncio.TimerHandle | None = None
+    runtimes: dict[str, Any] | None = None  # the model versions every batch of this bar uses
 
 
 class BarLoop:
@@ -81,6 +87,7 @@ class BarLoop:
         whale_for: Callable[[Series, int], WhaleBar],
         scorer: Any | None = None,
         record_factory: Callable[[Candle, WhaleBar], Any],
+        predicted_through: Mapping[Series, int] | None = None,
         retry_initial_seconds: float = 0.1,
     ) -> None:
         self.series = list(series)
@@ -96,6 +103,7 @@ class BarLoop:
         self.whale_for = whale_for
         self.scorer = scorer
         self.record_factory = record_factory
+        self.predicted_through = dict(predicted_through or {})
         self._started_ms: dict[str, int] = {}
         self._bars: dict[tuple[str, int], _BarState] = {}
         self._lock = asyncio.Lock()
@@ -166,24 +174,41 @@ class BarLoop:
             self._arrive(candle, arrivals[id(candle)])
 
     def _is_history(self, candle: Candle) -> bool:
-        """A bar that closed before the daemon started: it fills windows, it is not predicted."""
+        """A bar that closed before the daemon started and that a replica already handled.
+
+        It fills windows, it is not predicted. A bar newer than the series' handover
+        mark is not history: no replica published it (a takeover or restart caught up).
+        """
         started = self._started_ms.get(candle.exchange)
         if started is None:
             # exchange time when this exchange's first bars came in (its feed has started)
             started = self._started_ms[candle.exchange] = self.clock_for(candle.exchange).now_ms()
-        return candle.close_ms < started - self.grace_seconds * 1000
+        if candle.close_ms >= started - self.grace_seconds * 1000:
+            return False
+        mark = self.predicted_through.get(candle.series)
+        if mark is not None and candle.open_ms > mark:
+            self.metrics.bars_caught_up.labels(candle.timeframe).inc()
+            return False
+        return True
+
+    def _register(self, candle: Candle, arrival: float) -> tuple[tuple[str, int], _BarState]:
+        key = (candle.timeframe, candle.open_ms)
+        state = self._bars.get(key)
+        if state is None:
+            # wait only for series that can still bring this bar: one already stored
+            # (predicted before a restart, or a series ahead in a burst) never comes again
+            waiting = self.store.not_stored(list(self.by_timeframe[candle.timeframe]), key[1])
+            state = _BarState(expected=frozenset(waiting) | {candle.series})
+            self._bars[key] = state
+        state.arrived[candle.series] = arrival
+        state.candles[candle.series] = candle
+        return key, state
 
     def _arrive(self, candle: Candle, arrival: float) -> None:
         if self._is_history(candle):
             self.metrics.history_bars.labels(candle.timeframe).inc()
             return
-        key = (candle.timeframe, candle.open_ms)
-        state = self._bars.get(key)
-        if state is None:
-            state = _BarState(expected=self.by_timeframe[candle.timeframe])
-            self._bars[key] = state
-        state.arrived[candle.series] = arrival
-        state.candles[candle.series] = candle
+        key, state = self._register(candle, arrival)
         if state.main_done:
             self.metrics.late_series.labels(candle.timeframe).inc()
             self._schedule(key)
@@ -213,6 +238,24 @@ class BarLoop:
             if any((key[0], s) in incoming for s in waiting):
                 await self._flush(key)
 
+    async def resume(self, candles: Sequence[Candle]) -> None:
+        """Predict now stored bars that a previous owner did not publish (before feeds start).
+
+        ``candles`` are the series' newest stored bars (:func:`inference.handover.pending`),
+        already in the store and its mirror: nothing is appended, each bar is predicted
+        from the stored window, one batch per bar.
+        """
+        arrival = time.time()
+        for open_ms in sorted({c.open_ms for c in candles}):
+            async with self._lock:
+                keys = set()
+                for candle in candles:
+                    if candle.open_ms == open_ms:
+                        keys.add(self._register(candle, arrival)[0])
+                        self.metrics.bars_caught_up.labels(candle.timeframe).inc()
+                for key in sorted(keys):
+                    await self._flush(key)
+
     # ----------------------------------------------------------------- output
     async def _flush_locked(self, key: tuple[str, int]) -> None:
         try:
@@ -241,7 +284,11 @@ class BarLoop:
         self, key: tuple[str, int], todo: list[Series], state: _BarState, late: bool
     ) -> None:
         timeframe, open_ms = key
-        self.models.swap_pending()
+        if state.runtimes is None:
+            # a new bar: only here may a reloaded version come in; late batches of this bar
+            # use the same versions as its main batch
+            self.models.swap_pending()
+            state.runtimes = self.models.serving()
         windows, ready = self.store.windows(todo)
         current = np.array([self.store.last_open_ms(s) == open_ms for s in todo], dtype=bool)
         ready = ready & current
@@ -253,7 +300,7 @@ class BarLoop:
         timings: dict[str, float] = {}
         if batch:
             x = windows[ready]
-            for name, runtime in self.models.serving().items():
+            for name, runtime in state.runtimes.items():
                 started = time.perf_counter()
                 values = await asyncio.to_thread(runtime.predict, x)
                 timings[name] = time.perf_counter() - started

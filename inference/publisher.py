@@ -7,9 +7,13 @@ unchanged to three places, all of one bar in ONE non-transactional pipeline
     PUBLISH <prefix>:predictions <json>
     XADD    <prefix>:predictions:stream MAXLEN ~ N * data <json>
     HSET    <prefix>:latest:<model> <series tag> <json> [<series tag> <json> ...]
+    SET     <prefix>:{<series tag>}:predicted <bar open ms> PX <ttl>   (one per series)
 
 The stream entry has one field, ``data``, holding the JSON. The latest hash is
 keyed by the series tag (``binance:BTC/USDT:1h``), one HSET per model per bar.
+The last line is the handover mark (:mod:`inference.handover`), queued after the
+outputs so a process killed mid-pipeline leaves at worst a prediction without its
+mark (predicted again by the next owner), never a mark without its prediction.
 A non-finite value is never published: it is dropped, counted
 (``whalecast_predictions_dropped_total{reason="non_finite"}``) and logged.
 """
@@ -25,6 +29,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
+from inference.handover import PredictionMarks
 from whalecast.domain import Series
 from whalecast.keys import Keys
 from whalecast.logs import get_logger
@@ -61,9 +66,12 @@ class Publisher:
         keys: Keys,
         stream_maxlen: int,
         metrics: Metrics,
+        *,
         clock: Callable[[], float] = time.time,
+        marks: PredictionMarks | None = None,
     ) -> None:
         self.redis = redis
+        self.marks = marks
         self.keys = keys
         self.stream_maxlen = stream_maxlen
         self.metrics = metrics
@@ -92,6 +100,7 @@ class Publisher:
         latest: dict[str, dict[str, str]] = {}
         counts: dict[str, int] = {}
         timeframes: set[str] = set()
+        newest: dict[Series, int] = {}
         for prediction in predictions:
             if not math.isfinite(prediction.value):
                 self._drop(prediction)
@@ -108,10 +117,15 @@ class Publisher:
             latest.setdefault(prediction.model, {})[prediction.series.tag] = message
             counts[prediction.model] = counts.get(prediction.model, 0) + 1
             timeframes.add(prediction.series.timeframe)
+            newest[prediction.series] = max(
+                prediction.bar_open_ms, newest.get(prediction.series, prediction.bar_open_ms)
+            )
         if not latest:
             return 0
         for model, mapping in latest.items():
             pipe.hset(self.keys.latest(model), mapping=mapping)
+        if self.marks is not None:
+            self.marks.queue(pipe, newest)
         try:
             await pipe.execute()
         except RedisError:

@@ -152,6 +152,8 @@ class CandleFeed:
             clock = ReplayClock(self._fetch_time, self.feed.replay_clock_poll_seconds)
             await clock.start()
             self._owned_clock = clock
+            # the daemon runs on the exchange's own clock: there is no skew to correct
+            self.metrics.clock_skew.labels(self.settings.id).set(0.0)
             return clock
         skew = await measure_skew_ms(rest.fetch_time)
         self.metrics.clock_skew.labels(self.settings.id).set(skew / 1000.0)

@@ -28,6 +28,7 @@ log = get_logger(__name__)
 
 PROACTIVE = ("lifetime", "recreate")
 SCAN_ROWS = 5
+CAUSES = ("error", "stale", *PROACTIVE)  # why a session ended (reconnects' cause label)
 KlineHandler = Callable[[str, str, Row, "bool | None", "int | None"], None]
 
 
@@ -81,6 +82,8 @@ class Connection:
         self._connected_gauge = metrics.feed_connected.labels(exchange, "candles")
         self._last_message_gauge = metrics.feed_last_message.labels(exchange, "candles")
         self._reconnects = metrics.feed_reconnects
+        for cause in CAUSES:
+            metrics.feed_reconnects.labels(exchange, "candles", cause)
         self._exchange = exchange
         self._backoff = Backoff.from_settings(feed)
         self._tick = min(0.25, feed.stale_after_seconds / 4)

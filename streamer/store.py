@@ -39,7 +39,6 @@ from importlib import resources
 from typing import Any, Final, Literal, cast
 
 import numpy as np
-from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError, RedisError
 
 from streamer.features import BAR_COLUMNS, FEATURE_NAMES, FEATURE_VERSION, HISTORY_BARS
@@ -58,6 +57,7 @@ from whalecast.domain import Candle, Series, WhaleBar
 from whalecast.keys import Keys
 from whalecast.logs import get_logger
 from whalecast.metrics import Metrics
+from whalecast.redisconn import mget
 
 log = get_logger(__name__)
 
@@ -65,6 +65,8 @@ Status = Literal["appended", "duplicate", "gap"]
 BAR_DTYPE: Final = np.dtype("<f8")
 ROW_DTYPE: Final = np.dtype("<f4")
 DEFAULT_TTL_SECONDS: Final = 7 * 86_400.0
+#: ``operation`` label values of the store's timings and Redis errors.
+STORE_OPERATIONS: Final = ("windows", "read", "load", "warm_up", "append")
 SCRIPT: Final = resources.files("streamer").joinpath("store.lua").read_text()
 #: First 8 bytes of every stored window: magic, feature-list version, feature count.
 WINDOW_HEADER: Final = struct.pack("<4sHH", b"WCFW", FEATURE_VERSION, len(FEATURE_NAMES))
@@ -99,6 +101,11 @@ class AppendResult:
 
 class StoreConflict(RuntimeError):
     """Redis kept disagreeing with this process's view of a series (another writer?)."""
+
+
+def key_ttl_ms(series: Series, ttl_seconds: float) -> int:
+    """TTL of a series' keys: ``ttl_seconds``, and never under four bars."""
+    return int(max(ttl_seconds * 1000, 4 * series.bar_ms))
 
 
 def pack_bars(bars: FloatArray) -> list[bytes]:
@@ -163,11 +170,16 @@ class WindowStore:
         self.window = window
         self.metrics = metrics
         self.bars_kept = HISTORY_BARS + window
+        if metrics is not None:  # every family shows from the first scrape
+            for operation in STORE_OPERATIONS:
+                metrics.redis_errors.labels(operation)
+            for exchange, timeframe in {(s.exchange, s.timeframe) for s in series}:
+                metrics.gaps.labels(exchange, timeframe)
         self.mirror = Mirror(series, window, self.bars_kept)
         self._sha = redis.register_script(SCRIPT).sha
         self._rows_text = str(window).encode()
         self._keys = [(keys.bars(s), keys.window(s), keys.meta(s)) for s in self.mirror.series]
-        self._ttl_ms = [int(max(ttl_seconds * 1000, 4 * s.bar_ms)) for s in self.mirror.series]
+        self._ttl_ms = [key_ttl_ms(s, ttl_seconds) for s in self.mirror.series]
         self._params = [
             [
                 f"{s.bar_ms} {FEATURE_VERSION} {window} {self.bars_kept} {ttl} {gap}"
@@ -186,6 +198,21 @@ class WindowStore:
         last = int(self.mirror.last[self.mirror.positions([series])[0]])
         return None if last == EMPTY else last
 
+    def not_stored(self, series: Sequence[Series], open_ms: int) -> list[Series]:
+        """The series whose newest stored bar opens before ``open_ms`` (that bar may still come)."""
+        last = self.mirror.last[self.mirror.positions(series)]
+        return [s for s, behind in zip(series, last < open_ms, strict=True) if behind]
+
+    def last_candle(self, series: Series) -> Candle | None:
+        """The series' newest stored bar as a closed candle (None for an empty series)."""
+        position = int(self.mirror.positions([series])[0])
+        bars = self.mirror.present_bars(position)
+        if not len(bars) or int(bars[-1, 0]) != self.mirror.last[position]:
+            return None
+        open_ms, o, h, low, c, v = (float(x) for x in bars[-1, :6])
+        return Candle(series.exchange, series.symbol, series.timeframe, int(open_ms),
+                      o, h, low, c, v, closed=True)  # fmt: skip
+
     def windows(self, series: Sequence[Series]) -> tuple[Float32Array, BoolArray]:
         """``(n, window, F)`` float32 from the mirror, and the ready mask (no NaN anywhere).
 
@@ -201,10 +228,7 @@ class WindowStore:
         positions = self.mirror.positions(series)
         keys = [self._keys[p][1] for p in positions]
         with self._timed("read"):
-            if isinstance(self.redis, RedisCluster):
-                blobs = await self.redis.mget_nonatomic(keys)  # one request per node
-            else:
-                blobs = await self.redis.mget(keys)
+            blobs = await mget(self.redis, keys)  # on a Cluster: one request per node
         rows = np.full((len(positions), self.window, len(FEATURE_NAMES)), np.nan, np.float32)
         for j, blob in enumerate(blobs):
             stored = unpack_window(blob, self.window)

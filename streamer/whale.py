@@ -182,6 +182,7 @@ class WhaleFeed:
         self._connected = metrics.feed_connected.labels("whale", "alerts")
         self._last_message = metrics.feed_last_message.labels("whale", "alerts")
         self._reconnects = metrics.feed_reconnects
+        self._reconnects.labels("whale", "alerts", "error")  # its only cause
         self._seen: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._backoff = Backoff.from_settings(feed_settings)
         self.channel_id: str | None = None

@@ -62,6 +62,7 @@ def test_keys_share_one_hash_tag() -> None:
     series = Series("binance", "BTC/USDT", "1h")
     assert keys.bars(series) == "wc:{binance:BTC/USDT:1h}:bars"
     assert keys.window(series).startswith("wc:{binance:BTC/USDT:1h}:")
+    assert keys.predicted(series) == "wc:{binance:BTC/USDT:1h}:predicted"
     assert keys.predictions_channel == "wc:predictions"
     assert keys.predictions_stream == "wc:predictions:stream"
     assert keys.latest("direction") == "wc:latest:direction"

@@ -180,6 +180,26 @@ async def test_inject_rejects_unknown_kind(sim: Simulator) -> None:
         sim.faults.inject("gibberish")
 
 
+async def test_delay_close_sends_one_closed_event_late(
+    sim: Simulator, session: aiohttp.ClientSession
+) -> None:
+    ws = await subscribe(session, sim, [BTC, ETH])
+    bar = sim.now_ms
+    sim.faults.delay_close("BTC/USDT", 0.5)
+    await sim.advance()
+    on_time = [m for m in parsed(await drain(ws, quiet=0.1)) if m["k"]["x"]]
+    assert [(m["s"], m["k"]["t"]) for m in on_time] == [("ETHUSDT", bar)]
+    later = [m for m in parsed(await drain(ws, quiet=1.0)) if m["k"]["x"]]
+    assert [(m["s"], m["k"]["t"]) for m in later] == [("BTCUSDT", bar)]
+    assert sim.faults.counters["delayed_close"] == 1
+    await sim.advance()  # armed for one bar only
+    closed = [m["s"] for m in parsed(await drain(ws)) if m["k"]["x"]]
+    assert sorted(closed) == ["BTCUSDT", "ETHUSDT"]
+    with pytest.raises(ValueError, match="positive"):
+        sim.faults.delay_close("BTC/USDT", 0)
+    await ws.close()
+
+
 # -- REST -------------------------------------------------------------------------------
 
 

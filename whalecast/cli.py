@@ -192,7 +192,7 @@ def _add_bench_options(command: argparse.ArgumentParser) -> None:
         "--matmul-size", type=int, default=2048, help="square matmul size (default 2048)"
     )
     command.add_argument("--sections", type=_name_list, default=None,
-                         help="run only these sections, comma-separated (matmul, backends, per_series, summary)")  # fmt: skip
+                         help="run only these sections, comma-separated (matmul, backends, per_series, loop_lag, summary)")  # fmt: skip
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -259,12 +259,13 @@ def _training_arguments(command: argparse.ArgumentParser) -> None:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     import asyncio
+    import socket
 
     from whalecast.logs import configure_logging
     from whalecast.metrics import Metrics
-    from whalecast.settings import load_settings
+    from whalecast.settings import load_settings, with_shard_from_hostname
 
-    settings = load_settings(args.config)
+    settings = with_shard_from_hostname(load_settings(args.config), socket.gethostname())
     configure_logging(settings.log)
     from inference.daemon import run_forever
 
@@ -353,6 +354,8 @@ def build_parser() -> argparse.ArgumentParser:
     _training_arguments(train)
     train.add_argument("--registry", metavar="DIR", help="default: inference.registry")
     train.add_argument("--name", help="model name in the registry (default: the preset name)")
+    train.add_argument("--job", type=int, metavar="INDEX",
+                       help="train entry INDEX of training.jobs (default: training.job_index)")  # fmt: skip
     train.add_argument("--force", action="store_true", help="promote even if not better")
     train.add_argument("--no-promote", action="store_true", dest="no_promote",
                        help="write the artifact but leave CURRENT alone")  # fmt: skip

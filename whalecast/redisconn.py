@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -173,6 +174,15 @@ def connect(settings: RedisSettings, url: str | None = None) -> Any:
     return Redis.from_url(target, **kwargs)
 
 
+async def mget(client: Any, keys: Sequence[str]) -> list[Any]:
+    """``MGET`` of keys that may live in different Cluster slots (one request per node)."""
+    if not keys:
+        return []
+    if isinstance(client, RedisCluster):
+        return list(await client.mget_nonatomic(keys))
+    return list(await client.mget(keys))
+
+
 class RedisHandle:
     """Context manager giving the configured client, starting the embedded server if asked."""
 
@@ -194,6 +204,10 @@ class RedisHandle:
         """Fail at start-up, clearly, when Redis cannot be used (wrong address, credentials,
         certificates): one PING."""
         try:
+            if isinstance(self.client, RedisCluster):
+                # learn the slot map now: the cluster pub/sub client needs it before its
+                # first subscribe, and a wrong URL fails here rather than at the first bar
+                await self.client.initialize()
             await self.client.ping()
         except (RedisError, OSError) as e:
             await self.__aexit__(None, None, None)

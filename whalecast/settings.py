@@ -15,12 +15,21 @@ Unknown keys and wrong types are rejected; :func:`load_settings` raises
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -150,6 +159,13 @@ class InferenceSettings(Section):
     scoring_window: int = Field(500, gt=0)
     registry_sync: Literal["none", "redis"] = "none"
 
+    @field_validator("batch_buckets")
+    @classmethod
+    def _positive_buckets(cls, buckets: list[int]) -> list[int]:
+        if not buckets or min(buckets) < 1:
+            raise ValueError("batch_buckets must hold at least one positive size")
+        return sorted(set(buckets))
+
 
 class MetricsSettings(Section):
     host: str = "127.0.0.1"
@@ -159,10 +175,25 @@ class MetricsSettings(Section):
 class ShardSettings(Section):
     index: int = Field(0, ge=0)
     count: int = Field(1, ge=1)
+    index_from_hostname: bool = False
+
+    @model_validator(mode="after")
+    def _index_in_range(self) -> ShardSettings:
+        if not self.index_from_hostname and self.index >= self.count:
+            raise ValueError(f"shard.index {self.index} is outside 0..{self.count - 1}")
+        return self
 
 
 PresetName = Literal["volume", "direction", "direction-deep", "direction-gru", "ensemble"]
 HyperValue = int | float | bool | str | list[str]
+
+
+class TrainingJob(Section):
+    """One entry of ``training.jobs``: what one of several parallel trainers builds."""
+
+    preset: PresetName
+    name: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]+$")  # registry name; default: preset
+    symbols: list[str] = Field(default_factory=list)  # train on these only; empty: every series
 
 
 class TrainingSettings(Section):
@@ -188,15 +219,24 @@ class TrainingSettings(Section):
     backtest_mode: Literal["long_flat", "long_short"] = "long_flat"
     bootstrap_samples: int = Field(1000, ge=10)
     bootstrap_block_hours: float = Field(24.0, gt=0)
-    walk_forward_folds: int = Field(0, ge=0)
     seed: int = 42
     promote_metric_direction: Literal["auc", "accuracy", "balanced_accuracy", "log_loss"] = "auc"
     promote_metric_volume: Literal["mae", "rmse", "mape"] = "mae"
     promote_min_improvement: float = Field(0.0, ge=0)
+    promote_requires_significance: bool = True
     promote_against_baseline: bool = True
     refresh_every_seconds: PositiveSeconds | None = None
     tune_trials: int = Field(20, gt=0)
     tune_epochs: int = Field(10, gt=0)
+    jobs: list[TrainingJob] = Field(default_factory=list)
+    job_index: int | None = Field(None, ge=0)
+
+    @model_validator(mode="after")
+    def _jobs_distinct(self) -> TrainingSettings:
+        names = [job.name or job.preset for job in self.jobs]
+        if len(set(names)) != len(names):
+            raise ValueError(f"training.jobs: two jobs write the same model ({names})")
+        return self
 
 
 class Settings(BaseSettings):
@@ -288,6 +328,32 @@ def secrets_dir(environ: Mapping[str, str] | None = None) -> Path:
     if env.get("CREDENTIALS_DIRECTORY"):
         return Path(env["CREDENTIALS_DIRECTORY"])
     return DEFAULT_SECRETS_DIR
+
+
+def with_shard_from_hostname(settings: Settings, hostname: str) -> Settings:
+    """``shard.index_from_hostname``: the index is the trailing ``-N`` of ``hostname``.
+
+    A StatefulSet names its pods ``<name>-<ordinal>``, and the pod's hostname is its
+    name. Returns settings with that index (and the flag cleared), or raises
+    :class:`ConfigError`. Without the flag the settings come back unchanged.
+    """
+    shard = settings.shard
+    if not shard.index_from_hostname:
+        return settings
+    match = re.fullmatch(r".*-([0-9]+)", hostname)
+    if match is None:
+        raise ConfigError(
+            f"shard.index_from_hostname is set but the host name {hostname!r} "
+            "does not end in -<ordinal>"
+        )
+    index = int(match.group(1))
+    if index >= shard.count:
+        raise ConfigError(
+            f"shard index {index} (from the host name {hostname!r}) is outside "
+            f"0..{shard.count - 1} (shard.count)"
+        )
+    resolved = shard.model_copy(update={"index": index, "index_from_hostname": False})
+    return settings.model_copy(update={"shard": resolved})
 
 
 def config_path(cli_path: str | Path | None = None) -> Path | None:

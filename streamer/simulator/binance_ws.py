@@ -52,6 +52,7 @@ class BinanceStream:
         self.hub = Hub("exchange", faults.counters, send_timeout_seconds)
         faults.register_dropper("exchange", self.hub.drop)
         self._names: dict[str, str] = {}
+        self._later: set[asyncio.Task[None]] = set()
 
     def stream_name(self, bars: Bars) -> str:
         name = self._names.get(bars.symbol)
@@ -159,10 +160,15 @@ class BinanceStream:
         for bars, i in closing:
             candle = market.closed_candle(bars, i)
             real = kline_text(candle, bars.wire, market.timeframe, market.bar_ms, event_ms)
-            sent = [] if self.faults.take_withheld(bars.symbol) else [(real, None)]
+            name = self.stream_name(bars)
+            withheld = self.faults.take_withheld(bars.symbol)
+            delay = None if withheld else self.faults.take_close_delay(bars.symbol)
+            sent: list[tuple[str, str | None]] = [] if withheld or delay else [(real, None)]
+            if delay:
+                self._publish_later(delay, {name: [(real, None)]})
             kinds = self.faults.kinds_for(bars.symbol)
             if not kinds:
-                phase[self.stream_name(bars)] = sent
+                phase[name] = sent
                 continue
             k = kline_fields(candle, bars.wire, market.timeframe, market.bar_ms)
             before: list[tuple[str, str | None]] = []
@@ -171,8 +177,24 @@ class BinanceStream:
                 text = _bad_event(kind, k, bars, i, market=market, event_ms=event_ms)
                 if text is not None:
                     (after if kind in AFTER_REAL else before).append((text, kind))
-            phase[self.stream_name(bars)] = [*before, *sent, *after]
+            phase[name] = [*before, *sent, *after]
         return phase
+
+    def _publish_later(self, seconds: float, phase: Phase) -> None:
+        async def later() -> None:
+            await asyncio.sleep(seconds)
+            await self.publish(phase)
+
+        task = asyncio.get_running_loop().create_task(later())
+        self._later.add(task)
+        task.add_done_callback(self._later.discard)
+
+    async def cancel_later(self) -> None:
+        """Forget delayed events not sent yet (at shutdown)."""
+        for task in list(self._later):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     async def publish(self, phase: Phase) -> None:
         """Send each connection the events of the streams it subscribed (nothing if stalled)."""

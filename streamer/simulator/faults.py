@@ -70,6 +70,7 @@ class Faults:
     _armed: list[_Armed] = field(default_factory=list)
     _withheld: dict[str, int] = field(default_factory=dict)
     _whale_armed: list[str] = field(default_factory=list)
+    _close_delays: dict[str, list[float]] = field(default_factory=dict)
     _droppers: dict[str, Dropper] = field(default_factory=dict)
     _tasks: set[asyncio.Task[int]] = field(default_factory=set)
 
@@ -122,6 +123,23 @@ class Faults:
         for armed in self._armed:
             armed.remaining -= 1
         self._armed = [a for a in self._armed if a.remaining > 0]
+
+    def delay_close(self, symbol: str, seconds: float, count: int = 1) -> None:
+        """Send the real closed event of ``symbol``'s next ``count`` bars ``seconds`` (wall
+        time) after the others: one stream of the exchange lags; REST has the bar at once."""
+        if seconds <= 0:
+            raise ValueError("seconds must be positive")
+        if count < 1:
+            raise ValueError("count must be at least 1")
+        self._close_delays.setdefault(symbol, []).extend([seconds] * count)
+
+    def take_close_delay(self, symbol: str) -> float | None:
+        """The delay for ``symbol``'s closing bar now, if one is armed (then it is used up)."""
+        delays = self._close_delays.get(symbol)
+        if not delays:
+            return None
+        self.counters["delayed_close"] += 1
+        return delays.pop(0)
 
     def withhold(self, symbol: str, bars: int = 1) -> None:
         """Leave out ``symbol``'s closed event for its next ``bars`` closes (REST still has
@@ -208,6 +226,7 @@ class Faults:
             "stalled": self.stalled(),
             "whale_refusing": self.whale_refusing(),
             "armed": [vars(a) for a in self._armed],
+            "close_delays": {k: list(v) for k, v in self._close_delays.items() if v},
             "withheld": {k: v for k, v in self._withheld.items() if v > 0},
             "rest_errors_pending": len(self._rest_errors),
             "whale_armed": list(self._whale_armed),

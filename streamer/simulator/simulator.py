@@ -195,6 +195,7 @@ class Simulator:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
+        await self.stream.cancel_later()
         await self.stream.hub.drop()
         if self.whale is not None:
             await self.whale.hub.drop()
