@@ -55,6 +55,12 @@ def whale_connected(metrics: object) -> bool:
     return gauge == 1
 
 
+def whale_subscribed(sim: Simulator) -> bool:
+    """The simulator has a subscribed whale client to send the next injection to."""
+    assert sim.whale is not None
+    return any(conn.subscriptions for conn in sim.whale.hub.connections.values())
+
+
 def whale_reconnects(metrics: object) -> float:
     return sample(
         metrics,  # type: ignore[arg-type]
@@ -90,9 +96,13 @@ async def test_whale_feed_down_flapping_and_garbage(
         for kind in sorted(WHALE_FAULTS):
             reason = REASONS[kind]
             before = rejected(metrics, reason, feed="whale")
+            await wait_for(lambda: whale_subscribed(sim), what="whale client subscribed")
             sim.faults.whale_inject(kind)
             await advance(sim)
             await check_daemon(invariant, daemon)
-            assert rejected(metrics, reason, feed="whale") > before, kind
+            await wait_for(
+                lambda: rejected(metrics, reason, feed="whale") > before,  # noqa: B023 - awaited here
+                what=f"{kind} counted as {reason}",
+            )
         outcome = await check_daemon(invariant, daemon)
     outcome.assert_all_predicted(len(sim.symbols), bars=5 + 2 + 3 + len(WHALE_FAULTS))

@@ -209,7 +209,8 @@ class Faults:
         return True
 
     def whale_inject(self, kind: str, count: int = 1) -> None:
-        """Send ``count`` bad whale messages of ``kind`` at the next bar's alerts."""
+        """Send ``count`` bad whale messages of ``kind`` at the next bar's alerts that has a
+        subscribed client to receive them."""
         if kind not in WHALE_FAULTS:
             raise ValueError(f"unknown whale fault {kind!r}; known: {sorted(WHALE_FAULTS)}")
         self._whale_armed.extend([kind] * count)

@@ -203,7 +203,8 @@ class WhaleFeed:
 
     async def publish(self, start_ms: int, end_ms: int, now_ms: int) -> None:
         """Send the alerts of the flow hours beginning in [start, end), stamped at ``now_ms``
-        clamped into their hour; then any armed bad messages."""
+        clamped into their hour; then any armed bad messages (kept armed while no client is
+        subscribed, so an injection is never sent to nobody)."""
         alerts = []
         for flow in self.flows_between(start_ms, end_ms):
             ts_s = min(max(now_ms // 1000, flow.hour_ms // 1000), flow.hour_ms // 1000 + 3599)
@@ -213,7 +214,8 @@ class WhaleFeed:
                 if usd > 0
             ]
         self.sent_alerts.extend(alerts)
-        injected = self.faults.take_whale_injections()
+        listening = any(conn.subscriptions for conn in self.hub.connections.values())
+        injected = self.faults.take_whale_injections() if listening else []
         template = alerts[0] if alerts else build_alert(_CANNED, True, now_ms // 1000)
         batches = []
         for conn in self.hub.connections.values():
