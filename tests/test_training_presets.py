@@ -52,7 +52,11 @@ def test_direction_presets(
         report["test"]["pooled"]["models"]
     )
     assert "log_loss" not in report["test"]["pooled"]["models"]["previous_bar"]
-    assert set(report["backtest"]["portfolio"]) == {"strategy", "buy_and_hold"}
+    assert set(report["backtest"]["portfolio"]) == {
+        "strategy",
+        "strategy_before_fees",
+        "buy_and_hold",
+    }
     assert report["classification_report"]["model"]["up"]["support"] > 0
     assert set(report["train_test_gap"]) == {"accuracy", "balanced_accuracy", "auc", "log_loss"}
     if preset == "direction":
