@@ -37,7 +37,7 @@ def test_volume_preset(tmp_path: Path, settings: Settings, histories: list[Serie
     assert read_current(tmp_path, "volume") == outcome.version
     meta = json.loads((outcome.directory / "metadata.json").read_text())
     page = results_tables([(report, meta)])
-    assert "| **volume** (last 30 days) |" in page and "| ridge (last 30 days) |" in page
+    assert "| **volume**, last 30 days |" in page and "| ridge, last 30 days |" in page
 
 
 @pytest.mark.parametrize("preset", ["direction", "direction-deep"])
@@ -64,7 +64,7 @@ def test_direction_presets(
     assert read_current(tmp_path, preset) is None  # promote=False leaves CURRENT alone
     meta = json.loads((outcome.directory / "metadata.json").read_text())
     page = results_tables([(report, meta)])
-    assert f"| **{preset}** (last 30 days) |" in page and "| buy and hold |" in page
+    assert f"| **{preset}**, last 30 days |" in page and "| buy and hold |" in page
     assert list_versions(tmp_path, preset) == [outcome.version]
 
 

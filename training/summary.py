@@ -87,6 +87,12 @@ def _diff(entry: dict[str, Any] | None) -> str:
     return f"{entry['value']:+.4f} [{entry['low']:+.4f}, {entry['high']:+.4f}] {entry['verdict']}"
 
 
+def _name(meta: dict[str, Any]) -> str:
+    """The registry name, with the preset when it differs (``direction-2y (direction)``)."""
+    model, preset = meta.get("model", meta["preset"]), meta["preset"]
+    return model if model == preset else f"{model} ({preset})"
+
+
 def _fit_span(meta: dict[str, Any]) -> str:
     train_days = meta["config"]["training"]["train_days"]
     return "all history" if train_days is None else f"last {train_days:g} days"
@@ -99,12 +105,12 @@ def results_tables(runs: list[tuple[dict[str, Any], dict[str, Any]]]) -> str:
     parts = []
     if volume:
         parts.append(_table(volume, VOLUME_COLUMNS, "ridge", ("persistence", "seasonal_naive")))
+    if volume:
+        parts.append(_per_series(volume, "mae", "ridge"))
     if direction:
-        parts.append(
-            _table(
-                direction, DIRECTION_COLUMNS, "logistic", ("majority", "previous_bar", "reversal")
-            )
-        )
+        naive = ("majority", "previous_bar", "reversal")
+        parts.append(_table(direction, DIRECTION_COLUMNS, "logistic", naive))
+        parts.append(_per_series(direction, "auc", "logistic"))
         parts.append(_backtests(direction))
     parts.append(_fits(runs))
     return "\n".join(parts)
@@ -130,18 +136,41 @@ def _table(
         cells = " | ".join(cell(pooled["models"]["model"].get(c)) for c in columns)
         paired = pooled["paired"]
         lines.append(
-            f"| **{meta['preset']}** ({span}) | {cells} | {_diff(paired[strong].get(key))} "
+            f"| **{_name(meta)}**, {span} | {cells} | {_diff(paired[strong].get(key))} "
             f"| {_diff(paired[naive[0]].get(key))} |"
         )
         names = (*naive, strong) if not baseline_rows else (strong,)
         for name in names:
-            label = f"{name} ({span})"
+            label = f"{name}, {span}"
             if label in seen_baselines:
                 continue
             seen_baselines.add(label)
             values = " | ".join(cell(pooled["models"][name].get(c)) for c in columns)
             baseline_rows.append(f"| {label} | {values} | | |")
     return "\n".join(lines + baseline_rows) + "\n"
+
+
+def _per_series(runs: list[tuple[dict[str, Any], dict[str, Any]]], key: str, strong: str) -> str:
+    """One metric per series: each model (with its paired verdict against ``strong``)."""
+    tags = list(runs[0][0]["test"]["series"])
+    lines = [
+        f"{key} per series (paired verdict of the model against {strong} on that series):",
+        "",
+        "| model | " + " | ".join(t.split(":")[1] for t in tags) + " |",
+        "|---" * (len(tags) + 1) + "|",
+    ]
+    baselines: dict[str, list[str]] = {}
+    for report, meta in runs:
+        cells, base = [], []
+        for tag in tags:
+            scored = report["test"]["series"][tag]
+            verdict = scored["paired"][strong][key]["verdict"]
+            cells.append(f"{cell(scored['models']['model'][key])} {verdict}")
+            base.append(cell(scored["models"][strong][key]))
+        lines.append(f"| {_name(meta)}, {_fit_span(meta)} | " + " | ".join(cells) + " |")
+        baselines.setdefault(f"{strong}, {_fit_span(meta)}", base)
+    lines += [f"| {name} | " + " | ".join(values) + " |" for name, values in baselines.items()]
+    return "\n".join(lines) + "\n"
 
 
 def _backtests(runs: list[tuple[dict[str, Any], dict[str, Any]]]) -> str:
@@ -156,13 +185,15 @@ def _backtests(runs: list[tuple[dict[str, Any], dict[str, Any]]]) -> str:
         "|---|---|---|---|---|---|---|",
     ]
     rows = []
+    baselines: dict[str, Any] = {}
     for report, meta in runs:
         portfolio = report["backtest"]["portfolio"]
-        rows.append((meta["preset"], portfolio["strategy"]))
+        rows.append((_name(meta), portfolio["strategy"]))
         if "strategy_before_fees" in portfolio:
-            rows.append((f"{meta['preset']}, before fees", portfolio["strategy_before_fees"]))
+            rows.append((f"{_name(meta)}, before fees", portfolio["strategy_before_fees"]))
         for name, strategy in report["backtest"].get("baseline_portfolio", {}).items():
-            rows.append((f"{name} ({_fit_span(meta)})", strategy))
+            baselines.setdefault(f"{name}, {_fit_span(meta)}", strategy)
+    rows += list(baselines.items())
     rows.append(("buy and hold", runs[0][0]["backtest"]["portfolio"]["buy_and_hold"]))
     for name, s in rows:
         lines.append(
@@ -175,7 +206,7 @@ def _backtests(runs: list[tuple[dict[str, Any], dict[str, Any]]]) -> str:
 
 def _fits(runs: list[tuple[dict[str, Any], dict[str, Any]]]) -> str:
     lines = [
-        "| preset | parameters | fitted on | train / validation / test samples | network "
+        "| model | parameters | fitted on | train / validation / test samples | network "
         "| epochs run (best) | fit time | sequences/s |",
         "|---|---|---|---|---|---|---|---|",
     ]
@@ -187,7 +218,7 @@ def _fits(runs: list[tuple[dict[str, Any], dict[str, Any]]]) -> str:
             seconds = f"{fit['seconds'] / 60:.1f} min" if fit else "–"
             speed = f"{fit['sequences_per_second']:.0f}" if fit else "–"
             lines.append(
-                f"| {meta['preset']} | {meta['parameter_count']:,} | {_fit_span(meta)} "
+                f"| {_name(meta)} | {meta['parameter_count']:,} | {_fit_span(meta)} "
                 f"| {' / '.join(f'{t:,}' for t in totals)} | {name} | {epochs} | {seconds} "
                 f"| {speed} |"
             )
