@@ -24,5 +24,8 @@ lint: setup
 typecheck: setup
 	$(PY) -m mypy
 
+bench: setup
+	$(VENV)/bin/whalecast bench --out bench.json
+
 clean:
 	rm -rf $(VENV) .whalecast build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -2,8 +2,9 @@
 
 Closed candles come in from the feeds (``on_closed``). For each bar the loop
 appends every series' record to the window store in one pipeline, then waits
-until every owned series of that timeframe has closed the bar, or until
-``grace_seconds`` (wall time) after the first of them arrived. It then takes
+until every owned series of that timeframe has closed the bar (those that had
+stored it already are not waited for), or until ``grace_seconds`` (wall time)
+after the first of them arrived. It then takes
 the complete windows from the store's memory mirror, runs one forward pass per
 served model over the whole batch in a worker thread (the event loop keeps
 reading feeds), and publishes all predictions in one pipeline. A series whose
@@ -11,29 +12,46 @@ bar arrives after its batch was predicted gets its own small late batch; a
 series whose window is incomplete is counted as not ready and never predicted
 from padding.
 
+Redis going away (down, restarting, timing out) never stops the loop and never
+loses a bar: candles the store could not take stay in a backlog and predictions
+the publisher could not send stay queued, both retried in order (capped
+backoff) until Redis answers again; the store skips what it already holds, so
+nothing is stored or predicted twice.
+
 Bars closing before the daemon started (start-up backfill) are history: they
-fill the windows but are not predicted. After start, every stored bar is
-predicted exactly once per model; bars arriving in a burst (after an outage)
-are predicted one bar at a time, each from its own window.
+fill the windows but are not predicted, unless they are newer than the series'
+handover mark (``predicted_through``: the newest bar any replica published,
+see :mod:`inference.handover`), in which case no replica predicted them and
+this one does. After start, every stored bar is predicted exactly once per
+model; bars arriving in a burst (after an outage) are predicted one bar at a
+time, each from its own window. :meth:`BarLoop.resume` predicts, before the
+feeds start, bars a previous owner stored but did not publish.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
 import structlog
+from redis.exceptions import RedisError
 
 from inference.publisher import PredictionOut
+from streamer.backoff import Backoff
 from whalecast.domain import Candle, Series, WhaleBar
 from whalecast.logs import get_logger
 from whalecast.metrics import Metrics
 
 log = get_logger(__name__)
+
+#: Failures after which the loop keeps what it could not write and retries it.
+REDIS_DOWN = (RedisError, OSError)
+REDIS_RETRY_MAX_SECONDS = 5.0
 
 
 class Clock(Protocol):
@@ -44,12 +62,13 @@ class Clock(Protocol):
 class _BarState:
     """Arrivals of one bar (timeframe, open time) across the owned series."""
 
-    expected: frozenset[Series]
+    waiting: set[Series]  # series that can still bring this bar and have not yet
     arrived: dict[Series, float] = field(default_factory=dict)  # wall time (time.time)
     candles: dict[Series, Candle] = field(default_factory=dict)
     predicted: set[Series] = field(default_factory=set)
     main_done: bool = False
     deadline: asyncio.TimerHandle | None = None
+    runtimes: dict[str, Any] | None = None  # the model versions every batch of this bar uses
 
 
 class BarLoop:
@@ -68,6 +87,8 @@ class BarLoop:
         whale_for: Callable[[Series, int], WhaleBar],
         scorer: Any | None = None,
         record_factory: Callable[[Candle, WhaleBar], Any],
+        predicted_through: Mapping[Series, int] | None = None,
+        retry_initial_seconds: float = 0.1,
     ) -> None:
         self.series = list(series)
         self.by_timeframe: dict[str, frozenset[Series]] = {}
@@ -82,71 +103,117 @@ class BarLoop:
         self.whale_for = whale_for
         self.scorer = scorer
         self.record_factory = record_factory
+        self.predicted_through = dict(predicted_through or {})
         self._started_ms: dict[str, int] = {}
         self._bars: dict[tuple[str, int], _BarState] = {}
         self._lock = asyncio.Lock()
         self._flushes: set[asyncio.Task[None]] = set()
         self.stopping = False
+        # what Redis could not take yet: records by bar open time (with their arrival time),
+        # predictions in order
+        self._backlog: dict[int, list[tuple[Any, float]]] = {}
+        self._unpublished: list[PredictionOut] = []
+        self._retry_task: asyncio.Task[None] | None = None
+        self._retry_initial = min(retry_initial_seconds, REDIS_RETRY_MAX_SECONDS)
+        # newest bar per series handed to the prediction side (a stored bar at start-up)
+        self._arrived_upto = {s: store.last_open_ms(s) or -1 for s in self.series}
 
     # ------------------------------------------------------------------ input
     async def on_closed(self, candles: Sequence[Candle]) -> None:
-        """Feed callback: closed, validated candles, in order per series."""
+        """Feed callback: closed, validated candles, in order per series.
+
+        Never raises for Redis being away: what could not be stored is kept and retried.
+        """
         if self.stopping or not candles:
             return
         arrival = time.time()
-        for open_ms in sorted({c.open_ms for c in candles}):
-            group = [c for c in candles if c.open_ms == open_ms]
-            async with self._lock:
-                await self._flush_older(group)
-                await self._store(group, arrival)
+        for c in candles:  # the whale aggregates as they are now, even if Redis takes it later
+            record = self.record_factory(c, self.whale_for(c.series, c.open_ms))
+            self._backlog.setdefault(c.open_ms, []).append((record, arrival))
+        await self._store_backlog()
 
-    async def _store(self, group: list[Candle], arrival: float) -> None:
-        records = [self.record_factory(c, self.whale_for(c.series, c.open_ms)) for c in group]
+    async def _store_backlog(self) -> bool:
+        """Store (and predict) the backlog one bar at a time, oldest first; False if Redis failed."""
+        while True:
+            async with self._lock:
+                if not self._backlog:
+                    return True
+                open_ms = min(self._backlog)
+                group = self._backlog.pop(open_ms)
+                try:
+                    await self._flush_older([r.candle for r, _ in group])
+                    await self._store(group)
+                except REDIS_DOWN as e:
+                    self._backlog[open_ms] = group + self._backlog.get(open_ms, [])
+                    self._redis_failed("append", e)
+                    return False
+
+    async def _store(self, group: list[tuple[Any, float]]) -> None:
+        records = [r for r, _ in group]
+        arrivals = {id(r.candle): arrival for r, arrival in group}
         results = await self.store.append(records)
-        retry = [r for r, res in zip(records, results, strict=True) if res.status == "gap"]
+        status = {id(r): res.status for r, res in zip(records, results, strict=True)}
+        retry = [r for r in records if status[id(r)] == "gap"]
         if retry:
             # the feed already backfilled what the exchange has: the hole is real
             # (the store counted the gap when it reported it)
-            results_retry = await self.store.append(retry, allow_gap=True)
-            stored = {
-                id(r)
-                for r, res in zip(retry, results_retry, strict=True)
-                if res.status == "appended"
-            }
-        else:
-            stored = set()
-        stored |= {
-            id(r) for r, res in zip(records, results, strict=True) if res.status == "appended"
-        }
-        fresh = [r.candle for r in records if id(r) in stored]
+            for r, res in zip(retry, await self.store.append(retry, allow_gap=True), strict=True):
+                status[id(r)] = res.status
+        # a "duplicate" newer than what was handed on was stored by an attempt that failed
+        # before it was confirmed (Redis went away mid-pipeline): it is this bar, not a replay
+        fresh = [
+            r.candle
+            for r in records
+            if status[id(r)] == "appended"
+            or (status[id(r)] == "duplicate" and r.candle.open_ms > self._arrived_upto[r.series])
+        ]
         if self.scorer is not None:
             self.scorer.observe_bars((c.series, c.open_ms, c.close, c.volume) for c in fresh)
         for candle in fresh:
-            self._arrive(candle, arrival)
+            self._arrived_upto[candle.series] = candle.open_ms
+            self._arrive(candle, arrivals[id(candle)])
 
     def _is_history(self, candle: Candle) -> bool:
-        """A bar that closed before the daemon started: it fills windows, it is not predicted."""
+        """A bar that closed before the daemon started and that a replica already handled.
+
+        It fills windows, it is not predicted. A bar newer than the series' handover
+        mark is not history: no replica published it (a takeover or restart caught up).
+        """
         started = self._started_ms.get(candle.exchange)
         if started is None:
             # exchange time when this exchange's first bars came in (its feed has started)
             started = self._started_ms[candle.exchange] = self.clock_for(candle.exchange).now_ms()
-        return candle.close_ms < started - self.grace_seconds * 1000
+        if candle.close_ms >= started - self.grace_seconds * 1000:
+            return False
+        mark = self.predicted_through.get(candle.series)
+        if mark is not None and candle.open_ms > mark:
+            self.metrics.bars_caught_up.labels(candle.timeframe).inc()
+            return False
+        return True
+
+    def _register(self, candle: Candle, arrival: float) -> tuple[tuple[str, int], _BarState]:
+        key = (candle.timeframe, candle.open_ms)
+        state = self._bars.get(key)
+        if state is None:
+            # wait only for series that can still bring this bar: one already stored
+            # (predicted before a restart, or a series ahead in a burst) never comes again
+            waiting = self.store.not_stored(list(self.by_timeframe[candle.timeframe]), key[1])
+            state = _BarState(waiting={*waiting, candle.series})
+            self._bars[key] = state
+        state.arrived[candle.series] = arrival
+        state.waiting.discard(candle.series)
+        state.candles[candle.series] = candle
+        return key, state
 
     def _arrive(self, candle: Candle, arrival: float) -> None:
         if self._is_history(candle):
             self.metrics.history_bars.labels(candle.timeframe).inc()
             return
-        key = (candle.timeframe, candle.open_ms)
-        state = self._bars.get(key)
-        if state is None:
-            state = _BarState(expected=self.by_timeframe[candle.timeframe])
-            self._bars[key] = state
-        state.arrived[candle.series] = arrival
-        state.candles[candle.series] = candle
+        key, state = self._register(candle, arrival)
         if state.main_done:
             self.metrics.late_series.labels(candle.timeframe).inc()
             self._schedule(key)
-        elif len(state.arrived) == len(state.expected):  # arrivals are owned series: a subset
+        elif not state.waiting:
             self._schedule(key)
         elif state.deadline is None:
             loop = asyncio.get_running_loop()
@@ -171,6 +238,24 @@ class BarLoop:
             waiting = {s for s in state.arrived if s not in state.predicted}
             if any((key[0], s) in incoming for s in waiting):
                 await self._flush(key)
+
+    async def resume(self, candles: Sequence[Candle]) -> None:
+        """Predict now stored bars that a previous owner did not publish (before feeds start).
+
+        ``candles`` are the series' newest stored bars (:func:`inference.handover.pending`),
+        already in the store and its mirror: nothing is appended, each bar is predicted
+        from the stored window, one batch per bar.
+        """
+        arrival = time.time()
+        for open_ms in sorted({c.open_ms for c in candles}):
+            async with self._lock:
+                keys = set()
+                for candle in candles:
+                    if candle.open_ms == open_ms:
+                        keys.add(self._register(candle, arrival)[0])
+                        self.metrics.bars_caught_up.labels(candle.timeframe).inc()
+                for key in sorted(keys):
+                    await self._flush(key)
 
     # ----------------------------------------------------------------- output
     async def _flush_locked(self, key: tuple[str, int]) -> None:
@@ -200,7 +285,11 @@ class BarLoop:
         self, key: tuple[str, int], todo: list[Series], state: _BarState, late: bool
     ) -> None:
         timeframe, open_ms = key
-        self.models.swap_pending()
+        if state.runtimes is None:
+            # a new bar: only here may a reloaded version come in; late batches of this bar
+            # use the same versions as its main batch
+            self.models.swap_pending()
+            state.runtimes = self.models.serving()
         windows, ready = self.store.windows(todo)
         current = self.store.last_open_times(todo) == open_ms
         ready = ready & current
@@ -212,17 +301,16 @@ class BarLoop:
         timings: dict[str, float] = {}
         if batch:
             x = windows[ready]
-            for name, runtime in self.models.serving().items():
+            for name, runtime in state.runtimes.items():
                 started = time.perf_counter()
                 values = await asyncio.to_thread(runtime.predict, x)
                 timings[name] = time.perf_counter() - started
                 self.metrics.inference_seconds.labels(name).observe(timings[name])
                 self.metrics.batch_size.labels(name).observe(len(batch))
                 outputs.extend(self._outputs(runtime, batch, values, open_ms, state))
-        if outputs:
-            await self.publisher.publish(outputs)
-            if self.scorer is not None:
-                self.scorer.expect(outputs)
+        published = await self._publish(outputs)
+        if outputs and self.scorer is not None:
+            self.scorer.expect(outputs)
         done = time.time()
         latency = done - max(state.arrived[s] for s in todo)
         if outputs:
@@ -232,9 +320,48 @@ class BarLoop:
         self.metrics.series_ready.labels(timeframe).set(len(batch))
         log.info(
             "bar", series=len(todo), predicted=len(batch), not_ready=not_ready, late=late,
-            published=len(outputs), latency_ms=round(latency * 1000, 2),
+            published=published, latency_ms=round(latency * 1000, 2),
             inference_ms={k: round(v * 1000, 2) for k, v in timings.items()},
         )  # fmt: skip
+
+    async def _publish(self, outputs: list[PredictionOut]) -> int:
+        """Publish after whatever is still queued; all of it stays queued if Redis fails."""
+        retrying = bool(self._unpublished)
+        self._unpublished.extend(outputs)
+        if not self._unpublished:
+            return 0
+        try:
+            if retrying:  # the failed attempt may have gone through with its reply lost
+                self._unpublished = await self.publisher.not_yet_published(self._unpublished)
+            sent = await self.publisher.publish(self._unpublished)
+        except REDIS_DOWN as e:
+            self._redis_failed("publish", e)
+            return 0
+        self._unpublished = []
+        return int(sent)
+
+    def _redis_failed(self, operation: str, error: BaseException) -> None:
+        bars = sum(len(group) for group in self._backlog.values())
+        log.error(
+            "redis unavailable, kept for retry", operation=operation, error=repr(error),
+            candles_waiting=bars, predictions_waiting=len(self._unpublished),
+        )  # fmt: skip
+        if self._retry_task is None or self._retry_task.done():
+            # a fresh context: the retry belongs to no one bar's log fields
+            self._retry_task = asyncio.get_running_loop().create_task(
+                self._retry(), context=contextvars.Context()
+            )
+
+    async def _retry(self) -> None:
+        """Until Redis takes everything kept: queued predictions first, then the backlog."""
+        backoff = Backoff(self._retry_initial, REDIS_RETRY_MAX_SECONDS, reset_after=60.0)
+        while self._unpublished or self._backlog:
+            await asyncio.sleep(backoff.delay())
+            async with self._lock:
+                await self._publish([])
+            if not self._unpublished:
+                await self._store_backlog()
+        log.info("redis back, everything kept has been written")
 
     def _outputs(
         self, runtime: Any, batch: list[Series], values: np.ndarray, open_ms: int, state: _BarState
@@ -270,7 +397,15 @@ class BarLoop:
             if any(s not in state.predicted for s in state.arrived):
                 self._schedule(key)  # predict what arrived rather than drop it
         pending: list[Awaitable[Any]] = list(self._flushes)
+        if self._retry_task is not None and not self._retry_task.done():
+            pending.append(self._retry_task)
         if not pending:
             return True
         _done, not_done = await asyncio.wait(pending, timeout=timeout_seconds)  # type: ignore[type-var]
+        if not_done and self._retry_task is not None:
+            self._retry_task.cancel()
+            log.error(
+                "stopping with writes redis did not take", predictions=len(self._unpublished),
+                candles=sum(len(group) for group in self._backlog.values()),
+            )  # fmt: skip
         return not not_done

@@ -10,6 +10,8 @@ under its name; more can be registered in :data:`SECTIONS`):
   the median wall time of ``runtime.predict`` for each batch size after warm-up;
 - ``per_series``: the same workload as one ``model.predict`` per series, timed
   on a sample of calls and extrapolated (the report says so);
+- ``loop_lag``: the event loop's worst timer lag while 1000-series passes run
+  in a worker thread (what the daemon's feeds feel during inference);
 - ``summary``: the FLOP floor of the 1000-series batch and the targets: within
   2x of the floor, and at least 500x faster than one ``model.predict`` per series;
 - ``e2e``: the real daemon against the simulator with 1000 series and two models,
@@ -20,6 +22,7 @@ under its name; more can be registered in :data:`SECTIONS`):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -38,8 +41,10 @@ import tensorflow as tf
 from inference.backends import BACKENDS, usable_cores
 from inference.bench_e2e import E2EOptions, format_e2e, run_e2e
 from inference.benchmodels import build_seed004_model, preprocess_for, write_model_artifact
+from inference.looplag import LoopLagMonitor
 from inference.runtime import DEFAULT_BUCKETS, ModelRuntime
 from streamer.features import FEATURE_NAMES
+from whalecast.metrics import Metrics
 
 BENCH_MODEL = "bench-seed004"
 FLOOR_SERIES = 1000
@@ -67,6 +72,25 @@ class BenchContext:
     results: dict[str, Any] = field(default_factory=dict)
     keras_model: Any = None
     version: str = ""
+    runtimes: dict[str, ModelRuntime] = field(default_factory=dict)
+    load_seconds: dict[str, float] = field(default_factory=dict)
+
+    def runtime(self, backend: str) -> ModelRuntime:
+        """The bench model loaded under ``backend`` (loaded once, load time kept)."""
+        if backend not in self.runtimes:
+            self.model()
+            started = time.perf_counter()
+            self.runtimes[backend] = ModelRuntime.load(
+                self.workdir, BENCH_MODEL, self.version, backend,
+                batch_buckets=self.options.buckets,
+            )  # fmt: skip
+            self.load_seconds[backend] = time.perf_counter() - started
+        return self.runtimes[backend]
+
+    def windows(self, n: int, seed: int = 1) -> np.ndarray:
+        rng = np.random.default_rng(seed)
+        shape = (n, self.options.window, len(FEATURE_NAMES))
+        return rng.standard_normal(shape).astype(np.float32)
 
     def model(self) -> Any:
         """The seed-004 model, built once and written as an artifact for the runtime."""
@@ -124,22 +148,39 @@ def _timed(call: Callable[[], object]) -> float:
 
 
 def bench_backends(ctx: BenchContext) -> dict[str, Any]:
-    ctx.model()
     opts = ctx.options
-    rng = np.random.default_rng(1)
-    windows = rng.standard_normal((max(opts.sizes), opts.window, len(FEATURE_NAMES)))
-    windows = windows.astype(np.float32)
+    windows = ctx.windows(max(opts.sizes))
     out: dict[str, Any] = {}
     for backend in opts.backends:
-        started = time.perf_counter()
-        runtime = ModelRuntime.load(
-            ctx.workdir, BENCH_MODEL, ctx.version, backend, batch_buckets=opts.buckets
-        )
-        load_seconds = time.perf_counter() - started
+        runtime = ctx.runtime(backend)
         timings = {str(n): time_predict(runtime, windows[:n], opts.repeats) for n in opts.sizes}
-        out[backend] = {"load_seconds": load_seconds, "median_ms": timings}
-        del runtime
+        out[backend] = {"load_seconds": ctx.load_seconds[backend], "median_ms": timings}
     return out
+
+
+def bench_loop_lag(ctx: BenchContext) -> dict[str, Any]:
+    """Event-loop lag while a forward pass (1000 series, or fewer if asked) runs in a thread."""
+    n = min(FLOOR_SERIES, max(ctx.options.sizes))
+    windows = ctx.windows(n)
+    out: dict[str, Any] = {}
+    for backend in ctx.options.backends:
+        lag = asyncio.run(_lag_during(ctx.runtime(backend), windows, ctx.options.repeats))
+        out[backend] = {"series": n, **lag}
+    return out
+
+
+async def _lag_during(runtime: ModelRuntime, windows: np.ndarray, repeats: int) -> dict[str, Any]:
+    monitor = LoopLagMonitor(Metrics(process=False), interval_seconds=0.005)
+    task = asyncio.create_task(monitor.run())
+    await asyncio.to_thread(runtime.predict, windows)  # the worker thread's first call sets up
+    await asyncio.sleep(0.05)
+    monitor.reset()
+    for _ in range(repeats):
+        await asyncio.to_thread(runtime.predict, windows)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    return {"max_lag_ms": monitor.max_lag * 1000.0, "samples": monitor.samples}
 
 
 def time_predict(runtime: ModelRuntime, windows: np.ndarray, repeats: int) -> float:
@@ -205,6 +246,7 @@ SECTIONS: dict[str, Section] = {
     "matmul": bench_matmul,
     "backends": bench_backends,
     "per_series": bench_per_series,
+    "loop_lag": bench_loop_lag,
     "summary": bench_summary,
     "e2e": bench_e2e,
 }
@@ -215,6 +257,7 @@ def machine_info() -> dict[str, Any]:
         "cores": usable_cores(), "machine": platform.machine(), "python": platform.python_version(),
         "tensorflow": tf.__version__, "gpus": [d.name for d in tf.config.list_physical_devices("GPU")],
         "time": datetime.now(UTC).isoformat(timespec="seconds"), "pid": os.getpid(),
+        "load_average_1m": os.getloadavg()[0],
     }  # fmt: skip
 
 
@@ -239,6 +282,12 @@ def run_bench(options: BenchOptions, sections: Sequence[str] | None = None) -> d
 
 def format_table(results: dict[str, Any]) -> str:
     lines: list[str] = []
+    machine = results.get("machine", {})
+    if machine:
+        lines.append(
+            f"{machine['cores']} cores, load average {machine['load_average_1m']:.1f} at start "
+            f"(other processes skew every figure below), GPUs: {machine['gpus'] or 'none'}"
+        )
     backends = results.get("backends", {})
     if backends:
         sizes = list(next(iter(backends.values()))["median_ms"])
@@ -254,6 +303,11 @@ def format_table(results: dict[str, Any]) -> str:
         lines.append(
             f"one model.predict per series: {p['median_ms_per_call']:.1f} ms per call; "
             f"{p['series']} series ~ {p['extrapolated_seconds']:.1f} s ({p['note']})"
+        )
+    if "loop_lag" in results:
+        lags = ", ".join(f"{name} {r['max_lag_ms']:.1f}" for name, r in results["loop_lag"].items())
+        lines.append(
+            f"event-loop lag during a {FLOOR_SERIES}-series pass in a thread, max ms: {lags}"
         )
     if "matmul" in results:
         m = results["matmul"]

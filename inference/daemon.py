@@ -1,10 +1,12 @@
 """``whalecast run``: the daemon, assembled from its parts.
 
 Start-up order: Redis (embedded or configured), this replica's series (its
-shard), the window store's state from Redis, the served models, the HTTP
-endpoints, then the feeds. The feeds resume each series from the last bar
-stored in Redis and backfill over REST, so the first prediction comes at the
-first bar close. SIGTERM/SIGINT: stop taking bars, finish the bar in flight
+shard), the window store's state and the handover marks from Redis, the served
+models, the HTTP endpoints, the stored bars a previous owner did not publish
+(predicted at once, :mod:`inference.handover`), then the feeds. The feeds
+resume each series from the last bar stored in Redis and backfill over REST,
+so the first prediction comes at the first bar close, and bars that closed
+while no replica owned a series are predicted as they come back. SIGTERM/SIGINT: stop taking bars, finish the bar in flight
 within ``inference.shutdown_grace_seconds``, close connections, exit 0.
 """
 
@@ -16,7 +18,10 @@ import signal
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+from redis.exceptions import RedisError
+
 from inference.barloop import BarLoop
+from inference.handover import PredictionMarks, pending
 from inference.http import HttpServer
 from inference.looplag import LoopLagMonitor
 from inference.models import ModelSet
@@ -32,7 +37,7 @@ from whalecast.domain import Series, WhaleTransfer
 from whalecast.keys import Keys
 from whalecast.logs import get_logger
 from whalecast.metrics import Metrics
-from whalecast.redisconn import RedisHandle
+from whalecast.redisconn import RedisHandle, RedisUnavailable, describe_redis_error
 from whalecast.settings import ExchangeSettings, Settings
 from whalecast.sharding import owned
 
@@ -77,8 +82,11 @@ class Daemon:
         self.redis = redis
         self.keys = Keys(settings.redis.prefix)
         shard = settings.shard
+        if shard.index_from_hostname:
+            raise ValueError("resolve shard.index_from_hostname first (with_shard_from_hostname)")
         self.series = owned(all_series(settings), shard.index, shard.count)
         metrics.series_owned.set(len(self.series))
+        metrics.initialise(sorted({s.timeframe for s in self.series}), settings.inference.models)
         self.store = WindowStore(
             redis, self.keys, self.series, settings.features.window, metrics,
             ttl_seconds=settings.features.store_ttl_seconds,
@@ -87,7 +95,10 @@ class Daemon:
             settings.inference, metrics, redis=redis, keys=self.keys,
             full_window=settings.features.window,
         )  # fmt: skip
-        self.publisher = Publisher(redis, self.keys, settings.redis.stream_maxlen, metrics)
+        self.marks = PredictionMarks(redis, self.keys, settings.features.store_ttl_seconds)
+        self.publisher = Publisher(
+            redis, self.keys, settings.redis.stream_maxlen, metrics, marks=self.marks
+        )
         self.scorer = LiveScorer(settings.inference.scoring_window, metrics)
         self.whale_bars = WhaleBarAggregator(self.series, settings.whale.stablecoins)
         self.feeds: list[CandleFeed] = []
@@ -116,6 +127,7 @@ class Daemon:
     async def start(self) -> None:
         s = self.settings
         await self.store.load()
+        marks = await self.marks.load(self.series)
         await self.models.load_all()
         self.http = await HttpServer(
             self.metrics, self.readiness, s.metrics.host, s.metrics.port
@@ -124,7 +136,10 @@ class Daemon:
             series=self.series, store=self.store, models=self.models, publisher=self.publisher,
             metrics=self.metrics, clock_for=self.clock_for, grace_seconds=s.feed.grace_seconds,
             whale_for=self.whale_bars.take, scorer=self.scorer, record_factory=BarRecord,
+            predicted_through=marks,
+            retry_initial_seconds=s.feed.backoff_initial_seconds,
         )  # fmt: skip
+        await self.bar_loop.resume(pending(self.store, marks, self.metrics))
         warmup = HISTORY_BARS + s.features.window
         for entry in owned_exchanges(s, self.series):
             resume = {
@@ -198,10 +213,17 @@ async def serve(
     """Run until ``stop`` is set; the exit status."""
     async with RedisHandle(settings.redis) as redis:
         daemon = Daemon(settings, metrics, redis)
-        await daemon.start()
+        try:
+            await daemon.start()
+        except RedisError as e:  # e.g. an ACL without a command the daemon needs
+            await daemon.stop()
+            raise RedisUnavailable(
+                describe_redis_error(e, settings.redis, settings.redis.url)
+            ) from e
         if on_started is not None:
             await on_started(daemon)
         await stop.wait()
+        log.info("stop requested, finishing the bar in flight")
         await daemon.stop()
     return 0
 

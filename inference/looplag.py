@@ -3,7 +3,9 @@
 A task sleeps ``interval_seconds`` again and again and records, each time, how
 much longer than asked it took (``whalecast_event_loop_lag_seconds``). Lag
 means something blocks the loop (a forward pass not moved to a worker thread,
-a large JSON decode); the bar-loop target is under 20 ms during inference.
+a large JSON decode); the bar-loop target is under 20 ms during inference. Each
+tick also exports how many asyncio tasks are alive (``whalecast_event_loop_tasks``):
+flat in a healthy daemon, growing with a task leak.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ class LoopLagMonitor:
             await asyncio.sleep(self.interval)
             lag = max(0.0, time.monotonic() - started - self.interval)
             self.metrics.loop_lag.observe(lag)
+            self.metrics.loop_tasks.set(len(asyncio.all_tasks()))
             self.max_lag = max(self.max_lag, lag)
             self.samples += 1
             if self.on_sample is not None:

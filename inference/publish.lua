@@ -1,15 +1,22 @@
 -- whalecast publisher: one bar's predictions in one call (on a plain server; a
 -- Cluster client sends the same commands in a pipeline instead).
 --
--- KEYS[1] the predictions stream; KEYS[2..] the latest-value hashes, one per model.
+-- KEYS[1] the predictions stream; KEYS[2 .. H + 1] the latest-value hashes, one per
+-- model; KEYS[H + 2 ..] the handover marks, one per series.
 -- ARGV[1] the pub/sub channel, ARGV[2] the stream's MAXLEN (approximate), ARGV[3] the
--- stream entry's field, then triples: hash (index into KEYS, >= 2), series tag, message.
+-- stream entry's field, ARGV[4] the number of hashes H, ARGV[5] the number of messages
+-- N, then N triples: hash (index into KEYS, 2 .. H + 1), series tag, message; then one
+-- pair per mark key, in KEYS order: bar open time (ms), TTL (ms).
 --
 -- Each message, in order: PUBLISH channel message; XADD stream MAXLEN ~ N * field
--- message; and HSET hash tag message (gathered per hash, several pairs per HSET).
+-- message; then HSET hash tag message (gathered per hash, several pairs per HSET, each
+-- HSET after the PUBLISH and XADD of its messages: a hash showing a bar means the bar
+-- went out on the channel and the stream). The marks come last, SET key open_ms PX
+-- ttl, after every output: never a mark without its prediction.
 -- Replies the number of messages.
 
 local channel, maxlen, field = ARGV[1], ARGV[2], ARGV[3]
+local hashes, count = 1 + tonumber(ARGV[4]), tonumber(ARGV[5]) -- the last hash's index
 local PAIRS_PER_HSET = 400 -- keeps unpack() well inside Lua's stack limit
 local pending = {}
 
@@ -21,8 +28,8 @@ local function flush(index)
   end
 end
 
-local count = 0
-for i = 4, #ARGV, 3 do
+local last_message = 5 + 3 * count
+for i = 6, last_message, 3 do
   local index, tag, message = tonumber(ARGV[i]), ARGV[i + 1], ARGV[i + 2]
   redis.call('PUBLISH', channel, message)
   redis.call('XADD', KEYS[1], 'MAXLEN', '~', maxlen, '*', field, message)
@@ -34,7 +41,11 @@ for i = 4, #ARGV, 3 do
   pairs[#pairs + 1] = tag
   pairs[#pairs + 1] = message
   if #pairs >= 2 * PAIRS_PER_HSET then flush(index) end
-  count = count + 1
 end
-for index = 2, #KEYS do flush(index) end
+for index = 2, hashes do flush(index) end
+
+for k = hashes + 1, #KEYS do
+  local a = last_message + 1 + 2 * (k - hashes - 1)
+  redis.call('SET', KEYS[k], ARGV[a], 'PX', ARGV[a + 1])
+end
 return count

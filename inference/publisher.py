@@ -6,21 +6,28 @@ unchanged to three places::
     PUBLISH <prefix>:predictions <json>
     XADD    <prefix>:predictions:stream MAXLEN ~ N * data <json>
     HSET    <prefix>:latest:<model> <series tag> <json> [<series tag> <json> ...]
+    SET     <prefix>:{<series tag>}:predicted <bar open ms> PX <ttl>   (one per series)
 
 On a plain server all of one bar go in ONE script call (``publish.lua`` runs
-those commands for each message in order: one request to build and one reply
-to parse instead of two per message). On a Cluster the keys live on different
-nodes, so the same commands go in one non-transactional pipeline that redis-py
-splits per node.
+those commands in this order: one request to build and one reply to parse
+instead of two per message). On a Cluster the keys live on different nodes, so
+the same commands go in one non-transactional pipeline that redis-py splits per
+node.
 
 The stream entry has one field, ``data``, holding the JSON. The latest hash is
-keyed by the series tag (``binance:BTC/USDT:1h``), one HSET per model per bar.
+keyed by the series tag (``binance:BTC/USDT:1h``), one HSET per model per bar,
+written after the channel and the stream (:meth:`Publisher.not_yet_published`
+relies on it). The last line is the handover mark (:mod:`inference.handover`),
+written after every output so a process killed mid-pipeline leaves at worst a
+prediction without its mark (predicted again by the next owner), never a mark
+without its prediction.
 A non-finite value is never published: it is dropped, counted
 (``whalecast_predictions_dropped_total{reason="non_finite"}``) and logged.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -31,6 +38,7 @@ from typing import Any, Final
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
+from inference.handover import Mark, PredictionMarks
 from whalecast.domain import Series
 from whalecast.keys import Keys
 from whalecast.logs import get_logger
@@ -69,9 +77,12 @@ class Publisher:
         keys: Keys,
         stream_maxlen: int,
         metrics: Metrics,
+        *,
         clock: Callable[[], float] = time.time,
+        marks: PredictionMarks | None = None,
     ) -> None:
         self.redis = redis
+        self.marks = marks
         self.keys = keys
         self.stream_maxlen = stream_maxlen
         self.metrics = metrics
@@ -106,11 +117,12 @@ class Publisher:
                 self._drop(prediction)
         if not messages:
             return 0
+        marks = self._marks(messages)
         try:
             if self._cluster:
-                await self._pipeline(messages)
+                await self._pipeline(messages, marks)
             else:
-                await run_script_pipeline(self.redis, SCRIPT, lambda pipe: self._queue_script(pipe, messages))  # fmt: skip
+                await run_script_pipeline(self.redis, SCRIPT, lambda pipe: self._queue_script(pipe, messages, marks))  # fmt: skip
         except RedisError:
             self.metrics.redis_errors.labels("publish").inc()
             raise
@@ -123,16 +135,33 @@ class Publisher:
             self.metrics.last_publish.labels(timeframe).set(now)
         return len(messages)
 
-    def _queue_script(self, pipe: Any, messages: list[tuple[PredictionOut, str]]) -> None:
+    def _marks(self, messages: list[tuple[PredictionOut, str]]) -> list[Mark]:
+        """The handover marks to write after these messages: each series' newest bar."""
+        if self.marks is None:
+            return []
+        newest: dict[Series, int] = {}
+        for prediction, _ in messages:
+            seen = newest.get(prediction.series, prediction.bar_open_ms)
+            newest[prediction.series] = max(prediction.bar_open_ms, seen)
+        return self.marks.marks(newest)
+
+    def _queue_script(
+        self, pipe: Any, messages: list[tuple[PredictionOut, str]], marks: list[Mark]
+    ) -> None:
         hashes: dict[str, int] = {}  # model -> its latest hash's index in KEYS
-        args: list[str | int] = [self.keys.predictions_channel, self.stream_maxlen, STREAM_FIELD]
+        body: list[str | int] = []
         for prediction, message in messages:
             index = hashes.setdefault(prediction.model, len(hashes) + 2)
-            args += [index, prediction.series.tag, message]
+            body += [index, prediction.series.tag, message]
         keys = [self.keys.predictions_stream, *(self.keys.latest(model) for model in hashes)]
+        args: list[str | int] = [self.keys.predictions_channel, self.stream_maxlen, STREAM_FIELD,
+                                 len(hashes), len(messages), *body]  # fmt: skip
+        for mark in marks:
+            keys.append(mark.key)
+            args += [mark.open_ms, mark.ttl_ms]
         pipe.execute_command("EVALSHA", self._sha, len(keys), *keys, *args)
 
-    async def _pipeline(self, messages: list[tuple[PredictionOut, str]]) -> None:
+    async def _pipeline(self, messages: list[tuple[PredictionOut, str]], marks: list[Mark]) -> None:
         pipe = self.redis.pipeline(transaction=False)
         latest: dict[str, dict[str, str]] = {}
         for prediction, message in messages:
@@ -147,7 +176,34 @@ class Publisher:
             latest.setdefault(prediction.model, {})[prediction.series.tag] = message
         for model, mapping in latest.items():
             pipe.hset(self.keys.latest(model), mapping=mapping)
+        for mark in marks:  # after the outputs: never a mark without its prediction
+            pipe.set(mark.key, mark.open_ms, px=mark.ttl_ms)
         await pipe.execute()
+
+    async def not_yet_published(self, predictions: Sequence[PredictionOut]) -> list[PredictionOut]:
+        """Those whose bar the latest-value hash does not show yet, in order.
+
+        After a publish whose reply was lost (Redis ran it, the connection broke), a
+        retry sends only these: the hash is written last in the same pipeline, so a
+        bar it shows went out on the channel and the stream too.
+        """
+        tags: dict[str, list[str]] = {}
+        for prediction in predictions:
+            tags.setdefault(prediction.model, []).append(prediction.series.tag)
+        pipe = self.redis.pipeline(transaction=False)
+        for model, names in tags.items():
+            pipe.hmget(self.keys.latest(model), names)
+        try:
+            replies = await pipe.execute()
+        except RedisError:
+            self.metrics.redis_errors.labels("publish").inc()
+            raise
+        shown: dict[tuple[str, str], int] = {}
+        for (model, names), values in zip(tags.items(), replies, strict=True):
+            for tag, value in zip(names, values, strict=True):
+                if value is not None:
+                    shown[(model, tag)] = int(json.loads(value)["bar_open_ms"])
+        return [p for p in predictions if shown.get((p.model, p.series.tag), -1) < p.bar_open_ms]
 
     def _drop(self, prediction: PredictionOut) -> None:
         self.metrics.predictions_dropped.labels(prediction.model, "non_finite").inc()

@@ -72,6 +72,7 @@ class ModelRuntime:
     metadata: dict[str, Any]
     columns: np.ndarray
     backend: Backend
+    n_features: int
     loaded_at: float = field(default_factory=time.time)
 
     @property
@@ -98,10 +99,13 @@ class ModelRuntime:
         """Load, check and warm up one version; raise :class:`ModelRefused` on any problem."""
         try:
             directory = version_dir(Path(registry), model, version)
+            if not directory.is_dir():
+                raise RefusalReason(f"no version directory {directory}")
             check_directory(directory)
             preprocess = load_preprocess(directory)
             columns = feature_columns(preprocess, feature_names, feature_version, full_window)
-            trained_at = parse_trained_at(read_json(directory / METADATA_FILE))
+            metadata = read_json(directory / METADATA_FILE)
+            trained_at = parse_trained_at(metadata)
             keras_model = load_keras_model(directory / MODEL_FILE)
             check_shapes(keras_model, preprocess)
             chosen = build_verified_backend(keras_model, preprocess, backend, batch_buckets)
@@ -115,15 +119,22 @@ class ModelRuntime:
             backend_name=chosen.name,
             preprocess=preprocess,
             trained_at=trained_at,
-            metadata=read_json(directory / METADATA_FILE),
+            metadata=metadata,
             columns=columns,
             backend=chosen,
+            n_features=len(feature_names),
         )
 
     def predict(self, windows: np.ndarray) -> np.ndarray:
         """Target values ``(n,)`` float64 for full feature windows ``(n, W, F)``."""
-        if windows.ndim != 3 or windows.shape[1] < self.window:
-            raise ValueError(f"expected windows (n, >= {self.window}, F), got {windows.shape}")
+        if (
+            windows.ndim != 3
+            or windows.shape[1] < self.window
+            or windows.shape[2] != self.n_features
+        ):
+            raise ValueError(
+                f"expected windows (n, >= {self.window}, {self.n_features}), got {windows.shape}"
+            )
         if len(windows) == 0:
             return np.empty(0, dtype=np.float64)
         x = self.prepare(windows)

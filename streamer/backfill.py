@@ -46,7 +46,7 @@ class RestSession:
     """The long-lived REST client, replaced every ``client_recreate_seconds`` or after errors."""
 
     def __init__(self, adapter: ExchangeAdapter, feed: FeedSettings) -> None:
-        self._adapter = adapter
+        self.adapter = adapter
         self._max_age = feed.client_recreate_seconds
         self._client: Any = None
         self._created = 0.0
@@ -63,7 +63,7 @@ class RestSession:
             self._retired.append(self._client)
             self._client = None
         if self._client is None:
-            self._client = self._adapter.rest_client()
+            self._client = self.adapter.rest_client()
             self._created = now
             self._errors = 0
         return self._client
@@ -184,7 +184,7 @@ class Backfiller:
                     hint = retry_after_seconds(client)
                     delay = min(hint, MAX_RETRY_AFTER_SECONDS) if hint else backoff.delay()
                     error: Exception = e
-                except (ccxt.NetworkError, ccxt.ExchangeError) as e:
+                except ccxt.BaseError as e:  # every other ccxt error: retried with backoff
                     self._requests["error"].inc()
                     self._session.failed()
                     delay, error = backoff.delay(), e

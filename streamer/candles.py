@@ -148,9 +148,12 @@ class CandleFeed:
 
     async def _make_clock(self, rest: Any) -> Clock:
         if self.feed.clock == "replay":
-            clock = ReplayClock(rest.fetch_time, self.feed.replay_clock_poll_seconds)
+            # through the session, not this client: the session replaces a failing client
+            clock = ReplayClock(self._fetch_time, self.feed.replay_clock_poll_seconds)
             await clock.start()
             self._owned_clock = clock
+            # the daemon runs on the exchange's own clock: there is no skew to correct
+            self.metrics.clock_skew.labels(self.settings.id).set(0.0)
             return clock
         skew = await measure_skew_ms(rest.fetch_time)
         self.metrics.clock_skew.labels(self.settings.id).set(skew / 1000.0)
@@ -159,12 +162,14 @@ class CandleFeed:
                         skew_ms=skew)  # fmt: skip
         return LiveClock(offset_ms=skew)
 
+    async def _fetch_time(self) -> int:
+        async with self._session.use() as rest:
+            return int(await rest.fetch_time())
+
     def _build_connections(self) -> None:
         limiter = SubscribeLimiter(self.settings.subscribe_messages_per_second)
         pairs = [(s.symbol, s.timeframe) for s in self.series]
         per = self.settings.max_streams_per_connection
-        if not self.adapter.for_symbols:
-            per = 1  # one watch_ohlcv per symbol
         self.connections = [
             Connection(
                 i,
@@ -185,8 +190,12 @@ class CandleFeed:
         return float(min(maximum, initial * 2.0 ** min(attempts - 1, 30)))
 
     # -- websocket input (called synchronously from ccxt's handlers) -----------------------
-    def _on_kline(self, symbol: str, timeframe: str, row: Row, closed: bool | None) -> None:
+    def _on_kline(
+        self, symbol: str, timeframe: str, row: Row, closed: bool | None, event_ms: int | None
+    ) -> None:
         assert self._validator is not None and self._seq is not None
+        if event_ms is not None:
+            self.clock.observe(event_ms)
         series = self._by_pair.get((symbol, timeframe))
         if series is None:
             self._validator.reject("unknown_symbol")
@@ -231,7 +240,10 @@ class CandleFeed:
         assert self._seq is not None
         while True:
             await asyncio.sleep(self.feed.deadline_check_seconds)
-            self._seq.request_due(self.clock.now_ms(), self._grace_ms, time.monotonic())
+            try:
+                self._seq.request_due(self.clock.now_ms(), self._grace_ms, time.monotonic())
+            except Exception as e:  # noqa: BLE001 - loop boundary: the next check comes soon
+                log.error("deadline check failed", exchange=self.settings.id, error=repr(e))
 
     # -- output ----------------------------------------------------------------------
     def _emit(self, candle: Candle, source: str) -> None:

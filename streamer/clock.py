@@ -5,7 +5,8 @@ the exchange's server time at start-up (exported as ``clock_skew``). In replay
 the simulator plays history at N× speed and serves its virtual time on the
 same endpoint as Binance (``GET /api/v3/time``); :class:`ReplayClock` polls it
 and never runs ahead of the last answer, so a bar is never taken for closed
-before the exchange has closed it. ``slack_ms()`` says how far the true
+before the exchange has closed it; event times stamped by the server on
+websocket messages move it on between polls (``observe``). ``slack_ms()`` says how far the true
 exchange time may be ahead of ``now_ms()`` (used to widen "from the future").
 
 Transport timing (backoff, staleness watchdog, connection lifetime) stays in
@@ -25,15 +26,26 @@ from whalecast.logs import get_logger
 log = get_logger(__name__)
 
 FetchTime = Callable[[], Awaitable[int]]
+OBSERVE_CAP_MS = 86_400_000
 
 
-class Clock(Protocol):
+class TimeSource(Protocol):
+    """Reads exchange time (what validation of timestamps needs)."""
+
     def now_ms(self) -> int:
         """Exchange time in epoch milliseconds."""
         ...
 
     def slack_ms(self) -> int:
         """How far exchange time may be ahead of ``now_ms()``."""
+        ...
+
+
+class Clock(TimeSource, Protocol):
+    """Exchange time that also learns from server timestamps seen on the wire."""
+
+    def observe(self, server_ms: int) -> None:
+        """A server timestamp seen on the wire (an event time): exchange time is at least that."""
         ...
 
 
@@ -48,6 +60,9 @@ class LiveClock:
 
     def slack_ms(self) -> int:
         return 0
+
+    def observe(self, server_ms: int) -> None:
+        return None  # the wall clock, corrected at start-up, stays the reference
 
 
 async def measure_skew_ms(fetch_time: FetchTime) -> int:
@@ -65,8 +80,7 @@ class ReplayClock:
         self._fetch_time = fetch_time
         self.poll_seconds = poll_seconds
         self._server_ms: int | None = None
-        self._speed = 1.0  # exchange ms per wall ms, for slack only
-        self._sampled_at = 0.0
+        self._max_step_ms = 0.0  # largest recent jump between two samples (decays slowly)
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -83,13 +97,11 @@ class ReplayClock:
 
     async def sample(self) -> None:
         server = int(await self._fetch_time())
-        wall = time.monotonic()
-        if self._server_ms is not None and wall > self._sampled_at:
-            rate = (server - self._server_ms) / ((wall - self._sampled_at) * 1000.0)
-            self._speed = max(1.0, 0.8 * self._speed + 0.2 * max(rate, 0.0))
+        if self._server_ms is not None:
+            step = max(server - self._server_ms, 0)
+            self._max_step_ms = max(self._max_step_ms * 0.995, float(step))
         if self._server_ms is None or server >= self._server_ms:
             self._server_ms = server
-        self._sampled_at = wall
 
     async def _poll(self) -> None:
         failures = 0
@@ -108,5 +120,15 @@ class ReplayClock:
             raise RuntimeError("ReplayClock.start() was not awaited")
         return self._server_ms
 
+    def observe(self, server_ms: int) -> None:
+        """Moves the clock to an event time the server stamped, unless it is absurdly far ahead
+        (more than a day or four recent jumps): a replay is followed between two polls."""
+        if self._server_ms is None or server_ms <= self._server_ms:
+            return
+        if server_ms - self._server_ms <= max(OBSERVE_CAP_MS, 4 * self._max_step_ms):
+            self._server_ms = server_ms
+
     def slack_ms(self) -> int:
-        return int(self._speed * self.poll_seconds * 1000.0 * 2)
+        """Four of the largest recent jumps: the replay may have moved on since the last poll
+        (at N× speed one poll interval is N× longer in exchange time; a stepped replay jumps)."""
+        return int(4 * self._max_step_ms)

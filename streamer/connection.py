@@ -27,7 +27,9 @@ from whalecast.settings import FeedSettings
 log = get_logger(__name__)
 
 PROACTIVE = ("lifetime", "recreate")
-KlineHandler = Callable[[str, str, Row, "bool | None"], None]
+SCAN_ROWS = 5
+CAUSES = ("error", "stale", *PROACTIVE)  # why a session ended (reconnects' cause label)
+KlineHandler = Callable[[str, str, Row, "bool | None", "int | None"], None]
 
 
 class ConnectionLost(Exception):
@@ -80,6 +82,8 @@ class Connection:
         self._connected_gauge = metrics.feed_connected.labels(exchange, "candles")
         self._last_message_gauge = metrics.feed_last_message.labels(exchange, "candles")
         self._reconnects = metrics.feed_reconnects
+        for cause in CAUSES:
+            metrics.feed_reconnects.labels(exchange, "candles", cause)
         self._exchange = exchange
         self._backoff = Backoff.from_settings(feed)
         self._tick = min(0.25, feed.stale_after_seconds / 4)
@@ -96,8 +100,10 @@ class Connection:
         self._unsent_messages += 1
         self._last_message = time.monotonic()
 
-    def on_kline(self, symbol: str, timeframe: str, row: Row, closed: bool | None) -> None:
-        self._on_kline(symbol, timeframe, row, closed)
+    def on_kline(
+        self, symbol: str, timeframe: str, row: Row, closed: bool | None, event_ms: int | None
+    ) -> None:
+        self._on_kline(symbol, timeframe, row, closed, event_ms)
 
     def on_malformed(self) -> None:
         self._on_malformed_cb()
@@ -141,6 +147,7 @@ class Connection:
         self._lost = asyncio.Event()
         self._lost_error = None
         self._last_message = time.monotonic()
+        self._fed: dict[tuple[str, str], int] = {}
         client = self._adapter.ws_client(self)
         try:
             cause = await self._session(client)
@@ -150,7 +157,7 @@ class Connection:
         except Exception as e:  # noqa: BLE001 - connection boundary: classify, count, reconnect
             return "error", f"{type(e).__name__}: {e}"
         finally:
-            self._flush_counters()
+            self.flush_counters()
             client.whalecast_sink = None
             if self._is_connected:
                 self._is_connected = False
@@ -161,41 +168,69 @@ class Connection:
     async def _session(self, client: Any) -> str:
         started = time.monotonic()
         generic = not self._adapter.has_closed_flag
-        watch: asyncio.Future[Any] | None = asyncio.ensure_future(
-            self._adapter.watch(client, self.pairs)
-        )
+        watches: dict[tuple[tuple[str, str], ...], asyncio.Future[Any]] = {}
         lost = asyncio.ensure_future(self._lost.wait())
         try:
+            await self._subscribe(client, watches, renew=generic)
             while True:
-                waiting = {lost} if watch is None else {lost, watch}
-                await asyncio.wait(waiting, timeout=self._tick)
-                if watch is not None and watch.done():
-                    watch.result()  # raises the transport error, if any
-                    watch = self._next_watch(client) if generic else None
-                if self._lost.is_set():
-                    raise ConnectionLost(repr(self._lost_error) if self._lost_error else "closed")
+                await asyncio.wait({lost, *watches.values()}, timeout=self._tick,
+                                   return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+                self._check(client, watches, renew=generic)
                 if generic:
                     self._scan_cache(client)
-                self._flush_counters()
+                self.flush_counters()
                 cause = self._session_over(started)
                 if cause is not None:
                     return cause
         finally:
-            for task in (watch, lost):
-                if task is not None and not task.done():
+            for task in (*watches.values(), lost):
+                if not task.done():
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError, Exception):
                         await task
 
-    def _next_watch(self, client: Any) -> asyncio.Future[Any]:
-        self._scan_cache(client)
-        return asyncio.ensure_future(self._adapter.watch(client, self.pairs))
+    async def _subscribe(
+        self,
+        client: Any,
+        watches: dict[tuple[tuple[str, str], ...], asyncio.Future[Any]],
+        renew: bool,
+    ) -> None:
+        """One watch for all pairs (one subscription message), or one per pair, paced."""
+        groups = [tuple(self.pairs)] if self._adapter.for_symbols else [(p,) for p in self.pairs]
+        for number, group in enumerate(groups):
+            if number:
+                await self._limiter.acquire()
+                self._check(client, watches, renew=renew)
+            watches[group] = asyncio.ensure_future(self._adapter.watch(client, group))
+
+    def _check(
+        self,
+        client: Any,
+        watches: dict[tuple[tuple[str, str], ...], asyncio.Future[Any]],
+        renew: bool,
+    ) -> None:
+        """Raises the connection's error, if any; renews watches that returned (no closed
+        flag: their returns drive next-bar detection) or drops them (the flag's hooks do)."""
+        for group, task in list(watches.items()):
+            if task.done():
+                task.result()  # raises the transport error, if any
+                if renew:
+                    self._scan_cache(client)
+                    watches[group] = asyncio.ensure_future(self._adapter.watch(client, group))
+                else:
+                    del watches[group]
+        if self._lost.is_set():
+            raise ConnectionLost(repr(self._lost_error) if self._lost_error else "closed")
 
     def _scan_cache(self, client: Any) -> None:
-        """Exchanges without a closed flag: feed the newest cached rows (next-bar detection)."""
-        for symbol, timeframe in self.pairs:
-            for row in ExchangeAdapter.cached_rows(client, symbol, timeframe, 2):
-                self._on_kline(symbol, timeframe, list(row), None)
+        """Exchanges without a closed flag: feed new cached rows, oldest first, so the next
+        bar's appearance closes the previous one with its final values."""
+        for pair in self.pairs:
+            newest_fed = self._fed.get(pair, -1)
+            for row in ExchangeAdapter.cached_rows(client, *pair, SCAN_ROWS):
+                if isinstance(row[0], int) and row[0] >= newest_fed:
+                    self._fed[pair] = newest_fed = row[0]
+                    self._on_kline(pair[0], pair[1], list(row), None, None)
 
     def _session_over(self, started: float) -> str | None:
         now = time.monotonic()
@@ -208,7 +243,7 @@ class Connection:
             return "recreate"
         return None
 
-    def _flush_counters(self) -> None:
+    def flush_counters(self) -> None:
         if self._unsent_messages:
             self._messages.inc(self._unsent_messages)
             self._unsent_messages = 0

@@ -19,7 +19,10 @@ from typing import Any, Protocol
 import ccxt
 import ccxt.pro
 
+from whalecast.logs import get_logger
 from whalecast.settings import ExchangeCredentials, ExchangeSettings, FeedSettings
+
+log = get_logger(__name__)
 
 Row = list[Any]
 RATE_LIMIT_ERRORS = (ccxt.RateLimitExceeded, ccxt.DDoSProtection)
@@ -35,7 +38,9 @@ class KlineSink(Protocol):
 
     def on_message(self) -> None: ...
 
-    def on_kline(self, symbol: str, timeframe: str, row: Row, closed: bool | None) -> None: ...
+    def on_kline(
+        self, symbol: str, timeframe: str, row: Row, closed: bool | None, event_ms: int | None
+    ) -> None: ...
 
     def on_malformed(self) -> None: ...
 
@@ -55,7 +60,8 @@ class _Hooks:
             sink.on_message()
         try:
             return super().handle_message(client, message)  # type: ignore[misc]
-        except Exception:  # noqa: BLE001 - message boundary: a bad frame must not stop ccxt's receive loop
+        except Exception as e:  # noqa: BLE001 - message boundary: a bad frame must not stop ccxt's receive loop
+            log.warning("exchange message not handled", error=repr(e)[:300])
             if sink is not None:
                 sink.on_malformed()
             return None
@@ -107,6 +113,7 @@ class _BinanceClosedFlag:
     """
 
     whalecast_sink: KlineSink | None = None
+    whalecast_names: dict[tuple[Any, Any], tuple[str, str]] | None = None
 
     def handle_ohlcv(self, client: Any, message: Any) -> None:
         sink = self.whalecast_sink
@@ -119,12 +126,24 @@ class _BinanceClosedFlag:
         if sink is None:
             return
         exchange: Any = self
-        symbol = exchange.safe_symbol(kline.get("s"), None, None, "spot")
-        timeframe = exchange.find_timeframe(kline.get("i"))
+        names = self.whalecast_names
+        if names is None:
+            names = self.whalecast_names = {}
+        key = (kline.get("s"), kline.get("i"))
+        resolved = names.get(key)
+        if resolved is None:  # market id and interval → our symbol and timeframe, once each
+            resolved = (exchange.safe_symbol(key[0], None, None, "spot"),
+                        exchange.find_timeframe(key[1]))  # fmt: skip
+            if len(names) < 100_000:
+                names[key] = resolved
+        symbol, timeframe = resolved
         row = [kline["t"], kline.get("o"), kline.get("h"), kline.get("l"), kline.get("c"),
                kline.get("v")]  # fmt: skip
         closed = kline.get("x") is True
-        sink.on_kline(symbol, timeframe, row, closed)
+        event_ms = message.get("E")
+        sink.on_kline(
+            symbol, timeframe, row, closed, event_ms if isinstance(event_ms, int) else None
+        )
         if closed:
             stored = exchange.ohlcvs.get(symbol, {}).get(timeframe)
             if stored is not None:
@@ -165,6 +184,7 @@ class ExchangeAdapter:
         self._ws_class = type(f"Whalecast{self._base.__name__}", (*mixins, self._base), {})
         self.markets: dict[str, Any] | None = None
         self.currencies: dict[str, Any] | None = None
+        self.prefer_for_symbols = True  # False: one subscription message per symbol
         self.for_symbols = False
 
     def _config(self) -> dict[str, Any]:
@@ -172,6 +192,10 @@ class ExchangeAdapter:
         if self.is_binance:
             options["fetchMarkets"] = {"types": ["spot"]}
             options["defaultType"] = "spot"
+            # with API keys ccxt would also call private wallet and margin endpoints while
+            # loading markets, on hosts the URL overrides do not cover: the feed needs neither
+            options["fetchCurrencies"] = False
+            options["fetchMargins"] = False
         config: dict[str, Any] = {
             "enableRateLimit": self.settings.enable_rate_limit,
             "newUpdates": True,
@@ -226,12 +250,15 @@ class ExchangeAdapter:
             )
         self.markets = dict(markets)
         self.currencies = dict(rest.currencies or {})
-        self.for_symbols = bool(rest.has.get("watchOHLCVForSymbols"))
+        self.for_symbols = self.prefer_for_symbols and bool(rest.has.get("watchOHLCVForSymbols"))
 
     async def watch(self, client: Any, pairs: Sequence[tuple[str, str]]) -> Any:
-        """One watch call: subscribes on first use (one message for all pairs)."""
+        """One watch call; the first one subscribes. With ``watchOHLCVForSymbols`` one call
+        (one subscription message) covers every pair, else ``pairs`` is a single pair."""
         if self.for_symbols:
             return await client.watch_ohlcv_for_symbols([list(p) for p in pairs])
+        if len(pairs) != 1:
+            raise ValueError(f"{self.settings.id} watches one symbol per call")
         symbol, timeframe = pairs[0]
         return await client.watch_ohlcv(symbol, timeframe)
 

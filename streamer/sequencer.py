@@ -4,7 +4,8 @@ The sequencer knows, for each series, the last bar it emitted and the closed
 bars that arrived early (after a missing one). It emits a bar only when the bar
 before it has been emitted; a missing bar is asked for over REST (through the
 ``want_rest`` callback) and, once REST proves the exchange never had it (REST
-shows a later bar but not this one), it is skipped and reported as a hole.
+shows a later bar but not this one), it is skipped and reported as a hole (``bars_missing``; the window store
+counts the gap itself when the bar after the hole reaches it).
 
 It does no I/O and keeps no clock of its own: callers pass exchange time
 (``now_ms``) and wall time (``wall``) in, so every rule here is unit-testable.
@@ -40,7 +41,6 @@ class _State:
     rest_queued: bool = False
     attempts: int = 0  # REST answers in a row that did not bring the next bar
     retry_at: float = 0.0  # wall time before which REST is not asked again
-    gap_reported_ms: int | None = None
 
     @property
     def expected_ms(self) -> int:
@@ -92,7 +92,6 @@ class Sequencer:
         self._backfilled = {
             tf: metrics.backfill_bars.labels(exchange, tf) for tf in {s.timeframe for s in start}
         }
-        self._gaps = {tf: metrics.gaps.labels(exchange, tf) for tf in {s.timeframe for s in start}}
         self._missing = {
             tf: metrics.bars_missing.labels(exchange, tf) for tf in {s.timeframe for s in start}
         }
@@ -145,7 +144,7 @@ class Sequencer:
         if previous is not None and candle.open_ms < previous.open_ms:
             return "out_of_order"
         if candle.open_ms <= st.last_ms:
-            return "out_of_order"
+            return None  # a late update of a bar REST already delivered: nothing to do
         st.forming = candle
         if previous is not None and previous.open_ms < candle.open_ms:
             known = previous.open_ms <= st.last_ms or previous.open_ms in st.pending
@@ -198,7 +197,6 @@ class Sequencer:
         """Start-up backfill: every series whose next bar has closed already."""
         for st in self._states.values():
             if st.expected_ms + st.bar <= now_ms:
-                st.gap_reported_ms = st.expected_ms  # expected, not a gap
                 st.rest_queued = True
                 self._want_rest(st.series)
 
@@ -221,9 +219,6 @@ class Sequencer:
             self._emit(candle, source)
 
     def _gap(self, st: _State) -> None:
-        if st.gap_reported_ms != st.expected_ms:
-            st.gap_reported_ms = st.expected_ms
-            self._gaps[st.series.timeframe].inc()
         if not st.rest_queued:
             st.rest_queued = True
             self._want_rest(st.series)
@@ -246,10 +241,7 @@ class Sequencer:
             return
         missing = (resume - expected) // st.bar
         self._missing[st.series.timeframe].inc(missing)
-        if st.gap_reported_ms != expected:
-            self._gaps[st.series.timeframe].inc()
         log.warning("exchange has no bars here: skipped", series=st.series.tag,
                     from_ms=expected, to_ms=resume, bars=missing)  # fmt: skip
         st.last_ms = resume - st.bar
-        st.gap_reported_ms = None
         self._drain(st)

@@ -25,7 +25,10 @@ Cluster one per node). The feature row of the new bar is computed in Python from
 mirror (:mod:`streamer.mirror`) and written with the bar in the same script
 call; the script checks that the mirror's view (last open time, feature
 version, window length) is the stored one, and the store reloads and retries
-when it is not, so Redis stays authoritative.
+when it is not, so Redis stays authoritative. One exception: when Redis has
+nothing for a series the mirror holds (Redis restarted without persistence, or
+was flushed), the mirror is written back instead of being emptied
+(``whalecast_store_restored_series_total``).
 """
 
 from __future__ import annotations
@@ -57,13 +60,18 @@ from streamer.mirror import (
 )
 from whalecast.domain import Candle, Series, WhaleBar
 from whalecast.keys import Keys
+from whalecast.logs import get_logger
 from whalecast.metrics import Metrics
-from whalecast.redisconn import run_script_pipeline
+from whalecast.redisconn import mget, run_script_pipeline
+
+log = get_logger(__name__)
 
 Status = Literal["appended", "duplicate", "gap"]
 BAR_DTYPE: Final = np.dtype("<f8")
 ROW_DTYPE: Final = np.dtype("<f4")
 DEFAULT_TTL_SECONDS: Final = 7 * 86_400.0
+#: ``operation`` label values of the store's timings and Redis errors.
+STORE_OPERATIONS: Final = ("windows", "read", "load", "warm_up", "append")
 SCRIPT: Final = resources.files("streamer").joinpath("store.lua").read_text()
 #: First 8 bytes of every stored window: magic, feature-list version, feature count.
 WINDOW_HEADER: Final = struct.pack("<4sHH", b"WCFW", FEATURE_VERSION, len(FEATURE_NAMES))
@@ -100,6 +108,11 @@ class AppendResult:
 
 class StoreConflict(RuntimeError):
     """Redis kept disagreeing with this process's view of a series (another writer?)."""
+
+
+def key_ttl_ms(series: Series, ttl_seconds: float) -> int:
+    """TTL of a series' keys: ``ttl_seconds``, and never under four bars."""
+    return int(max(ttl_seconds * 1000, 4 * series.bar_ms))
 
 
 def pack_bars(bars: FloatArray) -> list[bytes]:
@@ -164,12 +177,17 @@ class WindowStore:
         self.window = window
         self.metrics = metrics
         self.bars_kept = HISTORY_BARS + window
+        if metrics is not None:  # every family shows from the first scrape
+            for operation in STORE_OPERATIONS:
+                metrics.redis_errors.labels(operation)
+            for exchange, timeframe in {(s.exchange, s.timeframe) for s in series}:
+                metrics.gaps.labels(exchange, timeframe)
         self.mirror = Mirror(series, window, self.bars_kept)
         self._sha = redis.register_script(SCRIPT).sha
         self._rows_text = str(window).encode()
         self._keys = [(keys.bars(s), keys.window(s), keys.meta(s)) for s in self.mirror.series]
         self._key_bytes = [tuple(k.encode() for k in three) for three in self._keys]
-        self._ttl_ms = [int(max(ttl_seconds * 1000, 4 * s.bar_ms)) for s in self.mirror.series]
+        self._ttl_ms = [key_ttl_ms(s, ttl_seconds) for s in self.mirror.series]
         self._params = [
             [
                 f"{s.bar_ms} {FEATURE_VERSION} {window} {self.bars_kept} {ttl} {gap}".encode()
@@ -199,6 +217,21 @@ class WindowStore:
         last: IntArray = self.mirror.last[self.mirror.positions(series)]
         return last
 
+    def not_stored(self, series: Sequence[Series], open_ms: int) -> list[Series]:
+        """The series whose newest stored bar opens before ``open_ms`` (that bar may still come)."""
+        last = self.mirror.last[self.mirror.positions(series)]
+        return [s for s, behind in zip(series, last < open_ms, strict=True) if behind]
+
+    def last_candle(self, series: Series) -> Candle | None:
+        """The series' newest stored bar as a closed candle (None for an empty series)."""
+        position = int(self.mirror.positions([series])[0])
+        bars = self.mirror.present_bars(position)
+        if not len(bars) or int(bars[-1, 0]) != self.mirror.last[position]:
+            return None
+        open_ms, o, h, low, c, v = (float(x) for x in bars[-1, :6])
+        return Candle(series.exchange, series.symbol, series.timeframe, int(open_ms),
+                      o, h, low, c, v, closed=True)  # fmt: skip
+
     def windows(self, series: Sequence[Series]) -> tuple[Float32Array, BoolArray]:
         """``(n, window, F)`` float32 from the mirror, and the ready mask (no NaN anywhere).
 
@@ -214,10 +247,7 @@ class WindowStore:
         positions = self.mirror.positions(series)
         keys = [self._keys[p][1] for p in positions]
         with self._timed("read"):
-            if isinstance(self.redis, RedisCluster):
-                blobs = await self.redis.mget_nonatomic(keys)  # one request per node
-            else:
-                blobs = await self.redis.mget(keys)
+            blobs = await mget(self.redis, keys)  # on a Cluster: one request per node
         rows = np.full((len(positions), self.window, len(FEATURE_NAMES)), np.nan, np.float32)
         for j, blob in enumerate(blobs):
             stored = unpack_window(blob, self.window)
@@ -241,11 +271,14 @@ class WindowStore:
             pipe.zrange(bars_key, 0, -1)
             pipe.get(window_key)
         replies = await pipe.execute()
-        stale = []
+        stale, lost = [], []
         for j, p in enumerate(positions):
             (last, version, rows_meta), members, blob = replies[3 * j : 3 * j + 3]
             if last is None or not members:
-                self.mirror.clear(p)
+                if self.mirror.last[p] == EMPTY:
+                    self.mirror.clear(p)
+                else:
+                    lost.append(p)  # Redis lost what it had confirmed: keep the mirror
                 continue
             grid = merged_grid(unpack_bars(members), self.series[p].timeframe, self.bars_kept)
             current = version == str(FEATURE_VERSION).encode() and rows_meta == self._rows_text
@@ -255,6 +288,25 @@ class WindowStore:
                 rows = window_rows(grid, self.window)
             self.mirror.reset(p, grid, rows, int(last))
         await self._replace(stale)
+        await self._restore(lost)
+
+    async def _restore(self, positions: Sequence[int]) -> None:
+        """Rewrite series whose keys Redis no longer has from the mirror.
+
+        The mirror holds only what the store script confirmed, and this process is
+        the only writer of its series, so an empty series next to a filled mirror
+        means Redis lost its data (a restart without persistence, a flush): the
+        windows come back at once instead of after a full warm-up without predictions.
+        """
+        if not positions:
+            return
+        await self._replace(positions)
+        if self.metrics is not None:
+            self.metrics.store_restored.inc(len(positions))
+        log.warning(
+            "redis had lost these series; rewritten from memory",
+            series=len(positions), first=self.series[positions[0]].tag,
+        )  # fmt: skip
 
     async def warm_up(self, series: Series, records: Sequence[BarRecord]) -> None:
         """Merge backfilled bars into the stored ones and recompute the window.

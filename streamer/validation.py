@@ -66,6 +66,8 @@ class CandleValidator:
         reason = candle.problem()
         if reason is not None:
             return reason
+        if not math.isfinite(candle.volume * candle.close):
+            return "non_finite"  # its dollar volume (a feature) would be infinite
         now = self._clock.now_ms()
         if check_future and candle.open_ms > now + self._future_ms + self._clock.slack_ms():
             return "from_future"

@@ -22,7 +22,7 @@ import structlog
 from websockets.asyncio.client import ClientConnection, connect
 
 from streamer.backoff import Backoff
-from streamer.clock import Clock, LiveClock
+from streamer.clock import LiveClock, TimeSource
 from whalecast.domain import Flow, WhaleTransfer, classify_flow
 from whalecast.logs import get_logger
 from whalecast.metrics import REJECT_REASONS, Metrics
@@ -169,12 +169,12 @@ class WhaleFeed:
         feed_settings: FeedSettings,
         metrics: Metrics,
         on_transfers: OnTransfers,
-        clock: Clock | None = None,
+        clock: TimeSource | None = None,
     ) -> None:
         self.settings = settings
         self.feed = feed_settings
         self._on_transfers = on_transfers
-        self._clock: Clock = clock if clock is not None else LiveClock()
+        self._clock: TimeSource = clock if clock is not None else LiveClock()
         self._key = settings.api_key.get_secret_value() if settings.api_key else ""
         self._rejected = {r: metrics.feed_rejected.labels("whale", r) for r in REJECT_REASONS}
         self._accepted = {f: metrics.whale_transfers.labels(f.value) for f in Flow}
@@ -182,6 +182,7 @@ class WhaleFeed:
         self._connected = metrics.feed_connected.labels("whale", "alerts")
         self._last_message = metrics.feed_last_message.labels("whale", "alerts")
         self._reconnects = metrics.feed_reconnects
+        self._reconnects.labels("whale", "alerts", "error")  # its only cause
         self._seen: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._backoff = Backoff.from_settings(feed_settings)
         self.channel_id: str | None = None
@@ -267,7 +268,7 @@ class WhaleFeed:
             return None
         try:
             message = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested deeper than the parser goes
             self._rejected["malformed"].inc()
             return None
         if not isinstance(message, dict):

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 
-from tests.helpers import RedisServer
+from tests.helpers import ClusterServers, RedisServer
 
 # Tests never read the developer's config or secrets.
 for _name in [n for n in os.environ if n.upper().startswith("WHALECAST_")]:
@@ -23,6 +24,30 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     server = RedisServer(directory=tmp_path_factory.mktemp("redis")).start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterServers]:
+    """A real 3-master Redis Cluster on loopback ports, started once for the run."""
+    cluster = ClusterServers(directory=tmp_path_factory.mktemp("cluster")).start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def redis_cluster_url(redis_cluster: ClusterServers) -> str:
+    """URL of one node of the session's Redis Cluster; every node is flushed before the test."""
+    redis_cluster.flushall()
+    return redis_cluster.url
+
+
+@pytest.fixture
+async def cluster_client(redis_cluster_url: str) -> AsyncIterator[RedisCluster]:
+    """A redis.asyncio cluster client of the flushed session Cluster, slot map loaded."""
+    client = RedisCluster.from_url(redis_cluster_url)
+    await client.initialize()
+    yield client
+    await client.aclose()
 
 
 @pytest.fixture

@@ -4,22 +4,35 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import logging
+from collections.abc import AsyncIterator, Callable, Iterator, MutableMapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import structlog
+from structlog.testing import LogCapture
 
 from inference.benchmodels import volume_preprocess
 from inference.daemon import Daemon
 from streamer.features import FEATURE_NAMES
-from streamer.simulator import Simulator
+from streamer.simulator import Simulator, SimulatorConfig
 from tests.model_artifacts import preprocess_for, small_model, write_model
+from whalecast.domain import Series
 from whalecast.metrics import Metrics
 from whalecast.settings import Settings, load_settings
 
 
 def daemon_settings(sim: Simulator, redis_url: str, registry: Path, **sections: Any) -> Settings:
     """Settings for a daemon fed by ``sim``; ``sections`` override whole sections' fields."""
+    return load_settings(None, **daemon_config(sim, redis_url, registry, **sections))
+
+
+def daemon_config(
+    sim: Simulator, redis_url: str, registry: Path, **sections: Any
+) -> dict[str, Any]:
+    """The same as a config-file mapping (what ``whalecast run --config`` reads)."""
     base: dict[str, Any] = {
         "redis": {"url": redis_url, "prefix": "wc"},
         "exchanges": [
@@ -32,7 +45,8 @@ def daemon_settings(sim: Simulator, redis_url: str, registry: Path, **sections: 
                  "backoff_max_seconds": 0.5, "stale_after_seconds": 5.0},
         "whale": {"enabled": True, "url": sim.whale_url, "api_key": sim.config.whale_api_key},
         "inference": {"registry": str(registry), "models": ["direction", "volume"],
-                      "backend": "tf-function", "reload_poll_seconds": 0.5},
+                      "backend": "tf-function", "reload_poll_seconds": 0.5,
+                      "batch_buckets": [8]},
         "metrics": {"port": 0},
     }  # fmt: skip
     for name, values in sections.items():
@@ -40,7 +54,7 @@ def daemon_settings(sim: Simulator, redis_url: str, registry: Path, **sections: 
             base[name] = {**base[name], **values}
         else:
             base[name] = values
-    return load_settings(None, **base)
+    return base
 
 
 def write_demo_models(registry: Path, seed: int = 0) -> dict[str, str]:
@@ -88,8 +102,10 @@ class Subscriber:
 
 
 @asynccontextmanager
-async def running_daemon(settings: Settings, redis: Any) -> AsyncIterator[Daemon]:
-    daemon = Daemon(settings, Metrics(), redis)
+async def running_daemon(
+    settings: Settings, redis: Any, metrics: Metrics | None = None
+) -> AsyncIterator[Daemon]:
+    daemon = Daemon(settings, metrics or Metrics(), redis)
     await daemon.start()
     try:
         yield daemon
@@ -97,11 +113,134 @@ async def running_daemon(settings: Settings, redis: Any) -> AsyncIterator[Daemon
         await daemon.stop()
 
 
-async def wait_until_ready(daemon: Daemon, timeout_seconds: float = 30.0) -> None:
-    """Until the feeds are connected and every window is complete."""
+async def clocks_caught_up(sim: Simulator, *daemons: Daemon, timeout_seconds: float = 10.0) -> None:
+    """Until every daemon's replay clock shows the simulator's time.
+
+    Step the simulator only then: a bar played before a daemon's clock has seen the
+    previous step carries candles from that daemon's "future", which it rejects.
+    """
+    async with asyncio.timeout(timeout_seconds):
+        for daemon in daemons:
+            for feed in daemon.feeds:
+                while feed.clock.now_ms() < sim.now_ms:  # noqa: ASYNC110 - polled by the feed
+                    await asyncio.sleep(0.01)
+
+
+async def wait_until_ready(
+    daemon: Daemon, timeout_seconds: float = 30.0, series: Sequence[Series] | None = None
+) -> None:
+    """Until the feeds are connected and the windows of ``series`` (default all) are complete."""
+    wanted = list(daemon.series if series is None else series)
     async with asyncio.timeout(timeout_seconds):
         while True:
-            _w, ready = daemon.store.windows(daemon.series)
-            if all(f.connected for f in daemon.feeds) and ready.all():
+            _w, ready = daemon.store.windows(wanted)
+            if daemon.feeds and all(f.connected for f in daemon.feeds) and ready.all():
                 return
             await asyncio.sleep(0.05)
+
+
+def metric(daemon: Daemon, name: str, **labels: str) -> float | None:
+    """The current value of one sample of the daemon's registry (None if it does not exist)."""
+    return daemon.metrics.registry.get_sample_value(name, labels)
+
+
+async def wait_until(
+    condition: Callable[[], bool], timeout_seconds: float = 30.0, what: str = "condition"
+) -> None:
+    """Poll ``condition`` until it holds; a clear failure naming ``what`` otherwise."""
+    try:
+        async with asyncio.timeout(timeout_seconds):
+            while not condition():  # noqa: ASYNC110 - state changed by other tasks
+                await asyncio.sleep(0.02)
+    except TimeoutError:
+        raise AssertionError(f"timed out after {timeout_seconds} s waiting for {what}") from None
+
+
+def of_bar(messages: Sequence[dict[str, Any]], bar_open_ms: int) -> list[dict[str, Any]]:
+    return [m for m in messages if m["bar_open_ms"] == bar_open_ms]
+
+
+@dataclass
+class Running:
+    """A simulator, a daemon fed by it, and a subscriber to its predictions."""
+
+    sim: Simulator
+    daemon: Daemon
+    sub: Subscriber
+
+    async def step(self, bars: int = 1) -> None:
+        """Play ``bars`` bars now (the events are written when it returns)."""
+        await self.sim.advance(bars=bars)
+
+    def of_bar(self, bar_open_ms: int, model: str | None = None) -> list[dict[str, Any]]:
+        return [m for m in of_bar(self.sub.messages, bar_open_ms) if model in (None, m["model"])]
+
+
+@asynccontextmanager
+async def simulated_daemon(
+    redis_url: str,
+    redis: Any,
+    registry: Path,
+    config: SimulatorConfig | None = None,
+    prepare: Callable[[Simulator], None] | None = None,
+    **sections: Any,
+) -> AsyncIterator[Running]:
+    """Simulator (stepped by the test) -> daemon -> subscriber, all running.
+
+    ``prepare`` runs on the simulator before the daemon starts (faults for its start-up).
+    """
+    async with Simulator(config or SimulatorConfig(bar_seconds=None, history_bars=120)) as sim:
+        if prepare is not None:
+            prepare(sim)
+        settings = daemon_settings(sim, redis_url, registry, **sections)
+        async with (
+            Subscriber(redis, "wc:predictions") as sub,
+            running_daemon(settings, redis) as daemon,
+        ):
+            yield Running(sim, daemon, sub)
+
+
+async def http_get(port: int, path: str) -> tuple[int, str]:
+    """Status and body of a real HTTP GET to the daemon's metrics address."""
+    import aiohttp
+
+    url = f"http://127.0.0.1:{port}{path}"
+    async with aiohttp.ClientSession() as session, session.get(url) as response:
+        return response.status, await response.text()
+
+
+async def scrape_running_daemon(redis_url: str, registry: Path, bars: int = 2) -> str:
+    """``/metrics`` of a daemon that is warm and has predicted ``bars`` bars after start-up."""
+    import redis.asyncio as aioredis
+
+    write_demo_models(registry)
+    redis = aioredis.Redis.from_url(redis_url)
+    try:
+        async with simulated_daemon(redis_url, redis, registry) as run:
+            await wait_until_ready(run.daemon)
+            await run.step(bars)
+            published = 2 * len(run.sim.symbols) * (bars + 1)
+            await wait_until(lambda: len(run.sub.messages) == published, what="predictions")
+            assert run.daemon.http is not None
+            status, text = await http_get(run.daemon.http.port, "/metrics")
+            assert status == 200
+            return text
+    finally:
+        await redis.aclose()
+
+
+@contextmanager
+def captured_logs() -> Iterator[list[MutableMapping[str, Any]]]:
+    """Every structlog event logged inside the block, at any level, whatever the logging
+    set-up of earlier tests (``structlog.testing.capture_logs`` keeps their level filter)."""
+    saved = structlog.get_config()
+    capture = LogCapture()
+    structlog.configure(
+        processors=[capture],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG),
+        cache_logger_on_first_use=False,
+    )
+    try:
+        yield capture.entries
+    finally:
+        structlog.configure(**saved)

@@ -68,3 +68,59 @@ class RedisServer:
             self.process.terminate()
             self.process.wait(10)
         self.process = None
+
+
+@dataclass
+class ClusterServers:
+    """A real Redis Cluster of ``masters`` redis-server processes on loopback ports.
+
+    Created with ``redis-cli --cluster create`` (no replicas); :meth:`start` returns when
+    every node reports ``cluster_state:ok``.
+    """
+
+    directory: Path
+    masters: int = 3
+    nodes: list[RedisServer] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        """A URL naming the first node (the cluster client discovers the others)."""
+        return self.nodes[0].url
+
+    def start(self, timeout_seconds: float = 30.0) -> ClusterServers:
+        cli = require_tool("redis-cli")
+        for i in range(self.masters):
+            cluster_args = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                            "--cluster-port", str(free_port()), "--cluster-node-timeout", "5000"]  # fmt: skip
+            node = RedisServer(self.directory / f"node{i}", extra_args=cluster_args)
+            self.nodes.append(node.start())
+        addresses = [f"127.0.0.1:{node.port}" for node in self.nodes]
+        subprocess.run(
+            [cli, "--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes"],
+            check=True, capture_output=True, timeout=timeout_seconds,
+        )  # fmt: skip
+        deadline = time.monotonic() + timeout_seconds
+        while not all(self._state_ok(node) for node in self.nodes):
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError("the Redis Cluster did not reach cluster_state:ok")
+            time.sleep(0.05)
+        return self
+
+    @staticmethod
+    def _state_ok(node: RedisServer) -> bool:
+        import redis
+
+        with redis.Redis(port=node.port) as client:
+            return bool(client.cluster("info")["cluster_state"] == "ok")
+
+    def flushall(self) -> None:
+        import redis
+
+        for node in self.nodes:
+            with redis.Redis(port=node.port) as client:
+                client.flushall()
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()

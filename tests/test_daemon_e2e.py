@@ -40,13 +40,14 @@ async def test_one_prediction_per_series_model_and_bar(
     settings = daemon_settings(sim, redis_url, tmp_path / "registry")
     series_count = len(sim.symbols)
     async with (
-        running_daemon(settings, redis_client) as daemon,
         Subscriber(redis_client, "wc:predictions") as sub,
+        running_daemon(settings, redis_client) as daemon,
     ):
         await wait_until_ready(daemon)
         for _ in range(BARS):
+            expected = len(sub.messages) + 2 * series_count
             await sim.advance(bars=1)
-            await sub.wait_for(len(sub.messages) + 2 * series_count)
+            await sub.wait_for(expected)
         messages = sub.messages
 
     parsed = [Prediction.parse(json.dumps(m)) for m in messages]

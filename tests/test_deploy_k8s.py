@@ -19,6 +19,7 @@ import kubernetes_validate
 import pytest
 
 from tests.kustomize_render import Unsupported, pod_specs, render
+from whalecast.settings import Settings, load_settings
 
 pytestmark = pytest.mark.deploy
 
@@ -127,7 +128,9 @@ def test_renderer_refuses_what_it_does_not_implement(tmp_path: Path) -> None:
 def test_pods_are_locked_down(rendered: tuple[str, list[Obj]]) -> None:
     target, objects = rendered
     specs = pod_specs(objects)
-    assert len(specs) == 3, target  # the daemon and a trainer per model
+    trainers = len(_of_kind(objects, "CronJob"))
+    assert len(specs) == 1 + trainers, target  # the daemon and the trainers
+    assert trainers == (1 if target == "overlays/sharded" else 2), target  # indexed, or per model
     for spec in specs:
         # service links would inject WHALECAST_* variables the settings loader rejects
         assert spec["enableServiceLinks"] is False
@@ -264,3 +267,41 @@ def test_statefulset_template_is_the_deployment_template_plus_shard_env() -> Non
     daemon_template = copy.deepcopy(deployment["spec"]["template"])
     assert daemon_template["spec"]["containers"][0].pop("image") == "whalecast"
     assert shard_template == daemon_template
+
+
+def _config_of(objects: list[Obj], tmp_path: Path) -> Settings:
+    (config_map,) = _of_kind(objects, "ConfigMap")
+    path = tmp_path / "config.yml"
+    path.write_text(config_map["data"]["config.yml"], encoding="utf-8")
+    return load_settings(path)
+
+
+def test_indexed_training_runs_every_job_entry_in_parallel(tmp_path: Path) -> None:
+    objects = render(K8S / "overlays/sharded")
+    (cronjob,) = _of_kind(objects, "CronJob")
+    job = cronjob["spec"]["jobTemplate"]["spec"]
+    settings = _config_of(objects, tmp_path)
+    entries = settings.training.jobs
+    assert job["completionMode"] == "Indexed"
+    assert job["completions"] == job["parallelism"] == len(entries)
+    # one entry per served model, each promoting its own
+    assert sorted(e.name or e.preset for e in entries) == sorted(settings.inference.models)
+    (container,) = job["template"]["spec"]["containers"]
+    assert container["args"] == ["train"]
+    env = {e["name"]: e for e in container["env"]}
+    field_path = env["WHALECAST_TRAINING__JOB_INDEX"]["valueFrom"]["fieldRef"]["fieldPath"]
+    assert field_path == "metadata.annotations['batch.kubernetes.io/job-completion-index']"
+
+
+def test_indexed_trainer_template_is_the_per_model_template_plus_job_index() -> None:
+    (per_model, *_) = _of_kind(render(K8S / "base"), "CronJob")
+    (indexed,) = _of_kind(render(K8S / "overlays/sharded"), "CronJob")
+    templates = []
+    for cronjob in (per_model, indexed):
+        template = copy.deepcopy(cronjob["spec"]["jobTemplate"]["spec"]["template"])
+        container = template["spec"]["containers"][0]
+        container.pop("image")
+        container.pop("args")
+        container["env"] = [e for e in container["env"] if "JOB_INDEX" not in e["name"]]
+        templates.append(template)
+    assert templates[0] == templates[1]

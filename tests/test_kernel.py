@@ -65,6 +65,7 @@ def test_keys_share_one_hash_tag() -> None:
     series = Series("binance", "BTC/USDT", "1h")
     assert keys.bars(series) == "wc:{binance:BTC/USDT:1h}:bars"
     assert keys.window(series).startswith("wc:{binance:BTC/USDT:1h}:")
+    assert keys.predicted(series) == "wc:{binance:BTC/USDT:1h}:predicted"
     assert keys.predictions_channel == "wc:predictions"
     assert keys.predictions_stream == "wc:predictions:stream"
     assert keys.latest("direction") == "wc:latest:direction"
@@ -167,3 +168,19 @@ def test_metrics_follow_naming_rules() -> None:
             assert "symbol" not in sample.labels and "series" not in sample.labels, family.name
         if family.type == "counter":
             assert not family.name.endswith("_total"), "the parser strips _total"
+
+
+def test_readme_lists_every_metric() -> None:
+    from pathlib import Path
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from whalecast.metrics import Metrics
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    families = text_string_to_metric_families(Metrics(process=False).render().decode())
+    for family in families:
+        if family.name.endswith("_created"):
+            continue  # the client library's creation-time series, not ours
+        suffix = "_total" if family.type == "counter" else ""
+        assert f"`{family.name}{suffix}`" in readme, family.name

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
-import subprocess
-from collections.abc import AsyncIterator, Iterator
+import dataclasses
 from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 
+from inference.handover import PredictionMarks
 from inference.publisher import STREAM_FIELD, PredictionOut, Publisher
-from tests.helpers import RedisServer, free_port, require_tool
+from tests.helpers import ClusterServers
 from whalecast.domain import Series
 from whalecast.keys import Keys
 from whalecast.metrics import Metrics
@@ -86,13 +85,21 @@ async def check_outputs(client: Any, subscriber: Any, publisher: Publisher, n: i
     assert set(latest) == {f"binance:C{i}/USDT:1h".encode() for i in range(n)}
     first = Prediction.parse(latest[b"binance:C0/USDT:1h"])
     assert first.target == "next_bar_volume" and first.value == pytest.approx(0.6)
+    if publisher.marks is not None:  # the handover mark of every series, with a TTL
+        series = [Series("binance", f"C{i}/USDT", "1h") for i in range(n)]
+        assert await publisher.marks.load(series) == dict.fromkeys(series, BAR)
+        assert 0 < await client.pttl(KEYS.predicted(series[0])) <= 4 * HOUR
+
+
+def with_marks(client: Any) -> PredictionMarks:
+    return PredictionMarks(client, KEYS, ttl_seconds=60.0)
 
 
 async def test_subscriber_stream_and_hash_see_schema_valid_messages(redis_url: str) -> None:
     client = aioredis.Redis.from_url(redis_url)
     subscriber = aioredis.Redis.from_url(redis_url)
     metrics = Metrics(process=False)
-    publisher = Publisher(client, KEYS, 1000, metrics)
+    publisher = Publisher(client, KEYS, 1000, metrics, marks=with_marks(client))
     try:
         await check_outputs(client, subscriber, publisher, n=50)
     finally:
@@ -106,9 +113,9 @@ async def test_single_write_per_bar(redis_url: str) -> None:
     pool = aioredis.ConnectionPool.from_url(redis_url, connection_class=CountingConnection)
     client = aioredis.Redis(connection_pool=pool)
     await client.ping()
-    publisher = Publisher(client, KEYS, 1000, Metrics(process=False))
+    publisher = Publisher(client, KEYS, 1000, Metrics(process=False), marks=with_marks(client))
     before = CountingConnection.writes
-    await publisher.publish(predictions(200, publisher.clock()))  # 400 messages, 1202 commands
+    await publisher.publish(predictions(200, publisher.clock()))  # 400 messages, 1402 commands
     assert CountingConnection.writes - before == 1
     assert await client.xlen(KEYS.predictions_stream) == 400
     await client.aclose()
@@ -140,54 +147,47 @@ async def test_stream_is_capped_and_non_finite_dropped(redis_client: aioredis.Re
     assert metrics.predictions_dropped.labels("volume", "non_finite")._value.get() == 1
 
 
-@pytest.fixture(scope="module")
-def cluster_nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[RedisServer]]:
-    cli = require_tool("redis-cli")
-    nodes = [
-        RedisServer(
-            directory=tmp_path_factory.mktemp(f"node{i}"),
-            extra_args=[
-                "--cluster-enabled",
-                "yes",
-                "--cluster-config-file",
-                "nodes.conf",
-                "--cluster-port",
-                str(free_port()),
-            ],
-        ).start()
-        for i in range(3)
-    ]
-    try:
-        addresses = [f"127.0.0.1:{node.port}" for node in nodes]
-        subprocess.run(
-            [cli, "--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes"],
-            check=True, capture_output=True, timeout=30,
-        )  # fmt: skip
-        yield nodes
-    finally:
-        for node in nodes:
-            node.stop()
-
-
-@pytest.fixture
-async def cluster_client(cluster_nodes: list[RedisServer]) -> AsyncIterator[RedisCluster]:
-    client = RedisCluster(host="127.0.0.1", port=cluster_nodes[0].port)
-    for _ in range(100):  # slots are assigned; wait until every node agrees
-        info = await client.cluster_info()
-        if info.get("cluster_state") == "ok":
-            break
-        await asyncio.sleep(0.1)
-    await client.flushall()
-    yield client
-    await client.aclose()
-
-
 async def test_works_with_the_cluster_client(
-    cluster_client: RedisCluster, cluster_nodes: list[RedisServer]
+    cluster_client: RedisCluster, redis_cluster: ClusterServers
 ) -> None:
-    subscriber = aioredis.Redis(host="127.0.0.1", port=cluster_nodes[2].port)
+    subscriber = aioredis.Redis(host="127.0.0.1", port=redis_cluster.nodes[2].port)
     try:
-        publisher = Publisher(cluster_client, KEYS, 1000, Metrics(process=False))
+        publisher = Publisher(
+            cluster_client, KEYS, 1000, Metrics(process=False), marks=with_marks(cluster_client)
+        )
         await check_outputs(cluster_client, subscriber, publisher, n=20)
     finally:
         await subscriber.aclose()
+
+
+async def test_script_writes_outputs_then_hash_then_marks(redis_url: str) -> None:
+    """The one-call path keeps the pipeline's order: a message's PUBLISH and XADD, the
+    latest hashes after them, the handover marks after every output."""
+    client = aioredis.Redis.from_url(redis_url)
+    watcher = aioredis.Redis.from_url(redis_url)
+    publisher = Publisher(client, KEYS, 1000, Metrics(process=False), marks=with_marks(client))
+    await publisher.publish(predictions(1, publisher.clock()))  # the script is loaded
+    try:
+        async with watcher.monitor() as monitor:
+            await publisher.publish(predictions(3, publisher.clock()))
+            names: list[str] = []
+            while len(names) < 6 * 2 + 2 + 3:
+                command = (await monitor.next_command())["command"].split()
+                if command[0] in ("PUBLISH", "XADD", "HSET", "SET"):
+                    names.append(command[0])
+    finally:
+        await client.aclose()
+        await watcher.aclose()
+    assert names == ["PUBLISH", "XADD"] * 6 + ["HSET"] * 2 + ["SET"] * 3
+
+
+async def test_not_yet_published_leaves_out_what_the_hash_shows(
+    redis_client: aioredis.Redis,
+) -> None:
+    publisher = Publisher(redis_client, KEYS, 1000, Metrics(process=False))
+    sent = predictions(2, publisher.clock())
+    await publisher.publish(sent[:3])  # C0 both models, C1 direction
+    later = [
+        dataclasses.replace(p, bar_open_ms=BAR + HOUR, bar_close_ms=BAR + 2 * HOUR) for p in sent
+    ]
+    assert await publisher.not_yet_published(sent + later) == [sent[3], *later]

@@ -61,7 +61,8 @@ def test_bucket_choice() -> None:
         bucket_for(33, BUCKETS)
 
 
-def test_column_slicing_scaler_and_volume_inversion(registry: Path) -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_column_slicing_scaler_and_volume_inversion(registry: Path, backend: str) -> None:
     model = volume_model()
     index = FEATURE_NAMES.index("log_volume")
     preprocess = preprocess_for(
@@ -69,12 +70,14 @@ def test_column_slicing_scaler_and_volume_inversion(registry: Path) -> None:
         target_transform="log1p", target_scaler={"mean": [7.5], "scale": [1.5]},
     )  # fmt: skip
     version = write_model(registry, "volume", model, preprocess)
-    runtime = ModelRuntime.load(registry, "volume", version, "keras", full_window=30)
+    runtime = ModelRuntime.load(
+        registry, "volume", version, backend, full_window=30, batch_buckets=BUCKETS
+    )
     windows = random_windows(5, rows=30, seed=3) * 2.0 + 8.0  # the daemon may keep more rows
     scaled = (windows[:, -24:, index : index + 1] - 8.0) / 2.0
     raw = model.predict_on_batch(scaled).reshape(-1).astype(np.float64)
     expected = np.maximum(np.expm1(raw * 1.5 + 7.5), 0.0)
-    np.testing.assert_allclose(runtime.predict(windows), expected, rtol=1e-5)
+    np.testing.assert_allclose(runtime.predict(windows), expected, rtol=1e-4)
 
 
 def test_columns_follow_the_models_order(registry: Path) -> None:
@@ -88,6 +91,10 @@ def test_columns_follow_the_models_order(registry: Path) -> None:
     want = model.predict_on_batch(x).reshape(-1)
     np.testing.assert_allclose(runtime.predict(windows), want, rtol=1e-5, atol=1e-6)
     assert runtime.predict(windows[:0]).shape == (0,)
+    with pytest.raises(ValueError, match="expected windows"):
+        runtime.predict(windows[:, :, :10])
+    with pytest.raises(ValueError, match="expected windows"):
+        runtime.predict(windows[:, :12, :])
 
 
 def refused(registry: Path, name: str, version: str, **kwargs: Any) -> str:
@@ -214,3 +221,4 @@ def test_refuses_missing_trained_at_and_bad_version(registry: Path) -> None:
     )
     assert "trained_at" in refused(registry, "meta", version)
     assert "not a version name" in refused(registry, "meta", "../../etc")
+    assert "no version directory" in refused(registry, "meta", "20261122T060000Z-ffff")

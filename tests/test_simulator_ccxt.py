@@ -69,7 +69,7 @@ async def test_watch_receives_forming_then_closed_bars(
     await _until(lambda: any(c.streams for c in sim.stream.hub.connections.values()))
     start = sim.now_ms
     assert await sim.advance(bars=3) == 3
-    await watch
+    await asyncio.wait_for(watch, 10)
     await _until(lambda: len(client.closed_events()) == 3 * len(symbols))
     assert len(sim.stream.hub) == 1  # one SUBSCRIBE for all symbols on one connection
     expected = [(s.replace("/", ""), start + k * HOUR) for k in range(3) for s in symbols]
@@ -89,22 +89,22 @@ async def test_forced_drop_raises_network_error_then_reconnects(
     first = asyncio.create_task(client.watch_ohlcv_for_symbols(pairs))
     await _until(lambda: len(sim.stream.hub) == 1)
     await sim.advance()
-    await first
+    await asyncio.wait_for(first, 10)
     await _until(lambda: len(client.closed_events()) == len(sim.symbols))
     while True:  # drain what ccxt buffered until a watch really waits
         pending = asyncio.create_task(client.watch_ohlcv_for_symbols(pairs))
         await asyncio.sleep(0.05)
         if not pending.done():
             break
-        await pending
-    assert await sim.faults.drop_connections() == 1
+        await asyncio.wait_for(pending, 10)
+    assert await asyncio.wait_for(sim.faults.drop_connections(), 10) == 1
     with pytest.raises(ccxt.NetworkError):
         await asyncio.wait_for(pending, 5)
     assert sim.faults.counters["exchange_dropped"] == 1
     again = asyncio.create_task(client.watch_ohlcv_for_symbols(pairs))
     await _until(lambda: any(c.streams for c in sim.stream.hub.connections.values()))
     await sim.advance()
-    await again
+    await asyncio.wait_for(again, 10)
     await _until(lambda: len(client.closed_events()) == 2 * len(sim.symbols))
     assert sim.faults.counters["exchange_connections"] == 2
 

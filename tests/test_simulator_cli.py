@@ -11,6 +11,7 @@ import urllib.request
 from pathlib import Path
 
 from tests.helpers import free_port
+from whalecast.settings import load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,6 +31,11 @@ def test_simulate_help() -> None:
         "--no-whale",
     ):
         assert option in result.stdout
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
 
 
 def _get(url: str) -> object:
@@ -59,9 +65,13 @@ def test_simulate_process_serves_klines_and_exits_cleanly_on_sigterm(tmp_path: P
             banner = []
             for line in process.stdout:
                 banner.append(line)
-                if line.startswith("config:"):
+                if line.startswith("# and the key"):
                     break
             text = "".join(banner)
+            snippet = text.split("config:\n", 1)[1]
+            settings = load_settings(_write(tmp_path / "sim.yml", snippet))
+            assert settings.exchanges[0].rest_url == f"http://127.0.0.1:{port}/api/v3"
+            assert settings.whale.enabled and settings.feed.clock == "replay"
             rest_url = f"http://127.0.0.1:{port}/api/v3"
             assert rest_url in text and f"ws://127.0.0.1:{port}/stream" in text, (
                 log_path.read_text()

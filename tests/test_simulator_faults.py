@@ -180,6 +180,26 @@ async def test_inject_rejects_unknown_kind(sim: Simulator) -> None:
         sim.faults.inject("gibberish")
 
 
+async def test_delay_close_sends_one_closed_event_late(
+    sim: Simulator, session: aiohttp.ClientSession
+) -> None:
+    ws = await subscribe(session, sim, [BTC, ETH])
+    bar = sim.now_ms
+    sim.faults.delay_close("BTC/USDT", 0.5)
+    await sim.advance()
+    on_time = [m for m in parsed(await drain(ws, quiet=0.1)) if m["k"]["x"]]
+    assert [(m["s"], m["k"]["t"]) for m in on_time] == [("ETHUSDT", bar)]
+    later = [m for m in parsed(await drain(ws, quiet=1.0)) if m["k"]["x"]]
+    assert [(m["s"], m["k"]["t"]) for m in later] == [("BTCUSDT", bar)]
+    assert sim.faults.counters["delayed_close"] == 1
+    await sim.advance()  # armed for one bar only
+    closed = [m["s"] for m in parsed(await drain(ws)) if m["k"]["x"]]
+    assert sorted(closed) == ["BTCUSDT", "ETHUSDT"]
+    with pytest.raises(ValueError, match="positive"):
+        sim.faults.delay_close("BTC/USDT", 0)
+    await ws.close()
+
+
 # -- REST -------------------------------------------------------------------------------
 
 
@@ -262,6 +282,12 @@ async def test_too_many_streams_is_an_error_reply(
     assert sim.faults.counters["exchange_too_many_streams"] == 1
     await ws.send_json({"method": "LIST_SUBSCRIPTIONS", "id": 3})
     assert await ws.receive_json(timeout=5) == {"result": [BTC, ETH], "id": 3}
+    await ws.send_json({"method": "UNSUBSCRIBE", "params": [ETH], "id": 4})
+    assert await ws.receive_json(timeout=5) == {"result": None, "id": 4}
+    await asyncio.sleep(1.0)  # stay within 5 messages per second
+    await sim.advance()
+    streams = {m["s"] for m in parsed(await drain(ws))}
+    assert streams == {"BTCUSDT"}
     await ws.close()
 
 
@@ -306,3 +332,16 @@ async def test_control_endpoint_drives_faults(
         state = await r.json()
     assert state["faults"]["counters"]["rest_errors:500"] == 1
     assert state["now_ms"] == sim.now_ms
+
+
+async def test_server_pings_and_connection_lifetime(session: aiohttp.ClientSession) -> None:
+    config = SimulatorConfig(
+        history_bars=10, whale=False, ws_ping_seconds=0.1, connection_lifetime_seconds=0.45
+    )
+    async with Simulator(config) as sim:
+        ws = await subscribe(session, sim, [BTC])
+        frames = await drain(ws, quiet=2.0)
+    kinds = [f.type for f in frames]
+    assert kinds.count(aiohttp.WSMsgType.PING) >= 2  # Binance pings; the client must pong
+    assert kinds[-1] is aiohttp.WSMsgType.CLOSE and frames[-1].data == 1001
+    assert sim.faults.counters["exchange_lifetime_closed"] == 1

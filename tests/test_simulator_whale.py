@@ -189,3 +189,21 @@ async def test_whale_garbage_is_sent_once(sim: Simulator, kind: str) -> None:
     await sim.advance()
     assert all(json.loads(m)["type"] == "alert" for m in await received(ws))
     await ws.close()
+
+
+@pytest.mark.parametrize("timeframe", ["15m", "4h"])
+async def test_alerts_never_come_from_the_virtual_future(timeframe: str) -> None:
+    config = SimulatorConfig(synthetic=2, synthetic_bars=400, timeframe=timeframe, history_bars=20,
+                             whale_api_key=KEY)  # fmt: skip
+    async with Simulator(config) as sim:
+        ws, _ = await subscribed(sim, {**SUBSCRIBE, "blockchains": [], "symbols": ["usdt"]})
+        start = sim.now_ms
+        seen = []
+        for _ in range(96 if timeframe == "15m" else 12):
+            await sim.advance()
+            for alert in [json.loads(m) for m in await received(ws, quiet=0.02)]:
+                assert alert["timestamp"] * 1000 <= sim.now_ms
+                seen.append(alert["timestamp"] * 1000 // HOUR * HOUR)
+        await ws.close()
+        hours = [f.hour_ms for f in sim.whale.flows_between(start, sim.now_ms)] if sim.whale else []
+    assert seen and seen == hours  # each flow hour once, in order

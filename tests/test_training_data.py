@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ from training.dataset import (
     build_samples,
     feature_index,
     fit_scaler,
+    inert,
     make_cuts,
     prepare,
     windows,
@@ -180,3 +182,51 @@ def test_train_days_limits_training_and_bad_splits_are_refused(
         make_cuts(data, test_days=400, validation_fraction=0.2, train_days=None, purge_bars=24)
     with pytest.raises(DatasetError, match="unknown features"):
         feature_index(["log_volume", "moon_phase"])
+
+
+def test_features_constant_in_training_are_switched_off(histories: list[SeriesHistory]) -> None:
+    """XRP has no whale data: its whale columns are constant, so the scaler mutes them."""
+    data = prepare([histories[1]])
+    names = list(FEATURE_NAMES)
+    cuts = make_cuts(data, test_days=30, validation_fraction=0.2, train_days=None, purge_bars=24)
+    scaler = fit_scaler(
+        data, build_samples(data, WINDOW, cuts).of(TRAIN), feature_index(names), WINDOW
+    )
+    muted = inert(scaler, names)
+    assert muted == [n for n in names if n.startswith(("whale_", "stable_"))]
+    assert all(scaler.mean[names.index(n)] == 0.0 for n in muted)
+    # a whale value of e^20 USD arrives at the network as (about) zero
+    assert 20.0 / scaler.scale[names.index("whale_inflow_log")] < 1e-7
+    assert "ret_1" not in muted
+
+
+def test_whale_alert_rest_pages_become_per_bar_flows(tmp_path: Path) -> None:
+    """Single transfers in Whale Alert's REST format, aggregated like the live feed does."""
+    hour = 1_740_000_000 // 3600 * 3600 + 3600  # a bar inside the shipped slice (seconds)
+
+    def tx(n: int, symbol: str, usd: float, sides: tuple[str, str], at: int) -> dict[str, object]:
+        src, dst = sides
+        return {"blockchain": "bitcoin" if symbol == "btc" else "ethereum", "symbol": symbol,
+                "id": str(n), "transaction_type": "transfer", "hash": f"h{n}",
+                "from": {"address": "a", "owner_type": src}, "to": {"address": "b", "owner_type": dst},
+                "timestamp": at, "amount": 1, "amount_usd": usd, "transaction_count": 1}  # fmt: skip
+
+    page = {"result": "success", "count": 4, "transactions": [
+        tx(1, "btc", 5e6, ("unknown", "exchange"), hour + 60),  # inflow
+        tx(2, "btc", 7e6, ("exchange", "unknown"), hour + 120),  # outflow
+        tx(3, "btc", 9e6, ("exchange", "exchange"), hour + 180),  # internal: counted only
+        tx(4, "usdt", 2e7, ("unknown", "exchange"), hour + 240),  # stablecoin inflow
+    ]}  # fmt: skip
+    pages = tmp_path / "whale_pages.json"
+    pages.write_text(json.dumps(page))
+    btc, eth = from_csv(
+        [DATA / "binance_BTC-USDT_1h.csv.gz", DATA / "binance_ETH-USDT_1h.csv.gz"], [pages]
+    )
+    row = btc.bars.index[btc.bars["open_ms"] == hour * 1000][0]
+    got = btc.bars.loc[row, ["whale_inflow_usd", "whale_outflow_usd", "whale_count"]].tolist()
+    assert got == [5e6, 7e6, 3.0]
+    assert btc.bars.loc[row, "stable_inflow_usd"] == 2e7
+    assert btc.bars["whale_count"].sum() == 3.0  # nothing anywhere else
+    eth_row = eth.bars.index[eth.bars["open_ms"] == hour * 1000][0]
+    assert eth.bars.loc[eth_row, "stable_inflow_usd"] == 2e7  # market-wide
+    assert eth.bars["whale_count"].sum() == 0.0

@@ -1,4 +1,4 @@
-"""The GRU preset, and the ensemble: one safe-mode model averaging its members."""
+"""The ensemble preset: its members fitted and averaged in one safe-mode model."""
 
 from __future__ import annotations
 
@@ -17,14 +17,6 @@ from training.train import run
 from whalecast.settings import Settings
 
 pytestmark = pytest.mark.tf
-
-
-def test_gru_preset(tmp_path: Path, settings: Settings, histories: list[SeriesHistory]) -> None:
-    outcome = run(settings, make_job(settings, "direction-gru", registry=tmp_path, plots=False,
-                                     promote=False), histories)  # fmt: skip
-    check_artifact(outcome.directory, "p_up_next_bar", len(FEATURE_NAMES))
-    model = keras.saving.load_model(outcome.directory / "model.keras", safe_mode=True)
-    assert [type(layer).__name__ for layer in model.layers].count("GRU") == 2
 
 
 def test_ensemble_is_one_safe_model_averaging_its_members(

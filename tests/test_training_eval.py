@@ -120,6 +120,10 @@ def test_backtest_per_series_and_buy_and_hold() -> None:
     assert a["strategy"]["total_return"] == pytest.approx(1.01 * 1.02 * 0.99 - 1)
     assert a["strategy"]["total_return"] == pytest.approx(a["buy_and_hold"]["total_return"])
     assert summary["series"]["b"]["strategy"]["total_return"] == 0.0
+    costly, _ = run(frame, p, BacktestConfig(fees_bps=10.0, bars_per_year=8760))
+    a_costly = costly["series"]["a"]
+    assert a_costly["strategy_before_fees"] == a["strategy"]  # fees 0: the same as above
+    assert a_costly["strategy"]["total_return"] == pytest.approx((1.01 - 0.001) * 1.02 * 0.99 - 1)
     assert np.allclose(curve["strategy"], [0.005, 0.01, -0.005])
 
 

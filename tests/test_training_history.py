@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -16,6 +19,7 @@ from training.history import cache_path, from_rest, rest_client, update_cache
 from whalecast.domain import Series
 from whalecast.settings import ExchangeSettings
 
+ROOT = Path(__file__).resolve().parents[1]
 HOUR = 3_600_000
 HISTORY = 1500
 
@@ -86,3 +90,35 @@ async def test_rate_limit_answers_are_retried(sim: Simulator, tmp_path: Path) ->
     )
     assert fetched == 48
     assert sim.faults.counters["rest_errors:429"] == 2
+
+
+@pytest.mark.tf
+async def test_train_command_fetches_over_rest_and_trains(sim: Simulator, tmp_path: Path) -> None:
+    """``whalecast train`` with no CSV files: every configured series comes over REST."""
+    config = tmp_path / "config.yml"
+    config.write_text(
+        "log: {format: json}\n"
+        "redis: {url: 'redis://127.0.0.1:1/0', socket_timeout_seconds: 0.5}\n"
+        f"exchanges: [{{id: binance, symbols: [BTC/USDT, ETH/USDT], rest_url: '{sim.rest_url}',"
+        " enable_rate_limit: false}]\n"
+        f"inference: {{registry: {tmp_path / 'models'}}}\n"
+        f"training: {{history_days: 100, cache_dir: {tmp_path / 'cache'}, test_days: 10,"
+        " bootstrap_samples: 20, presets: {volume: {units: 2, epochs: 1}}}\n"
+    )
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "whalecast", "train", "-c", str(config), "--preset", "volume",
+        "--no-promote", cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=180)
+    assert proc.returncode == 0, err.decode()[-3000:]
+    summary = json.loads(out.decode().strip().splitlines()[-1])
+    meta = json.loads((Path(summary["directory"]) / "metadata.json").read_text())
+    sources = {s["series"]: s for s in meta["data"]["series"]}
+    assert set(sources) == {"binance:BTC/USDT:1h", "binance:ETH/USDT:1h"}
+    for s in sources.values():
+        assert s["source"] == "rest:binance" and s["bars"] == HISTORY
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [
+        "binance_BTC-USDT_1h.csv",
+        "binance_ETH-USDT_1h.csv",
+    ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from training.history import SeriesHistory
 from training.jobs import make_job
 from training.params import DEFAULTS, PresetError, resolve
 from training.presets import build
+from training.summary import results_tables
 from training.train import run
 from whalecast.artifact import list_versions, load_preprocess, read_current
 from whalecast.settings import Settings
@@ -33,6 +35,9 @@ def test_volume_preset(tmp_path: Path, settings: Settings, histories: list[Serie
     mae = report["test"]["pooled"]["models"]["model"]["mae"]["value"]
     assert 0 < mae < 2.0
     assert read_current(tmp_path, "volume") == outcome.version
+    meta = json.loads((outcome.directory / "metadata.json").read_text())
+    page = results_tables([(report, meta)])
+    assert "| **volume**, last 30 days |" in page and "| ridge, last 30 days |" in page
 
 
 @pytest.mark.parametrize("preset", ["direction", "direction-deep"])
@@ -47,12 +52,19 @@ def test_direction_presets(
         report["test"]["pooled"]["models"]
     )
     assert "log_loss" not in report["test"]["pooled"]["models"]["previous_bar"]
-    assert set(report["backtest"]["portfolio"]) == {"strategy", "buy_and_hold"}
+    assert set(report["backtest"]["portfolio"]) == {
+        "strategy",
+        "strategy_before_fees",
+        "buy_and_hold",
+    }
     assert report["classification_report"]["model"]["up"]["support"] > 0
     assert set(report["train_test_gap"]) == {"accuracy", "balanced_accuracy", "auc", "log_loss"}
     if preset == "direction":
         assert set(report["plots"]) == {"training_history.png", "equity_curve.png", "roc_curve.png"}
     assert read_current(tmp_path, preset) is None  # promote=False leaves CURRENT alone
+    meta = json.loads((outcome.directory / "metadata.json").read_text())
+    page = results_tables([(report, meta)])
+    assert f"| **{preset}**, last 30 days |" in page and "| buy and hold |" in page
     assert list_versions(tmp_path, preset) == [outcome.version]
 
 

@@ -90,3 +90,20 @@ def test_promotion_stands_on_disk_when_redis_is_down(
     assert not outcome.published
     warning = [e for e in logs if e["event"] == "model_notice_not_published"]
     assert warning and warning[0]["log_level"] == "warning"
+
+
+def test_point_estimate_alone_does_not_promote() -> None:
+    from training.promote import decide
+
+    loose = decide("auc", 0.533, ("logistic", 0.527), None, verdicts={"logistic": "no difference"})
+    assert not loose.promote and "not significantly better than logistic" in loose.reason
+    sure = decide("auc", 0.533, ("logistic", 0.527), None, verdicts={"logistic": "better"})
+    assert sure.promote
+    serving = decide(
+        "mae",
+        0.30,
+        ("ridge", 0.40),
+        ("v1", 0.31),
+        verdicts={"ridge": "better", "serving": "no difference"},
+    )
+    assert not serving.promote and "serving v1" in serving.reason

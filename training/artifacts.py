@@ -19,18 +19,24 @@ import keras
 import numpy as np
 
 from streamer.features import FEATURE_VERSION
-from training.dataset import Samples, SeriesData, feature_index, windows
+from training.dataset import Samples, SeriesData, feature_index, iso, windows
+from training.presets import Member
 from whalecast.artifact import (
+    METADATA_FILE,
     MODEL_FILE,
     PREPROCESS_FILE,
     ArtifactError,
     Preprocess,
+    Scaler,
     load_preprocess,
     read_current,
+    read_json,
     version_dir,
     write_json,
 )
+from whalecast.logs import get_logger
 
+log = get_logger(__name__)
 PACKAGES = ("tensorflow", "tensorflow-cpu", "keras", "numpy", "pandas", "scikit-learn", "ccxt")
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -92,6 +98,47 @@ def predict(
     if not np.isfinite(raw).all():
         raise ArtifactError(f"{loaded.directory}: the model returns non-finite values")
     return raw
+
+
+def serving_overlap(serving: Loaded, test_ms: int) -> dict[str, Any]:
+    """Whether the version in service was fitted or early-stopped on part of this test period.
+
+    If it was, the comparison favours it; the report says so rather than hiding it.
+    """
+    meta = read_json(serving.directory / METADATA_FILE)
+    its_test = meta.get("data", {}).get("cuts", {}).get("test_ms")
+    saw = its_test is None or its_test > iso(test_ms)  # ISO strings sort like times
+    if saw:
+        log.warning("serving_model_saw_test_period", version=serving.directory.name)
+    return {"version": serving.directory.name, "its_test_start": its_test, "saw_test_period": saw}
+
+
+def registry_member(registry: Path, ref: str, scaler: Scaler, params: dict[str, Any]) -> Member:
+    """A fitted version (``<model>/<version>``) as a member of an ensemble scaled by ``scaler``.
+
+    The member expects ``(raw - m_i) / s_i``; the ensemble's input is ``(raw - m) / s``. A
+    built-in Normalization with mean ``(m_i - m) / s`` and std ``s_i / s`` maps one onto the
+    other exactly, unless the ensemble's scaler switched off a feature the member uses.
+    """
+    model_name, _, version = ref.partition("/")
+    loaded = load(version_dir(registry, model_name, version))
+    pre = loaded.preprocess
+    if pre.target != "p_up_next_bar" or pre.features != list(params["features"]):
+        raise ArtifactError(f"{ref} does not predict p_up_next_bar from the ensemble's features")
+    if pre.window != params["window"]:
+        raise ArtifactError(f"{ref} has window {pre.window}, the ensemble {params['window']}")
+    m, s = np.asarray(scaler.mean), np.asarray(scaler.scale)
+    m_i, s_i = np.asarray(pre.scaler.mean), np.asarray(pre.scaler.scale)
+    mean, std = (m_i - m) / s, s_i / s
+    lost = [f for f, x in zip(pre.features, std, strict=True) if x < 1e-6]
+    if lost:
+        raise ArtifactError(
+            f"{ref} reads {', '.join(lost)}, which are constant on the ensemble's training rows; "
+            "fit the ensemble on the rows the member was fitted on (training.train_days)"
+        )
+    if np.allclose(mean, 0.0, atol=1e-9) and np.allclose(std, 1.0, rtol=1e-9):
+        return Member(ref, loaded.model)
+    return Member(ref, loaded.model, ([float(x) for x in mean], [float(x) ** 2 for x in std]))
 
 
 # --- metadata -------------------------------------------------------------------------------

@@ -82,9 +82,11 @@ def run(
         pos = positions(rows["p"].to_numpy(), cfg.threshold, cfg.mode)
         hold = np.ones_like(r)
         strat = net_returns(pos, r, cfg.fees_bps)
+        gross = net_returns(pos, r, 0.0)
         bench = net_returns(hold, r, cfg.fees_bps)
         per_series[str(tag)] = {
             "strategy": summarize(strat, pos, cfg.bars_per_year),
+            "strategy_before_fees": summarize(gross, pos, cfg.bars_per_year),
             "buy_and_hold": summarize(bench, hold, cfg.bars_per_year),
         }
         parts.append(
@@ -92,6 +94,7 @@ def run(
                 {
                     "target_ms": rows["target_ms"].to_numpy(),
                     "strategy": strat,
+                    "gross": gross,
                     "hold": bench,
                     "pos": pos,
                 }
@@ -102,6 +105,9 @@ def run(
         "strategy": summarize(
             curve["strategy"].to_numpy(), curve["pos"].to_numpy(), cfg.bars_per_year
         ),
+        "strategy_before_fees": summarize(
+            curve["gross"].to_numpy(), curve["pos"].to_numpy(), cfg.bars_per_year
+        ),
         "buy_and_hold": summarize(curve["hold"].to_numpy(), np.ones(len(curve)), cfg.bars_per_year),
     }
     summary = {
@@ -111,6 +117,7 @@ def run(
     }
     curve = curve.assign(
         strategy_equity=np.cumprod(1.0 + curve["strategy"].to_numpy()),
+        gross_equity=np.cumprod(1.0 + curve["gross"].to_numpy()),
         hold_equity=np.cumprod(1.0 + curve["hold"].to_numpy()),
     )
     return summary, curve

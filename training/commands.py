@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from training.history import HistoryError, SeriesHistory, from_csv, from_rest
-from training.jobs import TrainingInterrupted, make_job
+from training.jobs import TrainingInterrupted, make_job, narrowed, select
 from training.params import DEFAULTS
 from whalecast.artifact import ArtifactError
 from whalecast.logs import get_logger
@@ -51,17 +51,31 @@ def stop_on_signals() -> threading.Event:
     return stop
 
 
-def load_histories(settings: Settings, args: argparse.Namespace) -> list[SeriesHistory]:
-    """CSV files from the flags or config, else every configured series over REST."""
+def load_histories(
+    settings: Settings, args: argparse.Namespace, symbols: tuple[str, ...] = ()
+) -> list[SeriesHistory]:
+    """CSV files from the flags or config, else every configured series over REST.
+
+    ``symbols`` (a job's series group) keeps only those series.
+    """
     t = settings.training
     candles = [Path(p) for p in (args.candles or t.candles_csv)]
     whale = [Path(p) for p in (args.whale or t.whale_csv)]
     first = settings.exchanges[0]
-    if candles:
-        return from_csv(candles, whale, first.id, first.timeframe)
-    return from_rest(
-        settings.exchanges, t.history_days, t.cache_dir, whale_paths=whale, progress=args.progress
-    )
+    if not candles:
+        rest = narrowed(settings, symbols).exchanges
+        return from_rest(
+            rest, t.history_days, t.cache_dir, whale_paths=whale,
+            progress=args.progress, stablecoins=settings.whale.stablecoins,
+        )  # fmt: skip
+    histories = from_csv(candles, whale, first.id, first.timeframe, settings.whale.stablecoins)
+    if not symbols:
+        return histories
+    kept = [h for h in histories if h.series.symbol in symbols]
+    missing = set(symbols) - {h.series.symbol for h in kept}
+    if missing:
+        raise ValueError(f"job symbols without a candle file: {sorted(missing)}")
+    return kept
 
 
 def overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -105,15 +119,18 @@ def list_presets() -> str:
 
 
 def train_once(settings: Settings, args: argparse.Namespace, stop: threading.Event) -> None:
+    chosen = select(settings.training, args.job, args.preset, args.name)
+    job = make_job(
+        settings, chosen.preset, registry=args.registry,
+        model_name=chosen.model_name, extra=overrides(args), force=args.force,
+        promote=not args.no_promote, verbose=1 if args.progress else 0,
+    )  # fmt: skip
     from training.summary import text  # noqa: PLC0415 - TensorFlow only once a job is valid
     from training.train import run  # noqa: PLC0415
 
-    job = make_job(
-        settings, args.preset or settings.training.preset, registry=args.registry,
-        model_name=args.name, extra=overrides(args), force=args.force,
-        promote=not args.no_promote, verbose=1 if args.progress else 0,
-    )  # fmt: skip
-    outcome = run(settings, job, load_histories(settings, args), stop)
+    log.info("training_job", preset=job.preset, model=job.model_name,
+             symbols=list(chosen.symbols) or "all")  # fmt: skip
+    outcome = run(settings, job, load_histories(settings, args, chosen.symbols), stop)
     print(text(outcome.report, outcome.model, outcome.version))
     print(json.dumps({"model": outcome.model, "version": outcome.version,
                       "promoted": bool(job.promote and outcome.decision.promote),

@@ -36,6 +36,7 @@ from whalecast.domain import Series, floor_to_bar
 TRAIN, VALIDATION, TEST = 0, 1, 2
 SPLIT_NAMES = {TRAIN: "train", VALIDATION: "validation", TEST: "test"}
 DAY_MS = 86_400_000
+INERT_SCALE = 1e9  # scale of a feature constant in training: its later values become ~0
 
 
 class DatasetError(ValueError):
@@ -214,7 +215,13 @@ def _covered(n_rows: int, last_rows: np.ndarray, window: int) -> np.ndarray:
 def fit_scaler(
     data: Sequence[SeriesData], train: Samples, columns: Sequence[int], window: int
 ) -> Scaler:
-    """Mean and standard deviation of the feature rows inside training windows only."""
+    """Mean and standard deviation of the feature rows inside training windows only.
+
+    A feature that is constant over the training rows (the whale columns when the training
+    period predates the whale data) teaches the network nothing, and its weights stay as
+    initialised. Its scale is set to :data:`INERT_SCALE`, so later non-constant values
+    reach the network as about 0 instead of as untrained noise (see :func:`inert`).
+    """
     blocks = []
     for i, d in enumerate(data):
         rows = train.row[train.series == i]
@@ -223,8 +230,13 @@ def fit_scaler(
     values = np.concatenate(blocks)
     mean = values.mean(axis=0)
     std = values.std(axis=0)
-    scale = np.where(std > 1e-12, std, 1.0)  # a constant column (no whale data) stays as is
+    scale = np.where(std > 1e-12, std, INERT_SCALE)
     return Scaler(mean=[float(x) for x in mean], scale=[float(x) for x in scale])
+
+
+def inert(scaler: Scaler, names: Sequence[str]) -> list[str]:
+    """The features the scaler switches off (constant over the training rows)."""
+    return [n for n, s in zip(names, scaler.scale, strict=True) if s >= INERT_SCALE]
 
 
 def target_scaler(train: Samples) -> Scaler:

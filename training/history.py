@@ -25,7 +25,8 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from streamer.history import bar_table, load_candles_csv, load_whale_flows_csv, symbol_from_path
+from streamer.history import load_candles_csv, symbol_from_path
+from training.whale import load_whale
 from whalecast.domain import Series, floor_to_bar, timeframe_ms
 from whalecast.logs import get_logger
 from whalecast.settings import ExchangeSettings
@@ -35,6 +36,7 @@ log = get_logger(__name__)
 CSV_HEADER = "timestamp_ms,open,high,low,close,volume"
 PAGE_LIMIT = 1000  # Binance serves at most 1000 klines per request
 RETRIES = 5
+STABLECOINS = ("USDT", "USDC", "DAI", "FDUSD")  # whale.stablecoins' default
 MAX_BACKOFF_SECONDS = 60.0
 _NAME_RE = re.compile(r"^(?P<exchange>[a-z0-9]+)_[A-Za-z0-9]+-[A-Za-z0-9]+_(?P<tf>[0-9]+[smhdw])\.")
 
@@ -71,33 +73,24 @@ def series_of(path: Path, default_exchange: str, default_timeframe: str) -> Seri
     return Series(exchange, symbol_from_path(path), timeframe)
 
 
-def load_whale(paths: Sequence[Path]) -> dict[str, pd.DataFrame]:
-    """Hourly whale flows by asset (``BTC`` -> flows), from any number of CSV files."""
-    frames = [load_whale_flows_csv(p) for p in paths]
-    if not frames:
-        return {}
-    flows = pd.concat(frames, ignore_index=True).sort_values("ts_ms", kind="stable")
-    return {str(asset): rows.reset_index(drop=True) for asset, rows in flows.groupby("asset")}
-
-
 def from_csv(
     candle_paths: Sequence[Path],
     whale_paths: Sequence[Path] = (),
     exchange: str = "binance",
     timeframe: str = "1h",
+    stablecoins: Sequence[str] = STABLECOINS,
 ) -> list[SeriesHistory]:
     """Bar tables from candle CSV files (one series each) and whale-flow CSV files."""
     if not candle_paths:
         raise HistoryError("no candle files given")
-    whale = load_whale(whale_paths)
+    whale = load_whale(whale_paths, stablecoins)
     out = []
     for path in candle_paths:
         series = series_of(Path(path), exchange, timeframe)
         candles = load_candles_csv(path, series.exchange, series.symbol, series.timeframe)
         if candles.empty:
             raise HistoryError(f"{path}: no candles")
-        bars = bar_table(candles, whale.get(series.base_asset), series.timeframe)
-        out.append(SeriesHistory(series, bars, str(path)))
+        out.append(SeriesHistory(series, whale.bars(candles, series), str(path)))
     _same_timeframe(out)
     return out
 
@@ -264,10 +257,11 @@ def from_rest(
     *,
     whale_paths: Sequence[Path] = (),
     progress: bool = False,
+    stablecoins: Sequence[str] = STABLECOINS,
     client_factory: Callable[[ExchangeSettings], Any] = rest_client,
 ) -> list[SeriesHistory]:
     """Every configured series, fetched over REST into the cache, then loaded from it."""
-    whale = load_whale(whale_paths)
+    whale = load_whale(whale_paths, stablecoins)
     out = []
     for exchange in exchanges:
         client = client_factory(exchange)
@@ -281,8 +275,7 @@ def from_rest(
             ]
             if candles.empty:
                 raise HistoryError(f"{series.tag}: the exchange returned no closed candles")
-            bars = bar_table(candles.reset_index(drop=True), whale.get(series.base_asset),
-                             series.timeframe)  # fmt: skip
+            bars = whale.bars(candles.reset_index(drop=True), series)
             out.append(SeriesHistory(series, bars, f"rest:{exchange.id}"))
     _same_timeframe(out)
     return out

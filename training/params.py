@@ -64,6 +64,8 @@ DEFAULTS: dict[str, HyperParams] = {
     "ensemble": {
         **COMMON,
         "members": ["direction", "direction-deep", "direction-gru"],
+        # instead of fitting members, average these registry versions ("<model>/<version>")
+        "member_versions": [],
     },
 }
 

@@ -32,16 +32,21 @@ def training_history(histories: Mapping[str, Mapping[str, list[float]]], path: P
         if "val_loss" in hist:
             ax.plot(epochs, hist["val_loss"], "--", label=f"{name} validation")
     ax.set_xlabel("epoch")
-    ax.set_ylabel("loss")
+    ax.set_ylabel("loss (log scale)")
+    ax.set_yscale("log")
     ax.set_title("training history")
     ax.legend(fontsize=7)
     return _save(fig, path)
 
 
 def volume_fit(
-    y: np.ndarray, preds: Mapping[str, np.ndarray], target_ms: np.ndarray, path: Path
+    y: np.ndarray,
+    preds: Mapping[str, np.ndarray],
+    target_ms: np.ndarray,
+    tags: np.ndarray,
+    path: Path,
 ) -> str:
-    """Predicted against actual log volume (scatter) and the last two weeks as a series."""
+    """Predicted against actual log volume (scatter) and one series' last two weeks."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     for name, p in preds.items():
         left.scatter(y, p, s=2, alpha=0.3, label=name)
@@ -50,12 +55,14 @@ def volume_fit(
     left.set_xlabel("actual log1p(volume)")
     left.set_ylabel("predicted")
     left.legend(fontsize=7, markerscale=4)
-    tail = np.argsort(target_ms)[-24 * 14 :]
+    shown = sorted(set(tags))[0]
+    mine = np.flatnonzero(tags == shown)
+    tail = mine[np.argsort(target_ms[mine])[-24 * 14 :]]
     times = pd.to_datetime(target_ms[tail], unit="ms", utc=True)
     right.plot(times, y[tail], "k-", lw=1, label="actual")
     for name, p in preds.items():
         right.plot(times, p[tail], lw=0.8, label=name)
-    right.set_title("last 14 days of the test period (pooled rows, time order)")
+    right.set_title(f"{shown}: last 14 days of the test period")
     right.tick_params(axis="x", labelrotation=30, labelsize=7)
     right.legend(fontsize=7)
     return _save(fig, path)
@@ -66,6 +73,7 @@ def equity_curve(curve: pd.DataFrame, path: Path) -> str:
     fig, ax = plt.subplots(figsize=(8, 4))
     times = pd.to_datetime(curve.index.to_numpy(), unit="ms", utc=True)
     ax.plot(times, curve["strategy_equity"], label="direction signal (after fees)")
+    ax.plot(times, curve["gross_equity"], ":", label="direction signal (before fees)")
     ax.plot(times, curve["hold_equity"], label="buy and hold")
     ax.set_ylabel("equity (start = 1)")
     ax.set_title("test period backtest, equal-weight across series")

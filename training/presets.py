@@ -84,20 +84,34 @@ def build(name: str, params: HyperParams, window: int, n_features: int) -> keras
 
 @dataclass(frozen=True)
 class Member:
+    """A fitted network; ``rescale`` (mean, variance) maps the ensemble's scaled input onto
+    the member's own scaling when the member was fitted with other scaler statistics."""
+
     name: str
     model: keras.Model
+    rescale: tuple[list[float], list[float]] | None = None
 
 
 def combine(members: list[Member], window: int, n_features: int) -> keras.Model:
     """One functional model averaging the members' probabilities (built-in ``Average``).
 
-    The members are nested functional models: no Lambda layer, no custom Python, so the
-    whole ensemble is one ``model.keras`` that loads in safe mode.
+    The members are nested functional models, a member fitted on other scaler statistics
+    gets a built-in ``Normalization`` layer with the exact affine map between the two
+    scalings: no Lambda layer, no custom Python, so the whole ensemble is one
+    ``model.keras`` that loads in safe mode.
     """
     if len(members) < 2:
         raise PresetError("an ensemble needs at least two members")
     inputs = keras.Input((window, n_features), name="window")
-    outputs = [m.model(inputs) for m in members]
+    outputs = []
+    for i, member in enumerate(members):
+        x = inputs
+        if member.rescale is not None:
+            mean, variance = member.rescale
+            x = layers.Normalization(mean=mean, variance=variance, name=f"rescale_{i}")(x)
+        # a fresh name per member, so two versions of one preset can sit side by side
+        net = keras.Model(member.model.inputs[0], member.model.outputs[0], name=f"member_{i}")
+        outputs.append(net(x))
     averaged = layers.Average(name="p_up")(outputs)
     # not compiled: the members are already fitted, and an optimizer would only be saved
     return keras.Model(inputs, averaged, name="ensemble")

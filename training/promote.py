@@ -21,6 +21,7 @@ from typing import Any
 
 from training.scoring import better
 from whalecast.artifact import set_current
+from whalecast.artifact_sync import publish_artifact
 from whalecast.keys import Keys
 from whalecast.logs import get_logger
 from whalecast.redisconn import EmbeddedRedis, RedisHandle, connect
@@ -45,6 +46,13 @@ class Decision:
         return asdict(self)
 
 
+def _not_significant(name: str, new: float, other: float) -> str:
+    return (
+        f"not significantly better than {name} ({new:.5f} vs {other:.5f}; the paired "
+        "95% interval of the difference includes zero)"
+    )
+
+
 def decide(
     metric: str,
     new: float,
@@ -54,17 +62,27 @@ def decide(
     margin: float = 0.0,
     force: bool = False,
     against_baseline: bool = True,
+    verdicts: dict[str, str] | None = None,
 ) -> Decision:
-    """Promote only if ``new`` beats the baseline and the serving model (or when forced)."""
+    """Promote only if ``new`` beats the baseline and the serving model (or when forced).
+
+    With ``verdicts`` (the paired day-block bootstrap verdict of the model against each
+    competitor, ``training.promote_requires_significance``), beating a competitor also
+    needs its verdict to be "better": the 95 % interval of the difference excludes zero.
+    """
     baseline_name, baseline_value = baseline
     serving_version, serving_value = serving if serving is not None else (None, None)
     failures = []
     if against_baseline and not better(metric, new, baseline_value, margin):
         failures.append(f"not better than {baseline_name} ({new:.5f} vs {baseline_value:.5f})")
+    elif against_baseline and verdicts is not None and verdicts.get(baseline_name) != "better":
+        failures.append(_not_significant(baseline_name, new, baseline_value))
     if serving_value is not None and not better(metric, new, serving_value, margin):
         failures.append(
             f"not better than serving {serving_version} ({new:.5f} vs {serving_value:.5f})"
         )
+    elif serving_value is not None and verdicts is not None and verdicts.get("serving") != "better":
+        failures.append(_not_significant(f"serving {serving_version}", new, serving_value))
     if not failures:
         beaten = ([baseline_name] if against_baseline else []) + (
             [f"serving {serving_version}"] if serving_version else []
@@ -89,36 +107,58 @@ def decide(
     )
 
 
-async def publish_notice(redis: RedisSettings, model: str, version: str) -> int:
+async def publish_notice(
+    redis: RedisSettings, model: str, version: str, artifact_from: Path | None = None
+) -> int:
     """``PUBLISH <prefix>:models {"model", "version"}``; returns the number of receivers.
 
+    With ``artifact_from`` (a registry; ``inference.registry_sync: redis``) the version's
+    files go into Redis first, so replicas without a shared filesystem can fetch them.
     With ``url: embedded`` the trainer does not start a server of its own: it publishes
     through the running daemon's socket in ``state_dir``, and there is nobody to tell
     when that socket is absent.
     """
-    message = json.dumps({"model": model, "version": version})
-    channel = Keys(redis.prefix).models_channel
     if redis.url == "embedded":
         embedded = EmbeddedRedis(redis.state_dir)
         if not embedded.socket_path.exists():
             raise ConnectionError(f"no embedded redis-server is running in {redis.state_dir}")
         client = connect(redis, embedded.url)
         try:
-            return int(await client.publish(channel, message))
+            return await _announce(client, Keys(redis.prefix), model, version, artifact_from)
         finally:
             await client.aclose()
     async with RedisHandle(redis) as client:
-        return int(await client.publish(channel, message))
+        return await _announce(client, Keys(redis.prefix), model, version, artifact_from)
 
 
-def promote(registry: Path, model: str, version: str, redis: RedisSettings | None) -> bool:
-    """Point CURRENT at ``version`` and announce it; ``True`` when the notice went out."""
+async def _announce(
+    client: Any, keys: Keys, model: str, version: str, artifact_from: Path | None
+) -> int:
+    if artifact_from is not None:
+        await publish_artifact(client, keys, artifact_from, model, version, notify=False)
+    message = json.dumps({"model": model, "version": version})
+    return int(await client.publish(keys.models_channel, message))
+
+
+def promote(
+    registry: Path,
+    model: str,
+    version: str,
+    redis: RedisSettings | None,
+    sync_artifact: bool = False,
+) -> bool:
+    """Point CURRENT at ``version`` and announce it; ``True`` when the notice went out.
+
+    ``sync_artifact`` (``inference.registry_sync: redis``) also puts the version's files
+    into Redis before the notice.
+    """
     set_current(registry, model, version)
     log.info("model_promoted", model=model, version=version, registry=str(registry))
     if redis is None:
         return False
     try:
-        receivers = asyncio.run(publish_notice(redis, model, version))
+        artifact_from = registry if sync_artifact else None
+        receivers = asyncio.run(publish_notice(redis, model, version, artifact_from))
     except Exception as e:  # noqa: BLE001 - Redis down must not undo a promotion on disk
         log.warning(
             "model_notice_not_published",

@@ -64,7 +64,162 @@ def text(report: dict[str, Any], model: str, version: str) -> str:
         strat = report["backtest"]["portfolio"]["strategy"]
         hold = report["backtest"]["portfolio"]["buy_and_hold"]
         lines.append(
-            f"  backtest: strategy {strat['total_return']:+.2%} (Sharpe {strat['sharpe']}), "
-            f"buy-and-hold {hold['total_return']:+.2%}"
+            f"  backtest: strategy {strat['total_return']:+.2%} (Sharpe {_num(strat['sharpe'])}),"
+            f" buy-and-hold {hold['total_return']:+.2%}"
         )
     return "\n".join(lines)
+
+
+# --- the results page (docs/training-results.md) -------------------------------------------------
+
+
+def _pct(x: float | None) -> str:
+    return "–" if x is None else f"{x:+.2%}"
+
+
+def _num(x: float | None, digits: int = 2) -> str:
+    return "–" if x is None else f"{x:.{digits}f}"
+
+
+def _diff(entry: dict[str, Any] | None) -> str:
+    if not entry or entry.get("value") is None:
+        return "–"
+    return f"{entry['value']:+.4f} [{entry['low']:+.4f}, {entry['high']:+.4f}] {entry['verdict']}"
+
+
+def _name(meta: dict[str, Any]) -> str:
+    """The registry name, with the preset when it differs (``direction-2y (direction)``)."""
+    model, preset = meta.get("model", meta["preset"]), meta["preset"]
+    return model if model == preset else f"{model} ({preset})"
+
+
+def _fit_span(meta: dict[str, Any]) -> str:
+    train_days = meta["config"]["training"]["train_days"]
+    return "all history" if train_days is None else f"last {train_days:g} days"
+
+
+def results_tables(runs: list[tuple[dict[str, Any], dict[str, Any]]]) -> str:
+    """Markdown tables for (report, metadata) pairs: models beside baselines, with intervals."""
+    volume = [(r, m) for r, m in runs if r["target"] == "next_bar_volume"]
+    direction = [(r, m) for r, m in runs if r["target"] != "next_bar_volume"]
+    parts = []
+    if volume:
+        parts.append(_table(volume, VOLUME_COLUMNS, "ridge", ("persistence", "seasonal_naive")))
+    if volume:
+        parts.append(_per_series(volume, "mae", "ridge"))
+    if direction:
+        naive = ("majority", "previous_bar", "reversal")
+        parts.append(_table(direction, DIRECTION_COLUMNS, "logistic", naive))
+        parts.append(_per_series(direction, "auc", "logistic"))
+        parts.append(_backtests(direction))
+    parts.append(_fits(runs))
+    return "\n".join(parts)
+
+
+def _table(
+    runs: list[tuple[dict[str, Any], dict[str, Any]]],
+    columns: tuple[str, ...],
+    strong: str,
+    naive: tuple[str, ...],
+) -> str:
+    key = columns[0]
+    lines = [
+        "| model (fitted on) | " + " | ".join(columns) + f" | model − {strong}, {key} (paired) "
+        f"| model − {naive[0]}, {key} (paired) |",
+        "|---" * (len(columns) + 3) + "|",
+    ]
+    seen_baselines: set[str] = set()
+    baseline_rows = []
+    for report, meta in runs:
+        pooled = report["test"]["pooled"]
+        span = _fit_span(meta)
+        cells = " | ".join(cell(pooled["models"]["model"].get(c)) for c in columns)
+        paired = pooled["paired"]
+        lines.append(
+            f"| **{_name(meta)}**, {span} | {cells} | {_diff(paired[strong].get(key))} "
+            f"| {_diff(paired[naive[0]].get(key))} |"
+        )
+        names = (*naive, strong) if not baseline_rows else (strong,)
+        for name in names:
+            label = f"{name}, {span}"
+            if label in seen_baselines:
+                continue
+            seen_baselines.add(label)
+            values = " | ".join(cell(pooled["models"][name].get(c)) for c in columns)
+            baseline_rows.append(f"| {label} | {values} | | |")
+    return "\n".join(lines + baseline_rows) + "\n"
+
+
+def _per_series(runs: list[tuple[dict[str, Any], dict[str, Any]]], key: str, strong: str) -> str:
+    """One metric per series: each model (with its paired verdict against ``strong``)."""
+    tags = list(runs[0][0]["test"]["series"])
+    lines = [
+        f"{key} per series (paired verdict of the model against {strong} on that series):",
+        "",
+        "| model | " + " | ".join(t.split(":")[1] for t in tags) + " |",
+        "|---" * (len(tags) + 1) + "|",
+    ]
+    baselines: dict[str, list[str]] = {}
+    for report, meta in runs:
+        cells, base = [], []
+        for tag in tags:
+            scored = report["test"]["series"][tag]
+            verdict = scored["paired"][strong][key]["verdict"]
+            cells.append(f"{cell(scored['models']['model'][key])} {verdict}")
+            base.append(cell(scored["models"][strong][key]))
+        lines.append(f"| {_name(meta)}, {_fit_span(meta)} | " + " | ".join(cells) + " |")
+        baselines.setdefault(f"{strong}, {_fit_span(meta)}", base)
+    lines += [f"| {name} | " + " | ".join(values) + " |" for name, values in baselines.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _backtests(runs: list[tuple[dict[str, Any], dict[str, Any]]]) -> str:
+    cfg = runs[0][0]["backtest"]["config"]
+    lines = [
+        f"Backtest of the direction signal on the test period ({cfg['mode']}, threshold "
+        f"{cfg['threshold']}, fees {cfg['fees_bps']} bps per unit of position change), "
+        "equal-weight across the series:",
+        "",
+        "| signal | total return | annual volatility | Sharpe | max drawdown | win rate "
+        "| turnover / year |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    rows = []
+    baselines: dict[str, Any] = {}
+    for report, meta in runs:
+        portfolio = report["backtest"]["portfolio"]
+        rows.append((_name(meta), portfolio["strategy"]))
+        if "strategy_before_fees" in portfolio:
+            rows.append((f"{_name(meta)}, before fees", portfolio["strategy_before_fees"]))
+        for name, strategy in report["backtest"].get("baseline_portfolio", {}).items():
+            baselines.setdefault(f"{name}, {_fit_span(meta)}", strategy)
+    rows += list(baselines.items())
+    rows.append(("buy and hold", runs[0][0]["backtest"]["portfolio"]["buy_and_hold"]))
+    for name, s in rows:
+        lines.append(
+            f"| {name} | {_pct(s['total_return'])} | {s['annual_volatility']:.2%} "
+            f"| {_num(s['sharpe'])} | {_pct(s['max_drawdown'])} | {_num(s['win_rate'], 3)} "
+            f"| {_num(s['turnover_per_year'], 0)} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _fits(runs: list[tuple[dict[str, Any], dict[str, Any]]]) -> str:
+    lines = [
+        "| model | parameters | fitted on | train / validation / test samples | network "
+        "| epochs run (best) | fit time | sequences/s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for _report, meta in runs:
+        counts = meta["data"]["samples"].values()
+        totals = [sum(c[k] for c in counts) for k in ("train", "validation", "test")]
+        for name, fit in (meta["fit"] or {"(registry members)": None}).items():
+            epochs = f"{fit['epochs_run']} ({fit['best_epoch']})" if fit else "–"
+            seconds = f"{fit['seconds'] / 60:.1f} min" if fit else "–"
+            speed = f"{fit['sequences_per_second']:.0f}" if fit else "–"
+            lines.append(
+                f"| {_name(meta)} | {meta['parameter_count']:,} | {_fit_span(meta)} "
+                f"| {' / '.join(f'{t:,}' for t in totals)} | {name} | {epochs} | {seconds} "
+                f"| {speed} |"
+            )
+    return "\n".join(lines) + "\n"

@@ -31,6 +31,7 @@ from training.dataset import (
     build_samples,
     feature_index,
     fit_scaler,
+    inert,
     iso,
     make_cuts,
     prepare,
@@ -120,6 +121,12 @@ def fit_preset(
         model = build(job.preset, job.params, *shape)
         result = fit(model, job.params, train, val, stop=stop, verbose=job.verbose)
         return result.model, {job.preset: result}
+    if job.params["member_versions"]:
+        refs = job.params["member_versions"]
+        members = [
+            artifacts.registry_member(job.registry, ref, data.scaler, job.params) for ref in refs
+        ]
+        return combine(members, *shape), {}
     fits = {}
     for offset, (name, params) in enumerate(job.member_params.items()):
         set_seed(seed + offset)
@@ -174,7 +181,11 @@ def evaluate(
             365 * 86_400_000 / data.series[0].series.bar_ms,
         )
         report["backtest"], curve = backtest(frame, preds["model"], cfg)
+        logistic, _ = backtest(frame, preds[reference], cfg)
+        report["backtest"]["baseline_portfolio"] = {reference: logistic["portfolio"]["strategy"]}
         report["_curve"] = curve
+    if serving is not None:
+        report["serving"] = artifacts.serving_overlap(serving, data.cuts.test_ms)
     return report, preds
 
 
@@ -206,7 +217,16 @@ def promotion_decision(
         margin=t.promote_min_improvement,
         force=job.force,
         against_baseline=t.promote_against_baseline,
+        verdicts=_verdicts(report, metric) if t.promote_requires_significance else None,
     )
+
+
+def _verdicts(report: dict[str, Any], metric: str) -> dict[str, str]:
+    """The paired bootstrap verdict of the model against each competitor on ``metric``."""
+    paired = report["test"]["pooled"].get("paired", {})
+    return {
+        name: str(scores[metric]["verdict"]) for name, scores in paired.items() if metric in scores
+    }
 
 
 # --- save -------------------------------------------------------------------------------------
@@ -221,14 +241,14 @@ def write_plots(
 ) -> list[str]:
     test = data.split(TEST)
     y = truth(report["target"], test)
-    names = [
-        plots.training_history(
-            {k: f.history for k, f in fits.items()}, directory / "training_history.png"
-        )
-    ]
+    names = []
+    if fits:  # an ensemble of registry versions fits nothing
+        histories = {k: f.history for k, f in fits.items()}
+        names.append(plots.training_history(histories, directory / "training_history.png"))
     if report["target"] == VOLUME:
         shown = {k: preds[k] for k in ("model", "persistence", "ridge")}
-        names.append(plots.volume_fit(y, shown, test.target_ms, directory / "volume_fit.png"))
+        tags = test.tags(data.series)
+        names.append(plots.volume_fit(y, shown, test.target_ms, tags, directory / "volume_fit.png"))
     else:
         names.append(plots.equity_curve(report.pop("_curve"), directory / "equity_curve.png"))
         shown = {
@@ -247,6 +267,7 @@ def metadata(
     fits: dict[str, FitResult],
     *,
     histories: Sequence[SeriesHistory],
+    code: dict[str, Any],
 ) -> dict[str, Any]:
     counts = {}
     tags = data.samples.tags(data.series)
@@ -280,6 +301,7 @@ def metadata(
             "cuts": data.cuts.as_dict(),
             "samples": counts,
             "feature_version": FEATURE_VERSION,
+            "inert_features": inert(data.scaler, job.params["features"]),
         },
         "fit": {
             name: {
@@ -292,7 +314,7 @@ def metadata(
             for name, f in fits.items()
         },
         "libraries": artifacts.library_versions(),
-        "code": artifacts.code_revision(),
+        "code": code,
         "config": {
             "training": settings.training.model_dump(mode="json"),
             "features": settings.features.model_dump(mode="json"),
@@ -322,6 +344,7 @@ def run(
     stop: threading.Event | None = None,
 ) -> Outcome:
     target = TARGETS[job.preset]
+    code = artifacts.code_revision()  # the source this run started from
     # data: the daemon's features over history, split by time, scaled on training rows only
     serving = artifacts.serving(job.registry, job.model_name)
     why_not = artifacts.comparable(serving, target) if serving is not None else None
@@ -366,7 +389,7 @@ def run(
         write_json(directory / REPORT_FILE, report)
         write_json(
             directory / METADATA_FILE,
-            metadata(settings, job, model, data, fits, histories=histories),
+            metadata(settings, job, model, data, fits, histories=histories, code=code),
         )
         result.update(report=report, decision=decision)
 
@@ -384,6 +407,7 @@ def run(
     published = False
     if job.promote and decision.promote:
         published = promote(
-            job.registry, job.model_name, version, settings.redis if job.publish else None
-        )
+            job.registry, job.model_name, version, settings.redis if job.publish else None,
+            sync_artifact=settings.inference.registry_sync == "redis",
+        )  # fmt: skip
     return Outcome(job.model_name, version, directory, decision, result["report"], published)

@@ -199,7 +199,7 @@ def _add_bench_options(command: argparse.ArgumentParser) -> None:
         "--matmul-size", type=int, default=2048, help="square matmul size (default 2048)"
     )
     command.add_argument("--sections", type=_name_list, default=None,
-                         help="run only these sections, comma-separated (matmul, backends, per_series, summary, e2e)")  # fmt: skip
+                         help="run only these sections, comma-separated (matmul, backends, per_series, loop_lag, summary, e2e)")  # fmt: skip
     command.add_argument("--e2e-series", type=int, default=1000,
                          help="end to end: synthetic series the simulator serves (default 1000)")  # fmt: skip
     command.add_argument("--e2e-bars", type=int, default=40,
@@ -272,12 +272,13 @@ def _training_arguments(command: argparse.ArgumentParser) -> None:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     import asyncio
+    import socket
 
     from whalecast.logs import configure_logging
     from whalecast.metrics import Metrics
-    from whalecast.settings import load_settings
+    from whalecast.settings import load_settings, with_shard_from_hostname
 
-    settings = load_settings(args.config)
+    settings = with_shard_from_hostname(load_settings(args.config), socket.gethostname())
     configure_logging(settings.log)
     from inference.daemon import run_forever
 
@@ -366,6 +367,8 @@ def build_parser() -> argparse.ArgumentParser:
     _training_arguments(train)
     train.add_argument("--registry", metavar="DIR", help="default: inference.registry")
     train.add_argument("--name", help="model name in the registry (default: the preset name)")
+    train.add_argument("--job", type=int, metavar="INDEX",
+                       help="train entry INDEX of training.jobs (default: training.job_index)")  # fmt: skip
     train.add_argument("--force", action="store_true", help="promote even if not better")
     train.add_argument("--no-promote", action="store_true", dest="no_promote",
                        help="write the artifact but leave CURRENT alone")  # fmt: skip
@@ -398,6 +401,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as e:
         print(f"whalecast: {e}", file=sys.stderr)
         return 2
+    except Exception as e:
+        redisconn = sys.modules.get("whalecast.redisconn")  # loaded by commands that use Redis
+        if redisconn is None or not isinstance(e, redisconn.RedisUnavailable):
+            raise
+        print(f"whalecast: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
     return int(result or 0)

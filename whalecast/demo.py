@@ -16,7 +16,7 @@ import logging
 import statistics
 import sys
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -85,11 +85,16 @@ def ensure_models(settings: Settings, out: TextIO) -> None:
 
 
 class Table:
-    """Prints one line per series and bar once both models' values are in."""
+    """Prints one line per series and bar once both models' values are in.
 
-    def __init__(self, out: TextIO) -> None:
+    ``bars`` holds the bars whose every series (``series_count``) has been printed.
+    """
+
+    def __init__(self, out: TextIO, series_count: int) -> None:
         self.out = out
+        self.series_count = series_count
         self.rows: dict[tuple[str, int], dict[str, Any]] = defaultdict(dict)
+        self.printed: Counter[int] = Counter()
         self.bars: set[int] = set()
         self.latencies: list[float] = []
         self.count = 0
@@ -106,7 +111,9 @@ class Table:
         row[message["model"]] = message["value"]
         row["latency"] = max(row.get("latency", 0.0), float(message["latency_ms"]))
         if all(m in row for m in DEMO_MODELS):
-            self.bars.add(key[1])
+            self.printed[key[1]] += 1
+            if self.printed[key[1]] == self.series_count:
+                self.bars.add(key[1])
             bar = datetime.fromtimestamp(key[1] / 1000, UTC).strftime("%Y-%m-%d %H:%M")
             print(f"{key[0]:<22} {bar:<17} {row['direction']:>9.3f} {row['volume']:>13,.1f} "
                   f"{row['latency']:>7.1f}ms", file=self.out, flush=True)  # fmt: skip
@@ -179,7 +186,7 @@ async def run_demo(options: DemoOptions) -> int:
               f"one bar every {options.bar_seconds:g} s", file=options.out)  # fmt: skip
         stop = asyncio.Event()
         install_signal_handlers(stop)
-        table = Table(options.out)
+        table = Table(options.out, len(sim.symbols))
         holder: dict[str, Any] = {}
 
         async def started(daemon: Any) -> None:

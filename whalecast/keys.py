@@ -32,6 +32,14 @@ class Keys:
         """Last bar open time, feature-list version, counters (a hash)."""
         return f"{self.series_base(series)}:meta"
 
+    def predicted(self, series: Series) -> str:
+        """Open time (ms) of the newest bar whose predictions were published (a string).
+
+        Written in the same pipeline as the predictions; a replica taking the series
+        over predicts the stored bars after it, and none before it.
+        """
+        return f"{self.series_base(series)}:predicted"
+
     def scores(self, series: Series) -> str:
         """Predictions awaiting their outcome bar, for live scoring (a hash)."""
         return f"{self.series_base(series)}:pending"

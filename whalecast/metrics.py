@@ -11,6 +11,8 @@ dashboard use these names; a test checks each one exists in a real scrape.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -67,6 +69,7 @@ class Metrics:
 
         # store
         self.store_seconds = Histogram("whalecast_store_seconds", "Redis window-store operations, per bar (all series at once).", ["operation"], buckets=FAST_BUCKETS, registry=r)  # fmt: skip
+        self.store_restored = Counter("whalecast_store_restored_series_total", "Series whose keys Redis had lost (restart without persistence) rewritten from the daemon's memory.", registry=r)  # fmt: skip
         self.redis_errors = Counter("whalecast_redis_errors_total", "Redis commands that failed, by operation.", ["operation"], registry=r)  # fmt: skip
 
         # the bar loop
@@ -81,7 +84,10 @@ class Metrics:
         self.series_owned = Gauge("whalecast_series_owned", "Series this replica owns (its shard).", registry=r)  # fmt: skip
         self.last_publish = Gauge("whalecast_last_publish_timestamp_seconds", "Wall time predictions were last published.", ["timeframe"], registry=r)  # fmt: skip
         self.history_bars = Counter("whalecast_bars_history_total", "Bars stored without a prediction because they closed before the daemon started (start-up backfill).", ["timeframe"], registry=r)  # fmt: skip
+        self.bars_caught_up = Counter("whalecast_bars_caught_up_total", "Bars that closed before this replica started, predicted because no replica had published them (takeover of a shard, restart).", ["timeframe"], registry=r)  # fmt: skip
+        self.bars_unpredicted = Counter("whalecast_bars_unpredicted_total", "Stored bars no replica published and whose windows are gone (found at start-up).", ["timeframe"], registry=r)  # fmt: skip
         self.bars_processed = Counter("whalecast_bars_processed_total", "Bar closes handled by the bar loop.", ["timeframe"], registry=r)  # fmt: skip
+        self.loop_tasks = Gauge("whalecast_event_loop_tasks", "asyncio tasks alive in the daemon's event loop (flat unless tasks leak).", registry=r)  # fmt: skip
         self.loop_lag = Histogram("whalecast_event_loop_lag_seconds", "How late the event loop runs a timer it was asked to run.", buckets=LAG_BUCKETS, registry=r)  # fmt: skip
 
         # models
@@ -96,6 +102,22 @@ class Metrics:
         self.live_scored = Counter("whalecast_live_scored_total", "Predictions scored against their outcome bar.", ["model"], registry=r)  # fmt: skip
         self.live_accuracy = Gauge("whalecast_live_accuracy_ratio", "Direction hit rate over the last scoring_window scored predictions.", ["model"], registry=r)  # fmt: skip
         self.live_mae = Gauge("whalecast_live_log_volume_mae", "Mean absolute error of log volume over the last scoring_window scored predictions.", ["model"], registry=r)  # fmt: skip
+
+    def initialise(self, timeframes: Iterable[str], models: Iterable[str]) -> None:
+        """Create the label sets of the bar loop and the models a daemon will use, so that
+        every family shows (at zero) from the first scrape, before its first event."""
+        for timeframe in timeframes:
+            for family in (self.bar_latency, self.not_ready, self.late_series, self.series_ready,
+                           self.history_bars, self.bars_processed):  # fmt: skip
+                family.labels(timeframe)
+        for model in models:
+            for family in (self.inference_seconds, self.batch_size, self.predictions,
+                           self.model_reload_failing, self.live_scored):  # fmt: skip
+                family.labels(model)
+            self.predictions_dropped.labels(model, "non_finite")
+            for outcome in ("loaded", "refused"):
+                self.model_reloads.labels(model, outcome)
+        self.redis_errors.labels("publish")
 
     def render(self) -> bytes:
         """The exposition text, as ``/metrics`` serves it."""

@@ -21,15 +21,16 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.connection import HiredisRespSerializer
-from redis.exceptions import NoScriptError
+from redis.exceptions import AuthenticationError, NoPermissionError, NoScriptError, RedisError
 from redis.utils import HIREDIS_AVAILABLE
 
 if HIREDIS_AVAILABLE:
@@ -227,6 +228,15 @@ async def run_script_pipeline(
     raise AssertionError("unreachable")
 
 
+async def mget(client: Any, keys: Sequence[str]) -> list[Any]:
+    """``MGET`` of keys that may live in different Cluster slots (one request per node)."""
+    if not keys:
+        return []
+    if isinstance(client, RedisCluster):
+        return list(await client.mget_nonatomic(keys))
+    return list(await client.mget(keys))
+
+
 class RedisHandle:
     """Context manager giving the configured client, starting the embedded server if asked."""
 
@@ -241,7 +251,21 @@ class RedisHandle:
             self.embedded = EmbeddedRedis(self.settings.state_dir).start()
             url = self.embedded.url
         self.client = connect(self.settings, url)
+        await self._check(url)
         return self.client
+
+    async def _check(self, url: str) -> None:
+        """Fail at start-up, clearly, when Redis cannot be used (wrong address, credentials,
+        certificates): one PING."""
+        try:
+            if isinstance(self.client, RedisCluster):
+                # learn the slot map now: the cluster pub/sub client needs it before its
+                # first subscribe, and a wrong URL fails here rather than at the first bar
+                await self.client.initialize()
+            await self.client.ping()
+        except (RedisError, OSError) as e:
+            await self.__aexit__(None, None, None)
+            raise RedisUnavailable(describe_redis_error(e, self.settings, url)) from e
 
     async def __aexit__(
         self,
@@ -253,3 +277,37 @@ class RedisHandle:
             await self.client.aclose()
         if self.embedded is not None:
             self.embedded.stop()
+
+
+class RedisUnavailable(Exception):
+    """Redis cannot be used; the message says what is wrong and never holds a secret."""
+
+
+def public_url(url: str) -> str:
+    """``url`` without its password (what messages and logs may show)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rsplit("@", 1)[1]
+    user = f"{parts.username}:" if parts.username else ":"
+    return urlunsplit((parts.scheme, f"{user}***@{host}", parts.path, parts.query, ""))
+
+
+def describe_redis_error(error: BaseException, settings: RedisSettings, url: str) -> str:
+    """One line for an operator: where, what kind of failure, Redis' own words; no secrets."""
+    where = f"Redis at {public_url(url)}"
+    detail = str(error) or type(error).__name__
+    if isinstance(error, AuthenticationError):
+        text = f"{where} refused the configured credentials: {detail}"
+    elif isinstance(error, NoPermissionError):
+        text = f"{where}: the configured user lacks a permission whalecast needs: {detail}"
+    elif "SSL" in detail or "certificate" in detail.lower():
+        text = f"TLS with {where} failed (check redis.tls_ca_file and the server certificate): {detail}"
+    elif isinstance(error, RedisError | OSError) and "connect" in detail.lower():
+        text = f"cannot connect to {where}: {detail}"
+    else:
+        text = f"{where} failed: {type(error).__name__}: {detail}"
+    for secret in (settings.password, settings.username):
+        if secret is not None and secret.get_secret_value():
+            text = text.replace(secret.get_secret_value(), "**********")
+    return text

@@ -15,12 +15,21 @@ Unknown keys and wrong types are rejected; :func:`load_settings` raises
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -37,7 +46,8 @@ class ConfigError(Exception):
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # no NaN or infinity anywhere: an infinite timeout or size would fail far from its cause
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 PositiveSeconds = Annotated[float, Field(gt=0)]
@@ -140,7 +150,7 @@ class FeatureSettings(Section):
 class InferenceSettings(Section):
     registry: Path = Path(".whalecast/models")
     models: list[str] = Field(default_factory=lambda: ["direction", "volume"])
-    backend: Literal["onnx", "tf-function", "tf-xla", "keras"] = "tf-xla"
+    backend: Literal["onnx", "tf-function", "tf-xla", "keras"] = "tf-function"
     batch_buckets: list[int] = Field(default_factory=lambda: [1, 8, 32, 128, 512, 1024, 4096])
     expiry_hours: PositiveSeconds = 24.0 * 14
     stop_serving_expired: bool = False
@@ -148,6 +158,13 @@ class InferenceSettings(Section):
     shutdown_grace_seconds: PositiveSeconds = 10.0
     scoring_window: int = Field(500, gt=0)
     registry_sync: Literal["none", "redis"] = "none"
+
+    @field_validator("batch_buckets")
+    @classmethod
+    def _positive_buckets(cls, buckets: list[int]) -> list[int]:
+        if not buckets or min(buckets) < 1:
+            raise ValueError("batch_buckets must hold at least one positive size")
+        return sorted(set(buckets))
 
 
 class MetricsSettings(Section):
@@ -158,10 +175,25 @@ class MetricsSettings(Section):
 class ShardSettings(Section):
     index: int = Field(0, ge=0)
     count: int = Field(1, ge=1)
+    index_from_hostname: bool = False
+
+    @model_validator(mode="after")
+    def _index_in_range(self) -> ShardSettings:
+        if not self.index_from_hostname and self.index >= self.count:
+            raise ValueError(f"shard.index {self.index} is outside 0..{self.count - 1}")
+        return self
 
 
 PresetName = Literal["volume", "direction", "direction-deep", "direction-gru", "ensemble"]
 HyperValue = int | float | bool | str | list[str]
+
+
+class TrainingJob(Section):
+    """One entry of ``training.jobs``: what one of several parallel trainers builds."""
+
+    preset: PresetName
+    name: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]+$")  # registry name; default: preset
+    symbols: list[str] = Field(default_factory=list)  # train on these only; empty: every series
 
 
 class TrainingSettings(Section):
@@ -187,15 +219,24 @@ class TrainingSettings(Section):
     backtest_mode: Literal["long_flat", "long_short"] = "long_flat"
     bootstrap_samples: int = Field(1000, ge=10)
     bootstrap_block_hours: float = Field(24.0, gt=0)
-    walk_forward_folds: int = Field(0, ge=0)
     seed: int = 42
     promote_metric_direction: Literal["auc", "accuracy", "balanced_accuracy", "log_loss"] = "auc"
     promote_metric_volume: Literal["mae", "rmse", "mape"] = "mae"
     promote_min_improvement: float = Field(0.0, ge=0)
+    promote_requires_significance: bool = True
     promote_against_baseline: bool = True
     refresh_every_seconds: PositiveSeconds | None = None
     tune_trials: int = Field(20, gt=0)
     tune_epochs: int = Field(10, gt=0)
+    jobs: list[TrainingJob] = Field(default_factory=list)
+    job_index: int | None = Field(None, ge=0)
+
+    @model_validator(mode="after")
+    def _jobs_distinct(self) -> TrainingSettings:
+        names = [job.name or job.preset for job in self.jobs]
+        if len(set(names)) != len(names):
+            raise ValueError(f"training.jobs: two jobs write the same model ({names})")
+        return self
 
 
 class Settings(BaseSettings):
@@ -289,6 +330,32 @@ def secrets_dir(environ: Mapping[str, str] | None = None) -> Path:
     return DEFAULT_SECRETS_DIR
 
 
+def with_shard_from_hostname(settings: Settings, hostname: str) -> Settings:
+    """``shard.index_from_hostname``: the index is the trailing ``-N`` of ``hostname``.
+
+    A StatefulSet names its pods ``<name>-<ordinal>``, and the pod's hostname is its
+    name. Returns settings with that index (and the flag cleared), or raises
+    :class:`ConfigError`. Without the flag the settings come back unchanged.
+    """
+    shard = settings.shard
+    if not shard.index_from_hostname:
+        return settings
+    match = re.fullmatch(r".*-([0-9]+)", hostname)
+    if match is None:
+        raise ConfigError(
+            f"shard.index_from_hostname is set but the host name {hostname!r} "
+            "does not end in -<ordinal>"
+        )
+    index = int(match.group(1))
+    if index >= shard.count:
+        raise ConfigError(
+            f"shard index {index} (from the host name {hostname!r}) is outside "
+            f"0..{shard.count - 1} (shard.count)"
+        )
+    resolved = shard.model_copy(update={"index": index, "index_from_hostname": False})
+    return settings.model_copy(update={"shard": resolved})
+
+
 def config_path(cli_path: str | Path | None = None) -> Path | None:
     """The config file to read: ``--config``, else ``WHALECAST_CONFIG``, else none."""
     if cli_path is not None:
@@ -305,6 +372,8 @@ def read_config_file(path: Path) -> dict[str, Any]:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as e:
         raise ConfigError(f"{path}: cannot read config file: {e.strerror}") from e
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {e.start})") from e
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from e
     except RecursionError as e:
@@ -313,6 +382,9 @@ def read_config_file(path: Path) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    odd = [repr(key) for key in data if not isinstance(key, str)]
+    if odd:
+        raise ConfigError(f"{path}: section names must be text, not {', '.join(odd[:5])}")
     return data
 
 

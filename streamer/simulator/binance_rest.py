@@ -62,7 +62,7 @@ class BinanceRest:
         if not request.path.startswith(API + "/"):
             return await handler(request)
         self.faults.counters["rest_requests"] += 1
-        failure = self.faults.take_rest_error()
+        failure = self.faults.take_rest_error(request.path.rsplit("/", 1)[-1])
         if failure is not None:
             return _failure(*failure)
         try:

@@ -14,6 +14,8 @@ connection is closed.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import time
 from collections import Counter
@@ -25,7 +27,7 @@ from streamer.simulator.data import Bars
 from streamer.simulator.faults import Faults
 from streamer.simulator.hub import Connection, Hub
 from streamer.simulator.market import Market
-from streamer.simulator.wire import fmt, kline_event, kline_fields
+from streamer.simulator.wire import fmt, kline_event, kline_fields, kline_text
 
 AFTER_REAL = ("duplicate", "out_of_order")  # bad messages that follow the real closed bar
 METHODS = ("SUBSCRIBE", "UNSUBSCRIBE", "LIST_SUBSCRIPTIONS")
@@ -49,9 +51,14 @@ class BinanceStream:
         self.max_messages_per_second = max_messages_per_second
         self.hub = Hub("exchange", faults.counters, send_timeout_seconds)
         faults.register_dropper("exchange", self.hub.drop)
+        self._names: dict[str, str] = {}
+        self._later: set[asyncio.Task[None]] = set()
 
     def stream_name(self, bars: Bars) -> str:
-        return f"{bars.wire.lower()}@kline_{self.market.timeframe}"
+        name = self._names.get(bars.symbol)
+        if name is None:
+            name = self._names[bars.symbol] = f"{bars.wire.lower()}@kline_{self.market.timeframe}"
+        return name
 
     # -- connections ------------------------------------------------------------------
 
@@ -61,7 +68,7 @@ class BinanceStream:
             return web.json_response({"code": -1, "msg": "Service unavailable."}, status=503)
         ws = web.WebSocketResponse(autoping=False, compress=False, timeout=2.0)
         await ws.prepare(request)
-        conn = self.hub.add(ws, request.path)
+        conn = self.hub.add(ws, request)
         try:
             async for msg in ws:
                 if self._over_rate(conn):
@@ -72,6 +79,23 @@ class BinanceStream:
         finally:
             self.hub.remove(conn)
         return ws
+
+    async def keepalive(self, ping_seconds: float | None, lifetime_seconds: float | None) -> None:
+        """Ping every connection every ``ping_seconds`` (Binance: 20 s; not while stalled) and
+        close it with 1001 once older than ``lifetime_seconds`` (Binance: 24 h)."""
+        period = min(x for x in (ping_seconds, lifetime_seconds) if x is not None)
+        while True:
+            await asyncio.sleep(period)
+            now = time.monotonic()
+            for conn in list(self.hub.connections.values()):
+                if lifetime_seconds is not None and now - conn.opened >= lifetime_seconds:
+                    self.counters["exchange_lifetime_closed"] += 1
+                    await self.hub.close(
+                        conn, WSCloseCode.GOING_AWAY, "connection lifetime reached"
+                    )
+                elif ping_seconds is not None and not self.faults.stalled():
+                    with contextlib.suppress(ConnectionError, RuntimeError):
+                        await conn.ws.ping()
 
     def _over_rate(self, conn: Connection) -> bool:
         now = time.monotonic()
@@ -115,32 +139,62 @@ class BinanceStream:
 
     # -- events -----------------------------------------------------------------------
 
-    def forming_phase(self) -> Phase:
-        """The forming bar of every live series at the market's current progress."""
-        market, phase = self.market, Phase()
-        for bars in market.series.values():
-            i = market.forming_index(bars)
-            if i is not None:
-                k = kline_fields(market.candle(bars, i), bars.wire, market.timeframe, market.bar_ms)
-                phase[self.stream_name(bars)] = [(kline_event(k, market.now_ms), None)]
-        return phase
+    def forming_phase(self, live: list[tuple[Bars, int]]) -> Phase:
+        """The forming bar ``i`` of each live series at the market's current progress."""
+        market, tf, bar_ms, now = (
+            self.market,
+            self.market.timeframe,
+            self.market.bar_ms,
+            self.market.now_ms,
+        )
+        return {
+            self.stream_name(bars): [
+                (kline_text(market.forming_candle(bars, i), bars.wire, tf, bar_ms, now), None)
+            ]
+            for bars, i in live
+        }
 
     def closed_phase(self, closing: list[tuple[Bars, int]], event_ms: int) -> Phase:
         """The final (``x: true``) event of each closing bar, with any armed bad messages."""
         market, phase = self.market, Phase()
         for bars, i in closing:
-            k = kline_fields(
-                market.closed_candle(bars, i), bars.wire, market.timeframe, market.bar_ms
-            )
-            real = kline_event(k, event_ms)
+            candle = market.closed_candle(bars, i)
+            real = kline_text(candle, bars.wire, market.timeframe, market.bar_ms, event_ms)
+            name = self.stream_name(bars)
+            withheld = self.faults.take_withheld(bars.symbol)
+            delay = None if withheld else self.faults.take_close_delay(bars.symbol)
+            sent: list[tuple[str, str | None]] = [] if withheld or delay else [(real, None)]
+            if delay:
+                self._publish_later(delay, {name: [(real, None)]})
+            kinds = self.faults.kinds_for(bars.symbol)
+            if not kinds:
+                phase[name] = sent
+                continue
+            k = kline_fields(candle, bars.wire, market.timeframe, market.bar_ms)
             before: list[tuple[str, str | None]] = []
             after: list[tuple[str, str | None]] = []
-            for kind in self.faults.kinds_for(bars.symbol):
+            for kind in kinds:
                 text = _bad_event(kind, k, bars, i, market=market, event_ms=event_ms)
                 if text is not None:
                     (after if kind in AFTER_REAL else before).append((text, kind))
-            phase[self.stream_name(bars)] = [*before, (real, None), *after]
+            phase[name] = [*before, *sent, *after]
         return phase
+
+    def _publish_later(self, seconds: float, phase: Phase) -> None:
+        async def later() -> None:
+            await asyncio.sleep(seconds)
+            await self.publish(phase)
+
+        task = asyncio.get_running_loop().create_task(later())
+        self._later.add(task)
+        task.add_done_callback(self._later.discard)
+
+    async def cancel_later(self) -> None:
+        """Forget delayed events not sent yet (at shutdown)."""
+        for task in list(self._later):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     async def publish(self, phase: Phase) -> None:
         """Send each connection the events of the streams it subscribed (nothing if stalled)."""

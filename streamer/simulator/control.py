@@ -23,6 +23,8 @@ ACTIONS = frozenset(
         "refuse",
         "stall",
         "inject",
+        "delay_close",
+        "withhold",
         "rest_gap",
         "clear_gaps",
         "rest_errors",

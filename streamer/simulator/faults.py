@@ -65,10 +65,12 @@ class Faults:
     stall_until: float = 0.0
     whale_down_until: float = 0.0
     whale_flap_bars: int = 0
-    _rest_errors: list[tuple[int, float]] = field(default_factory=list)
+    _rest_errors: list[tuple[int, float, str | None]] = field(default_factory=list)
     _gaps: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
     _armed: list[_Armed] = field(default_factory=list)
+    _withheld: dict[str, int] = field(default_factory=dict)
     _whale_armed: list[str] = field(default_factory=list)
+    _close_delays: dict[str, list[float]] = field(default_factory=dict)
     _droppers: dict[str, Dropper] = field(default_factory=dict)
     _tasks: set[asyncio.Task[int]] = field(default_factory=set)
 
@@ -122,6 +124,39 @@ class Faults:
             armed.remaining -= 1
         self._armed = [a for a in self._armed if a.remaining > 0]
 
+    def delay_close(self, symbol: str, seconds: float, count: int = 1) -> None:
+        """Send the real closed event of ``symbol``'s next ``count`` bars ``seconds`` (wall
+        time) after the others: one stream of the exchange lags; REST has the bar at once."""
+        if seconds <= 0:
+            raise ValueError("seconds must be positive")
+        if count < 1:
+            raise ValueError("count must be at least 1")
+        self._close_delays.setdefault(symbol, []).extend([seconds] * count)
+
+    def take_close_delay(self, symbol: str) -> float | None:
+        """The delay for ``symbol``'s closing bar now, if one is armed (then it is used up)."""
+        delays = self._close_delays.get(symbol)
+        if not delays:
+            return None
+        self.counters["delayed_close"] += 1
+        return delays.pop(0)
+
+    def withhold(self, symbol: str, bars: int = 1) -> None:
+        """Leave out ``symbol``'s closed event for its next ``bars`` closes (REST still has
+        the bars): that series' close is only seen at the next bar or over REST, late."""
+        if bars < 1:
+            raise ValueError("bars must be at least 1")
+        self._withheld[symbol] = self._withheld.get(symbol, 0) + bars
+
+    def take_withheld(self, symbol: str) -> bool:
+        """True (and one bar counted down) when ``symbol``'s closed event is to be left out."""
+        left = self._withheld.get(symbol, 0)
+        if left <= 0:
+            return False
+        self._withheld[symbol] = left - 1
+        self.counters["closed_withheld"] += 1
+        return True
+
     # -- REST -------------------------------------------------------------------------
 
     def rest_gap(self, symbol: str, start_ms: int, end_ms: int) -> None:
@@ -136,18 +171,22 @@ class Faults:
     def clear_gaps(self) -> None:
         self._gaps.clear()
 
-    def rest_errors(self, count: int, status: int = 500, retry_after: float = 1.0) -> None:
-        """Fail the next ``count`` REST requests with ``status`` (429/418 carry Retry-After)."""
+    def rest_errors(
+        self, count: int, status: int = 500, retry_after: float = 1.0, endpoint: str | None = None
+    ) -> None:
+        """Fail the next ``count`` REST requests with ``status`` (429/418 carry Retry-After);
+        with ``endpoint`` (e.g. ``"klines"``) only requests to that endpoint."""
         if status not in (418, 429, 500, 502, 503, 504):
             raise ValueError(f"unsupported REST failure status {status}")
-        self._rest_errors.extend([(status, retry_after)] * count)
+        self._rest_errors.extend([(status, retry_after, endpoint)] * count)
 
-    def take_rest_error(self) -> tuple[int, float] | None:
-        if not self._rest_errors:
-            return None
-        status, retry_after = self._rest_errors.pop(0)
-        self.counters[f"rest_errors:{status}"] += 1
-        return status, retry_after
+    def take_rest_error(self, endpoint: str | None = None) -> tuple[int, float] | None:
+        for index, (status, retry_after, only) in enumerate(self._rest_errors):
+            if only is None or only == endpoint:
+                del self._rest_errors[index]
+                self.counters[f"rest_errors:{status}"] += 1
+                return status, retry_after
+        return None
 
     # -- whale feed -------------------------------------------------------------------
 
@@ -170,7 +209,8 @@ class Faults:
         return True
 
     def whale_inject(self, kind: str, count: int = 1) -> None:
-        """Send ``count`` bad whale messages of ``kind`` at the next bar's alerts."""
+        """Send ``count`` bad whale messages of ``kind`` at the next bar's alerts that has a
+        subscribed client to receive them."""
         if kind not in WHALE_FAULTS:
             raise ValueError(f"unknown whale fault {kind!r}; known: {sorted(WHALE_FAULTS)}")
         self._whale_armed.extend([kind] * count)
@@ -187,6 +227,8 @@ class Faults:
             "stalled": self.stalled(),
             "whale_refusing": self.whale_refusing(),
             "armed": [vars(a) for a in self._armed],
+            "close_delays": {k: list(v) for k, v in self._close_delays.items() if v},
+            "withheld": {k: v for k, v in self._withheld.items() if v > 0},
             "rest_errors_pending": len(self._rest_errors),
             "whale_armed": list(self._whale_armed),
         }

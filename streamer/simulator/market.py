@@ -35,7 +35,7 @@ def trade_count(index: int, fraction: float) -> int:
 
 def partial(bars: Bars, i: int, fraction: float) -> Ohlcv:
     """Bar ``i`` as it looks after ``fraction`` of its time: converges to the real bar at 1."""
-    o, h, l, c, v = (float(x[i]) for x in (bars.open, bars.high, bars.low, bars.close, bars.volume))  # noqa: E741
+    o, h, l, c, v = (x.item(i) for x in (bars.open, bars.high, bars.low, bars.close, bars.volume))  # noqa: E741
     if fraction >= 1.0:
         return o, h, l, c, v
     f = max(fraction, 0.0)
@@ -92,6 +92,15 @@ class Market:
         return Candle(
             i, int(bars.open_ms[i]), partial(bars, i, fraction), trade_count(i, fraction), closed
         )
+
+    def live(self) -> list[tuple[Bars, int]]:
+        """``(series, index of its forming bar)`` for every series that has a bar forming."""
+        return [(b, i) for b in self.series.values() if (i := self.forming_index(b)) is not None]
+
+    def forming_candle(self, bars: Bars, i: int) -> Candle:
+        """Bar ``i`` at the market's current progress, still open."""
+        f = self.fraction
+        return Candle(i, int(bars.open_ms[i]), partial(bars, i, f), trade_count(i, f), False)
 
     def closed_candle(self, bars: Bars, i: int) -> Candle:
         """Bar ``i`` in full, as its closed event carries it."""

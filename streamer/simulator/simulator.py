@@ -3,9 +3,10 @@ port of 127.0.0.1, replaying history (or synthetic series) on a virtual clock.
 
 The clock either runs by itself (``bar_seconds`` of wall time per bar, forming updates
 spread inside it) or is stepped by :meth:`Simulator.advance` (``bar_seconds=None``).
-Each bar: ``forming_updates`` forming events (``x: false``), the whale alerts of the
-bar's hours in the middle, then the closed event (``x: true``) once the bar is closed
-on REST too.
+Each bar: ``forming_updates`` forming events (``x: false``), each followed by the whale
+alerts of the flow hours that have begun by then (the rest of the bar's hours just
+before it closes), then the closed event (``x: true``) once the bar is closed on REST
+too. An alert is stamped at the virtual now, inside its hour.
 """
 
 from __future__ import annotations
@@ -53,6 +54,8 @@ class SimulatorConfig:
     max_streams_per_connection: int = 1024
     max_messages_per_second: float = 5.0
     send_timeout_seconds: float = 10.0
+    ws_ping_seconds: float | None = 20.0  # server pings, as Binance sends every 20 s
+    connection_lifetime_seconds: float | None = None  # Binance closes connections after 24 h
 
     def load_series(self) -> list[Bars]:
         if self.synthetic is not None:
@@ -100,8 +103,9 @@ class Simulator:
                 config.send_timeout_seconds,
             )
         self._lock = asyncio.Lock()
+        self._whale_sent_ms = self.market.cursor_ms  # flow hours before the start stay history
         self._runner: web.AppRunner | None = None
-        self._clock: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
         self.port = 0
         self.bars_played = 0
 
@@ -169,8 +173,14 @@ class Simulator:
         site = web.TCPSite(self._runner, self.config.host, self.config.port)
         await site.start()
         self.port = int(self._runner.addresses[0][1])
-        if self.config.bar_seconds is not None:
-            self._clock = asyncio.create_task(self._run_clock(self.config.bar_seconds))
+        config = self.config
+        if config.bar_seconds is not None:
+            self._tasks.append(asyncio.create_task(self._run_clock(config.bar_seconds)))
+        if config.ws_ping_seconds is not None or config.connection_lifetime_seconds is not None:
+            keepalive = self.stream.keepalive(
+                config.ws_ping_seconds, config.connection_lifetime_seconds
+            )
+            self._tasks.append(asyncio.create_task(keepalive))
         log.info(
             "simulator_started",
             url=self.base_url,
@@ -181,10 +191,11 @@ class Simulator:
         )
 
     async def stop(self) -> None:
-        if self._clock is not None:
-            self._clock.cancel()
-            await asyncio.gather(self._clock, return_exceptions=True)
-            self._clock = None
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        await self.stream.cancel_later()
         await self.stream.hub.drop()
         if self.whale is not None:
             await self.whale.hub.drop()
@@ -234,30 +245,27 @@ class Simulator:
                 return False
             if self.whale is not None and self.faults.take_whale_flap():
                 await self.whale.hub.drop()
+            live = market.live()
             n = self.config.forming_updates
-            whale_after = max(1, (n + 1) // 2) if n else 0
-            if n == 0:
-                await self._publish_whale()
             for j in range(1, n + 1):
                 await pace(j / (n + 1))
                 market.fraction = j / (n + 1)
-                await self.stream.publish(self.stream.forming_phase())
-                if j == whale_after:
-                    await self._publish_whale()
+                await self.stream.publish(self.stream.forming_phase(live))
+                await self._publish_whale(market.now_ms + 1)
             await pace(1.0)
-            closing = [
-                (b, i) for b in market.series.values() if (i := market.forming_index(b)) is not None
-            ]
+            market.fraction = 1.0
+            await self._publish_whale(market.cursor_ms + market.bar_ms)
             market.step()
-            await self.stream.publish(self.stream.closed_phase(closing, market.now_ms))
+            await self.stream.publish(self.stream.closed_phase(live, market.now_ms))
             self.faults.bar_done()
             self.bars_played += 1
             return True
 
-    async def _publish_whale(self) -> None:
-        if self.whale is not None:
-            open_ms = self.market.cursor_ms
-            await self.whale.publish(open_ms, open_ms + self.market.bar_ms, self.market.now_ms)
+    async def _publish_whale(self, until_ms: int) -> None:
+        """Alerts of the flow hours that began before ``until_ms`` and were not sent yet."""
+        if self.whale is not None and until_ms > self._whale_sent_ms:
+            await self.whale.publish(self._whale_sent_ms, until_ms, self.market.now_ms)
+            self._whale_sent_ms = until_ms
 
 
 async def _no_pace(fraction: float) -> None:

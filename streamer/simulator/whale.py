@@ -26,7 +26,8 @@ and alerts in Whale Alert's shape, e.g.::
 
 Each hour of the flow history gives at most one inflow alert (unknown wallet →
 exchange) and one outflow alert (exchange → unknown wallet) carrying that hour's
-totals, sent while the bar containing that hour is forming.
+totals, sent while the bar containing that hour is forming, once the virtual clock
+has reached the hour.
 """
 
 from __future__ import annotations
@@ -171,7 +172,7 @@ class WhaleFeed:
             )
         ws = web.WebSocketResponse(compress=False, timeout=2.0)
         await ws.prepare(request)
-        conn = self.hub.add(ws, request.path)
+        conn = self.hub.add(ws, request)
         try:
             async for msg in ws:
                 if msg.type is WSMsgType.TEXT:
@@ -200,10 +201,12 @@ class WhaleFeed:
         conn.subscriptions.append(sub)
         return {"type": "subscribed_alerts", **sub}
 
-    async def publish(self, bar_open_ms: int, bar_end_ms: int, now_ms: int) -> None:
-        """Send the alerts of the hours in [bar_open, bar_end), stamped inside their hour."""
+    async def publish(self, start_ms: int, end_ms: int, now_ms: int) -> None:
+        """Send the alerts of the flow hours beginning in [start, end), stamped at ``now_ms``
+        clamped into their hour; then any armed bad messages (kept armed while no client is
+        subscribed, so an injection is never sent to nobody)."""
         alerts = []
-        for flow in self.flows_between(bar_open_ms, bar_end_ms):
+        for flow in self.flows_between(start_ms, end_ms):
             ts_s = min(max(now_ms // 1000, flow.hour_ms // 1000), flow.hour_ms // 1000 + 3599)
             alerts += [
                 build_alert(flow, inflow, ts_s)
@@ -211,7 +214,8 @@ class WhaleFeed:
                 if usd > 0
             ]
         self.sent_alerts.extend(alerts)
-        injected = self.faults.take_whale_injections()
+        listening = any(conn.subscriptions for conn in self.hub.connections.values())
+        injected = self.faults.take_whale_injections() if listening else []
         template = alerts[0] if alerts else build_alert(_CANNED, True, now_ms // 1000)
         batches = []
         for conn in self.hub.connections.values():

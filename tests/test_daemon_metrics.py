@@ -1,0 +1,134 @@
+"""The running daemon over real HTTP: ``/metrics`` parses and carries what the bar loop
+did, ``/healthz`` answers, ``/readyz`` says 503 until the daemon is warm; live scoring
+matches the hit rate and error computed here from the published predictions."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+from prometheus_client.parser import text_string_to_metric_families
+
+from streamer.simulator import Simulator
+from tests.daemon_helpers import (
+    http_get,
+    metric,
+    simulated_daemon,
+    wait_until,
+    wait_until_ready,
+    write_demo_models,
+)
+
+pytestmark = [pytest.mark.redis, pytest.mark.tf, pytest.mark.slow]
+
+HOUR = 3_600_000
+
+
+def samples(text: str) -> dict[str, list[tuple[dict[str, str], float]]]:
+    """Sample name -> (labels, value) of a Prometheus text exposition."""
+    out: dict[str, list[tuple[dict[str, str], float]]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out.setdefault(sample.name, []).append((sample.labels, sample.value))
+    return out
+
+
+def value(parsed: dict[str, list[tuple[dict[str, str], float]]], name: str, **labels: str) -> float:
+    found = [v for lab, v in parsed.get(name, []) if labels.items() <= lab.items()]
+    assert len(found) == 1, f"{name}{labels}: {found}"
+    return found[0]
+
+
+async def test_metrics_health_and_readiness_over_http(
+    redis_url: str, redis_client: aioredis.Redis, tmp_path: Path
+) -> None:
+    registry = tmp_path / "registry"
+    versions = write_demo_models(registry)
+
+    def refuse(sim: Simulator) -> None:
+        sim.faults.refuse(60.0)  # websocket handshakes fail: the feed is not up
+
+    async with simulated_daemon(redis_url, redis_client, registry, prepare=refuse) as run:
+        assert run.daemon.http is not None
+        port = run.daemon.http.port
+        assert await http_get(port, "/healthz") == (200, json.dumps({"status": "ok"}))
+        status, body = await http_get(port, "/readyz")
+        assert status == 503 and "feeds" in json.loads(body)["missing"]
+        refused = run.sim.faults.counters
+        await wait_until(lambda: refused["exchange_refused"] >= 1, what="a refused handshake")
+        status, body = await http_get(port, "/readyz")
+        assert status == 503 and "feeds" in json.loads(body)["missing"]
+        run.sim.faults.refuse(0)  # the exchange is back
+        await wait_until_ready(run.daemon)
+        status, body = await http_get(port, "/readyz")
+        assert status == 200 and json.loads(body)["ready"] is True
+
+        await run.step(3)
+        await wait_until(lambda: len(run.sub.messages) == 2 * 4 * 4, what="4 bars predicted")
+        status, text = await http_get(port, "/metrics")
+        assert status == 200
+
+    parsed = samples(text)
+    bars = 4  # the bar closed at start-up and three more
+    assert value(parsed, "whalecast_bar_latency_seconds_count", timeframe="1h") == bars
+    assert value(parsed, "whalecast_bar_latency_seconds_bucket", timeframe="1h", le="+Inf") == bars
+    for model in ("direction", "volume"):
+        assert value(parsed, "whalecast_inference_seconds_count", model=model) == bars
+        assert value(parsed, "whalecast_inference_seconds_sum", model=model) > 0
+        assert value(parsed, "whalecast_inference_batch_size_sum", model=model) == 4 * bars
+        assert value(parsed, "whalecast_predictions_published_total", model=model) == 4 * bars
+        info = value(parsed, "whalecast_model_info", model=model, version=versions[model])
+        assert info == 1.0
+        assert value(parsed, "whalecast_live_scored_total", model=model) == 4 * (bars - 1)
+    assert 0.0 <= value(parsed, "whalecast_live_accuracy_ratio", model="direction") <= 1.0
+    assert value(parsed, "whalecast_live_log_volume_mae", model="volume") >= 0.0
+    assert value(parsed, "whalecast_feed_messages_total", exchange="binance", feed="candles") > 0
+    assert value(parsed, "whalecast_event_loop_lag_seconds_count") > 0
+    assert value(parsed, "whalecast_series_ready", timeframe="1h") == 4
+    reconnect = value(parsed, "whalecast_feed_reconnects_total", exchange="binance",
+                      feed="candles", cause="error")  # fmt: skip
+    assert reconnect >= 1, "the refused handshakes were counted"
+    assert value(parsed, "process_resident_memory_bytes") > 0
+
+
+def expected_scores(
+    messages: list[dict[str, Any]], closed: dict[str, dict[int, tuple[float, float]]]
+) -> tuple[list[float], list[float]]:
+    """Direction hits and log-volume errors of every prediction whose outcome bar closed."""
+    hits: list[float] = []
+    errors: list[float] = []
+    for m in messages:
+        bars = closed[m["symbol"]]
+        if m["bar_close_ms"] not in bars:
+            continue
+        close, _ = bars[m["bar_open_ms"]]
+        close_next, volume_next = bars[m["bar_close_ms"]]
+        if m["model"] == "direction":
+            hits.append(1.0 if (m["value"] >= 0.5) == (close_next > close) else 0.0)
+        else:
+            errors.append(abs(math.log1p(m["value"]) - math.log1p(volume_next)))
+    return hits, errors
+
+
+async def test_live_scores_match_the_published_predictions(
+    redis_url: str, redis_client: aioredis.Redis, tmp_path: Path
+) -> None:
+    registry = tmp_path / "registry"
+    write_demo_models(registry)
+    async with simulated_daemon(redis_url, redis_client, registry) as run:
+        daemon = run.daemon
+        await wait_until_ready(daemon)
+        await run.step(6)
+        await wait_until(lambda: len(run.sub.messages) == 2 * 4 * 7, what="7 bars predicted")
+        closed = {s: {b[0]: (b[4], b[5]) for b in run.sim.closed_bars(s)} for s in run.sim.symbols}
+        hits, errors = expected_scores(run.sub.messages, closed)
+        assert len(hits) == len(errors) == 4 * 6
+        accuracy = metric(daemon, "whalecast_live_accuracy_ratio", model="direction")
+        mae = metric(daemon, "whalecast_live_log_volume_mae", model="volume")
+        assert accuracy == pytest.approx(sum(hits) / len(hits), abs=1e-12)
+        assert mae == pytest.approx(sum(errors) / len(errors), rel=1e-9)
+        assert metric(daemon, "whalecast_live_scored_total", model="direction") == len(hits)
