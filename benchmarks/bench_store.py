@@ -2,10 +2,11 @@
 
 For each series count: warm the store with real BTC bars (shipped slice), then
 for ``--bars`` bar closes time ``append`` (feature rows from the mirror plus
-one pipelined script call per series; the feature part alone is timed too), ``read_windows`` (Redis, one round
-trip) and ``windows`` (the in-memory mirror), and count the requests written
-to Redis per bar (one request = one round trip) and the commands Redis ran
-(``INFO commandstats``).
+one script call for every series; the feature part alone is timed too),
+``read_windows`` (Redis, one round trip) and ``windows`` (the in-memory
+mirror), and count the requests written to Redis per bar (one request = one
+round trip) and the commands Redis ran (``INFO commandstats``). The client
+packs commands as the daemon's does (:func:`whalecast.redisconn.with_fast_packing`).
 
     python -m benchmarks.bench_store                 # private redis-server (unix socket, AOF)
     python -m benchmarks.bench_store --redis-url redis://127.0.0.1:6379/0 --series 10 100
@@ -34,7 +35,7 @@ from streamer.history import bar_table, load_candles_csv, load_whale_flows_csv
 from streamer.store import BarRecord, WindowStore
 from whalecast.domain import Candle, Series, WhaleBar
 from whalecast.keys import Keys
-from whalecast.redisconn import EmbeddedRedis
+from whalecast.redisconn import EmbeddedRedis, with_fast_packing
 
 DATA = Path(__file__).resolve().parents[1] / "streamer" / "data"
 KEYS = Keys("whalecast-bench")
@@ -42,7 +43,7 @@ KEYS = Keys("whalecast-bench")
 
 def counting_client(url: str) -> tuple[aioredis.Redis, list[int]]:
     """A client whose connections count the requests they send."""
-    client = aioredis.Redis.from_url(url)
+    client = with_fast_packing(aioredis.Redis.from_url(url))
     pool = client.connection_pool
     sent = [0]
     base = pool.connection_class
@@ -144,7 +145,7 @@ async def run(url: str, counts: Sequence[int], bars: int) -> dict[str, Any]:
         "python": platform.python_version(),
         "redis": server,
         "redis_url_kind": url.split(":", 1)[0],
-        "note": "append = feature rows from the mirror + one pipeline of script calls; "
+        "note": "append = feature rows from the mirror + one script call for every series; "
         "read_windows = one pipelined round trip; round trips counted client-side",
         "results": results,
     }

@@ -262,6 +262,17 @@ def machine_info() -> dict[str, Any]:
 
 
 def run_bench(options: BenchOptions, sections: Sequence[str] | None = None) -> dict[str, Any]:
+    chosen = chosen_sections(options, sections)
+    with tempfile.TemporaryDirectory(prefix="whalecast-bench-") as tmp:
+        ctx = BenchContext(options=options, workdir=Path(tmp))
+        ctx.results["machine"] = machine_info()
+        for name in chosen:
+            ctx.results[name] = SECTIONS[name](ctx)
+        return ctx.results
+
+
+def chosen_sections(options: BenchOptions, sections: Sequence[str] | None) -> list[str]:
+    """The sections to run, in order (all when None); ValueError naming unknown ones."""
     chosen = list(sections) if sections is not None else list(SECTIONS)
     unknown = [name for name in chosen if name not in SECTIONS]
     unknown += [name for name in options.backends if name not in BACKENDS]
@@ -272,12 +283,7 @@ def run_bench(options: BenchOptions, sections: Sequence[str] | None = None) -> d
             f"unknown bench sections or backends {unknown}; sections: {', '.join(SECTIONS)}; "
             f"backends: {', '.join(BACKENDS)}"
         )
-    with tempfile.TemporaryDirectory(prefix="whalecast-bench-") as tmp:
-        ctx = BenchContext(options=options, workdir=Path(tmp))
-        ctx.results["machine"] = machine_info()
-        for name in chosen:
-            ctx.results[name] = SECTIONS[name](ctx)
-        return ctx.results
+    return chosen
 
 
 def format_table(results: dict[str, Any]) -> str:

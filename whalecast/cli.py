@@ -128,30 +128,31 @@ def _simulate_arguments(command: argparse.ArgumentParser) -> None:
 def _cmd_bench(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from inference.bench import BenchOptions, format_table, run_bench, write_results
+    from inference import bench
     from inference.bench_e2e import E2EOptions
     from whalecast.logs import configure_logging
     from whalecast.settings import LogSettings, load_settings
 
     settings = load_settings(args.config)
-    configure_logging(LogSettings(level="WARNING", format="console"))
     e2e = E2EOptions(
         series=args.e2e_series, bars=args.e2e_bars, window=settings.features.window,
         backend=args.e2e_backend or settings.inference.backend,
     )  # fmt: skip
-    options = BenchOptions(
+    options = bench.BenchOptions(
         sizes=args.sizes, backends=args.backends, repeats=args.repeats,
         per_series_sample=args.per_series_sample, matmul_size=args.matmul_size,
         buckets=settings.inference.batch_buckets, window=settings.features.window, e2e=e2e,
     )  # fmt: skip
     try:
-        results = run_bench(options, sections=args.sections)
+        sections = bench.chosen_sections(options, args.sections)
     except ValueError as e:
         print(f"whalecast bench: {e}", file=sys.stderr)
         return 2
-    print(format_table(results))
+    configure_logging(LogSettings(level="WARNING", format="console"))  # the daemon's, in e2e
+    results = bench.run_bench(options, sections)
+    print(bench.format_table(results))
     if args.out:
-        write_results(results, Path(args.out))
+        bench.write_results(results, Path(args.out))
         print(f"results written to {args.out}", file=sys.stderr)
     return 0
 
