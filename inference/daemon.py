@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -86,7 +87,8 @@ class Daemon:
             raise ValueError("resolve shard.index_from_hostname first (with_shard_from_hostname)")
         self.series = owned(all_series(settings), shard.index, shard.count)
         metrics.series_owned.set(len(self.series))
-        metrics.initialise(sorted({s.timeframe for s in self.series}), settings.inference.models)
+        timeframes = sorted({s.timeframe for s in self.series})
+        metrics.initialise(timeframes, settings.inference.models, started_s=time.time())
         self.store = WindowStore(
             redis, self.keys, self.series, settings.features.window, metrics,
             ttl_seconds=settings.features.store_ttl_seconds,

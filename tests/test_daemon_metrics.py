@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from pathlib import Path
 from typing import Any
 
@@ -52,9 +53,15 @@ async def test_metrics_health_and_readiness_over_http(
     def refuse(sim: Simulator) -> None:
         sim.faults.refuse(60.0)  # websocket handshakes fail: the feed is not up
 
+    started_s = time.time()
     async with simulated_daemon(redis_url, redis_client, registry, prepare=refuse) as run:
         assert run.daemon.http is not None
         port = run.daemon.http.port
+        # nothing published yet: the last-publish time is the daemon's start, so the
+        # no-predictions alert can fire for a daemon that never gets going
+        before = samples((await http_get(port, "/metrics"))[1])
+        last = value(before, "whalecast_last_publish_timestamp_seconds", timeframe="1h")
+        assert started_s <= last <= time.time()
         assert await http_get(port, "/healthz") == (200, json.dumps({"status": "ok"}))
         status, body = await http_get(port, "/readyz")
         assert status == 503 and "feeds" in json.loads(body)["missing"]

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from training.history import HistoryError, SeriesHistory, from_csv, from_rest
-from training.jobs import TrainingInterrupted, make_job, narrowed, select
+from training.jobs import Job, TrainingInterrupted, make_job, narrowed, select
 from training.params import DEFAULTS
 from whalecast.artifact import ArtifactError
 from whalecast.logs import get_logger
@@ -130,11 +130,35 @@ def train_once(settings: Settings, args: argparse.Namespace, stop: threading.Eve
 
     log.info("training_job", preset=job.preset, model=job.model_name,
              symbols=list(chosen.symbols) or "all")  # fmt: skip
+    if args.walk_forward:
+        walk_forward(settings, args, job, load_histories(settings, args, chosen.symbols), stop)
+        return
     outcome = run(settings, job, load_histories(settings, args, chosen.symbols), stop)
     print(text(outcome.report, outcome.model, outcome.version))
     print(json.dumps({"model": outcome.model, "version": outcome.version,
                       "promoted": bool(job.promote and outcome.decision.promote),
                       "directory": str(outcome.directory)}))  # fmt: skip
+    sys.stdout.flush()
+
+
+def walk_forward(
+    settings: Settings,
+    args: argparse.Namespace,
+    job: Job,
+    histories: list[SeriesHistory],
+    stop: threading.Event,
+) -> None:
+    """``--walk-forward K``: the rolling-origin report, printed and written as JSON."""
+    from training import walkforward  # noqa: PLC0415 - imports TensorFlow
+
+    report = walkforward.run(
+        settings, job, histories, args.walk_forward, fold_days=args.fold_days, stop=stop
+    )
+    output = Path(args.output or f"walk-forward-{job.model_name}.json")
+    output.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    print(walkforward.text(report))
+    print(json.dumps({"model": job.model_name, "walk_forward": args.walk_forward,
+                      "written_to": str(output)}))  # fmt: skip
     sys.stdout.flush()
 
 
@@ -174,6 +198,8 @@ def _train(settings: Settings, args: argparse.Namespace) -> int:
         return 0
     stop = stop_on_signals()
     every = args.every or settings.training.refresh_every_seconds
+    if args.walk_forward and args.every:
+        raise ValueError("--walk-forward evaluates once; it does not combine with --every")
     if every is None:
         try:
             train_once(settings, args, stop)

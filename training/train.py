@@ -136,6 +136,20 @@ def fit_preset(
     return combine(members, *shape), fits
 
 
+def preprocess_of(job: Job, data: Data) -> Preprocess:
+    """What serving needs to turn stored windows into this model's input, and back."""
+    target = TARGETS[job.preset]
+    return Preprocess(
+        feature_version=FEATURE_VERSION,
+        features=list(job.params["features"]),
+        window=job.params["window"],
+        scaler=data.scaler,
+        target=target,
+        target_transform="log1p" if target == VOLUME else "identity",
+        target_scaler=data.y_scaler,
+    )
+
+
 # --- evaluate --------------------------------------------------------------------------------
 
 
@@ -363,15 +377,7 @@ def run(
 
     # model + fit
     model, fits = fit_preset(data, job, settings.training.seed, stop)
-    preprocess = Preprocess(
-        feature_version=FEATURE_VERSION,
-        features=list(job.params["features"]),
-        window=job.params["window"],
-        scaler=data.scaler,
-        target=target,
-        target_transform="log1p" if target == VOLUME else "identity",
-        target_scaler=data.y_scaler,
-    )
+    preprocess = preprocess_of(job, data)
 
     # evaluate + save: scored from the saved files, reloaded in safe mode, beside baselines
     result: dict[str, Any] = {}

@@ -379,6 +379,13 @@ def build_parser() -> argparse.ArgumentParser:
                        help="train small direction and volume models on the shipped data slice")  # fmt: skip
     train.add_argument("--list-presets", action="store_true", dest="list_presets",
                        help="print every preset's hyper-parameters and exit")  # fmt: skip
+    train.add_argument("--walk-forward", type=int, metavar="FOLDS", dest="walk_forward",
+                       help="rolling-origin evaluation instead: refit and score on FOLDS "
+                            "consecutive test windows; writes a report, promotes nothing")  # fmt: skip
+    train.add_argument("--fold-days", type=float, metavar="DAYS", dest="fold_days",
+                       help="length of each walk-forward test window (default: test_days / FOLDS)")  # fmt: skip
+    train.add_argument("--output", metavar="JSON",
+                       help="where --walk-forward writes its report (default: walk-forward-<model>.json)")  # fmt: skip
     tune = add(
         "tune", _cmd_tune,
         "search a preset's main hyper-parameters with Optuna on the validation split "

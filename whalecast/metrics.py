@@ -82,7 +82,7 @@ class Metrics:
         self.late_series = Counter("whalecast_series_late_total", "Series whose bar arrived after the grace period (predicted in a late batch).", ["timeframe"], registry=r)  # fmt: skip
         self.series_ready = Gauge("whalecast_series_ready", "Series with a complete window.", ["timeframe"], registry=r)  # fmt: skip
         self.series_owned = Gauge("whalecast_series_owned", "Series this replica owns (its shard).", registry=r)  # fmt: skip
-        self.last_publish = Gauge("whalecast_last_publish_timestamp_seconds", "Wall time predictions were last published.", ["timeframe"], registry=r)  # fmt: skip
+        self.last_publish = Gauge("whalecast_last_publish_timestamp_seconds", "Wall time predictions were last published (the daemon's start until its first publish, so a daemon that never publishes goes stale too).", ["timeframe"], registry=r)  # fmt: skip
         self.history_bars = Counter("whalecast_bars_history_total", "Bars stored without a prediction because they closed before the daemon started (start-up backfill).", ["timeframe"], registry=r)  # fmt: skip
         self.bars_caught_up = Counter("whalecast_bars_caught_up_total", "Bars that closed before this replica started, predicted because no replica had published them (takeover of a shard, restart).", ["timeframe"], registry=r)  # fmt: skip
         self.bars_unpredicted = Counter("whalecast_bars_unpredicted_total", "Stored bars no replica published and whose windows are gone (found at start-up).", ["timeframe"], registry=r)  # fmt: skip
@@ -103,10 +103,15 @@ class Metrics:
         self.live_accuracy = Gauge("whalecast_live_accuracy_ratio", "Direction hit rate over the last scoring_window scored predictions.", ["model"], registry=r)  # fmt: skip
         self.live_mae = Gauge("whalecast_live_log_volume_mae", "Mean absolute error of log volume over the last scoring_window scored predictions.", ["model"], registry=r)  # fmt: skip
 
-    def initialise(self, timeframes: Iterable[str], models: Iterable[str]) -> None:
+    def initialise(
+        self, timeframes: Iterable[str], models: Iterable[str], started_s: float
+    ) -> None:
         """Create the label sets of the bar loop and the models a daemon will use, so that
-        every family shows (at zero) from the first scrape, before its first event."""
+        every family shows (at zero) from the first scrape, before its first event. The last
+        publish time starts at ``started_s``: the no-predictions alert then also fires for a
+        daemon that has not published once since it started."""
         for timeframe in timeframes:
+            self.last_publish.labels(timeframe).set(started_s)
             for family in (self.bar_latency, self.not_ready, self.late_series, self.series_ready,
                            self.history_bars, self.bars_processed):  # fmt: skip
                 family.labels(timeframe)

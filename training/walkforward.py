@@ -1,0 +1,180 @@
+"""Walk-forward (rolling-origin) evaluation: is the result of one test period a fluke?
+
+One held-out year says how a model did in that year. Walk-forward asks it K times: the
+last ``K × fold_days`` of history are cut into K consecutive test windows, and for each
+window the preset is fitted afresh on everything before it, exactly as a normal run
+would be on that day:
+
+    fold k:  history cut at the end of test window k (nothing later is read)
+             → train / validation / purge / test cuts as in ``whalecast train``
+               (test_days = fold_days), scaler fitted on the fold's training rows
+             → fit → score the model beside every baseline on window k, with day-block
+               bootstrap intervals and the paired difference to the strong baseline.
+
+Nothing is written to the registry and nothing is promoted: the output is a report
+(per-fold metrics, the backtest per fold, and how many folds the model won, lost or
+tied against the strong baseline). Ensembles of registry versions are refused: those
+members were fitted on data after the early folds' test windows.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import threading
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from training import artifacts
+from training.baselines import STRONG
+from training.dataset import DAY_MS, iso
+from training.evaluate import VOLUME
+from training.history import SeriesHistory
+from training.jobs import Job
+from training.params import TARGETS
+from training.train import evaluate, fit_preset, load_data, preprocess_of
+from whalecast.logs import get_logger
+from whalecast.settings import Settings
+
+log = get_logger(__name__)
+
+
+def fold_ends(histories: Sequence[SeriesHistory], folds: int, fold_days: float) -> list[int]:
+    """The exclusive end (ms) of each fold's test window, oldest first; the last fold ends
+    one bar after the shortest series' last bar."""
+    if folds < 2:
+        raise ValueError(f"walk-forward needs at least 2 folds, got {folds}")
+    if fold_days <= 0:
+        raise ValueError(f"fold_days must be positive, got {fold_days}")
+    bar_ms = histories[0].series.bar_ms
+    end = min(h.last_ms for h in histories) + bar_ms
+    step = int(fold_days * DAY_MS) // bar_ms * bar_ms
+    return [end - (folds - 1 - k) * step for k in range(folds)]
+
+
+def truncated(histories: Sequence[SeriesHistory], end_ms: int) -> list[SeriesHistory]:
+    """Each history with only the bars that opened before ``end_ms``."""
+    return [replace(h, bars=h.bars[h.bars["open_ms"] < end_ms].reset_index(drop=True))
+            for h in histories]  # fmt: skip
+
+
+def metric_of(settings: Settings, job: Job) -> str:
+    t = settings.training
+    return t.promote_metric_volume if TARGETS[job.preset] == VOLUME else t.promote_metric_direction
+
+
+def run_fold(
+    settings: Settings,
+    job: Job,
+    histories: Sequence[SeriesHistory],
+    end_ms: int,
+    stop: threading.Event | None = None,
+) -> dict[str, Any]:
+    """Fit and score one fold; the summary of its report."""
+    data = load_data(settings, job, truncated(histories, end_ms))
+    model, fits = fit_preset(data, job, settings.training.seed, stop)
+    with tempfile.TemporaryDirectory(prefix="wc-walk-") as tmp:
+        directory = Path(tmp)
+        artifacts.save(directory, model, preprocess_of(job, data))
+        report, _ = evaluate(settings, job, data, artifacts.load(directory), None)
+    report.pop("_curve", None)
+    metric = metric_of(settings, job)
+    pooled = report["test"]["pooled"]
+    reference = report["reference_baseline"]
+    fold: dict[str, Any] = {
+        "test_from": iso(data.cuts.test_ms),
+        "test_to": iso(end_ms),
+        "train_from": iso(data.cuts.train_ms),
+        "samples": report["test"]["samples"],
+        "epochs_run": {name: f.epochs_run for name, f in fits.items()},
+        "metric": metric,
+        "models": {name: scores.get(metric) for name, scores in pooled["models"].items()},
+        "vs_reference": pooled["paired"].get(reference, {}).get(metric),
+        "test": report["test"],
+    }
+    if "backtest" in report:
+        fold["backtest"] = report["backtest"]["portfolio"]
+    return fold
+
+
+def summarise(folds: list[dict[str, Any]], reference: str) -> dict[str, Any]:
+    """Mean of each model's metric over the folds, and the model's record against
+    ``reference`` (a fold counts as won or lost only when its paired interval says so)."""
+    names = folds[0]["models"].keys()
+    means = {
+        name: float(np.mean([f["models"][name]["value"] for f in folds]))
+        for name in names
+        if all(f["models"].get(name) and f["models"][name]["value"] is not None for f in folds)
+    }
+    verdicts = [(f["vs_reference"] or {}).get("verdict", "no difference") for f in folds]
+    diffs = [f["vs_reference"]["value"] for f in folds if f["vs_reference"]]
+    return {
+        "mean": means,
+        "reference": reference,
+        "mean_difference": float(np.mean(diffs)) if diffs else None,
+        "record": {v: verdicts.count(v) for v in ("better", "worse", "no difference")},
+    }
+
+
+def run(
+    settings: Settings,
+    job: Job,
+    histories: Sequence[SeriesHistory],
+    folds: int,
+    *,
+    fold_days: float | None = None,
+    stop: threading.Event | None = None,
+) -> dict[str, Any]:
+    """Walk-forward over ``folds`` windows of ``fold_days`` (default: the configured test
+    period cut in ``folds``); the report."""
+    if job.params.get("member_versions"):
+        raise ValueError(
+            "walk-forward refits every fold; an ensemble of registry versions cannot be refitted"
+        )
+    fold_days = fold_days or settings.training.test_days / folds
+    ends = fold_ends(histories, folds, fold_days)
+    # the test period reaches back test_days from the last bar's open: one bar short of the
+    # fold's step, so each window's targets are [its start, its end) and the windows tile
+    bar_ms = histories[0].series.bar_ms
+    test_days = (ends[1] - ends[0] - bar_ms) / DAY_MS
+    training = settings.training.model_copy(update={"test_days": test_days})
+    fold_settings = settings.model_copy(update={"training": training})
+    results = []
+    for k, end_ms in enumerate(ends):
+        log.info("walk_forward_fold", fold=k + 1, of=folds, test_to=iso(end_ms))
+        results.append(run_fold(fold_settings, job, histories, end_ms, stop))
+    reference = STRONG[TARGETS[job.preset]]
+    return {
+        "preset": job.preset,
+        "hyper_parameters": job.params,
+        "folds": results,
+        "fold_days": fold_days,
+        "summary": summarise(results, reference),
+    }
+
+
+def text(report: dict[str, Any]) -> str:
+    """The console table: one line per fold, then the record."""
+    summary = report["summary"]
+    metric = report["folds"][0]["metric"]
+    ref = summary["reference"]
+    lines = [f"walk-forward {report['preset']}: {len(report['folds'])} folds of "
+             f"{report['fold_days']:g} days, {metric}"]  # fmt: skip
+    for fold in report["folds"]:
+        model, base = fold["models"]["model"], fold["models"][ref]
+        diff = fold["vs_reference"] or {}
+        lines.append(
+            f"  {fold['test_from'][:10]} → {fold['test_to'][:10]}  model {model['value']:.4f}"
+            f"  {ref} {base['value']:.4f}  diff {_signed(diff.get('value'))}"
+            f" [{_signed(diff.get('low'))}, {_signed(diff.get('high'))}] {diff.get('verdict', '')}"
+        )
+    record = ", ".join(f"{n} {v}" for v, n in summary["record"].items())
+    lines.append(f"  mean difference {_signed(summary['mean_difference'])}; folds: {record}")
+    return "\n".join(lines)
+
+
+def _signed(x: float | None) -> str:
+    return "–" if x is None else f"{x:+.4f}"
