@@ -84,9 +84,9 @@ class TestCA:
 
 
 PREFIX = "wc"
-#: Every command the daemon sends (the store script's own calls included).
+#: Every command the daemon sends (the store and publish scripts' own calls included).
 DAEMON_COMMANDS = (
-    "ping", "script|load", "evalsha", "hmget", "hget", "get",
+    "ping", "script|load", "evalsha", "hmget", "hget", "get", "strlen", "getrange",
     "mget", "zrange", "set", "del", "zadd", "zremrangebyscore", "hset", "hincrby", "pexpire",
     "publish", "xadd", "subscribe", "unsubscribe",
 )  # fmt: skip
