@@ -68,6 +68,7 @@ class _BarState:
     predicted: set[Series] = field(default_factory=set)
     main_done: bool = False
     deadline: asyncio.TimerHandle | None = None
+    flush_queued: bool = False  # a flush task waits for the lock: it will take every arrival
     runtimes: dict[str, Any] | None = None  # the model versions every batch of this bar uses
 
 
@@ -221,9 +222,13 @@ class BarLoop:
 
     def _schedule(self, key: tuple[str, int]) -> None:
         state = self._bars.get(key)
-        if state is not None and state.deadline is not None:
-            state.deadline.cancel()
-            state.deadline = None
+        if state is not None:
+            if state.deadline is not None:
+                state.deadline.cancel()
+                state.deadline = None
+            if state.flush_queued:
+                return  # one queued flush per bar, not one per arriving series
+            state.flush_queued = True
         task = asyncio.get_running_loop().create_task(self._flush_locked(key))
         self._flushes.add(task)
         task.add_done_callback(self._flushes.discard)
@@ -269,6 +274,7 @@ class BarLoop:
         state = self._bars.get(key)
         if state is None:
             return
+        state.flush_queued = False  # what arrives from now on needs another flush
         todo = [s for s in self.series if s in state.arrived and s not in state.predicted]
         late = state.main_done
         state.main_done = True

@@ -42,6 +42,7 @@ from inference.benchmodels import write_bench_models
 from inference.daemon import Daemon
 from inference.looplag import LoopLagMonitor
 from streamer.simulator import Simulator, SimulatorConfig
+from whalecast.domain import timeframe_ms
 from whalecast.metrics import Metrics
 from whalecast.redisconn import EmbeddedRedis, connect
 from whalecast.settings import InferenceSettings, Settings, load_settings
@@ -113,6 +114,7 @@ class Probe:
     published: asyncio.Event = field(default_factory=asyncio.Event)
     expected: int = 0
     count: int = 0
+    bar_open_ms: int = 0  # the stepped bar
 
     def install(self) -> None:
         publisher = self.daemon.publisher
@@ -122,7 +124,9 @@ class Probe:
             started = time.time()
             sent = await publish(predictions)
             self.publishes.append((started, time.time(), sent))
-            self.count += sent
+            # only the stepped bar's predictions count: a publish of an earlier bar
+            # finishing during this step must not end it
+            self.count += sum(1 for p in predictions if p.bar_open_ms >= self.bar_open_ms)
             if self.count >= self.expected:
                 self.published.set()
             return sent
@@ -149,12 +153,13 @@ class Probe:
 
         return LoopLagMonitor(Metrics(process=False), self.lag_interval, on_sample=keep)
 
-    def start_bar(self, expected: int) -> None:
+    def start_bar(self, bar_open_ms: int, expected: int) -> None:
         self.publishes.clear()
         self.forward.clear()
         self.lags.clear()
         self.published.clear()
         self.expected, self.count = expected, 0
+        self.bar_open_ms = bar_open_ms
 
     def max_lag(self, spans: list[tuple[float, float]]) -> float:
         return max(
@@ -246,7 +251,10 @@ class BenchRun:
 
     async def step(self, limit_seconds: float) -> None:
         """Play one bar and wait until the daemon published every prediction of it."""
-        self.probe.start_bar(len(self.daemon.series) * len(self.settings.inference.models))
+        bar_ms = timeframe_ms(self.sim.timeframe)
+        forming = self.sim.now_ms - self.sim.now_ms % bar_ms  # the bar the step closes
+        expected = len(self.daemon.series) * len(self.settings.inference.models)
+        self.probe.start_bar(forming, expected)
         await self.sim.advance(1)
         async with asyncio.timeout(limit_seconds):
             await self.probe.published.wait()

@@ -54,6 +54,7 @@ def test_e2e_section_runs_the_daemon_against_the_simulator() -> None:
     assert e2e["predictions_per_bar"] == {"direction-deep": 4, "volume": 4}
     assert e2e["latency_observations_per_bar"] == 1  # one batch per bar, none late
     assert 0 < e2e["latency_ms"]["p50"] <= e2e["latency_ms"]["max"]
+    assert e2e["feed_ms"]["p50"] > 0  # the bar measured is the one the step closed
     assert all(v["p50"] > 0 for v in e2e["inference_ms"].values())
     assert e2e["stream_length"] >= 2 * 4 * (3 + 1)
     assert len(e2e["per_bar"]) == 3
