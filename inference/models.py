@@ -23,6 +23,7 @@ into the local registry first (:mod:`whalecast.artifact_sync`).
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -177,6 +178,7 @@ class ModelSet:
         old = self._serving.get(runtime.model)
         if old is not None:
             self.metrics.model_info.remove(old.model, old.version, old.backend_name)
+            gc.unfreeze()  # the replaced version may sit in the frozen start-up heap
         self._serving[runtime.model] = runtime
         self.metrics.model_info.labels(runtime.model, runtime.version, runtime.backend_name).set(1)
         self.metrics.model_loaded.labels(runtime.model).set(runtime.loaded_at)
