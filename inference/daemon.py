@@ -26,7 +26,7 @@ from inference.barloop import BarLoop
 from inference.handover import PredictionMarks, pending
 from inference.http import HttpServer
 from inference.looplag import LoopLagMonitor
-from inference.models import ModelSet
+from inference.models import ModelSet, freeze_heap
 from inference.publisher import Publisher
 from inference.scoring import LiveScorer
 from streamer.candles import CandleFeed
@@ -243,16 +243,3 @@ async def run_forever(settings: Settings, metrics: Metrics) -> int:
     stop = asyncio.Event()
     install_signal_handlers(stop)
     return await serve(settings, metrics, stop)
-
-
-def freeze_heap() -> None:
-    """Collect, then leave every object alive now out of the collector's later passes.
-
-    The served models' objects (TensorFlow, Keras) are most of the heap and live as
-    long as they serve; with them in the oldest generation every full collection
-    walked them all, a 0.4 s stall of the event loop here every few dozen bars at
-    1000 series. A model reload unfreezes them (:meth:`inference.models.ModelSet`)
-    so the replaced version can still be collected.
-    """
-    gc.collect()
-    gc.freeze()

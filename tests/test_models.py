@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
+import weakref
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,7 +15,7 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from inference.models import ModelSet
+from inference.models import REFREEZE_AFTER_BARS, ModelSet, freeze_heap
 from tests.model_artifacts import preprocess_for, random_windows, small_model, write_model
 from whalecast.artifact import set_current
 from whalecast.artifact_sync import publish_artifact
@@ -171,3 +173,29 @@ async def test_redis_registry_sync(tmp_path: Path, redis_client: aioredis.Redis)
     models.swap_pending()
     assert models.serving()["direction"].version == second
     assert (replica / "direction" / second / "model.keras").is_file()
+
+
+async def test_heap_frozen_again_once_the_replaced_version_is_gone(tmp_path: Path) -> None:
+    """The daemon's frozen heap is unfrozen by a swap (the old version must be collectable)
+    and frozen again once nothing refers to the old version, so full collections stay
+    cheap after a reload too."""
+    good(tmp_path, seed=1)
+    models = ModelSet(settings(), Metrics(process=False), registry=tmp_path)
+    await models.load_all()
+    old = models.serving()["direction"]
+    gone = weakref.ref(old)
+    freeze_heap()
+    try:
+        good(tmp_path, seed=2)
+        await models.check("direction")
+        assert models.swap_pending() == ["direction"]
+        assert gc.get_freeze_count() == 0
+        for _ in range(REFREEZE_AFTER_BARS):  # a late bar still holds the old version
+            models.swap_pending()
+        assert gc.get_freeze_count() == 0 and gone() is not None
+        del old
+        for _ in range(REFREEZE_AFTER_BARS):
+            models.swap_pending()
+        assert gone() is None and gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
