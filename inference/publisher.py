@@ -10,7 +10,8 @@ unchanged to three places::
 
 On a plain server all of one bar go in ONE script call (``publish.lua`` runs
 those commands in this order: one request to build and one reply to parse
-instead of two per message). On a Cluster the keys live on different nodes, so
+instead of two per message); a backlog of several bars (after a Redis outage)
+is one request holding one script call per bar. On a Cluster the keys live on different nodes, so
 the same commands go in one non-transactional pipeline that redis-py splits per
 node.
 
@@ -117,12 +118,11 @@ class Publisher:
                 self._drop(prediction)
         if not messages:
             return 0
-        marks = self._marks(messages)
         try:
             if self._cluster:
-                await self._pipeline(messages, marks)
+                await self._pipeline(messages, self._marks(messages))
             else:
-                await run_script_pipeline(self.redis, SCRIPT, lambda pipe: self._queue_script(pipe, messages, marks))  # fmt: skip
+                await run_script_pipeline(self.redis, SCRIPT, lambda pipe: self._queue_bars(pipe, messages))  # fmt: skip
         except RedisError:
             self.metrics.redis_errors.labels("publish").inc()
             raise
@@ -144,6 +144,16 @@ class Publisher:
             seen = newest.get(prediction.series, prediction.bar_open_ms)
             newest[prediction.series] = max(prediction.bar_open_ms, seen)
         return self.marks.marks(newest)
+
+    def _queue_bars(self, pipe: Any, messages: list[tuple[PredictionOut, str]]) -> None:
+        """One script call per bar, in order, all in one request: a backlog of many bars
+        after an outage never holds the server in one long script, and each bar's
+        outputs and marks still go in one atomic call."""
+        bars: dict[int, list[tuple[PredictionOut, str]]] = {}
+        for item in messages:
+            bars.setdefault(item[0].bar_open_ms, []).append(item)
+        for group in bars.values():
+            self._queue_script(pipe, group, self._marks(group))
 
     def _queue_script(
         self, pipe: Any, messages: list[tuple[PredictionOut, str]], marks: list[Mark]

@@ -191,3 +191,31 @@ async def test_not_yet_published_leaves_out_what_the_hash_shows(
         dataclasses.replace(p, bar_open_ms=BAR + HOUR, bar_close_ms=BAR + 2 * HOUR) for p in sent
     ]
     assert await publisher.not_yet_published(sent + later) == [sent[3], *later]
+
+
+async def test_backlog_of_bars_is_one_request_with_one_script_call_per_bar(
+    redis_url: str,
+) -> None:
+    """After an outage the queued bars go out together, but the server runs one short
+    script per bar (other clients get in between), each bar's marks with its outputs."""
+    pool = aioredis.ConnectionPool.from_url(redis_url, connection_class=CountingConnection)
+    client = aioredis.Redis(connection_pool=pool)
+    publisher = Publisher(client, KEYS, 10_000, Metrics(process=False), marks=with_marks(client))
+    await publisher.publish(predictions(1, publisher.clock()))  # the script is loaded
+    backlog = [
+        dataclasses.replace(p, bar_open_ms=BAR + k * HOUR, bar_close_ms=BAR + (k + 1) * HOUR)
+        for k in range(1, 4)
+        for p in predictions(5, publisher.clock())
+    ]
+    calls = (await client.info("commandstats"))["cmdstat_evalsha"]["calls"]
+    writes = CountingConnection.writes
+    assert await publisher.publish(backlog) == 30
+    assert CountingConnection.writes - writes == 1
+    assert (await client.info("commandstats"))["cmdstat_evalsha"]["calls"] - calls == 3
+    series = [Series("binance", f"C{i}/USDT", "1h") for i in range(5)]
+    assert await with_marks(client).load(series) == dict.fromkeys(series, BAR + 3 * HOUR)
+    bars = [Prediction.parse(f[STREAM_FIELD.encode()]).bar_open_ms
+            for _, f in await client.xrange(KEYS.predictions_stream)]  # fmt: skip
+    assert bars == sorted(bars)
+    await client.aclose()
+    await pool.aclose()
