@@ -8,6 +8,9 @@ depends on the architecture, not on trained weights.
 - :func:`build_volume_model`: seed 000's ``LSTM(50, relu) -> Dense(1)`` on one
   feature (``log_volume``), a ``next_bar_volume`` target through ``log1p``.
 
+Both come from the trainer's own preset builders with their default hyper-parameters,
+so what is benchmarked is what is trained.
+
 :func:`write_model_artifact` writes any Keras model as a complete version
 (``model.keras``, ``preprocess.json``, ``metadata.json``) and points ``CURRENT`` at it.
 """
@@ -22,6 +25,8 @@ from typing import Any
 import keras
 
 from streamer.features import FEATURE_NAMES, FEATURE_VERSION
+from training.params import DEFAULTS
+from training.presets import BUILDERS
 from whalecast.artifact import MODEL_FILE, PREPROCESS_FILE, set_current, write_artifact, write_json
 
 WINDOW = 24
@@ -31,33 +36,17 @@ VOLUME_FEATURES = ("log_volume",)
 
 
 def build_seed004_model(window: int = WINDOW, n_features: int | None = None, seed: int = 0) -> Any:
-    """Seed 004's architecture: LSTM(128)-BN-Dropout, LSTM(64)-BN-Dropout, Dense 32/16/1."""
+    """Seed 004's network as the trainer's ``direction-deep`` preset builds it (its
+    default hyper-parameters): LSTM(128)-BN-Dropout, LSTM(64)-BN-Dropout, Dense 32/16/1."""
     keras.utils.set_random_seed(seed)
-    layers = keras.layers
-    l2 = keras.regularizers.L2(1e-4)
     features = len(FEATURE_NAMES) if n_features is None else n_features
-    inputs = keras.Input((window, features))
-    x = layers.LSTM(128, return_sequences=True, kernel_regularizer=l2)(inputs)
-    x = layers.Dropout(0.3)(layers.BatchNormalization()(x))
-    x = layers.LSTM(64, kernel_regularizer=l2)(x)
-    x = layers.Dropout(0.25)(layers.BatchNormalization()(x))
-    x = layers.Dense(32, activation="relu", kernel_regularizer=l2)(x)
-    x = layers.Dropout(0.2)(layers.BatchNormalization()(x))
-    x = layers.Dropout(0.1)(layers.Dense(16, activation="relu")(x))
-    outputs = layers.Dense(1, activation="sigmoid")(x)
-    return keras.Model(inputs, outputs, name="seed004")
+    return BUILDERS[DIRECTION_DEEP](DEFAULTS[DIRECTION_DEEP], window, features)
 
 
 def build_volume_model(window: int = WINDOW, n_features: int = 1, seed: int = 0) -> Any:
-    """Seed 000: LSTM(50, relu) -> Dense(1)."""
+    """Seed 000 as the ``volume`` preset builds it: LSTM(50, relu) -> Dense(1)."""
     keras.utils.set_random_seed(seed)
-    return keras.Sequential(
-        [
-            keras.Input((window, n_features)),
-            keras.layers.LSTM(50, activation="relu"),
-            keras.layers.Dense(1),
-        ]
-    )
+    return BUILDERS[VOLUME](DEFAULTS[VOLUME], window, n_features)
 
 
 def preprocess_for(
