@@ -81,7 +81,8 @@ def _num(x: float | None, digits: int = 2) -> str:
     return "–" if x is None else f"{x:.{digits}f}"
 
 
-def _diff(entry: dict[str, Any] | None) -> str:
+def paired_cell(entry: dict[str, Any] | None) -> str:
+    """``+0.0059 [+0.0009, +0.0112] better``: a paired difference, its interval, the verdict."""
     if not entry or entry.get("value") is None:
         return "–"
     return f"{entry['value']:+.4f} [{entry['low']:+.4f}, {entry['high']:+.4f}] {entry['verdict']}"
@@ -136,8 +137,8 @@ def _table(
         cells = " | ".join(cell(pooled["models"]["model"].get(c)) for c in columns)
         paired = pooled["paired"]
         lines.append(
-            f"| **{_name(meta)}**, {span} | {cells} | {_diff(paired[strong].get(key))} "
-            f"| {_diff(paired[naive[0]].get(key))} |"
+            f"| **{_name(meta)}**, {span} | {cells} | {paired_cell(paired[strong].get(key))} "
+            f"| {paired_cell(paired[naive[0]].get(key))} |"
         )
         names = (*naive, strong) if not baseline_rows else (strong,)
         for name in names:

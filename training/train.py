@@ -213,11 +213,17 @@ def _backtest_frame(data: Data, test: Samples) -> pd.DataFrame:
     )
 
 
+def promotion_metric(settings: Settings, target: str) -> str:
+    """The metric promotion (and walk-forward) judges a model of ``target`` by."""
+    t = settings.training
+    return t.promote_metric_volume if target == VOLUME else t.promote_metric_direction
+
+
 def promotion_decision(
     settings: Settings, job: Job, report: dict[str, Any], serving_version: str | None
 ) -> Decision:
     t = settings.training
-    metric = t.promote_metric_volume if report["target"] == VOLUME else t.promote_metric_direction
+    metric = promotion_metric(settings, report["target"])
     models = report["test"]["pooled"]["models"]
     ref = report["reference_baseline"]
     serving = None

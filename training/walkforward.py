@@ -31,11 +31,11 @@ import numpy as np
 from training import artifacts
 from training.baselines import STRONG
 from training.dataset import DAY_MS, iso
-from training.evaluate import VOLUME
 from training.history import SeriesHistory
 from training.jobs import Job
 from training.params import TARGETS
-from training.train import evaluate, fit_preset, load_data, preprocess_of
+from training.summary import paired_cell
+from training.train import evaluate, fit_preset, load_data, preprocess_of, promotion_metric
 from whalecast.logs import get_logger
 from whalecast.settings import Settings
 
@@ -61,11 +61,6 @@ def truncated(histories: Sequence[SeriesHistory], end_ms: int) -> list[SeriesHis
             for h in histories]  # fmt: skip
 
 
-def metric_of(settings: Settings, job: Job) -> str:
-    t = settings.training
-    return t.promote_metric_volume if TARGETS[job.preset] == VOLUME else t.promote_metric_direction
-
-
 def run_fold(
     settings: Settings,
     job: Job,
@@ -81,7 +76,7 @@ def run_fold(
         artifacts.save(directory, model, preprocess_of(job, data))
         report, _ = evaluate(settings, job, data, artifacts.load(directory), None)
     report.pop("_curve", None)
-    metric = metric_of(settings, job)
+    metric = promotion_metric(settings, TARGETS[job.preset])
     pooled = report["test"]["pooled"]
     reference = report["reference_baseline"]
     fold: dict[str, Any] = {
@@ -165,16 +160,12 @@ def text(report: dict[str, Any]) -> str:
              f"{report['fold_days']:g} days, {metric}"]  # fmt: skip
     for fold in report["folds"]:
         model, base = fold["models"]["model"], fold["models"][ref]
-        diff = fold["vs_reference"] or {}
         lines.append(
             f"  {fold['test_from'][:10]} → {fold['test_to'][:10]}  model {model['value']:.4f}"
-            f"  {ref} {base['value']:.4f}  diff {_signed(diff.get('value'))}"
-            f" [{_signed(diff.get('low'))}, {_signed(diff.get('high'))}] {diff.get('verdict', '')}"
+            f"  {ref} {base['value']:.4f}  diff {paired_cell(fold['vs_reference'])}"
         )
     record = ", ".join(f"{n} {v}" for v, n in summary["record"].items())
-    lines.append(f"  mean difference {_signed(summary['mean_difference'])}; folds: {record}")
+    mean = summary["mean_difference"]
+    shown = "–" if mean is None else f"{mean:+.4f}"
+    lines.append(f"  mean difference {shown}; folds: {record}")
     return "\n".join(lines)
-
-
-def _signed(x: float | None) -> str:
-    return "–" if x is None else f"{x:+.4f}"
