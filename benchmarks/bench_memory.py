@@ -30,6 +30,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from benchmarks.soak import open_fds, rss_bytes
 from inference.bench_e2e import BenchRun, E2EOptions, bench_daemon
 from whalecast.logs import configure_logging
 from whalecast.settings import LogSettings
@@ -37,21 +38,13 @@ from whalecast.settings import LogSettings
 GROWTH_LIMIT = 0.05
 
 
-def rss_bytes() -> int:
-    with open("/proc/self/status", encoding="ascii") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmRSS in /proc/self/status")
-
-
 async def sample(run: BenchRun, bar: int, started: float) -> dict[str, Any]:
     redis_memory = await run.redis.info("memory")
     return {
         "bar": bar,
         "seconds": round(time.monotonic() - started, 1),
-        "rss_mb": round(rss_bytes() / 2**20, 2),
-        "fds": len(os.listdir("/proc/self/fd")),
+        "rss_mb": round(rss_bytes(os.getpid()) / 2**20, 2),
+        "fds": open_fds(os.getpid()),
         "tasks": len(asyncio.all_tasks()),
         "gc_objects": len(gc.get_objects()),
         "redis_used_mb": round(int(redis_memory["used_memory"]) / 2**20, 2),

@@ -159,8 +159,8 @@ class Soak:
             Sample(
                 bar=index,
                 wall_seconds=round(time.monotonic() - self.started, 2),
-                rss_bytes=_rss(pid),
-                open_fds=_open_fds(pid),
+                rss_bytes=rss_bytes(pid),
+                open_fds=open_fds(pid),
                 tasks=values.get("whalecast_event_loop_tasks", float("nan")),
                 redis_used_memory=int(info["used_memory"]),
                 predictions=self.tally.predictions,
@@ -211,11 +211,11 @@ class Soak:
         await self.sim.advance(1)
 
 
-def _open_fds(pid: int) -> int:
+def open_fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
-def _rss(pid: int) -> int:
+def rss_bytes(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024

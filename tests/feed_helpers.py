@@ -15,6 +15,21 @@ from whalecast.domain import Candle, Series
 from whalecast.metrics import Metrics
 from whalecast.settings import ExchangeSettings, FeedSettings
 
+#: What the candle feed counts (feed_rejected reason) for each bad kline the simulator sends.
+KLINE_FAULT_REASONS = {
+    "malformed_json": "malformed",
+    "wrong_type": "malformed",
+    "nan": "non_finite",
+    "negative": "non_positive",
+    "high_below_low": "high_below_low",
+    "duplicate": "duplicate",
+    "out_of_order": "out_of_order",
+    "off_grid": "off_grid",
+    "unknown_symbol": "unknown_symbol",
+    "future": "from_future",
+}
+
+
 FAST = {
     "clock": "replay",
     "grace_seconds": 1.0,

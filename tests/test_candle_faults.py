@@ -7,20 +7,16 @@ from collections.abc import AsyncIterator
 import pytest
 
 from streamer.simulator import KLINE_FAULTS, Simulator, SimulatorConfig
-from tests.feed_helpers import feed_settings, start_feed, truth, wait_subscribed, wait_until
+from tests.feed_helpers import (
+    KLINE_FAULT_REASONS,
+    feed_settings,
+    start_feed,
+    truth,
+    wait_subscribed,
+    wait_until,
+)
 
-REASON = {
-    "malformed_json": "malformed",
-    "wrong_type": "malformed",
-    "nan": "non_finite",
-    "negative": "non_positive",
-    "high_below_low": "high_below_low",
-    "duplicate": "duplicate",
-    "out_of_order": "out_of_order",
-    "off_grid": "off_grid",
-    "unknown_symbol": "unknown_symbol",
-    "future": "from_future",
-}
+REASON = KLINE_FAULT_REASONS
 
 
 @pytest.fixture

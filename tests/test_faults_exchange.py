@@ -30,22 +30,9 @@ from tests.fault_helpers import (
     sim,
     wait_for,
 )
+from tests.feed_helpers import KLINE_FAULT_REASONS
 
 pytestmark = [pytest.mark.redis, pytest.mark.tf, pytest.mark.slow]
-
-#: What the daemon counts for each bad message the simulator can send (feed_rejected reason).
-REASONS = {
-    "malformed_json": "malformed",
-    "wrong_type": "malformed",
-    "nan": "non_finite",
-    "negative": "non_positive",
-    "high_below_low": "high_below_low",
-    "duplicate": "duplicate",
-    "out_of_order": "out_of_order",
-    "off_grid": "off_grid",
-    "unknown_symbol": "unknown_symbol",
-    "future": "from_future",
-}
 
 
 @pytest.fixture
@@ -101,7 +88,7 @@ async def test_bad_messages_are_counted_and_lose_nothing(
 ) -> None:
     invariant, daemon = running
     for kind in sorted(KLINE_FAULTS):
-        reason = REASONS[kind]
+        reason = KLINE_FAULT_REASONS[kind]
         before = rejected(daemon.metrics, reason)
         sim.faults.inject(kind)
         await advance(sim)
