@@ -73,15 +73,9 @@ def bench_settings(sim: Simulator, redis_url: str, registry: Path, opts: E2EOpti
     return load_settings(
         None,
         redis={"url": redis_url, "prefix": PREFIX, "stream_maxlen": opts.stream_maxlen},
-        exchanges=[
-            {
-                "id": "binance", "symbols": list(sim.symbols), "timeframe": sim.timeframe,
-                "rest_url": sim.rest_url, "ws_url": sim.ws_url, "enable_rate_limit": False,
-                "subscribe_messages_per_second": 4.0,
-            }
-        ],
+        exchanges=[{**sim.exchange_section(), "subscribe_messages_per_second": 4.0}],
         feed={"clock": "replay"},
-        whale={"enabled": True, "url": sim.whale_url, "api_key": sim.config.whale_api_key},
+        whale=sim.whale_section(),
         features={"window": opts.window},
         inference={"registry": str(registry), "models": models, "backend": opts.backend},
         metrics={"host": "127.0.0.1", "port": 0},

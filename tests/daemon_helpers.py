@@ -35,15 +35,10 @@ def daemon_config(
     """The same as a config-file mapping (what ``whalecast run --config`` reads)."""
     base: dict[str, Any] = {
         "redis": {"url": redis_url, "prefix": "wc"},
-        "exchanges": [
-            {
-                "id": "binance", "symbols": list(sim.symbols), "timeframe": sim.timeframe,
-                "rest_url": sim.rest_url, "ws_url": sim.ws_url, "enable_rate_limit": False,
-            }
-        ],
+        "exchanges": [sim.exchange_section()],
         "feed": {"clock": "replay", "grace_seconds": 1.0, "backoff_initial_seconds": 0.05,
                  "backoff_max_seconds": 0.5, "stale_after_seconds": 5.0},
-        "whale": {"enabled": True, "url": sim.whale_url, "api_key": sim.config.whale_api_key},
+        "whale": sim.whale_section(),
         "inference": {"registry": str(registry), "models": ["direction", "volume"],
                       "backend": "tf-function", "reload_poll_seconds": 0.5,
                       "batch_buckets": [8]},

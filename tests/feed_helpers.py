@@ -48,15 +48,7 @@ def feed_settings(**overrides: Any) -> FeedSettings:
 
 
 def exchange_settings(sim: Simulator, **overrides: Any) -> ExchangeSettings:
-    values: dict[str, Any] = {
-        "id": "binance",
-        "symbols": sim.symbols,
-        "timeframe": sim.timeframe,
-        "rest_url": sim.rest_url,
-        "ws_url": sim.ws_url,
-        "enable_rate_limit": False,
-    }
-    return ExchangeSettings(**{**values, **overrides})
+    return ExchangeSettings(**{**sim.exchange_section(), **overrides})
 
 
 def truth(sim: Simulator, symbol: str, after_ms: int | None = None) -> list[tuple[Any, ...]]:

@@ -15,6 +15,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
@@ -133,6 +134,17 @@ class Simulator:
     @property
     def symbols(self) -> list[str]:
         return self.market.symbols
+
+    def exchange_section(self) -> dict[str, Any]:
+        """The ``exchanges`` entry (config mapping) that points a daemon's feed here."""
+        return {
+            "id": "binance", "symbols": list(self.symbols), "timeframe": self.timeframe,
+            "rest_url": self.rest_url, "ws_url": self.ws_url, "enable_rate_limit": False,
+        }  # fmt: skip
+
+    def whale_section(self) -> dict[str, Any]:
+        """The ``whale`` section that points a daemon's whale feed here."""
+        return {"enabled": True, "url": self.whale_url, "api_key": self.config.whale_api_key}
 
     @property
     def timeframe(self) -> str:
