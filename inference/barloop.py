@@ -7,7 +7,11 @@ stored it already are not waited for), or until ``grace_seconds`` (wall time)
 after the first of them arrived. It then takes
 the complete windows from the store's memory mirror, runs one forward pass per
 served model over the whole batch in a worker thread (the event loop keeps
-reading feeds), and publishes all predictions in one pipeline. A series whose
+reading feeds), and publishes all predictions in one pipeline. After publishing, it
+primes each model's recurrent state from the windows' older rows for the next bar
+(:mod:`inference.incremental`, in a worker thread off the critical path), so the
+next bar's forward pass is one step per series wherever the state still matches. A
+series whose
 bar arrives after its batch was predicted gets its own small late batch; a
 series whose window is incomplete is counted as not ready and never predicted
 from padding.
@@ -116,6 +120,8 @@ class BarLoop:
         self._unpublished: list[PredictionOut] = []
         self._retry_task: asyncio.Task[None] | None = None
         self._retry_initial = min(retry_initial_seconds, REDIS_RETRY_MAX_SECONDS)
+        self._position = {s: i for i, s in enumerate(self.series)}  # the state caches' index
+        self._priming: asyncio.Task[None] | None = None
         # newest bar per series handed to the prediction side (a stored bar at start-up)
         self._arrived_upto = {s: store.last_open_ms(s) or -1 for s in self.series}
 
@@ -305,19 +311,20 @@ class BarLoop:
             self.metrics.not_ready.labels(timeframe).inc(not_ready)
         outputs: list[PredictionOut] = []
         timings: dict[str, float] = {}
+        x = windows[ready]
+        positions = np.fromiter((self._position[s] for s in batch), np.intp, len(batch))
         if batch:
-            x = windows[ready]
+            await self._primed()
             for name, runtime in state.runtimes.items():
                 started = time.perf_counter()
-                values = await asyncio.to_thread(runtime.predict, x)
+                values, stepped = await asyncio.to_thread(runtime.predict_bar, x, positions)
                 timings[name] = time.perf_counter() - started
-                self.metrics.inference_seconds.labels(name).observe(timings[name])
-                self.metrics.batch_size.labels(name).observe(len(batch))
+                self._count_forward(name, len(batch), stepped, timings[name])
                 outputs.extend(self._outputs(runtime, batch, values, open_ms, state))
         published = await self._publish(outputs)
+        done = time.time()  # published: what follows is bookkeeping
         if outputs and self.scorer is not None:
             self.scorer.expect(outputs)
-        done = time.time()
         latency = done - max(state.arrived[s] for s in todo)
         if outputs:
             self.metrics.bar_latency.labels(timeframe).observe(latency)
@@ -329,6 +336,43 @@ class BarLoop:
             published=published, latency_ms=round(latency * 1000, 2),
             inference_ms={k: round(v * 1000, 2) for k, v in timings.items()},
         )  # fmt: skip
+        if batch:
+            self._start_priming(state.runtimes, x, positions)
+
+    def _count_forward(self, model: str, rows: int, stepped: int, seconds: float) -> None:
+        self.metrics.inference_seconds.labels(model).observe(seconds)
+        self.metrics.batch_size.labels(model).observe(rows)
+        self.metrics.forward_rows.labels(model, "step").inc(stepped)
+        self.metrics.forward_rows.labels(model, "window").inc(rows - stepped)
+
+    # -------------------------------------------------------------- priming
+    def _start_priming(
+        self, runtimes: dict[str, Any], windows: np.ndarray, positions: np.ndarray
+    ) -> None:
+        """Prime each model's states from this bar's windows, for the next bar (a task)."""
+        previous = self._priming
+
+        async def prime() -> None:
+            if previous is not None:
+                await asyncio.wait([previous])
+            for model, runtime in runtimes.items():
+                started = time.perf_counter()
+                try:
+                    await asyncio.to_thread(runtime.prime, windows, positions)
+                except Exception as e:  # noqa: BLE001 - task boundary: the next bar runs full windows
+                    log.error("priming failed", model=model, series=len(positions), error=repr(e))
+                    continue
+                self.metrics.prime_seconds.labels(model).observe(time.perf_counter() - started)
+
+        self._priming = asyncio.get_running_loop().create_task(
+            prime(), context=contextvars.Context()
+        )
+
+    async def _primed(self) -> None:
+        """Wait for the states primed after the previous bar (between bars: long done)."""
+        if self._priming is not None:
+            await asyncio.wait([self._priming])  # never raises: a failure was logged in it
+            self._priming = None
 
     async def _publish(self, outputs: list[PredictionOut]) -> int:
         """Publish after whatever is still queued; all of it stays queued if Redis fails."""
@@ -406,6 +450,7 @@ class BarLoop:
         if self._retry_task is not None and not self._retry_task.done():
             pending.append(self._retry_task)
         if not pending:
+            self._stop_priming()
             return True
         _done, not_done = await asyncio.wait(pending, timeout=timeout_seconds)  # type: ignore[type-var]
         if not_done and self._retry_task is not None:
@@ -414,4 +459,9 @@ class BarLoop:
                 "stopping with writes redis did not take", predictions=len(self._unpublished),
                 candles=sum(len(group) for group in self._backlog.values()),
             )  # fmt: skip
+        self._stop_priming()
         return not not_done
+
+    def _stop_priming(self) -> None:
+        if self._priming is not None:
+            self._priming.cancel()  # no next bar will come to use it

@@ -186,6 +186,7 @@ class ModelSet:
                 self.registry, model, version, self.settings.backend,
                 feature_names=self.feature_names, feature_version=self.feature_version,
                 full_window=self.full_window, batch_buckets=self.settings.batch_buckets,
+                incremental=self.settings.incremental,
             )  # fmt: skip
         except ModelRefused as e:
             self._refuse(model, version, e.reason, permanent=True)

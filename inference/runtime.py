@@ -19,6 +19,14 @@ v1 features, oldest row first), keeps the model's newest ``window`` rows and its
 own columns in its own order, applies the stored scaler, runs the backend, and
 maps the output to the target's value: a probability as is, a volume through the
 inverse target scaler and ``expm1`` (never below zero).
+
+Incremental passes (:mod:`inference.incremental`, on unless ``incremental=False``):
+a recurrent model that can be split, and whose split matches the Keras model to 1e-5
+on the warm-up batches, is also served by :meth:`ModelRuntime.prime` (between bars:
+the state after each series' older rows) and :meth:`ModelRuntime.predict_bar` (at the
+bar: one step from that state where the older rows are exactly the primed ones, the
+full window elsewhere). A model that cannot be split is served by full passes only;
+``incremental_off`` says why. It is never a reason to refuse a model.
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ import keras
 import numpy as np
 
 from inference.backends import Backend, BackendError, make_backend
+from inference.incremental import Incremental, NotIncremental, StateCache
 from inference.safety import UnsafeArtifact, check_directory, read_model_archive
 from streamer.features import FEATURE_NAMES, FEATURE_VERSION
 from whalecast.artifact import (
@@ -73,6 +82,9 @@ class ModelRuntime:
     columns: np.ndarray
     backend: Backend
     n_features: int
+    incremental: Incremental | None = None
+    incremental_off: str = ""  # why incremental passes are off for this model, if they are
+    states: StateCache = field(default_factory=StateCache)
     loaded_at: float = field(default_factory=time.time)
 
     @property
@@ -95,6 +107,7 @@ class ModelRuntime:
         feature_version: int = FEATURE_VERSION,
         full_window: int | None = None,
         batch_buckets: Sequence[int] = DEFAULT_BUCKETS,
+        incremental: bool = True,
     ) -> ModelRuntime:
         """Load, check and warm up one version; raise :class:`ModelRefused` on any problem."""
         try:
@@ -109,6 +122,9 @@ class ModelRuntime:
             keras_model = load_keras_model(directory / MODEL_FILE)
             check_shapes(keras_model, preprocess)
             chosen = build_verified_backend(keras_model, preprocess, backend, batch_buckets)
+            split, off = (
+                build_incremental(keras_model, preprocess) if incremental else (None, "disabled")
+            )
         except ModelRefused:
             raise
         except (ArtifactError, UnsafeArtifact, BackendError, RefusalReason) as e:
@@ -123,10 +139,47 @@ class ModelRuntime:
             columns=columns,
             backend=chosen,
             n_features=len(feature_names),
+            incremental=split,
+            incremental_off=off,
         )
 
     def predict(self, windows: np.ndarray) -> np.ndarray:
         """Target values ``(n,)`` float64 for full feature windows ``(n, W, F)``."""
+        self.check_windows(windows)
+        if len(windows) == 0:
+            return np.empty(0, dtype=np.float64)
+        x = self.prepare(windows)
+        return self.to_target(self.backend(x))
+
+    def predict_bar(self, windows: np.ndarray, positions: np.ndarray) -> tuple[np.ndarray, int]:
+        """:meth:`predict` for one bar's series (``positions``: the caller's stable index of
+        each series), stepping from primed states where they match; also returns how many
+        series were stepped."""
+        self.check_windows(windows)
+        if self.incremental is None or len(windows) == 0:
+            return self.predict(windows), 0
+        x = self.prepare(windows)
+        hit = self.states.match(positions, x[:, :-1])
+        raw = np.empty(len(x), dtype=np.float32)
+        if hit.any():
+            raw[hit] = self.incremental.step(x[hit, -1:], self.states.states(positions[hit]))
+        if not hit.all():
+            raw[~hit] = self.backend(np.ascontiguousarray(x[~hit]))
+        return self.to_target(raw), int(hit.sum())
+
+    def prime(self, windows: np.ndarray, positions: np.ndarray) -> None:
+        """Between bars: the state after each series' newest ``window - 1`` rows, which
+        :meth:`predict_bar` steps from at the next bar (complete windows only)."""
+        if self.incremental is None or len(windows) == 0:
+            return
+        self.check_windows(windows)
+        older = self.prepare(windows)[:, 1:]
+        complete = np.isfinite(older).reshape(len(older), -1).all(axis=1)
+        older = np.ascontiguousarray(older[complete])
+        if len(older):
+            self.states.put(positions[complete], older, self.incremental.prime(older))
+
+    def check_windows(self, windows: np.ndarray) -> None:
         if (
             windows.ndim != 3
             or windows.shape[1] < self.window
@@ -135,10 +188,6 @@ class ModelRuntime:
             raise ValueError(
                 f"expected windows (n, >= {self.window}, {self.n_features}), got {windows.shape}"
             )
-        if len(windows) == 0:
-            return np.empty(0, dtype=np.float64)
-        x = self.prepare(windows)
-        return self.to_target(self.backend(x))
 
     def prepare(self, windows: np.ndarray) -> np.ndarray:
         """The model's scaled input: newest ``window`` rows, its columns, stored scaler."""
@@ -160,6 +209,8 @@ class ModelRuntime:
             "features": len(self.preprocess.features),
             "window": self.window,
             "trained_at": self.trained_at.isoformat(),
+            "incremental": self.incremental is not None,
+            **({"incremental_off": self.incremental_off} if self.incremental_off else {}),
         }
 
 
@@ -258,6 +309,26 @@ def build_verified_backend(
                 f"(tolerance {TOLERANCE})"
             )
     return backend
+
+
+def build_incremental(model: Any, preprocess: Preprocess) -> tuple[Incremental | None, str]:
+    """The model split into prime and step, if it splits and matches Keras on the warm-up
+    batches; else ``None`` and the reason (the model is then served by full passes)."""
+    window, features = preprocess.window, len(preprocess.features)
+    try:
+        split = Incremental(model, window, features)
+        for rows in WARMUP_SIZES:
+            batch = warmup_batch(preprocess, rows)
+            want = np.asarray(model.predict_on_batch(batch), dtype=np.float32).reshape(rows)
+            got = split.step(batch[:, -1:], split.prime(batch[:, :-1]))
+            if not np.allclose(got, want, rtol=TOLERANCE, atol=TOLERANCE):
+                worst = float(np.max(np.abs(got.astype(np.float64) - want)))
+                return None, f"steps differ from the full pass by {worst:.3g}"
+    except NotIncremental as e:
+        return None, str(e)
+    except Exception as e:  # noqa: BLE001 - building from an untrusted graph: fall back to full passes
+        return None, f"{type(e).__name__}: {e}"
+    return split, ""
 
 
 def output_to_target(raw: np.ndarray, preprocess: Preprocess) -> np.ndarray:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -49,6 +50,7 @@ async def test_one_prediction_per_series_model_and_bar(
             await sim.advance(bars=1)
             await sub.wait_for(expected)
         messages = sub.messages
+        stepped, full = stepped_and_full(daemon)
 
     parsed = [Prediction.parse(json.dumps(m)) for m in messages]
     per_key = Counter((p.symbol, p.model, p.bar_open_ms) for p in parsed)
@@ -64,7 +66,26 @@ async def test_one_prediction_per_series_model_and_bar(
             assert 0.0 <= p.value <= 1.0 and p.target == "p_up_next_bar"
         else:
             assert p.value > 0 and p.target == "next_bar_volume"
+    # the last bars were stepped from primed states, and equal the full-window pass
+    newest = {(p.symbol, p.model): p for p in parsed if p.bar_open_ms == truth[p.symbol][-1]}
+    for (symbol, model), value in full.items():
+        assert newest[(symbol, model)].value == pytest.approx(value, rel=1e-5, abs=1e-6)
+    # the first bar ran full windows; every later one stepped each series from its state
+    assert stepped == {m: BARS * series_count for m in ("direction", "volume")}
     stream = await redis_client.xrange("wc:predictions:stream")
     assert len(stream) == len(messages)
     latest = await redis_client.hgetall("wc:latest:direction")
     assert len(latest) == series_count
+
+
+def stepped_and_full(daemon: Any) -> tuple[dict[str, int], dict[tuple[str, str], float]]:
+    """Series stepped per model so far, and each model's full-window value now."""
+    windows, ready = daemon.store.windows(daemon.series)
+    assert ready.all()
+    stepped, full = {}, {}
+    for model, runtime in daemon.models.serving().items():
+        sample = daemon.metrics.registry.get_sample_value
+        stepped[model] = int(sample("whalecast_inference_series_total", {"model": model, "path": "step"}))  # fmt: skip
+        for s, value in zip(daemon.series, runtime.predict(windows), strict=True):
+            full[(s.symbol, model)] = float(value)
+    return stepped, full

@@ -5,7 +5,8 @@ exits 0. SIGKILL, bars closing while it is down, then a restart: the state comes
 from Redis, the missed bars from REST, and nothing is stored or predicted twice.
 
 The direction model here is deliberately slow (a wide LSTM over 64 series: about a
-second per bar on two cores) so the signal lands while the forward pass runs.
+second per bar on two cores, with incremental steps off so every bar runs full
+windows) so the signal lands while the forward pass runs.
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ def config(sim: Simulator, slow_registry: Path, redis_url: str, tmp_path: Path) 
     settings = fault_settings(
         sim, redis_url, slow_registry,
         metrics={"port": free_port()}, log={"level": "INFO", "format": "json"},
-        inference={"shutdown_grace_seconds": 60.0},
+        inference={"shutdown_grace_seconds": 60.0, "incremental": False},
     )  # fmt: skip
     return write_config(tmp_path / "config.yml", settings)
 

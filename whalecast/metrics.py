@@ -76,6 +76,8 @@ class Metrics:
         self.bar_latency = Histogram("whalecast_bar_latency_seconds", "Wall time from a bar's last closed candle in to all its predictions published.", ["timeframe"], buckets=LATENCY_BUCKETS, registry=r)  # fmt: skip
         self.inference_seconds = Histogram("whalecast_inference_seconds", "One batched forward pass of one model.", ["model"], buckets=FAST_BUCKETS, registry=r)  # fmt: skip
         self.batch_size = Histogram("whalecast_inference_batch_size", "Series in one batched forward pass.", ["model"], buckets=BATCH_BUCKETS, registry=r)  # fmt: skip
+        self.forward_rows = Counter("whalecast_inference_series_total", "Series predicted, by path: step (one row from the state primed between bars) or window (the full window).", ["model", "path"], registry=r)  # fmt: skip
+        self.prime_seconds = Histogram("whalecast_inference_prime_seconds", "Priming one model's recurrent states between bars (off the bar's critical path).", ["model"], buckets=FAST_BUCKETS, registry=r)  # fmt: skip
         self.predictions = Counter("whalecast_predictions_published_total", "Predictions published.", ["model"], registry=r)  # fmt: skip
         self.predictions_dropped = Counter("whalecast_predictions_dropped_total", "Predictions not published, by reason (non_finite).", ["model", "reason"], registry=r)  # fmt: skip
         self.not_ready = Counter("whalecast_series_not_ready_total", "Series skipped at a bar because their window was incomplete.", ["timeframe"], registry=r)  # fmt: skip
@@ -117,8 +119,11 @@ class Metrics:
                 family.labels(timeframe)
         for model in models:
             for family in (self.inference_seconds, self.batch_size, self.predictions,
-                           self.model_reload_failing, self.live_scored):  # fmt: skip
+                           self.model_reload_failing, self.live_scored,
+                           self.prime_seconds):  # fmt: skip
                 family.labels(model)
+            for path in ("step", "window"):
+                self.forward_rows.labels(model, path)
             self.predictions_dropped.labels(model, "non_finite")
             for outcome in ("loaded", "refused"):
                 self.model_reloads.labels(model, outcome)

@@ -151,6 +151,7 @@ class InferenceSettings(Section):
     registry: Path = Path(".whalecast/models")
     models: list[str] = Field(default_factory=lambda: ["direction", "volume"])
     backend: Literal["onnx", "tf-function", "tf-xla", "keras"] = "tf-function"
+    incremental: bool = True  # prime recurrent states between bars, step the newest row at it
     batch_buckets: list[int] = Field(default_factory=lambda: [1, 8, 32, 128, 512, 1024, 4096])
     expiry_hours: PositiveSeconds = 24.0 * 14
     stop_serving_expired: bool = False
