@@ -56,6 +56,8 @@ log = get_logger(__name__)
 #: Failures after which the loop keeps what it could not write and retries it.
 REDIS_DOWN = (RedisError, OSError)
 REDIS_RETRY_MAX_SECONDS = 5.0
+#: Stored bars held for the scorer until the next publish, at most.
+OUTCOMES_HELD_MAX = 100_000
 
 
 class Clock(Protocol):
@@ -122,6 +124,7 @@ class BarLoop:
         self._retry_initial = min(retry_initial_seconds, REDIS_RETRY_MAX_SECONDS)
         self._position = {s: i for i, s in enumerate(self.series)}  # the state caches' index
         self._priming: asyncio.Task[None] | None = None
+        self._outcomes: list[tuple[Series, int, float, float]] = []  # bars the scorer has not seen
         # newest bar per series handed to the prediction side (a stored bar at start-up)
         self._arrived_upto = {s: store.last_open_ms(s) or -1 for s in self.series}
 
@@ -174,8 +177,10 @@ class BarLoop:
             if status[id(r)] == "appended"
             or (status[id(r)] == "duplicate" and r.candle.open_ms > self._arrived_upto[r.series])
         ]
-        if self.scorer is not None:
-            self.scorer.observe_bars((c.series, c.open_ms, c.close, c.volume) for c in fresh)
+        if self.scorer is not None:  # scored after the next publish, off the critical path
+            self._outcomes.extend((c.series, c.open_ms, c.close, c.volume) for c in fresh)
+            if len(self._outcomes) > OUTCOMES_HELD_MAX:  # a long backfill: no publish comes
+                self._score([])
         for candle in fresh:
             self._arrived_upto[candle.series] = candle.open_ms
             self._arrive(candle, arrivals[id(candle)])
@@ -323,8 +328,8 @@ class BarLoop:
                 outputs.extend(self._outputs(runtime, batch, values, open_ms, state))
         published = await self._publish(outputs)
         done = time.time()  # published: what follows is bookkeeping
-        if outputs and self.scorer is not None:
-            self.scorer.expect(outputs)
+        if self.scorer is not None:
+            self._score(outputs)
         latency = done - max(state.arrived[s] for s in todo)
         if outputs:
             self.metrics.bar_latency.labels(timeframe).observe(latency)
@@ -338,6 +343,15 @@ class BarLoop:
         )  # fmt: skip
         if batch:
             self._start_priming(state.runtimes, x, positions)
+
+    def _score(self, outputs: list[PredictionOut]) -> None:
+        """Score earlier predictions against the bars stored since, then keep these (a
+        prediction is kept only once the scorer has seen the bar it was made from)."""
+        assert self.scorer is not None
+        outcomes, self._outcomes = self._outcomes, []
+        self.scorer.observe_bars(outcomes)
+        if outputs:
+            self.scorer.expect(outputs)
 
     def _count_forward(self, model: str, rows: int, stepped: int, seconds: float) -> None:
         self.metrics.inference_seconds.labels(model).observe(seconds)
@@ -416,18 +430,13 @@ class BarLoop:
     def _outputs(
         self, runtime: Any, batch: list[Series], values: np.ndarray, open_ms: int, state: _BarState
     ) -> list[PredictionOut]:
+        candles, arrived = state.candles, state.arrived
+        model, version, target = runtime.model, runtime.version, runtime.target
         return [
             PredictionOut(
-                series=s,
-                bar_open_ms=open_ms,
-                bar_close_ms=state.candles[s].close_ms,
-                model=runtime.model,
-                model_version=runtime.version,
-                target=runtime.target,
-                value=float(value),
-                known_at=state.arrived[s],
+                s, open_ms, candles[s].close_ms, model, version, target, value, arrived[s]
             )
-            for s, value in zip(batch, values, strict=True)
+            for s, value in zip(batch, values.tolist(), strict=True)
         ]
 
     def _forget_old(self, key: tuple[str, int]) -> None:

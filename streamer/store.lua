@@ -20,7 +20,8 @@
 --     {'gap', expected}     open time past last + bar_ms without allow_gap: nothing written
 --     {'stale', last}       the caller's view (base, feature version, window) is not the
 --                           stored one: nothing written, the caller reloads and retries
---     {'appended', open_ms} bar, row and meta written, bars trimmed, TTLs renewed
+--     {'appended', open_ms} bar, row and meta written, bars trimmed, TTLs renewed (see
+--                           renew_due)
 --   Each missing bar of an allowed gap becomes an all-NaN feature row.
 --
 -- "replace" (KEYS: one series): ARGV[2] last_open_ms, [3] feature_version,
@@ -37,6 +38,17 @@ local function renew(bars_key, meta_key, ttl_ms)
   redis.call('PEXPIRE', meta_key, ttl_ms)
 end
 
+-- Renewing the bars' and meta's TTLs at every bar was two of the append's nine calls.
+-- They are renewed for a new series, after a gap, and when the bar's open time enters a
+-- new quarter of the TTL: as bars come in (exchange time keeps up with wall time), a
+-- key is renewed at least every quarter TTL plus a bar, and the TTL is never under four
+-- bars (streamer/store.py).
+local function renew_due(last_ms, open_ms, missing, ttl)
+  if not last_ms or missing > 0 then return true end
+  local quarter = math.max(1, math.floor(ttl / 4))
+  return math.floor(open_ms / quarter) ~= math.floor(last_ms / quarter)
+end
+
 -- One series' append: keys, then open_ms (text), base, member, row, header, parameters.
 local function append(bars_key, window_key, meta_key, open_text, base, member, row, header, params)
   local open_ms = tonumber(open_text)
@@ -47,8 +59,9 @@ local function append(bars_key, window_key, meta_key, open_text, base, member, r
     'appended')
   local last = meta[1]
   local missing = 0
+  local last_ms = nil
   if last then
-    local last_ms = tonumber(last)
+    last_ms = tonumber(last)
     if open_ms <= last_ms then return {'duplicate', last_ms} end
     if meta[2] ~= version or meta[3] ~= rows then return {'stale', last_ms} end
     if open_ms > last_ms + bar_ms and allow_gap ~= '1' then return {'gap', last_ms + bar_ms} end
@@ -77,10 +90,15 @@ local function append(bars_key, window_key, meta_key, open_text, base, member, r
 
   redis.call('ZADD', bars_key, open_text, member)
   redis.call('ZREMRANGEBYSCORE', bars_key, '-inf', string.format('%.0f', open_ms - kept * bar_ms))
-  redis.call('HSET', meta_key, 'last_open_ms', open_text, 'feature_version', version,
-    'window_rows', tostring(rows), 'appended', tostring((tonumber(meta[4]) or 0) + 1))
+  local appended = tostring((tonumber(meta[4]) or 0) + 1)
+  if last then -- feature_version and window_rows are already these (checked above)
+    redis.call('HSET', meta_key, 'last_open_ms', open_text, 'appended', appended)
+  else
+    redis.call('HSET', meta_key, 'last_open_ms', open_text, 'feature_version', version,
+      'window_rows', tostring(rows), 'appended', appended)
+  end
   if missing > 0 then redis.call('HINCRBY', meta_key, 'gap_bars', missing) end
-  renew(bars_key, meta_key, ttl)
+  if renew_due(last_ms, open_ms, missing, tonumber(ttl)) then renew(bars_key, meta_key, ttl) end
   return {'appended', open_ms}
 end
 

@@ -10,7 +10,9 @@ that many bars were appended), so every window says which feature list
 wrote it and a reader never mixes versions; ``...:meta`` a hash
 (``last_open_ms``, ``feature_version``, ``window_rows``, counters ``appended``,
 ``gap_bars``, ``replaced``). Bars are trimmed by open time in every write and
-all three keys get a TTL, renewed by every write.
+all three keys get a TTL: the window's is renewed by every write, the bars' and
+meta's by the first write, after a gap and whenever a bar's open time enters a new
+quarter of the TTL (two calls fewer per series and bar; see ``store.lua``).
 
 Every write goes through ``store.lua``: an append of a bar not newer than the
 stored last one is a no-op; a bar past ``last + bar`` is a gap, reported and

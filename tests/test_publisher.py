@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import pytest
@@ -187,9 +186,7 @@ async def test_not_yet_published_leaves_out_what_the_hash_shows(
     publisher = Publisher(redis_client, KEYS, 1000, Metrics(process=False))
     sent = predictions(2, publisher.clock())
     await publisher.publish(sent[:3])  # C0 both models, C1 direction
-    later = [
-        dataclasses.replace(p, bar_open_ms=BAR + HOUR, bar_close_ms=BAR + 2 * HOUR) for p in sent
-    ]
+    later = [p._replace(bar_open_ms=BAR + HOUR, bar_close_ms=BAR + 2 * HOUR) for p in sent]
     assert await publisher.not_yet_published(sent + later) == [sent[3], *later]
 
 
@@ -203,7 +200,7 @@ async def test_backlog_of_bars_is_one_request_with_one_script_call_per_bar(
     publisher = Publisher(client, KEYS, 10_000, Metrics(process=False), marks=with_marks(client))
     await publisher.publish(predictions(1, publisher.clock()))  # the script is loaded
     backlog = [
-        dataclasses.replace(p, bar_open_ms=BAR + k * HOUR, bar_close_ms=BAR + (k + 1) * HOUR)
+        p._replace(bar_open_ms=BAR + k * HOUR, bar_close_ms=BAR + (k + 1) * HOUR)
         for k in range(1, 4)
         for p in predictions(5, publisher.clock())
     ]

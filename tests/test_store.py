@@ -199,6 +199,28 @@ async def test_every_key_is_bounded(
     assert not ready[0]
 
 
+async def test_bars_and_meta_ttls_are_renewed_each_quarter_ttl_not_each_bar(
+    redis_client: aioredis.Redis, tables: dict[Series, pd.DataFrame]
+) -> None:
+    store = WindowStore(redis_client, KEYS, [BTC], WINDOW, ttl_seconds=8 * 3600.0)
+    await store.load()
+    quarter = 2 * 3_600_000  # a quarter of the 8-hour TTL: every second bar
+    short = 60_000
+    renewed = []
+    for t in range(6):
+        row = tables[BTC].loc[t]
+        await redis_client.pexpire(KEYS.bars(BTC), short)
+        await redis_client.pexpire(KEYS.meta(BTC), short)
+        assert (await store.append([record(BTC, row)]))[0].status == "appended"
+        ttls = [await redis_client.pttl(k) for k in (KEYS.bars(BTC), KEYS.meta(BTC))]
+        assert (ttls[0] > short) == (ttls[1] > short)
+        assert await redis_client.pttl(KEYS.window(BTC)) > short  # SET ... PX, every bar
+        renewed.append(ttls[0] > short)
+    opens = [int(tables[BTC].loc[t, "open_ms"]) for t in range(6)]
+    crossed = [t == 0 or opens[t] // quarter != opens[t - 1] // quarter for t in range(6)]
+    assert renewed == crossed and renewed.count(False) == 3  # the first bar is a new series
+
+
 async def test_warm_up_makes_the_window_complete_at_once(
     redis_client: aioredis.Redis, tables: dict[Series, pd.DataFrame]
 ) -> None:
