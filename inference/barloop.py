@@ -7,11 +7,13 @@ stored it already are not waited for), or until ``grace_seconds`` (wall time)
 after the first of them arrived. It then takes
 the complete windows from the store's memory mirror, runs one forward pass per
 served model over the whole batch in a worker thread (the event loop keeps
-reading feeds), and publishes all predictions in one pipeline. After publishing, it
-primes each model's recurrent state from the windows' older rows for the next bar
-(:mod:`inference.incremental`, in a worker thread off the critical path), so the
-next bar's forward pass is one step per series wherever the state still matches. A
-series whose
+reading feeds), and publishes all predictions in one pipeline. When one batch of
+candles completes a bar, that pass starts while Redis stores them, on the windows the
+store forecasts, and is used only if the stored windows are exactly those
+(:mod:`inference.forward`). After publishing, it primes each model's recurrent state
+from the windows' older rows for the next bar (:mod:`inference.incremental`, off the
+critical path), so the next bar's pass is one step per series wherever the state
+still matches. A series whose
 bar arrives after its batch was predicted gets its own small late batch; a
 series whose window is incomplete is counted as not ready and never predicted
 from padding.
@@ -45,6 +47,7 @@ import numpy as np
 import structlog
 from redis.exceptions import RedisError
 
+from inference.forward import ForwardPasses
 from inference.publisher import PredictionOut
 from streamer.backoff import Backoff
 from whalecast.domain import Candle, Series, WhaleBar
@@ -123,7 +126,7 @@ class BarLoop:
         self._retry_task: asyncio.Task[None] | None = None
         self._retry_initial = min(retry_initial_seconds, REDIS_RETRY_MAX_SECONDS)
         self._position = {s: i for i, s in enumerate(self.series)}  # the state caches' index
-        self._priming: asyncio.Task[None] | None = None
+        self.passes = ForwardPasses(metrics)
         self._outcomes: list[tuple[Series, int, float, float]] = []  # bars the scorer has not seen
         # newest bar per series handed to the prediction side (a stored bar at start-up)
         self._arrived_upto = {s: store.last_open_ms(s) or -1 for s in self.series}
@@ -161,7 +164,7 @@ class BarLoop:
     async def _store(self, group: list[tuple[Any, float]]) -> None:
         records = [r for r, _ in group]
         arrivals = {id(r.candle): arrival for r, arrival in group}
-        results = await self.store.append(records)
+        results = await self.store.append(records, preview=self._early_pass(records))
         status = {id(r): res.status for r, res in zip(records, results, strict=True)}
         retry = [r for r in records if status[id(r)] == "gap"]
         if retry:
@@ -184,6 +187,45 @@ class BarLoop:
         for candle in fresh:
             self._arrived_upto[candle.series] = candle.open_ms
             self._arrive(candle, arrivals[id(candle)])
+
+    def _early_pass(self, records: list[Any]) -> Callable[[list[Series], np.ndarray], None] | None:
+        """If these records complete a live bar, a store preview that starts the bar's
+        forward pass while Redis stores them (:mod:`inference.forward`); else None."""
+        first = records[0].candle if records else None
+        if self.stopping or first is None:
+            return None
+        key = (first.timeframe, first.open_ms)
+        started = self._started_ms.get(first.exchange)
+        if started is None or first.close_ms < started - self.grace_seconds * 1000:
+            return None  # start-up, history or a catch-up: the usual path
+        if any((r.candle.timeframe, r.candle.open_ms) != key for r in records):
+            return None
+        state = self._bars.get(key)
+        if state is not None and state.main_done:
+            return None  # a late batch
+        waiting = (
+            state.waiting
+            if state is not None
+            else self.store.not_stored(list(self.by_timeframe[key[0]]), key[1])
+        )
+        if not {r.series for r in records}.issuperset(waiting):
+            return None  # the bar is predicted once the others are in
+        earlier = [] if state is None else [s for s in state.arrived if s not in state.predicted]
+        runtimes = self.models.serving()
+
+        def preview(series: list[Series], windows: np.ndarray) -> None:
+            if earlier:  # stored before: their windows are the mirror's
+                series = earlier + series
+                windows = np.concatenate([self.store.windows(earlier)[0], windows])
+            complete = np.isfinite(windows).all(axis=(1, 2))
+            order = sorted((self._position[s], j) for j, s in enumerate(series) if complete[j])
+            if order:
+                rows = np.fromiter((j for _, j in order), np.intp, len(order))
+                positions = np.fromiter((p for p, _ in order), np.intp, len(order))
+                batch = [series[j] for _, j in order]
+                self.passes.start_early(key, runtimes, batch, windows[rows], positions)
+
+        return preview
 
     def _is_history(self, candle: Candle) -> bool:
         """A bar that closed before the daemon started and that a replica already handled.
@@ -319,12 +361,9 @@ class BarLoop:
         x = windows[ready]
         positions = np.fromiter((self._position[s] for s in batch), np.intp, len(batch))
         if batch:
-            await self._primed()
+            results = await self.passes.run(key, state.runtimes, batch, x, positions)
             for name, runtime in state.runtimes.items():
-                started = time.perf_counter()
-                values, stepped = await asyncio.to_thread(runtime.predict_bar, x, positions)
-                timings[name] = time.perf_counter() - started
-                self._count_forward(name, len(batch), stepped, timings[name])
+                values, _stepped, timings[name] = results[name]
                 outputs.extend(self._outputs(runtime, batch, values, open_ms, state))
         published = await self._publish(outputs)
         done = time.time()  # published: what follows is bookkeeping
@@ -342,7 +381,7 @@ class BarLoop:
             inference_ms={k: round(v * 1000, 2) for k, v in timings.items()},
         )  # fmt: skip
         if batch:
-            self._start_priming(state.runtimes, x, positions)
+            self.passes.start_priming(state.runtimes, x, positions)
 
     def _score(self, outputs: list[PredictionOut]) -> None:
         """Score earlier predictions against the bars stored since, then keep these (a
@@ -352,41 +391,6 @@ class BarLoop:
         self.scorer.observe_bars(outcomes)
         if outputs:
             self.scorer.expect(outputs)
-
-    def _count_forward(self, model: str, rows: int, stepped: int, seconds: float) -> None:
-        self.metrics.inference_seconds.labels(model).observe(seconds)
-        self.metrics.batch_size.labels(model).observe(rows)
-        self.metrics.forward_rows.labels(model, "step").inc(stepped)
-        self.metrics.forward_rows.labels(model, "window").inc(rows - stepped)
-
-    # -------------------------------------------------------------- priming
-    def _start_priming(
-        self, runtimes: dict[str, Any], windows: np.ndarray, positions: np.ndarray
-    ) -> None:
-        """Prime each model's states from this bar's windows, for the next bar (a task)."""
-        previous = self._priming
-
-        async def prime() -> None:
-            if previous is not None:
-                await asyncio.wait([previous])
-            for model, runtime in runtimes.items():
-                started = time.perf_counter()
-                try:
-                    await asyncio.to_thread(runtime.prime, windows, positions)
-                except Exception as e:  # noqa: BLE001 - task boundary: the next bar runs full windows
-                    log.error("priming failed", model=model, series=len(positions), error=repr(e))
-                    continue
-                self.metrics.prime_seconds.labels(model).observe(time.perf_counter() - started)
-
-        self._priming = asyncio.get_running_loop().create_task(
-            prime(), context=contextvars.Context()
-        )
-
-    async def _primed(self) -> None:
-        """Wait for the states primed after the previous bar (between bars: long done)."""
-        if self._priming is not None:
-            await asyncio.wait([self._priming])  # never raises: a failure was logged in it
-            self._priming = None
 
     async def _publish(self, outputs: list[PredictionOut]) -> int:
         """Publish after whatever is still queued; all of it stays queued if Redis fails."""
@@ -459,7 +463,7 @@ class BarLoop:
         if self._retry_task is not None and not self._retry_task.done():
             pending.append(self._retry_task)
         if not pending:
-            self._stop_priming()
+            await self.passes.settle()
             return True
         _done, not_done = await asyncio.wait(pending, timeout=timeout_seconds)  # type: ignore[type-var]
         if not_done and self._retry_task is not None:
@@ -468,9 +472,5 @@ class BarLoop:
                 "stopping with writes redis did not take", predictions=len(self._unpublished),
                 candles=sum(len(group) for group in self._backlog.values()),
             )  # fmt: skip
-        self._stop_priming()
+        await self.passes.settle()
         return not not_done
-
-    def _stop_priming(self) -> None:
-        if self._priming is not None:
-            self._priming.cancel()  # no next bar will come to use it

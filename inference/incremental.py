@@ -122,12 +122,17 @@ class Incremental:
             raise NotIncremental("the model has no recurrent layer")
         self.twins = {id(layer): _twin(layer) for layer in self.recurrent}
         older = tf.TensorSpec((None, window - 1, n_features), tf.float32)
-        self._prime = tf.function(self._prime_graph, input_signature=[older])
+        # closures, not bound methods: TensorFlow counts traces per Python function, and
+        # every loaded version traces its own pair once
+        self._prime = tf.function(lambda x: self._prime_graph(x), input_signature=[older])  # noqa: PLW0108
         shapes = [s.shape[1:] for s in self._prime(np.zeros((1, window - 1, n_features), "f4"))]
         self._counts = [len(self._states_of(layer)) for layer in self.recurrent]
         newest = tf.TensorSpec((None, 1, n_features), tf.float32)
         states = [tf.TensorSpec((None, *shape), tf.float32) for shape in shapes]
-        self._step = tf.function(self._step_graph, input_signature=[newest, *states])
+        self._step = tf.function(
+            lambda x, *s: self._step_graph(x, *s),  # noqa: PLW0108
+            input_signature=[newest, *states],
+        )
 
     def prime(self, older: np.ndarray) -> list[np.ndarray]:
         """States ``[(n, units), ...]`` after the scaled rows ``older`` ``(n, W-1, f)``."""

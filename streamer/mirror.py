@@ -114,6 +114,13 @@ class Mirror:
             self._roll(block, advance, newest)
         self.last[advance.positions] = advance.open_ms
 
+    def preview(self, advance: Advance) -> Float32Array:
+        """The feature windows of ``advance``'s series as :meth:`commit` will leave them."""
+        moved = shifted(self.rows[advance.positions], advance.steps)
+        moved[advance.fresh] = np.nan
+        moved[:, -1] = advance.newest_rows
+        return moved
+
     def _roll(self, block: Block, advance: Advance, newest: Block) -> None:
         """Move the series' rows by their steps and put ``newest`` last, in place."""
         positions = advance.positions

@@ -69,6 +69,8 @@ from whalecast.redisconn import mget, run_script_pipeline
 log = get_logger(__name__)
 
 Status = Literal["appended", "duplicate", "gap"]
+#: Called with series and their windows as an append will leave them (see ``append``).
+Preview = Callable[[list[Series], Float32Array], None]
 BAR_DTYPE: Final = np.dtype("<f8")
 ROW_DTYPE: Final = np.dtype("<f4")
 DEFAULT_TTL_SECONDS: Final = 7 * 86_400.0
@@ -357,29 +359,46 @@ class WindowStore:
     # ---------------------------------------------------------------- appending
 
     async def append(
-        self, records: Sequence[BarRecord], allow_gap: bool = False
+        self,
+        records: Sequence[BarRecord],
+        allow_gap: bool = False,
+        preview: Preview | None = None,
     ) -> list[AppendResult]:
-        """Append closed bars, one pipeline per round (a round = at most one bar per series)."""
+        """Append closed bars, one pipeline per round (a round = at most one bar per series).
+
+        ``preview``, if given, is called before each round is sent with the series the
+        round should append and their windows as they will be once Redis confirms it
+        (the bar loop starts the forward pass on them meanwhile). It is a forecast: the
+        mirror only changes after Redis confirmed, and a round Redis answers otherwise
+        is reloaded and tried again (with a new preview).
+        """
         results: list[AppendResult | None] = [None] * len(records)
         with self._timed("append"):
             for round_positions in _rounds(records):
                 chosen = [records[i] for i in round_positions]
-                for i, result in zip(
-                    round_positions, await self._append_round(chosen, allow_gap), strict=True
-                ):
+                appended = await self._append_round(chosen, allow_gap, preview=preview)
+                for i, result in zip(round_positions, appended, strict=True):
                     results[i] = result
         done = [r for r in results if r is not None]
         self._count_gaps(done)
         return done
 
     async def _append_round(
-        self, records: Sequence[BarRecord], allow_gap: bool, retry: bool = True
+        self,
+        records: Sequence[BarRecord],
+        allow_gap: bool,
+        retry: bool = True,
+        preview: Preview | None = None,
     ) -> list[AppendResult]:
         positions = self.mirror.positions([r.series for r in records])
         new = self._bar_matrix(records)
         expected = self._predict(positions, new[:, 0].astype(np.int64), allow_gap)
         appending = np.array([status == "appended" for status in expected], dtype=bool)
         advance = self.mirror.advance(positions[appending], new[appending])
+        if preview is not None and appending.any():
+            preview(
+                [records[j].series for j in np.flatnonzero(appending)], self.mirror.preview(advance)
+            )
         newest = advance.newest_rows.astype(ROW_DTYPE)
         rows = [b""] * len(records)
         for j, row in zip(np.flatnonzero(appending), newest, strict=True):
@@ -397,7 +416,9 @@ class WindowStore:
                 replies[j] = (reply[2 * k], reply[2 * k + 1])
         statuses = [reply[0].decode() for reply in replies]
         if statuses != expected:
-            return await self._resync(records, positions, allow_gap, statuses, retry)
+            return await self._resync(
+                records, positions, allow_gap, statuses, retry, preview=preview
+            )
         self.mirror.commit(advance)
         return [self._result(r, s, int(reply[1])) for r, s, reply in zip(records, statuses, replies, strict=True)]  # fmt: skip
 
@@ -420,12 +441,14 @@ class WindowStore:
         allow_gap: bool,
         statuses: list[str],
         retry: bool,
+        *,
+        preview: Preview | None,
     ) -> list[AppendResult]:
         """The stored state differs from the mirror: reload these series, then try once more."""
         if not retry:
             raise StoreConflict(f"Redis disagrees with the mirror after a reload: {statuses}")
         await self._load([int(p) for p in positions])
-        return await self._append_round(records, allow_gap, retry=False)
+        return await self._append_round(records, allow_gap, retry=False, preview=preview)
 
     def _predict(self, positions: IntArray, open_ms: IntArray, allow_gap: bool) -> list[str]:
         last = self.mirror.last[positions]

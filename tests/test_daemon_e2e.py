@@ -51,6 +51,11 @@ async def test_one_prediction_per_series_model_and_bar(
             await sub.wait_for(expected)
         messages = sub.messages
         stepped, full = stepped_and_full(daemon)
+        sample = daemon.metrics.registry.get_sample_value
+        early = {
+            outcome: sample("whalecast_inference_early_passes_total", {"outcome": outcome})
+            for outcome in ("used", "discarded")
+        }
 
     parsed = [Prediction.parse(json.dumps(m)) for m in messages]
     per_key = Counter((p.symbol, p.model, p.bar_open_ms) for p in parsed)
@@ -72,6 +77,8 @@ async def test_one_prediction_per_series_model_and_bar(
         assert newest[(symbol, model)].value == pytest.approx(value, rel=1e-5, abs=1e-6)
     # the first bar ran full windows; every later one stepped each series from its state
     assert stepped == {m: BARS * series_count for m in ("direction", "volume")}
+    # each predicted bar's candles came in one batch: its pass ran while Redis stored them
+    assert early == {"used": BARS + 1, "discarded": 0}
     stream = await redis_client.xrange("wc:predictions:stream")
     assert len(stream) == len(messages)
     latest = await redis_client.hgetall("wc:latest:direction")

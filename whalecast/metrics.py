@@ -77,6 +77,7 @@ class Metrics:
         self.inference_seconds = Histogram("whalecast_inference_seconds", "One batched forward pass of one model.", ["model"], buckets=FAST_BUCKETS, registry=r)  # fmt: skip
         self.batch_size = Histogram("whalecast_inference_batch_size", "Series in one batched forward pass.", ["model"], buckets=BATCH_BUCKETS, registry=r)  # fmt: skip
         self.forward_rows = Counter("whalecast_inference_series_total", "Series predicted, by path: step (one row from the state primed between bars) or window (the full window).", ["model", "path"], registry=r)  # fmt: skip
+        self.early_passes = Counter("whalecast_inference_early_passes_total", "Forward passes started while Redis stored the bar, by outcome: used, or discarded (the stored windows, series or models differed) and run again.", ["outcome"], registry=r)  # fmt: skip
         self.prime_seconds = Histogram("whalecast_inference_prime_seconds", "Priming one model's recurrent states between bars (off the bar's critical path).", ["model"], buckets=FAST_BUCKETS, registry=r)  # fmt: skip
         self.predictions = Counter("whalecast_predictions_published_total", "Predictions published.", ["model"], registry=r)  # fmt: skip
         self.predictions_dropped = Counter("whalecast_predictions_dropped_total", "Predictions not published, by reason (non_finite).", ["model", "reason"], registry=r)  # fmt: skip
@@ -128,6 +129,8 @@ class Metrics:
             for outcome in ("loaded", "refused"):
                 self.model_reloads.labels(model, outcome)
         self.redis_errors.labels("publish")
+        for outcome in ("used", "discarded"):
+            self.early_passes.labels(outcome)
 
     def render(self) -> bytes:
         """The exposition text, as ``/metrics`` serves it."""

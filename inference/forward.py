@@ -1,0 +1,175 @@
+"""The bar loop's forward passes: when they run, in which thread, and in what order.
+
+Three kinds of work go through the served runtimes, all in worker threads (the
+event loop keeps reading feeds), one at a time (``_lock``, first come first
+served), because priming writes the state caches that a pass reads:
+
+- **the bar's pass** (:meth:`ForwardPasses.run`): one batched pass per model over
+  the bar's complete windows, stepping each series from its primed state where it
+  matches (:meth:`inference.runtime.ModelRuntime.predict_bar`);
+- **the early pass** (:meth:`ForwardPasses.start_early`): the same pass, started
+  while Redis is still storing the bar's last candles, on the windows the store
+  forecast for them (``WindowStore.append(preview=...)``). The bar's pass takes its
+  results only if it would have computed exactly the same thing: same bar, same
+  series in the same order, the same runtime objects, and bit-identical windows now
+  that the store confirmed. Otherwise they are discarded and the pass runs again, so
+  a resync, a model swap or a late series costs time, never a wrong value;
+- **priming** (:meth:`ForwardPasses.start_priming`): after a bar is published, each
+  model's recurrent states for the next bar (:mod:`inference.incremental`).
+
+Predictions are still only published after the store confirmed the bar: the early
+pass moves computing, not publishing, ahead of Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import time
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import numpy as np
+
+from whalecast.domain import Series
+from whalecast.logs import get_logger
+from whalecast.metrics import Metrics
+
+log = get_logger(__name__)
+
+T = TypeVar("T")
+#: model name -> (values, series stepped from a primed state, seconds in the pass)
+Results = dict[str, tuple[np.ndarray, int, float]]
+
+
+@dataclass
+class _Early:
+    key: tuple[str, int]
+    series: list[Series]
+    windows: np.ndarray
+    runtimes: dict[str, Any]
+    task: asyncio.Task[Results]
+
+
+class ForwardPasses:
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+        self._lock = asyncio.Lock()
+        self._early: _Early | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()  # early passes and priming still running
+
+    # --- the bar's pass ---------------------------------------------------------------------
+
+    async def run(
+        self,
+        key: tuple[str, int],
+        runtimes: dict[str, Any],
+        series: list[Series],
+        windows: np.ndarray,
+        positions: np.ndarray,
+    ) -> Results:
+        """Each model's predictions for ``series`` (windows ``(n, W, F)``), counted."""
+        results = await self._take_early(key, runtimes, series, windows)
+        if results is None:
+            results = await self._forward(runtimes, windows, positions)
+        for model, (_values, stepped, seconds) in results.items():
+            self.metrics.inference_seconds.labels(model).observe(seconds)
+            self.metrics.batch_size.labels(model).observe(len(series))
+            self.metrics.forward_rows.labels(model, "step").inc(stepped)
+            self.metrics.forward_rows.labels(model, "window").inc(len(series) - stepped)
+        return results
+
+    async def _forward(
+        self, runtimes: dict[str, Any], windows: np.ndarray, positions: np.ndarray
+    ) -> Results:
+        results: Results = {}
+        async with self._lock:
+            for model, runtime in runtimes.items():
+                started = time.perf_counter()
+                values, stepped = await asyncio.to_thread(runtime.predict_bar, windows, positions)
+                results[model] = (values, stepped, time.perf_counter() - started)
+        return results
+
+    # --- the early pass ---------------------------------------------------------------------
+
+    def start_early(
+        self,
+        key: tuple[str, int],
+        runtimes: dict[str, Any],
+        series: list[Series],
+        windows: np.ndarray,
+        positions: np.ndarray,
+    ) -> None:
+        """Start the bar's pass now, on forecast windows (replaces an unused earlier one)."""
+        task = self._task(self._forward(runtimes, windows, positions))
+        task.add_done_callback(_retrieve)
+        if self._early is not None:
+            self.metrics.early_passes.labels("discarded").inc()
+        self._early = _Early(key, list(series), windows, dict(runtimes), task)
+
+    async def _take_early(
+        self,
+        key: tuple[str, int],
+        runtimes: dict[str, Any],
+        series: list[Series],
+        windows: np.ndarray,
+    ) -> Results | None:
+        early, self._early = self._early, None
+        if early is None:
+            return None
+        if early.key == key:
+            await asyncio.wait([early.task])
+        if (
+            early.key == key
+            and not early.task.cancelled()
+            and early.task.exception() is None
+            and early.series == series
+            and early.runtimes.keys() == runtimes.keys()
+            and all(early.runtimes[m] is r for m, r in runtimes.items())
+            and np.array_equal(early.windows, windows)
+        ):
+            self.metrics.early_passes.labels("used").inc()
+            return early.task.result()
+        self.metrics.early_passes.labels("discarded").inc()
+        return None
+
+    # --- priming ----------------------------------------------------------------------------
+
+    def start_priming(
+        self, runtimes: dict[str, Any], windows: np.ndarray, positions: np.ndarray
+    ) -> None:
+        """Prime each model's states from this bar's windows, for the next bar (a task)."""
+        self._task(self._prime(dict(runtimes), windows, positions))
+
+    async def _prime(
+        self, runtimes: dict[str, Any], windows: np.ndarray, positions: np.ndarray
+    ) -> None:
+        async with self._lock:
+            for model, runtime in runtimes.items():
+                started = time.perf_counter()
+                try:
+                    await asyncio.to_thread(runtime.prime, windows, positions)
+                except Exception as e:  # noqa: BLE001 - task boundary: the next bar runs full windows
+                    log.error("priming failed", model=model, series=len(positions), error=repr(e))
+                    continue
+                self.metrics.prime_seconds.labels(model).observe(time.perf_counter() - started)
+
+    async def settle(self) -> None:
+        """Wait for early passes and priming still running (a worker thread cannot be
+        stopped, and a pass must not run alongside a priming)."""
+        if self._tasks:
+            await asyncio.wait(list(self._tasks))
+
+    def _task(self, work: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
+        # a fresh context: the task belongs to no one bar's log fields
+        task = asyncio.get_running_loop().create_task(work, context=contextvars.Context())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    """An early pass nobody took: its failure is the bar's pass's to report, not asyncio's."""
+    if not task.cancelled():
+        task.exception()
