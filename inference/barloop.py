@@ -47,7 +47,7 @@ import numpy as np
 import structlog
 from redis.exceptions import RedisError
 
-from inference.forward import ForwardPasses
+from inference.forward import Batch, ForwardPasses
 from inference.publisher import PredictionOut
 from streamer.backoff import Backoff
 from whalecast.domain import Candle, Series, WhaleBar
@@ -223,7 +223,7 @@ class BarLoop:
                 rows = np.fromiter((j for _, j in order), np.intp, len(order))
                 positions = np.fromiter((p for p, _ in order), np.intp, len(order))
                 batch = [series[j] for _, j in order]
-                self.passes.start_early(key, runtimes, batch, windows[rows], positions)
+                self.passes.start_early(Batch(key, runtimes, batch, windows[rows], positions))
 
         return preview
 
@@ -361,7 +361,7 @@ class BarLoop:
         x = windows[ready]
         positions = np.fromiter((self._position[s] for s in batch), np.intp, len(batch))
         if batch:
-            results = await self.passes.run(key, state.runtimes, batch, x, positions)
+            results = await self.passes.run(Batch(key, state.runtimes, batch, x, positions))
             for name, runtime in state.runtimes.items():
                 values, _stepped, timings[name] = results[name]
                 outputs.extend(self._outputs(runtime, batch, values, open_ms, state))

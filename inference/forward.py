@@ -43,94 +43,81 @@ T = TypeVar("T")
 Results = dict[str, tuple[np.ndarray, int, float]]
 
 
-@dataclass
-class _Early:
+@dataclass(frozen=True)
+class Batch:
+    """One bar's pass: the bar, the runtimes, the series in order and their windows
+    ``(n, W, F)``, and each series' stable index for the state caches."""
+
     key: tuple[str, int]
+    runtimes: dict[str, Any]
     series: list[Series]
     windows: np.ndarray
-    runtimes: dict[str, Any]
-    task: asyncio.Task[Results]
+    positions: np.ndarray
+
+    def same_pass(self, other: Batch) -> bool:
+        """Would a pass over ``other`` compute exactly what a pass over this one did?"""
+        return (
+            self.key == other.key
+            and self.series == other.series
+            and self.runtimes.keys() == other.runtimes.keys()
+            and all(self.runtimes[m] is r for m, r in other.runtimes.items())
+            and np.array_equal(self.windows, other.windows)
+        )
 
 
 class ForwardPasses:
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
         self._lock = asyncio.Lock()
-        self._early: _Early | None = None
+        self._early: tuple[Batch, asyncio.Task[Results]] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()  # early passes and priming still running
 
     # --- the bar's pass ---------------------------------------------------------------------
 
-    async def run(
-        self,
-        key: tuple[str, int],
-        runtimes: dict[str, Any],
-        series: list[Series],
-        windows: np.ndarray,
-        positions: np.ndarray,
-    ) -> Results:
-        """Each model's predictions for ``series`` (windows ``(n, W, F)``), counted."""
-        results = await self._take_early(key, runtimes, series, windows)
+    async def run(self, batch: Batch) -> Results:
+        """Each model's predictions for the batch's series, counted in the metrics."""
+        results = await self._take_early(batch)
         if results is None:
-            results = await self._forward(runtimes, windows, positions)
+            results = await self._forward(batch)
+        rows = len(batch.series)
         for model, (_values, stepped, seconds) in results.items():
             self.metrics.inference_seconds.labels(model).observe(seconds)
-            self.metrics.batch_size.labels(model).observe(len(series))
+            self.metrics.batch_size.labels(model).observe(rows)
             self.metrics.forward_rows.labels(model, "step").inc(stepped)
-            self.metrics.forward_rows.labels(model, "window").inc(len(series) - stepped)
+            self.metrics.forward_rows.labels(model, "window").inc(rows - stepped)
         return results
 
-    async def _forward(
-        self, runtimes: dict[str, Any], windows: np.ndarray, positions: np.ndarray
-    ) -> Results:
+    async def _forward(self, batch: Batch) -> Results:
         results: Results = {}
         async with self._lock:
-            for model, runtime in runtimes.items():
+            for model, runtime in batch.runtimes.items():
                 started = time.perf_counter()
-                values, stepped = await asyncio.to_thread(runtime.predict_bar, windows, positions)
+                values, stepped = await asyncio.to_thread(
+                    runtime.predict_bar, batch.windows, batch.positions
+                )
                 results[model] = (values, stepped, time.perf_counter() - started)
         return results
 
     # --- the early pass ---------------------------------------------------------------------
 
-    def start_early(
-        self,
-        key: tuple[str, int],
-        runtimes: dict[str, Any],
-        series: list[Series],
-        windows: np.ndarray,
-        positions: np.ndarray,
-    ) -> None:
-        """Start the bar's pass now, on forecast windows (replaces an unused earlier one)."""
-        task = self._task(self._forward(runtimes, windows, positions))
+    def start_early(self, batch: Batch) -> None:
+        """Start a bar's pass now, on forecast windows (replaces an unused earlier one)."""
+        task = self._task(self._forward(batch))
         task.add_done_callback(_retrieve)
         if self._early is not None:
             self.metrics.early_passes.labels("discarded").inc()
-        self._early = _Early(key, list(series), windows, dict(runtimes), task)
+        self._early = (batch, task)
 
-    async def _take_early(
-        self,
-        key: tuple[str, int],
-        runtimes: dict[str, Any],
-        series: list[Series],
-        windows: np.ndarray,
-    ) -> Results | None:
+    async def _take_early(self, batch: Batch) -> Results | None:
         early, self._early = self._early, None
         if early is None:
             return None
-        if early.key == key:
-            await asyncio.wait([early.task])
-        if (
-            early.key == key
-            and not early.task.cancelled()
-            and early.task.exception() is None
-            and early.series == series
-            and early.runtimes.keys() == runtimes.keys()
-            and all(early.runtimes[m] is r for m, r in runtimes.items())
-            and np.array_equal(early.windows, windows)
-        ):
-            self.metrics.early_passes.labels("used").inc()
-            return early.task.result()
+        forecast, task = early
+        if forecast.key == batch.key:
+            await asyncio.wait([task])
+            if not task.cancelled() and task.exception() is None and forecast.same_pass(batch):
+                self.metrics.early_passes.labels("used").inc()
+                return task.result()
         self.metrics.early_passes.labels("discarded").inc()
         return None
 

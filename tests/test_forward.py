@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from inference.forward import ForwardPasses
+from inference.forward import Batch, ForwardPasses
 from inference.runtime import ModelRuntime
 from streamer.features import FEATURE_NAMES
 from tests.model_artifacts import preprocess_for, random_windows, small_model, write_model
@@ -66,8 +66,10 @@ async def test_an_early_pass_on_the_same_windows_is_used(registry: tuple[Path, s
     runtime, metrics = load(registry), Metrics(process=False)
     passes, spy = ForwardPasses(metrics), Spy(runtime, "predict_bar")
     windows = random_windows(len(SERIES), seed=1)
-    passes.start_early(KEY, {"direction": runtime}, SERIES, windows, POSITIONS)
-    results = await passes.run(KEY, {"direction": runtime}, SERIES, windows.copy(), POSITIONS)
+    passes.start_early(Batch(KEY, {"direction": runtime}, SERIES, windows, POSITIONS))
+    results = await passes.run(
+        Batch(KEY, {"direction": runtime}, SERIES, windows.copy(), POSITIONS)
+    )
     assert len(spy.calls) == 1
     np.testing.assert_array_equal(results["direction"][0], runtime.predict(windows))
     assert early_count(metrics, "used") == 1 and early_count(metrics, "discarded") == 0
@@ -80,7 +82,7 @@ async def test_an_early_pass_that_differs_in_anything_is_discarded_and_run_again
     runtime, metrics = load(registry), Metrics(process=False)
     passes, spy = ForwardPasses(metrics), Spy(runtime, "predict_bar")
     windows = random_windows(len(SERIES), seed=2)
-    passes.start_early(KEY, {"direction": runtime}, SERIES, windows, POSITIONS)
+    passes.start_early(Batch(KEY, {"direction": runtime}, SERIES, windows, POSITIONS))
     stored, series, runtimes, key = windows.copy(), list(SERIES), {"direction": runtime}, KEY
     if change == "window":  # Redis stored something else (a reload): one value differs
         stored[2, -1, 0] = np.nextafter(stored[2, -1, 0], np.float32(1e9))
@@ -90,7 +92,7 @@ async def test_an_early_pass_that_differs_in_anything_is_discarded_and_run_again
         runtimes = {"direction": load(registry)}
     else:
         key = (KEY[0], KEY[1] + 3_600_000)
-    results = await passes.run(key, runtimes, series, stored, POSITIONS)
+    results = await passes.run(Batch(key, runtimes, series, stored, POSITIONS))
     await passes.settle()
     np.testing.assert_array_equal(results["direction"][0], runtimes["direction"].predict(stored))
     assert early_count(metrics, "used") == 0 and early_count(metrics, "discarded") == 1
@@ -109,8 +111,8 @@ async def test_a_failed_early_pass_is_run_again(registry: tuple[Path, str]) -> N
     passes = ForwardPasses(metrics)
     Spy(runtime, "predict_bar", before=fail_once)
     windows = random_windows(len(SERIES), seed=3)
-    passes.start_early(KEY, {"direction": runtime}, SERIES, windows, POSITIONS)
-    results = await passes.run(KEY, {"direction": runtime}, SERIES, windows, POSITIONS)
+    passes.start_early(Batch(KEY, {"direction": runtime}, SERIES, windows, POSITIONS))
+    results = await passes.run(Batch(KEY, {"direction": runtime}, SERIES, windows, POSITIONS))
     np.testing.assert_array_equal(results["direction"][0], runtime.predict(windows))
     assert early_count(metrics, "discarded") == 1
 
@@ -124,8 +126,8 @@ async def test_priming_and_passes_never_overlap(registry: tuple[Path, str]) -> N
     before, now = random_windows(len(SERIES), 25, seed=4)[:, :-1], None
     passes.start_priming({"direction": runtime}, before, POSITIONS)
     now = random_windows(len(SERIES), seed=5)
-    passes.start_early(KEY, {"direction": runtime}, SERIES, now, POSITIONS)
-    await passes.run(KEY, {"direction": runtime}, SERIES, now, POSITIONS)
+    passes.start_early(Batch(KEY, {"direction": runtime}, SERIES, now, POSITIONS))
+    await passes.run(Batch(KEY, {"direction": runtime}, SERIES, now, POSITIONS))
     await passes.settle()
     assert len(prime.calls) == 1 and len(predict.calls) == 1
     assert predict.calls[0][0] >= prime.calls[0][1]  # the pass waited for the priming
