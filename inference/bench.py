@@ -8,6 +8,10 @@ under its name; more can be registered in :data:`SECTIONS`):
 - ``backends``: the seed-004 model (random weights; 24 rows x 29 v1 features)
   loaded through :class:`~inference.runtime.ModelRuntime` for each backend, and
   the median wall time of ``runtime.predict`` for each batch size after warm-up;
+- ``incremental``: the same model and sizes served as the daemon serves a bar
+  (:mod:`inference.incremental`): the median of one step per series from states
+  primed on the previous bar's windows (the bar's critical path), and of that
+  priming (between bars), with the default backend for series that do not step;
 - ``per_series``: the same workload as one ``model.predict`` per series, timed
   on a sample of calls and extrapolated (the report says so);
 - ``loop_lag``: the event loop's worst timer lag while 1000-series passes run
@@ -50,6 +54,7 @@ BENCH_MODEL = "bench-seed004"
 FLOOR_SERIES = 1000
 FLOOR_FACTOR_TARGET = 2.0
 SPEEDUP_TARGET = 500.0
+INCREMENTAL_BACKEND = "tf-function"  # the daemon's default
 
 
 @dataclass
@@ -158,6 +163,26 @@ def bench_backends(ctx: BenchContext) -> dict[str, Any]:
     return out
 
 
+def bench_incremental(ctx: BenchContext) -> dict[str, Any]:
+    """Stepping each series from a primed state, and the priming, per batch size."""
+    opts = ctx.options
+    backend = INCREMENTAL_BACKEND if INCREMENTAL_BACKEND in opts.backends else opts.backends[0]
+    runtime = ctx.runtime(backend)
+    if runtime.incremental is None:
+        return {"backend": backend, "off": runtime.incremental_off}
+    rng = np.random.default_rng(3)
+    shape = (max(opts.sizes), opts.window + 1, len(FEATURE_NAMES))
+    history = rng.standard_normal(shape).astype(np.float32)
+    step_ms, prime_ms = {}, {}
+    for n in opts.sizes:
+        before, now, positions = history[:n, :-1], history[:n, 1:], np.arange(n)
+        prime_ms[str(n)] = median_ms(lambda: runtime.prime(before, positions), opts.repeats)  # noqa: B023
+        if runtime.predict_bar(now, positions)[1] != n:
+            raise RuntimeError("a primed series did not step")  # the bench would measure nothing
+        step_ms[str(n)] = median_ms(lambda: runtime.predict_bar(now, positions), opts.repeats)  # noqa: B023
+    return {"backend": backend, "step_ms": step_ms, "prime_ms": prime_ms}
+
+
 def bench_loop_lag(ctx: BenchContext) -> dict[str, Any]:
     """Event-loop lag while a forward pass (1000 series, or fewer if asked) runs in a thread."""
     n = min(FLOOR_SERIES, max(ctx.options.sizes))
@@ -245,6 +270,7 @@ Section = Callable[[BenchContext], dict[str, Any]]
 SECTIONS: dict[str, Section] = {
     "matmul": bench_matmul,
     "backends": bench_backends,
+    "incremental": bench_incremental,
     "per_series": bench_per_series,
     "loop_lag": bench_loop_lag,
     "summary": bench_summary,
@@ -304,6 +330,7 @@ def format_table(results: dict[str, Any]) -> str:
         for name, result in backends.items():
             cells = "".join(f"{result['median_ms'][s]:>14.2f}" for s in sizes)
             lines.append(f"{name:<14}{result['load_seconds']:>8.1f}{cells}")
+    lines.extend(_incremental_lines(results.get("incremental", {})))
     if "per_series" in results:
         p = results["per_series"]
         lines.append(
@@ -322,6 +349,20 @@ def format_table(results: dict[str, Any]) -> str:
     if "e2e" in results:
         lines.extend(format_e2e(results["e2e"]))
     return "\n".join(lines)
+
+
+def _incremental_lines(r: dict[str, Any]) -> list[str]:
+    if not r:
+        return []
+    if "off" in r:
+        return [f"incremental steps ({r['backend']}): off, {r['off']}"]
+    return [
+        f"{label + ' (' + r['backend'] + ')':<40}" + "".join(f"{v:>10.2f}" for v in values.values())
+        for label, values in (
+            ("one step per series, at the bar", r["step_ms"]),
+            ("priming, between bars", r["prime_ms"]),
+        )
+    ]
 
 
 def _summary_lines(s: dict[str, Any]) -> list[str]:

@@ -27,10 +27,11 @@ def test_seed004_size_matches_the_measured_facts() -> None:
 def test_sections_and_table() -> None:
     options = BenchOptions(sizes=(3, 9), backends=("keras", "tf-function"), repeats=1,
                            per_series_sample=2, matmul_size=128, buckets=(1, 8))  # fmt: skip
-    sections = ["matmul", "backends", "per_series", "loop_lag", "summary"]
+    sections = ["matmul", "backends", "incremental", "per_series", "loop_lag", "summary"]
     results = run_bench(options, sections=sections)
     assert set(results) == {"machine", *sections}
     assert set(results["backends"]["tf-function"]["median_ms"]) == {"3", "9"}
+    assert set(results["incremental"]["step_ms"]) == set(results["incremental"]["prime_ms"]) == {"3", "9"}  # fmt: skip
     summary = results["summary"]
     assert summary["floor_ms_1000"] > 0 and "best_backend" not in summary  # no 1000-series batch
     assert summary["parameters"] == 133_825  # 29 features
@@ -38,6 +39,7 @@ def test_sections_and_table() -> None:
     assert results["loop_lag"]["keras"]["series"] == 9
     assert results["loop_lag"]["keras"]["samples"] >= 0
     assert "tf-function" in table and "GFLOP/s" in table and "extrapolated" in table
+    assert "one step per series" in table
     with pytest.raises(ValueError, match="unknown"):
         run_bench(BenchOptions(backends=("pytorch",)))
     with pytest.raises(ValueError, match="unknown"):

@@ -200,7 +200,7 @@ def _add_bench_options(command: argparse.ArgumentParser) -> None:
         "--matmul-size", type=int, default=2048, help="square matmul size (default 2048)"
     )
     command.add_argument("--sections", type=_name_list, default=None,
-                         help="run only these sections, comma-separated (matmul, backends, per_series, loop_lag, summary, e2e)")  # fmt: skip
+                         help="run only these sections, comma-separated (matmul, backends, incremental, per_series, loop_lag, summary, e2e)")  # fmt: skip
     command.add_argument("--e2e-series", type=int, default=1000,
                          help="end to end: synthetic series the simulator serves (default 1000)")  # fmt: skip
     command.add_argument("--e2e-bars", type=int, default=40,
