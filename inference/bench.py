@@ -356,13 +356,12 @@ def _incremental_lines(r: dict[str, Any]) -> list[str]:
         return []
     if "off" in r:
         return [f"incremental steps ({r['backend']}): off, {r['off']}"]
-    return [
-        f"{label + ' (' + r['backend'] + ')':<40}" + "".join(f"{v:>10.2f}" for v in values.values())
-        for label, values in (
-            ("one step per series, at the bar", r["step_ms"]),
-            ("priming, between bars", r["prime_ms"]),
-        )
-    ]
+    lines = [f"incremental ({r['backend']}), same model and sizes, median ms per call"]
+    for label, values in (("step at bar", r["step_ms"]), ("prime before", r["prime_ms"])):
+        lines.append(f"{label:<14}{'':>8}" + "".join(f"{v:>14.2f}" for v in values.values()))
+    lines.append("  step: one row per series from its primed state (the bar's critical path);")
+    lines.append("  prime: the older rows, run between bars")
+    return lines
 
 
 def _summary_lines(s: dict[str, Any]) -> list[str]:

@@ -39,7 +39,7 @@ def test_sections_and_table() -> None:
     assert results["loop_lag"]["keras"]["series"] == 9
     assert results["loop_lag"]["keras"]["samples"] >= 0
     assert "tf-function" in table and "GFLOP/s" in table and "extrapolated" in table
-    assert "one step per series" in table
+    assert "step at bar" in table and "prime before" in table
     with pytest.raises(ValueError, match="unknown"):
         run_bench(BenchOptions(backends=("pytorch",)))
     with pytest.raises(ValueError, match="unknown"):
