@@ -315,6 +315,14 @@ class BarLoop:
                 for key in sorted(keys):
                     await self._flush(key)
 
+    def prime(self, runtimes: Mapping[str, Any] | None = None) -> None:
+        """Prime ``runtimes`` (default: the serving ones) from the windows held now, so
+        the next bar steps: at start-up, and for a version parked for the next swap."""
+        chosen = dict(runtimes) if runtimes is not None else self.models.serving()
+        windows, ready = self.store.windows(self.series)
+        if chosen and ready.any():
+            self.passes.start_priming(chosen, windows[ready], np.flatnonzero(ready))
+
     # ----------------------------------------------------------------- output
     async def _flush_locked(self, key: tuple[str, int]) -> None:
         try:

@@ -144,6 +144,9 @@ class Daemon:
             retry_initial_seconds=s.feed.backoff_initial_seconds,
         )  # fmt: skip
         await self.bar_loop.resume(pending(self.store, marks, self.metrics))
+        bar_loop = self.bar_loop
+        bar_loop.prime()  # from the stored windows: the next bar steps if it follows them
+        self.models.on_parked = lambda runtime: bar_loop.prime({runtime.model: runtime})
         warmup = HISTORY_BARS + s.features.window
         for entry in owned_exchanges(s, self.series):
             resume = {

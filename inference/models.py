@@ -6,7 +6,9 @@
   version is loaded in a worker thread (the event loop keeps running), checked
   (:class:`~inference.runtime.ModelRuntime` refuses what it must), and parked.
 - The bar loop calls :meth:`ModelSet.swap_pending` between bars: only there does
-  a parked version replace the serving one, so one bar never mixes versions.
+  a parked version replace the serving one, so one bar never mixes versions. A
+  parked version is handed to ``on_parked`` first (the daemon primes its recurrent
+  states, so its first bar steps like the old version's would have).
 - A refused version is logged (model, version, reason), counted
   (``whalecast_model_reloads_total{outcome="refused"}``), flagged
   (``whalecast_model_reload_failing``) and never retried; the old version keeps
@@ -96,6 +98,8 @@ class ModelSet:
         self._locks = {name: asyncio.Lock() for name in settings.models}
         self._expired_logged: set[tuple[str, str]] = set()
         self._replaced: list[weakref.ref[ModelRuntime]] = []  # swapped out of a frozen heap
+        #: called with each version parked for the next swap (the daemon primes it)
+        self.on_parked: Callable[[ModelRuntime], None] | None = None
         self._bars_since_swap = 0
 
     # --- what the bar loop uses -------------------------------------------------------------
@@ -195,6 +199,8 @@ class ModelSet:
             self._refuse(model, version, f"{type(e).__name__}: {e}", permanent=False)
             return
         self._pending[model] = runtime
+        if self.on_parked is not None:
+            self.on_parked(runtime)
         self.metrics.model_reloads.labels(model, "loaded").inc()
         self.metrics.model_reload_failing.labels(model).set(0)
         log.info(

@@ -14,6 +14,7 @@ from streamer.simulator import Simulator, SimulatorConfig
 from tests.daemon_helpers import (
     Subscriber,
     daemon_settings,
+    metric,
     running_daemon,
     wait_until_ready,
     write_demo_models,
@@ -96,3 +97,29 @@ def stepped_and_full(daemon: Any) -> tuple[dict[str, int], dict[tuple[str, str],
         for s, value in zip(daemon.series, runtime.predict(windows), strict=True):
             full[(s.symbol, model)] = float(value)
     return stepped, full
+
+
+async def test_a_restarted_daemon_steps_its_first_bar_from_the_stored_windows(
+    sim: Simulator, redis_url: str, redis_client: aioredis.Redis, tmp_path: Path
+) -> None:
+    write_demo_models(tmp_path / "registry")
+    settings = daemon_settings(sim, redis_url, tmp_path / "registry")
+    expected = 2 * len(sim.symbols)
+    async with Subscriber(redis_client, "wc:predictions") as sub:
+        async with running_daemon(settings, redis_client) as first:
+            await wait_until_ready(first)
+            await sim.advance(bars=1)
+            await sub.wait_for(2 * expected)  # the bar closed at start, then one more
+        async with running_daemon(settings, redis_client) as second:
+            await wait_until_ready(second)
+            await sim.advance(bars=1)  # the bar after the last one stored
+            await sub.wait_for(3 * expected)
+            paths = {
+                (m, path): metric(second, "whalecast_inference_series_total", model=m, path=path)
+                for m in ("direction", "volume")
+                for path in ("step", "window")
+            }
+    # primed at start-up from the windows Redis kept: no full window at its first bar
+    n = len(sim.symbols)
+    assert paths == {("direction", "step"): n, ("direction", "window"): 0.0,
+                     ("volume", "step"): n, ("volume", "window"): 0.0}  # fmt: skip

@@ -44,6 +44,12 @@ def loaded(daemon: Daemon, count: int) -> Callable[[], bool]:
     return lambda: reloads(daemon, "loaded") == count
 
 
+def full_windows(daemon: Daemon) -> float:
+    """Direction series predicted from their full window so far (not stepped)."""
+    count = metric(daemon, "whalecast_inference_series_total", model="direction", path="window")
+    return count or 0.0
+
+
 def info(daemon: Daemon, version: str) -> float | None:
     return metric(
         daemon, "whalecast_model_info", model="direction", version=version, backend="tf-function"
@@ -75,6 +81,7 @@ async def test_notice_swaps_between_bars_and_never_inside_one(
         await wait_until(loaded(daemon, 2), what="the new version loaded")
         assert daemon.models.runtime("direction").version == old, "parked, not swapped yet"
 
+        full_before = full_windows(daemon)
         bar_next = sim.now_ms
         await run.step()
         await wait_until(
@@ -83,6 +90,9 @@ async def test_notice_swaps_between_bars_and_never_inside_one(
         )
         assert metric(daemon, "whalecast_series_late_total", timeframe="1h") == 1.0
         assert info(daemon, new) == 1.0 and info(daemon, old) is None
+        # the new version was primed when it was parked: its first bar stepped every
+        # series but the late one (primed from its window of a bar earlier)
+        assert full_windows(daemon) - full_before == 1
 
     versions_n = {m["symbol"]: m["model_version"] for m in run.of_bar(bar_n, "direction")}
     assert versions_n == dict.fromkeys(sim.symbols, old), "one bar, one version (late batch too)"
