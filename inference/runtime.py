@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -121,9 +121,13 @@ class ModelRuntime:
             trained_at = parse_trained_at(metadata)
             keras_model = load_keras_model(directory / MODEL_FILE)
             check_shapes(keras_model, preprocess)
-            chosen = build_verified_backend(keras_model, preprocess, backend, batch_buckets)
+            chosen, reference = build_verified_backend(
+                keras_model, preprocess, backend, batch_buckets
+            )
             split, off = (
-                build_incremental(keras_model, preprocess) if incremental else (None, "disabled")
+                build_incremental(keras_model, preprocess, reference)
+                if incremental
+                else (None, "disabled")
             )
         except ModelRefused:
             raise
@@ -155,9 +159,9 @@ class ModelRuntime:
         """:meth:`predict` for one bar's series (``positions``: the caller's stable index of
         each series), stepping from primed states where they match; also returns how many
         series were stepped."""
-        self.check_windows(windows)
         if self.incremental is None or len(windows) == 0:
             return self.predict(windows), 0
+        self.check_windows(windows)
         x = self.prepare(windows)
         hit = self.states.match(positions, x[:, :-1])
         raw = np.empty(len(x), dtype=np.float32)
@@ -283,47 +287,62 @@ def warmup_batch(preprocess: Preprocess, rows: int, seed: int = 0) -> np.ndarray
     return rng.standard_normal(shape).astype(np.float32)
 
 
+@dataclass(frozen=True)
+class Reference:
+    """The warm-up batches and the Keras model's own output on each: what every faster
+    path (a backend, incremental steps) must match to :data:`TOLERANCE`."""
+
+    batches: list[np.ndarray]
+    outputs: list[np.ndarray]
+
+    def mismatch(self, run: Callable[[np.ndarray], np.ndarray]) -> tuple[int, float] | None:
+        """The first batch on which ``run`` differs from Keras: its size and the largest
+        difference; None when every batch matches."""
+        for batch, want in zip(self.batches, self.outputs, strict=True):
+            got = run(batch)
+            if not np.allclose(got, want, rtol=TOLERANCE, atol=TOLERANCE):
+                return len(batch), float(np.max(np.abs(got.astype(np.float64) - want)))
+        return None
+
+
 def build_verified_backend(
     model: Any, preprocess: Preprocess, name: str, buckets: Sequence[int]
-) -> Backend:
-    """The backend, after the Keras reference is finite and the backend matches it."""
+) -> tuple[Backend, Reference]:
+    """The backend, after the Keras reference is finite and the backend matches it; and
+    that reference, for the other paths to be checked against."""
     batches = [warmup_batch(preprocess, rows) for rows in WARMUP_SIZES]
     try:
-        reference = make_backend("keras", model, buckets)
-        expected = [reference(batch) for batch in batches]
-        if not all(np.isfinite(out).all() for out in expected):
+        keras_backend = make_backend("keras", model, buckets)
+        reference = Reference(batches, [keras_backend(batch) for batch in batches])
+        if not all(np.isfinite(out).all() for out in reference.outputs):
             raise RefusalReason("non-finite output on the warm-up batch")
         if name == "keras":
-            return reference
+            return keras_backend, reference
         backend = make_backend(name, model, buckets)
-        outputs = [backend(batch) for batch in batches]
+        found = reference.mismatch(backend)
     except (BackendError, RefusalReason):
         raise
     except Exception as e:  # running an untrusted graph: any failure is a refusal
         raise RefusalReason(f"backend {name} failed: {type(e).__name__}: {e}") from e
-    for batch, want, got in zip(batches, expected, outputs, strict=True):
-        if not np.allclose(got, want, rtol=TOLERANCE, atol=TOLERANCE):
-            worst = float(np.max(np.abs(got.astype(np.float64) - want)))
-            raise RefusalReason(
-                f"backend {name} differs from Keras by {worst:.3g} on a batch of {len(batch)} "
-                f"(tolerance {TOLERANCE})"
-            )
-    return backend
+    if found is not None:
+        rows, worst = found
+        raise RefusalReason(
+            f"backend {name} differs from Keras by {worst:.3g} on a batch of {rows} "
+            f"(tolerance {TOLERANCE})"
+        )
+    return backend, reference
 
 
-def build_incremental(model: Any, preprocess: Preprocess) -> tuple[Incremental | None, str]:
-    """The model split into prime and step, if it splits and matches Keras on the warm-up
-    batches; else ``None`` and the reason (the model is then served by full passes)."""
-    window, features = preprocess.window, len(preprocess.features)
+def build_incremental(
+    model: Any, preprocess: Preprocess, reference: Reference
+) -> tuple[Incremental | None, str]:
+    """The model split into prime and step, if it splits and matches the Keras reference;
+    else ``None`` and the reason (the model is then served by full passes)."""
     try:
-        split = Incremental(model, window, features)
-        for rows in WARMUP_SIZES:
-            batch = warmup_batch(preprocess, rows)
-            want = np.asarray(model.predict_on_batch(batch), dtype=np.float32).reshape(rows)
-            got = split.step(batch[:, -1:], split.prime(batch[:, :-1]))
-            if not np.allclose(got, want, rtol=TOLERANCE, atol=TOLERANCE):
-                worst = float(np.max(np.abs(got.astype(np.float64) - want)))
-                return None, f"steps differ from the full pass by {worst:.3g}"
+        split = Incremental(model, preprocess.window, len(preprocess.features))
+        found = reference.mismatch(lambda b: split.step(b[:, -1:], split.prime(b[:, :-1])))
+        if found is not None:
+            return None, f"steps differ from the full pass by {found[1]:.3g}"
     except NotIncremental as e:
         return None, str(e)
     except Exception as e:  # noqa: BLE001 - building from an untrusted graph: fall back to full passes
