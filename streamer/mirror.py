@@ -44,6 +44,15 @@ def shifted(block: Block, steps: IntArray) -> Block:
     return out
 
 
+def rolled(block: Block, advance: Advance, newest: Block) -> Block:
+    """A copy of the advanced series' rows of ``block``, moved by their steps (a new
+    series starts empty), with ``newest`` last."""
+    moved = shifted(block[advance.positions], advance.steps)
+    moved[advance.fresh] = np.nan
+    moved[:, -1] = newest
+    return moved
+
+
 def merged_grid(bars: FloatArray, timeframe: str, length: int) -> FloatArray:
     """The newest ``length`` grid positions of some bars (first of equal open times wins)."""
     _, first = np.unique(bars[:, 0], return_index=True)
@@ -116,10 +125,7 @@ class Mirror:
 
     def preview(self, advance: Advance) -> Float32Array:
         """The feature windows of ``advance``'s series as :meth:`commit` will leave them."""
-        moved = shifted(self.rows[advance.positions], advance.steps)
-        moved[advance.fresh] = np.nan
-        moved[:, -1] = advance.newest_rows
-        return moved
+        return rolled(self.rows, advance, advance.newest_rows)
 
     def _roll(self, block: Block, advance: Advance, newest: Block) -> None:
         """Move the series' rows by their steps and put ``newest`` last, in place."""
@@ -133,10 +139,7 @@ class Mirror:
             block[:, :-1] = block[:, 1:]
             block[:, -1] = newest
             return
-        moved = shifted(block[positions], advance.steps)
-        moved[advance.fresh] = np.nan
-        moved[:, -1] = newest
-        block[positions] = moved
+        block[positions] = rolled(block, advance, newest)
 
     def reset(self, position: int, bars: FloatArray, rows: Float32Array, last: int) -> None:
         """Set one series' state: ``bars`` on its grid ending at ``last`` (oldest first)."""
