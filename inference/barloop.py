@@ -196,18 +196,14 @@ class BarLoop:
             return None
         key = (first.timeframe, first.open_ms)
         started = self._started_ms.get(first.exchange)
-        if started is None or first.close_ms < started - self.grace_seconds * 1000:
+        if started is None or not self._closed_live(first, started):
             return None  # start-up, history or a catch-up: the usual path
         if any((r.candle.timeframe, r.candle.open_ms) != key for r in records):
             return None
         state = self._bars.get(key)
         if state is not None and state.main_done:
             return None  # a late batch
-        waiting = (
-            state.waiting
-            if state is not None
-            else self.store.not_stored(list(self.by_timeframe[key[0]]), key[1])
-        )
+        waiting = state.waiting if state is not None else self._can_still_bring(key)
         if not {r.series for r in records}.issuperset(waiting):
             return None  # the bar is predicted once the others are in
         earlier = [] if state is None else [s for s in state.arrived if s not in state.predicted]
@@ -237,7 +233,7 @@ class BarLoop:
         if started is None:
             # exchange time when this exchange's first bars came in (its feed has started)
             started = self._started_ms[candle.exchange] = self.clock_for(candle.exchange).now_ms()
-        if candle.close_ms >= started - self.grace_seconds * 1000:
+        if self._closed_live(candle, started):
             return False
         mark = self.predicted_through.get(candle.series)
         if mark is not None and candle.open_ms > mark:
@@ -245,14 +241,21 @@ class BarLoop:
             return False
         return True
 
+    def _closed_live(self, candle: Candle, started_ms: int) -> bool:
+        """The bar closed after its exchange's feed started (within the grace)."""
+        return candle.close_ms >= started_ms - self.grace_seconds * 1000
+
+    def _can_still_bring(self, key: tuple[str, int]) -> list[Series]:
+        """The series of the bar's timeframe that have not stored it: the loop waits only
+        for these (one already stored, predicted before a restart or ahead in a burst,
+        never comes again)."""
+        return self.store.not_stored(list(self.by_timeframe[key[0]]), key[1])
+
     def _register(self, candle: Candle, arrival: float) -> tuple[tuple[str, int], _BarState]:
         key = (candle.timeframe, candle.open_ms)
         state = self._bars.get(key)
         if state is None:
-            # wait only for series that can still bring this bar: one already stored
-            # (predicted before a restart, or a series ahead in a burst) never comes again
-            waiting = self.store.not_stored(list(self.by_timeframe[candle.timeframe]), key[1])
-            state = _BarState(waiting={*waiting, candle.series})
+            state = _BarState(waiting={*self._can_still_bring(key), candle.series})
             self._bars[key] = state
         state.arrived[candle.series] = arrival
         state.waiting.discard(candle.series)
