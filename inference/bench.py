@@ -92,9 +92,10 @@ class BenchContext:
             self.load_seconds[backend] = time.perf_counter() - started
         return self.runtimes[backend]
 
-    def windows(self, n: int, seed: int = 1) -> np.ndarray:
+    def windows(self, n: int, seed: int = 1, rows: int | None = None) -> np.ndarray:
+        """``n`` random feature windows of ``rows`` rows (default: the model's window)."""
         rng = np.random.default_rng(seed)
-        shape = (n, self.options.window, len(FEATURE_NAMES))
+        shape = (n, rows or self.options.window, len(FEATURE_NAMES))
         return rng.standard_normal(shape).astype(np.float32)
 
     def model(self) -> Any:
@@ -170,9 +171,7 @@ def bench_incremental(ctx: BenchContext) -> dict[str, Any]:
     runtime = ctx.runtime(backend)
     if runtime.incremental is None:
         return {"backend": backend, "off": runtime.incremental_off}
-    rng = np.random.default_rng(3)
-    shape = (max(opts.sizes), opts.window + 1, len(FEATURE_NAMES))
-    history = rng.standard_normal(shape).astype(np.float32)
+    history = ctx.windows(max(opts.sizes), seed=3, rows=opts.window + 1)  # two bars' windows
     step_ms, prime_ms = {}, {}
     for n in opts.sizes:
         before, now, positions = history[:n, :-1], history[:n, 1:], np.arange(n)
