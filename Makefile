@@ -1,13 +1,17 @@
 # The two commands of the quick start: `make demo` and `make test`.
+# Installs come from the lock files in requirements/ (`make lock` refreshes them).
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+LOCK := requirements/dev.txt
+# the fast tier: no end-to-end daemon, training, deploy-tool or benchmark runs
+FAST := not slow and not deploy and not bench
 
-.PHONY: setup demo test lint typecheck bench clean
+.PHONY: setup demo test test-fast test-latest lock lint typecheck bench clean
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml scripts/bootstrap.sh
+$(STAMP): pyproject.toml $(LOCK) scripts/bootstrap.sh
 	VENV=$(VENV) ./scripts/bootstrap.sh
 	touch $(STAMP)
 
@@ -16,6 +20,18 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest
+
+test-fast: setup
+	$(PY) -m pytest -m "$(FAST)"
+
+# Drift on purpose: the newest release of every dependency in a venv of its own.
+test-latest:
+	VENV=.venv-latest LOCK=none ./scripts/bootstrap.sh
+	.venv-latest/bin/python -m pytest
+
+# Refresh the lock files from pyproject.toml's ranges (commit the result).
+lock: setup
+	./scripts/lock.sh $(VENV)/bin/uv
 
 lint: setup
 	$(PY) -m ruff check .
@@ -28,4 +44,4 @@ bench: setup
 	$(VENV)/bin/whalecast bench --out bench.json
 
 clean:
-	rm -rf $(VENV) .whalecast build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-latest .whalecast build *.egg-info .pytest_cache .mypy_cache .ruff_cache
