@@ -9,7 +9,7 @@ served), because priming writes the state caches that a pass reads:
   matches (:meth:`inference.runtime.ModelRuntime.predict_bar`);
 - **the early pass** (:meth:`ForwardPasses.start_early`): the same pass, started
   while Redis is still storing the bar's last candles, on the windows the store
-  forecast for them (``WindowStore.append(preview=...)``). The bar's pass takes its
+  forecast for them (``WindowStore.plan``, before ``commit`` sends it). The bar's pass takes its
   results only if it would have computed exactly the same thing: same bar, same
   series in the same order, the same runtime objects, and bit-identical windows now
   that the store confirmed. Otherwise they are discarded and the pass runs again, so
