@@ -47,8 +47,9 @@ import structlog
 from redis.exceptions import RedisError
 
 from inference.completion import BarCompletion, BarKey, Take
-from inference.forward import Batch, ForwardPasses
+from inference.forward import Runtime
 from inference.outbox import Outbox
+from inference.predictor import Predictor
 from inference.publisher import PredictionOut
 from streamer.store import AppendPlan
 from whalecast.domain import Candle, Series, WhaleBar
@@ -75,7 +76,7 @@ class BarLoop:
         *,
         series: Sequence[Series],
         store: Any,
-        models: Any,
+        predictor: Predictor,
         publisher: Any,
         metrics: Metrics,
         clock_for: Callable[[str], Clock],
@@ -88,7 +89,7 @@ class BarLoop:
     ) -> None:
         self.series = list(series)
         self.store = store
-        self.models = models
+        self.predictor = predictor
         self.publisher = publisher
         self.metrics = metrics
         self.clock_for = clock_for
@@ -99,7 +100,6 @@ class BarLoop:
             self.series, store, grace_seconds=grace_seconds, predicted_through=predicted_through,
             stored_upto={s: store.last_open_ms(s) for s in self.series},
         )  # fmt: skip
-        self._versions: dict[BarKey, dict[str, Any]] = {}  # the model versions a bar uses
         self._lock = asyncio.Lock()
         self._flushes: set[asyncio.Task[None]] = set()
         self.stopping = False
@@ -107,8 +107,6 @@ class BarLoop:
         # predictions in order
         self.outbox: Outbox[Any] = Outbox(retry_initial_seconds)
         self._retry_task: asyncio.Task[None] | None = None
-        self._position = {s: i for i, s in enumerate(self.series)}  # the state caches' index
-        self.passes = ForwardPasses(metrics)
         self._outcomes: list[tuple[Series, int, float, float]] = []  # bars the scorer has not seen
 
     # ------------------------------------------------------------------ input
@@ -165,7 +163,7 @@ class BarLoop:
     def _early_pass(self, plan: AppendPlan) -> None:
         """If the plan completes a live bar, start the bar's forward pass on the windows
         it forecasts, while Redis stores them (:mod:`inference.forward`)."""
-        if self.stopping:
+        if self.stopping or not self.predictor.early_pass:
             return
         completes = self.bars.completes([r.candle for r in plan.records])
         if completes is None or not plan.series:
@@ -175,14 +173,7 @@ class BarLoop:
         if earlier:  # stored before: their windows are the mirror's
             series = earlier + series
             windows = np.concatenate([self.store.windows(earlier)[0], windows])
-        complete = np.isfinite(windows).all(axis=(1, 2))
-        order = sorted((self._position[s], j) for j, s in enumerate(series) if complete[j])
-        if order:
-            rows = np.fromiter((j for _, j in order), np.intp, len(order))
-            positions = np.fromiter((p for p, _ in order), np.intp, len(order))
-            batch = [series[j] for _, j in order]
-            runtimes = self.models.serving()
-            self.passes.start_early(Batch(key, runtimes, batch, windows[rows], positions))
+        self.predictor.start_early(key, series, windows)
 
     def _arrive(self, candle: Candle, arrival: float) -> None:
         if not self.bars.started(candle.exchange):
@@ -236,13 +227,11 @@ class BarLoop:
                 for key in sorted(keys):
                     await self._flush(key)
 
-    def prime(self, runtimes: Mapping[str, Any] | None = None) -> None:
+    def prime(self, runtimes: Mapping[str, Runtime] | None = None) -> None:
         """Prime ``runtimes`` (default: the serving ones) from the windows held now, so
         the next bar steps: at start-up, and for a version parked for the next swap."""
-        chosen = dict(runtimes) if runtimes is not None else self.models.serving()
         windows, ready = self.store.windows(self.series)
-        if chosen and ready.any():
-            self.passes.start_priming(chosen, windows[ready], np.flatnonzero(ready))
+        self.predictor.prime(self.series, windows, ready, runtimes)
 
     # ----------------------------------------------------------------- output
     async def _flush_locked(self, key: BarKey) -> None:
@@ -259,50 +248,32 @@ class BarLoop:
         if take.series:
             with structlog.contextvars.bound_contextvars(timeframe=key[0], bar_open_ms=key[1]):
                 await self._predict_and_publish(take)
-        for old in self.bars.forget_old(key):
-            self._versions.pop(old, None)
+        self.predictor.forget(self.bars.forget_old(key))
 
     async def _predict_and_publish(self, take: Take) -> None:
         (timeframe, open_ms), todo = take.key, take.series
-        runtimes = self._versions.get(take.key)
-        if runtimes is None:
-            # a new bar: only here may a reloaded version come in; late batches of this bar
-            # use the same versions as its main batch
-            self.models.swap_pending()
-            runtimes = self._versions[take.key] = self.models.serving()
         windows, ready = self.store.windows(todo)
-        current = self.store.last_open_times(todo) == open_ms
-        ready = ready & current
-        batch = [s for s, ok in zip(todo, ready, strict=True) if ok]
-        not_ready = len(todo) - len(batch)
+        ready &= self.store.last_open_times(todo) == open_ms  # a window of this bar
+        not_ready = len(todo) - int(ready.sum())
         if not_ready:
             self.metrics.not_ready.labels(timeframe).inc(not_ready)
-        outputs: list[PredictionOut] = []
-        timings: dict[str, float] = {}
-        x = windows[ready]
-        positions = np.fromiter((self._position[s] for s in batch), np.intp, len(batch))
-        if batch:
-            results = await self.passes.run(Batch(take.key, runtimes, batch, x, positions))
-            for name, runtime in runtimes.items():
-                values, _stepped, timings[name] = results[name]
-                outputs.extend(self._outputs(runtime, batch, values, take))
-        published = await self._publish(outputs)
+        predictions = await self.predictor.predict(take, windows, ready)
+        published = await self._publish(predictions.outputs)
         done = time.time()  # published: what follows is bookkeeping
         if self.scorer is not None:
-            self._score(outputs)
+            self._score(predictions.outputs)
         latency = done - max(take.arrived[s] for s in todo)
-        if outputs:
+        if predictions.outputs:
             self.metrics.bar_latency.labels(timeframe).observe(latency)
             self.metrics.last_publish.labels(timeframe).set(time.time())
         self.metrics.bars_processed.labels(timeframe).inc()
-        self.metrics.series_ready.labels(timeframe).set(len(batch))
+        self.metrics.series_ready.labels(timeframe).set(len(predictions.series))
         log.info(
-            "bar", series=len(todo), predicted=len(batch), not_ready=not_ready, late=take.late,
-            published=published, latency_ms=round(latency * 1000, 2),
-            inference_ms={k: round(v * 1000, 2) for k, v in timings.items()},
+            "bar", series=len(todo), predicted=len(predictions.series), not_ready=not_ready,
+            late=take.late, published=published, latency_ms=round(latency * 1000, 2),
+            inference_ms={k: round(v * 1000, 2) for k, v in predictions.seconds.items()},
         )  # fmt: skip
-        if batch:
-            self.passes.start_priming(runtimes, x, positions)
+        self.predictor.prime_after(take, windows, ready)
 
     def _score(self, outputs: list[PredictionOut]) -> None:
         """Score earlier predictions against the bars stored since, then keep these (a
@@ -352,18 +323,6 @@ class BarLoop:
                 await self._store_backlog()
         log.info("redis back, everything kept has been written")
 
-    def _outputs(
-        self, runtime: Any, batch: list[Series], values: np.ndarray, take: Take
-    ) -> list[PredictionOut]:
-        candles, arrived, open_ms = take.candles, take.arrived, take.key[1]
-        model, version, target = runtime.model, runtime.version, runtime.target
-        return [
-            PredictionOut(
-                s, open_ms, candles[s].close_ms, model, version, target, value, arrived[s]
-            )
-            for s, value in zip(batch, values.tolist(), strict=True)
-        ]
-
     # -------------------------------------------------------------- lifecycle
     async def drain(self, timeout_seconds: float) -> bool:
         """Stop taking bars; finish what is in flight. True if it finished in time."""
@@ -374,7 +333,7 @@ class BarLoop:
         if self._retry_task is not None and not self._retry_task.done():
             pending.append(self._retry_task)
         if not pending:
-            await self.passes.settle()
+            await self.predictor.settle()
             return True
         _done, not_done = await asyncio.wait(pending, timeout=timeout_seconds)  # type: ignore[type-var]
         if not_done and self._retry_task is not None:
@@ -383,5 +342,5 @@ class BarLoop:
                 "stopping with writes redis did not take", predictions=self.outbox.predictions_waiting,
                 candles=self.outbox.candles_waiting,
             )  # fmt: skip
-        await self.passes.settle()
+        await self.predictor.settle()
         return not not_done

@@ -26,7 +26,8 @@ from inference.barloop import BarLoop
 from inference.handover import PredictionMarks, pending
 from inference.http import HttpServer
 from inference.looplag import LoopLagMonitor
-from inference.models import ModelSet, freeze_heap
+from inference.models import ModelSet
+from inference.predictor import Predictor
 from inference.publisher import Publisher
 from inference.scoring import LiveScorer
 from streamer.candles import CandleFeed
@@ -98,6 +99,11 @@ class Daemon:
             settings.inference, metrics, redis=redis, keys=self.keys,
             full_window=settings.features.window,
         )  # fmt: skip
+        inference = settings.inference
+        self.predictor = Predictor(
+            self.models, self.series, metrics, early_pass=inference.early_pass,
+            priming=inference.priming, freeze=inference.freeze_heap,
+        )  # fmt: skip
         self.marks = PredictionMarks(redis, self.keys, settings.features.store_ttl_seconds)
         self.publisher = Publisher(
             redis, self.keys, settings.redis.stream_maxlen, metrics, marks=self.marks
@@ -131,13 +137,12 @@ class Daemon:
         s = self.settings
         await self.store.load()
         marks = await self.marks.load(self.series)
-        await self.models.load_all()
-        freeze_heap()
+        await self.predictor.load()
         self.http = await HttpServer(
             self.metrics, self.readiness, s.metrics.host, s.metrics.port
         ).start()
         self.bar_loop = BarLoop(
-            series=self.series, store=self.store, models=self.models, publisher=self.publisher,
+            series=self.series, store=self.store, predictor=self.predictor, publisher=self.publisher,
             metrics=self.metrics, clock_for=self.clock_for, grace_seconds=s.feed.grace_seconds,
             whale_for=self.whale_bars.take, scorer=self.scorer, record_factory=BarRecord,
             predicted_through=marks,

@@ -152,6 +152,9 @@ class InferenceSettings(Section):
     models: list[str] = Field(default_factory=lambda: ["direction", "volume"])
     backend: Literal["onnx", "tf-function", "tf-xla", "keras"] = "tf-function"
     incremental: bool = True  # prime recurrent states between bars, step the newest row at it
+    early_pass: bool = True  # start the bar's forward pass while Redis stores its last candles
+    priming: bool = True  # prime after each bar, at start-up and for a parked version
+    freeze_heap: bool = True  # freeze the heap once models are loaded (no GC walks over them)
     batch_buckets: list[int] = Field(default_factory=lambda: [1, 8, 32, 128, 512, 1024, 4096])
     expiry_hours: PositiveSeconds = 24.0 * 14
     stop_serving_expired: bool = False
