@@ -1,37 +1,13 @@
-"""The bar loop: the daemon's heartbeat.
+"""The bar loop: the daemon's heartbeat, the async driver of the bar path.
 
-Closed candles come in from the feeds (``on_closed``). For each bar the loop
-appends every series' record to the window store in one pipeline, then waits
-until every owned series of that timeframe has closed the bar (those that had
-stored it already are not waited for), or until ``grace_seconds`` (wall time)
-after the first of them arrived. It then takes
-the complete windows from the store's memory mirror, runs one forward pass per
-served model over the whole batch in a worker thread (the event loop keeps
-reading feeds), and publishes all predictions in one pipeline. When one batch of
-candles completes a bar, that pass starts while Redis stores them, on the windows the
-store forecasts, and is used only if the stored windows are exactly those
-(:mod:`inference.forward`). After publishing, it primes each model's recurrent state
-from the windows' older rows for the next bar (:mod:`inference.incremental`, off the
-critical path), so the next bar's pass is one step per series wherever the state
-still matches. A series whose
-bar arrives after its batch was predicted gets its own small late batch; a
-series whose window is incomplete is counted as not ready and never predicted
-from padding.
-
-Redis going away (down, restarting, timing out) never stops the loop and never
-loses a bar: candles the store could not take stay in a backlog and predictions
-the publisher could not send stay queued, both retried in order (capped
-backoff) until Redis answers again; the store skips what it already holds, so
-nothing is stored or predicted twice.
-
-Bars closing before the daemon started (start-up backfill) are history: they
-fill the windows but are not predicted, unless they are newer than the series'
-handover mark (``predicted_through``: the newest bar any replica published,
-see :mod:`inference.handover`), in which case no replica predicted them and
-this one does. After start, every stored bar is predicted exactly once per
-model; bars arriving in a burst (after an outage) are predicted one bar at a
-time, each from its own window. :meth:`BarLoop.resume` predicts, before the
-feeds start, bars a previous owner stored but did not publish.
+Closed candles come in from the feeds (:meth:`BarLoop.on_closed`). One bar at a
+time, oldest first, the loop plans the store append, starts the early pass on
+the plan's forecast windows if they complete a live bar, and commits the plan.
+When a bar is ready is :mod:`inference.completion`'s to say; what Redis could
+not take waits in :mod:`inference.outbox` (retried in order, never lost, never
+written twice); the models are the :mod:`inference.predictor`'s. A ready batch
+is predicted from complete windows of its bar only, published in one pipeline,
+then scored and primed off the critical path. ``docs/architecture.md`` draws it.
 """
 
 from __future__ import annotations
@@ -39,8 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, Protocol
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import structlog
@@ -49,9 +24,10 @@ from redis.exceptions import RedisError
 from inference.completion import BarCompletion, BarKey, Take
 from inference.forward import Runtime
 from inference.outbox import Outbox
+from inference.ports import Clock, Publisher, Scorer, Store
 from inference.predictor import Predictor
 from inference.publisher import PredictionOut
-from streamer.store import AppendPlan
+from streamer.store import AppendPlan, BarRecord
 from whalecast.domain import Candle, Series, WhaleBar
 from whalecast.logs import get_logger
 from whalecast.metrics import Metrics
@@ -60,12 +36,6 @@ log = get_logger(__name__)
 
 #: Failures after which the loop keeps what it could not write and retries it.
 REDIS_DOWN = (RedisError, OSError)
-#: Stored bars held for the scorer until the next publish, at most.
-OUTCOMES_HELD_MAX = 100_000
-
-
-class Clock(Protocol):
-    def now_ms(self) -> int: ...
 
 
 class BarLoop:
@@ -75,15 +45,15 @@ class BarLoop:
         self,
         *,
         series: Sequence[Series],
-        store: Any,
+        store: Store,
         predictor: Predictor,
-        publisher: Any,
+        publisher: Publisher,
         metrics: Metrics,
         clock_for: Callable[[str], Clock],
         grace_seconds: float,
         whale_for: Callable[[Series, int], WhaleBar],
-        scorer: Any | None = None,
-        record_factory: Callable[[Candle, WhaleBar], Any],
+        scorer: Scorer | None = None,
+        record_factory: Callable[[Candle, WhaleBar], BarRecord],
         predicted_through: Mapping[Series, int] | None = None,
         retry_initial_seconds: float = 0.1,
     ) -> None:
@@ -103,11 +73,8 @@ class BarLoop:
         self._lock = asyncio.Lock()
         self._flushes: set[asyncio.Task[None]] = set()
         self.stopping = False
-        # what Redis could not take yet: records by bar open time (with their arrival time),
-        # predictions in order
-        self.outbox: Outbox[Any] = Outbox(retry_initial_seconds)
+        self.outbox: Outbox[BarRecord] = Outbox(retry_initial_seconds)
         self._retry_task: asyncio.Task[None] | None = None
-        self._outcomes: list[tuple[Series, int, float, float]] = []  # bars the scorer has not seen
 
     # ------------------------------------------------------------------ input
     async def on_closed(self, candles: Sequence[Candle]) -> None:
@@ -139,7 +106,7 @@ class BarLoop:
                     self._redis_failed("append", e)
                     return False
 
-    async def _store(self, group: list[tuple[Any, float]]) -> None:
+    async def _store(self, group: list[tuple[BarRecord, float]]) -> None:
         records = [r for r, _ in group]
         arrivals = {id(r.candle): arrival for r, arrival in group}
         plan = self.store.plan(records)
@@ -154,9 +121,7 @@ class BarLoop:
                 status[id(r)] = res.status
         fresh = self.bars.fresh((r.candle, status[id(r)]) for r in records)
         if self.scorer is not None:  # scored after the next publish, off the critical path
-            self._outcomes.extend((c.series, c.open_ms, c.close, c.volume) for c in fresh)
-            if len(self._outcomes) > OUTCOMES_HELD_MAX:  # a long backfill: no publish comes
-                self._score([])
+            self.scorer.stored(fresh)
         for candle in fresh:
             self._arrive(candle, arrivals[id(candle)])
 
@@ -219,12 +184,10 @@ class BarLoop:
         arrival = time.time()
         for open_ms in sorted({c.open_ms for c in candles}):
             async with self._lock:
-                keys = set()
-                for candle in candles:
-                    if candle.open_ms == open_ms:
-                        keys.add(self.bars.resume(candle, arrival))
-                        self.metrics.bars_caught_up.labels(candle.timeframe).inc()
-                for key in sorted(keys):
+                bar = [c for c in candles if c.open_ms == open_ms]
+                for candle in bar:
+                    self.metrics.bars_caught_up.labels(candle.timeframe).inc()
+                for key in sorted({self.bars.resume(c, arrival) for c in bar}):
                     await self._flush(key)
 
     def prime(self, runtimes: Mapping[str, Runtime] | None = None) -> None:
@@ -261,7 +224,7 @@ class BarLoop:
         published = await self._publish(predictions.outputs)
         done = time.time()  # published: what follows is bookkeeping
         if self.scorer is not None:
-            self._score(predictions.outputs)
+            self.scorer.published(predictions.outputs)
         latency = done - max(take.arrived[s] for s in todo)
         if predictions.outputs:
             self.metrics.bar_latency.labels(timeframe).observe(latency)
@@ -274,15 +237,6 @@ class BarLoop:
             inference_ms={k: round(v * 1000, 2) for k, v in predictions.seconds.items()},
         )  # fmt: skip
         self.predictor.prime_after(take, windows, ready)
-
-    def _score(self, outputs: list[PredictionOut]) -> None:
-        """Score earlier predictions against the bars stored since, then keep these (a
-        prediction is kept only once the scorer has seen the bar it was made from)."""
-        assert self.scorer is not None
-        outcomes, self._outcomes = self._outcomes, []
-        self.scorer.observe_bars(outcomes)
-        if outputs:
-            self.scorer.expect(outputs)
 
     async def _publish(self, outputs: list[PredictionOut]) -> int:
         """Publish after whatever is still queued; all of it stays queued if Redis fails."""
@@ -329,13 +283,12 @@ class BarLoop:
         self.stopping = True
         for key in self.bars.unfinished():
             self._schedule(key)  # predict what arrived rather than drop it
-        pending: list[Awaitable[Any]] = list(self._flushes)
+        pending = set(self._flushes)
         if self._retry_task is not None and not self._retry_task.done():
-            pending.append(self._retry_task)
-        if not pending:
-            await self.predictor.settle()
-            return True
-        _done, not_done = await asyncio.wait(pending, timeout=timeout_seconds)  # type: ignore[type-var]
+            pending.add(self._retry_task)
+        not_done: set[asyncio.Task[None]] = set()
+        if pending:
+            _done, not_done = await asyncio.wait(pending, timeout=timeout_seconds)
         if not_done and self._retry_task is not None:
             self._retry_task.cancel()
             log.error(
