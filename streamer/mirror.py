@@ -121,8 +121,8 @@ class Mirror:
 
     def commit(self, advance: Advance) -> None:
         self.generation += 1
-        for block, newest in ((self.bars, advance.new_bars), (self.rows, advance.newest_rows)):
-            self._roll(block, advance, newest)
+        self._roll(self.bars, advance, advance.new_bars)
+        self._roll(self.rows, advance, advance.newest_rows)
         self.last[advance.positions] = advance.open_ms
 
     def preview(self, advance: Advance) -> Float32Array:

@@ -130,7 +130,7 @@ def _table(
         "|---" * (len(columns) + 3) + "|",
     ]
     seen_baselines: set[str] = set()
-    baseline_rows = []
+    baseline_rows: list[str] = []
     for report, meta in runs:
         pooled = report["test"]["pooled"]
         span = _fit_span(meta)

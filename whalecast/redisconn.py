@@ -187,7 +187,7 @@ def connect(settings: RedisSettings, url: str | None = None) -> Any:
 class _HiredisPacking:
     """Connection mixin: commands packed by hiredis, as redis-py's sync client does."""
 
-    _packer = HiredisRespSerializer()
+    _packer = HiredisRespSerializer()  # type: ignore[no-untyped-call]  # redis-py 8 leaves it untyped
 
     def pack_command(self, *args: Any) -> list[bytes]:
         name = args[0]
