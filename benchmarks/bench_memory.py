@@ -30,8 +30,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from benchmarks.bench_e2e import BenchRun, E2EOptions, bench_daemon
 from benchmarks.soak import open_fds, rss_bytes
-from inference.bench_e2e import BenchRun, E2EOptions, bench_daemon
 from whalecast.logs import configure_logging
 from whalecast.settings import LogSettings
 

@@ -14,7 +14,7 @@ from typing import Any
 import structlog
 from structlog.testing import LogCapture
 
-from inference.benchmodels import volume_preprocess
+from benchmarks.benchmodels import volume_preprocess
 from inference.daemon import Daemon
 from streamer.features import FEATURE_NAMES
 from streamer.simulator import Simulator, SimulatorConfig

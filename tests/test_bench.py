@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from inference.bench import BenchOptions, flops_per_sample, format_table, run_bench
-from inference.bench_e2e import E2EOptions
+from benchmarks.bench_e2e import E2EOptions
+from benchmarks.bench_inference import BenchOptions, flops_per_sample, format_table, run_bench
 from tests.model_artifacts import deep_model
 from whalecast import cli
 

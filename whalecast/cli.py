@@ -128,8 +128,8 @@ def _simulate_arguments(command: argparse.ArgumentParser) -> None:
 def _cmd_bench(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from inference import bench
-    from inference.bench_e2e import E2EOptions
+    from benchmarks import bench_inference as bench
+    from benchmarks.bench_e2e import E2EOptions
     from whalecast.logs import configure_logging
     from whalecast.settings import LogSettings, load_settings
 
