@@ -29,11 +29,10 @@ from dataclasses import dataclass
 from inference.publisher import PredictionOut
 from whalecast.domain import Candle, Series
 from whalecast.metrics import Metrics
+from whalecast.targets import DIRECTION
 
 #: Stored bars held until the next publish, at most (a long backfill publishes nothing).
 HELD_MAX = 100_000
-DIRECTION = "p_up_next_bar"
-VOLUME = "next_bar_volume"
 
 
 @dataclass(frozen=True, slots=True)
