@@ -72,14 +72,27 @@ def _largest(entries: Sequence[Mapping[str, Any]]) -> Mapping[str, Any]:
     return max(entries, key=amount)
 
 
+#: Owner names that name nobody: an output to such an owner is not change by its name.
+ANONYMOUS_OWNERS = frozenset({"", "unknown"})
+
+
+def is_change(output: Mapping[str, Any], addresses: set[str], owners: set[str]) -> bool:
+    """An output back to the sender: to one of the inputs' addresses, or to a named input owner."""
+    address, owner = output.get("address"), str(output.get("owner") or "").lower()
+    if isinstance(address, str) and address in addresses:
+        return True
+    return owner not in ANONYMOUS_OWNERS and owner in owners
+
+
 def _sides(sub: Mapping[str, Any]) -> tuple[str, str] | None:
-    """Owner types (from, to) of one sub-transaction; change back to a sender is skipped."""
+    """Owner types (from, to) of one sub-transaction; change back to the sender is skipped."""
     inputs = [e for e in sub.get("inputs") or [] if isinstance(e, dict)]
     outputs = [e for e in sub.get("outputs") or [] if isinstance(e, dict)]
     if not inputs or not outputs:
         return None
-    senders = {e.get("owner") for e in inputs if e.get("owner")}
-    received = [e for e in outputs if not e.get("owner") or e.get("owner") not in senders]
+    addresses = {e["address"] for e in inputs if isinstance(e.get("address"), str) and e["address"]}
+    owners = {str(e.get("owner") or "").lower() for e in inputs}
+    received = [e for e in outputs if not is_change(e, addresses, owners)]
     source, target = _largest(inputs), _largest(received or outputs)
     return str(source.get("owner_type") or "unknown"), str(target.get("owner_type") or "unknown")
 
@@ -107,7 +120,8 @@ def owner_types(alert: Mapping[str, Any], symbol: str) -> tuple[str, str]:
 def parse_alert(alert: Mapping[str, Any]) -> list[WhaleTransfer]:
     """The transfers of one ``alert`` message; raises :class:`WhaleReject` when unusable.
 
-    A real-shaped alert::
+    A real-shaped alert (an unattributed wallet pays an exchange and takes its change
+    back to its own address, the change being the larger output)::
 
         {"type": "alert", "channel_id": "3f2a9c1d", "timestamp": 1730730600,
          "blockchain": "bitcoin", "transaction_type": "transfer", "from": "unknown",
@@ -119,12 +133,17 @@ def parse_alert(alert: Mapping[str, Any]) -> list[WhaleTransfer]:
            "fee_symbol_price": "68399.93",
            "sub_transactions": [{"symbol": "BTC", "unit_price_usd": "68399.93",
              "transaction_type": "transfer",
-             "inputs": [{"amount": "784.0", "address": "bc1qm3…", "owner": "",
+             "inputs": [{"amount": "2613.3", "address": "bc1qm3…", "owner": "",
                          "owner_type": "unknown", "address_type": "unknown"}],
              "outputs": [{"amount": "784.0", "address": "bc1qx9…", "owner": "binance",
-                          "owner_type": "exchange", "address_type": "hot_wallet"}]}]}}
+                          "owner_type": "exchange", "address_type": "hot_wallet"},
+                         {"amount": "1829.3", "address": "bc1qm3…", "owner": "",
+                          "owner_type": "unknown", "address_type": "unknown"}]}]}}
 
-    gives one BTC transfer of 784 (53.6 M USD), ``unknown → exchange``: an inflow.
+    gives one BTC transfer of 784 (53.6 M USD), ``unknown → exchange``: an inflow. An
+    output to an address that is also an input is change whatever its owner says (here
+    ``""``, elsewhere ``"unknown"``); an output to a named owner of an input (an
+    exchange's other wallet) is change too. What remains decides the receiving side.
     """
     timestamp = alert.get("timestamp")
     if isinstance(timestamp, bool) or not isinstance(timestamp, int | float):

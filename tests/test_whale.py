@@ -76,6 +76,41 @@ def test_change_back_to_the_sender_does_not_make_a_withdrawal_internal() -> None
     assert parse_alert(withdrawal)[0].flow is Flow.OUTFLOW
 
 
+@pytest.mark.parametrize("owner", ["", "unknown", "grayscale"])
+def test_change_to_an_input_address_is_change_whatever_the_owner(owner: str) -> None:
+    """70 % of the input comes back to the sender's own address (the largest output):
+    the exchange output still decides the receiving side."""
+    owner_type = "fund" if owner else "unknown"
+    sender = side(owner, owner_type, "2613.3", "bc1qm3")
+    change = side(owner, owner_type, "1829.3", "bc1qm3")
+    (transfer,) = parse_alert(
+        alert([sender], [side("binance", "exchange", "784.0", "bc1qx9"), change])
+    )
+    assert (transfer.from_type, transfer.to_type, transfer.flow) == (
+        owner_type,
+        "exchange",
+        Flow.INFLOW,
+    )
+
+
+def test_an_anonymous_owner_name_alone_does_not_make_an_output_change() -> None:
+    """Two unattributed wallets are not one owner: the largest output to another address
+    receives, even when its owner is written the same way ("unknown")."""
+    sender = side("unknown", "unknown", "900.0", "bc1qm3")
+    outputs = [
+        side("unknown", "unknown", "800.0", "bc1qz1"),
+        side("binance", "exchange", "100.0", "bc1qx9"),
+    ]
+    assert parse_alert(alert([sender], outputs))[0].flow is Flow.OTHER
+
+
+def test_the_docstring_alert_is_an_inflow() -> None:
+    doc = parse_alert.__doc__ or ""
+    text = doc[doc.index("{") : doc.rindex("}") + 1].replace("…", "")
+    (transfer,) = parse_alert(json.loads(text))
+    assert (transfer.asset, transfer.usd, transfer.flow) == ("BTC", 53625145.0, Flow.INFLOW)
+
+
 def test_each_amount_is_its_own_transfer_with_its_own_sides() -> None:
     message = alert([UNKNOWN], [BINANCE], symbol="ETH", amount=1000.0, usd=3_100_000.0)
     message["amounts"].append({"symbol": "USDT", "amount": 2e6, "value_usd": 2e6})
