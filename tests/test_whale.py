@@ -189,6 +189,35 @@ def whale_settings(sim: Simulator, key: str = KEY) -> WhaleSettings:
                          symbols=[], min_value_usd=0.0, ping_interval_seconds=1.0)  # fmt: skip
 
 
+ALERT_MS = 1_730_730_600_000  # the block time of alert()
+
+
+class FixedClock:
+    """Exchange time set by the test (an alert's delay is then known exactly)."""
+
+    def __init__(self, now_ms: int) -> None:
+        self.now = now_ms
+
+    def now_ms(self) -> int:
+        return self.now
+
+    def slack_ms(self) -> int:
+        return 0
+
+
+class SimulatorClock:
+    """Exchange time read straight from the in-process simulator (its virtual now)."""
+
+    def __init__(self, sim: Simulator) -> None:
+        self.sim = sim
+
+    def now_ms(self) -> int:
+        return self.sim.now_ms
+
+    def slack_ms(self) -> int:
+        return 0
+
+
 def rejected(metrics: Metrics, reason: str) -> float:
     labels = {"feed": "whale", "reason": reason}
     return metrics.registry.get_sample_value("whalecast_feed_rejected_total", labels) or 0.0
@@ -207,7 +236,7 @@ async def stop(task: asyncio.Task[None]) -> None:
 
 async def test_alerts_arrive_as_classified_transfers(sim: Simulator) -> None:
     got, metrics = Collected(), Metrics(process=False)
-    feed = WhaleFeed(whale_settings(sim), feed_settings(), metrics, got)
+    feed = WhaleFeed(whale_settings(sim), feed_settings(), metrics, got, clock=SimulatorClock(sim))
     task = await run_feed(feed)
     try:
         await sim.advance(6)
@@ -223,7 +252,9 @@ async def test_alerts_arrive_as_classified_transfers(sim: Simulator) -> None:
 
 async def test_every_bad_whale_message_is_counted_and_the_feed_goes_on(sim: Simulator) -> None:
     got, metrics = Collected(), Metrics(process=False)
-    task = await run_feed(WhaleFeed(whale_settings(sim), feed_settings(), metrics, got))
+    task = await run_feed(
+        WhaleFeed(whale_settings(sim), feed_settings(), metrics, got, clock=SimulatorClock(sim))
+    )
     try:
         for kind in sorted(WHALE_FAULTS):
             sim.faults.whale_inject(kind)
@@ -240,7 +271,7 @@ async def test_reconnects_after_an_outage_and_never_logs_the_key(
     sim: Simulator, log_text: io.StringIO
 ) -> None:
     got, metrics = Collected(), Metrics(process=False)
-    feed = WhaleFeed(whale_settings(sim), feed_settings(), metrics, got)
+    feed = WhaleFeed(whale_settings(sim), feed_settings(), metrics, got, clock=SimulatorClock(sim))
     task = await run_feed(feed)
     try:
         feed.channel_id = None
@@ -256,7 +287,13 @@ async def test_reconnects_after_an_outage_and_never_logs_the_key(
         assert reconnects is not None and reconnects >= 2  # dropped, then refused at least once
     finally:
         await stop(task)
-    wrong = WhaleFeed(whale_settings(sim, key="wrong-" + KEY), feed_settings(), metrics, got)
+    wrong = WhaleFeed(
+        whale_settings(sim, key="wrong-" + KEY),
+        feed_settings(),
+        metrics,
+        got,
+        clock=SimulatorClock(sim),
+    )
     task = asyncio.create_task(wrong.run())
     await asyncio.sleep(0.3)
     await stop(task)
@@ -267,7 +304,9 @@ async def test_reconnects_after_an_outage_and_never_logs_the_key(
 
 async def test_a_repeated_alert_is_counted_once(sim: Simulator) -> None:
     got, metrics = Collected(), Metrics(process=False)
-    feed = WhaleFeed(whale_settings(sim), feed_settings(), metrics, got)
+    feed = WhaleFeed(
+        whale_settings(sim), feed_settings(), metrics, got, clock=FixedClock(ALERT_MS + 60_000)
+    )
     message = json.dumps(alert([UNKNOWN], [BINANCE]))
     await feed.handle(message)
     await feed.handle(message)
