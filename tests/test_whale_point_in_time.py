@@ -26,10 +26,10 @@ from tests.daemon_helpers import (
     clocks_caught_up,
     metric,
     simulated_daemon,
-    wait_until,
     wait_until_ready,
     write_demo_models,
 )
+from tests.polling import wait_until
 from training.whale import load_whale
 from whalecast.domain import Flow, Series, floor_to_bar
 from whalecast.keys import Keys
