@@ -134,6 +134,9 @@ class Daemon:
     async def start(self) -> None:
         s = self.settings
         await self.store.load()
+        if s.whale.enabled and s.whale.record_path is not None:
+            stored = {ser: self.store.last_open_ms(ser) for ser in self.series}
+            self.whale.restore_recording(s.whale.record_path, stored)
         marks = await self.marks.load(self.series)
         await self.models.load_all()
         freeze_heap()

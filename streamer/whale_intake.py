@@ -6,17 +6,25 @@ adds the transfers to the :class:`WhaleBarAggregator`, and counts each one eithe
 ``whalecast_whale_transfers_total{flow}`` (it reached a bar) or in
 ``whalecast_feed_rejected_total{feed="whale", reason}`` (``unused_asset``: no series
 and no stablecoin sum uses its asset; ``late``: its bar is no longer kept).
-``take`` is the bar loop's ``whale_for``: reading a bar seals it.
+``take`` is the bar loop's ``whale_for``: reading a bar seals it. ``restore`` puts back,
+at start-up, what a recording holds for bars not stored yet.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
-from streamer.whale_bars import WhaleBarAggregator
+from streamer.whale_bars import DAY_MS, WhaleBarAggregator
+from streamer.whale_record import recent_entries, recorded_transfers
 from streamer.whale_rule import KnowledgeClock
 from whalecast.domain import Flow, Series, WhaleBar, WhaleTransfer
+from whalecast.logs import get_logger
 from whalecast.metrics import Metrics
+
+log = get_logger(__name__)
 
 
 class WhaleIntake:
@@ -47,3 +55,21 @@ class WhaleIntake:
         """The whale aggregates of one series' bar; the bar is final from now on."""
         self.clock.seal(open_ms + series.bar_ms)
         return self.aggregator.take(series, open_ms)
+
+    def restore_recording(self, path: Path, stored: Mapping[Series, int | None]) -> int:
+        """At start-up: the recorded transfers of bars not stored yet by every series
+        (``stored``: each series' newest stored bar). A restart mid-bar loses none."""
+        pending = [last + series.bar_ms for series, last in stored.items() if last is not None]
+        since = min(pending) if pending else int(time.time() * 1000) - DAY_MS
+        restored = self.restore(recent_entries(path, since))
+        log.info("whale transfers restored from the recording", path=str(path),
+                 since_ms=since, transfers=restored)  # fmt: skip
+        return restored
+
+    def restore(self, entries: Iterable[Mapping[str, Any]]) -> int:
+        """Recorded alerts back into their bars (not counted again: an earlier process did).
+        The number of transfers restored."""
+        restored = 0
+        for transfer in recorded_transfers(entries).transfers:
+            restored += self.aggregator.add(transfer) is None
+        return restored

@@ -11,12 +11,15 @@ With ``whale.record_path`` set, the daemon appends one JSON line per admitted al
 trainer (``whalecast train --whale FILE.jsonl``), a recording gives the whale columns
 the daemon stored for the same bars: the point-in-time history of the feed as it was
 really received, delays included. A recording is replayed as it is (no filter runs
-again); one file per daemon.
+again); one file per daemon. At start-up the daemon reads the recording's tail back
+(:func:`recent_entries`) for the bars it has not stored yet, so a restart mid-bar
+loses none of the transfers that arrived before it.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -68,3 +71,48 @@ def recorded_transfers(entries: Iterable[Mapping[str, Any]]) -> WhaleHistory:
             history.rejected[e.reason] += 1
     history.transfers.sort(key=lambda t: t.known_ms or 0)
     return history
+
+
+TAIL_CHUNK_BYTES = 1 << 16
+
+
+def _entry(line: bytes) -> dict[str, Any] | None:
+    try:
+        entry = json.loads(line)
+    except ValueError:  # a line cut short by a crash, or not ours
+        return None
+    if not isinstance(entry, dict) or not is_recorded(entry):
+        return None
+    known = entry["known_ms"]
+    return entry if isinstance(known, int) and not isinstance(known, bool) else None
+
+
+def _newer(lines: list[bytes], since_ms: int, out: list[dict[str, Any]]) -> bool:
+    """Appends, newest first, the entries of ``lines`` known at or after ``since_ms``;
+    False once an older one is met (the file is in knowledge-time order)."""
+    for line in reversed(lines):
+        entry = _entry(line)
+        if entry is None:
+            continue
+        if entry["known_ms"] < since_ms:
+            return False
+        out.append(entry)
+    return True
+
+
+def recent_entries(path: Path, since_ms: int) -> list[dict[str, Any]]:
+    """The recorded alerts known at or after ``since_ms``, oldest first, read from the end."""
+    if not path.exists():
+        return []
+    newest_first: list[dict[str, Any]] = []
+    with path.open("rb") as handle:
+        end = handle.seek(0, os.SEEK_END)
+        rest = b""
+        while end > 0:
+            start = max(0, end - TAIL_CHUNK_BYTES)
+            handle.seek(start)
+            lines = (handle.read(end - start) + rest).split(b"\n")
+            rest, end = (lines.pop(0) if start > 0 else b""), start
+            if not _newer(lines, since_ms, newest_first):
+                break
+    return newest_first[::-1]
