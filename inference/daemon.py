@@ -134,9 +134,11 @@ class Daemon:
     async def start(self) -> None:
         s = self.settings
         await self.store.load()
+        recorder = None
         if s.whale.enabled and s.whale.record_path is not None:
+            recorder = AlertRecorder(s.whale.record_path)  # a bad path stops start-up, named
             stored = {ser: self.store.last_open_ms(ser) for ser in self.series}
-            self.whale.restore_recording(s.whale.record_path, stored)
+            self.whale.restore_recording(recorder.path, stored)
         marks = await self.marks.load(self.series)
         await self.models.load_all()
         freeze_heap()
@@ -175,10 +177,9 @@ class Daemon:
         for feed in self.feeds:
             self._spawn(f"feed-{feed.settings.id}", feed.run())
         if s.whale.enabled and self.feeds:
-            record = s.whale.record_path
             whale = WhaleFeed(
                 s.whale, s.feed, self.metrics, self.whale.add, clock=_FeedClock(self.feeds[0]),
-                stamp=self.whale.stamp, record=AlertRecorder(record).write if record else None,
+                stamp=self.whale.stamp, record=recorder.write if recorder else None,
             )  # fmt: skip
             self._spawn("whale", whale.run())
         log.info(

@@ -28,6 +28,7 @@ from typing import Any
 from streamer.whale import WhaleReject, parse_alert
 from streamer.whale_history import WhaleHistory
 from whalecast.logs import get_logger
+from whalecast.settings import ConfigError
 
 log = get_logger(__name__)
 
@@ -36,8 +37,15 @@ class AlertRecorder:
     """Appends admitted alerts to a JSON-lines file (opened per line: rotation-safe)."""
 
     def __init__(self, path: Path) -> None:
+        """Raises ConfigError naming ``whale.record_path`` when the file cannot be appended to."""
         self.path = Path(path)
         self.errors = 0
+        writable = os.access(self.path if self.path.exists() else self.path.parent, os.W_OK)
+        if not self.path.parent.is_dir() or self.path.is_dir() or not writable:
+            raise ConfigError(
+                f"whale.record_path: cannot append to {self.path} "
+                "(the directory must exist and be writable)"
+            )
 
     def write(self, known_ms: int, alert: Mapping[str, Any]) -> None:
         line = json.dumps({"known_ms": known_ms, "alert": alert}, separators=(",", ":"))

@@ -8,12 +8,15 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from streamer.whale_bars import WhaleBarAggregator
 from streamer.whale_intake import WhaleIntake
 from streamer.whale_record import TAIL_CHUNK_BYTES, AlertRecorder, recent_entries
 from tests.test_whale import BINANCE, UNKNOWN, alert
 from whalecast.domain import Series, WhaleBar
 from whalecast.metrics import Metrics
+from whalecast.settings import ConfigError
 
 H = 3_600_000
 T0 = 1_730_728_800_000  # an hour boundary
@@ -67,6 +70,11 @@ def test_a_recording_line_is_the_alert_and_its_knowledge_time(tmp_path: Path) ->
     AlertRecorder(path).write(T0 + 5, recorded_alert(1))
     (line,) = path.read_text().splitlines()
     assert json.loads(line) == {"known_ms": T0 + 5, "alert": recorded_alert(1)}
-    unwritable = AlertRecorder(tmp_path)  # a directory: every write fails, the feed goes on
-    unwritable.write(T0, recorded_alert(2))
-    assert unwritable.errors == 1
+    for bad in (tmp_path, tmp_path / "missing" / "whale.jsonl"):  # a directory, no directory
+        with pytest.raises(ConfigError, match=r"whale\.record_path"):
+            AlertRecorder(bad)
+    recorder = AlertRecorder(path)
+    path.unlink()
+    path.mkdir()  # replaced under a running daemon: every write fails, the feed goes on
+    recorder.write(T0, recorded_alert(2))
+    assert recorder.errors == 1
