@@ -20,7 +20,7 @@ from benchmarks.bench_inference import (
 from tests.model_artifacts import deep_model
 from whalecast import cli
 
-pytestmark = pytest.mark.tf
+pytestmark = [pytest.mark.tf, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[1]
 
 
