@@ -286,6 +286,28 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return asyncio.run(run_forever(settings, Metrics()))
 
 
+def _cmd_ui(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from inference.daemon import install_signal_handlers
+    from whalecast.logs import configure_logging
+    from whalecast.settings import load_settings
+    from whalecast.ui.server import serve_ui
+
+    settings = load_settings(args.config)
+    if args.host is not None or args.port is not None:
+        ui = settings.ui.model_copy(update={k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None})  # fmt: skip
+        settings = settings.model_copy(update={"ui": ui})
+    configure_logging(settings.log)
+
+    async def main() -> int:
+        stop = asyncio.Event()
+        install_signal_handlers(stop)
+        return await serve_ui(settings, stop)
+
+    return asyncio.run(main())
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     import asyncio
     from pathlib import Path
@@ -326,6 +348,13 @@ def build_parser() -> argparse.ArgumentParser:
         "run the daemon: feeds in, one batched forward pass per model at every bar close, "
         "predictions out to Redis, metrics on /metrics (SIGTERM drains and exits 0)",
     )  # fmt: skip
+    ui = add(
+        "ui", _cmd_ui,
+        "serve the web page: every series' latest predictions, a chart per series, models and "
+        "feeds, live; reads Redis only (ui.host:ui.port, loopback by default)",
+    )  # fmt: skip
+    ui.add_argument("--host", default=None, help="listen address (default: ui.host)")
+    ui.add_argument("--port", type=int, default=None, help="port, 0 for any free one (default: ui.port)")  # fmt: skip
     demo = add(
         "demo", _cmd_demo,
         "replay shipped market data through the live daemon on this machine (embedded Redis, "
