@@ -169,6 +169,12 @@ def _int_list(text: str) -> list[int]:
     return values
 
 
+def _port(text: str) -> int:
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (0-65535)")
+    return int(text)
+
+
 def _name_list(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
@@ -316,7 +322,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     options = DemoOptions(
         bars=args.bars, bar_seconds=args.bar_seconds, state_dir=Path(args.state_dir),
-        metrics_port=args.metrics_port, config=args.config,
+        metrics_port=args.metrics_port, ui_port=args.ui_port, config=args.config,
     )  # fmt: skip
     return asyncio.run(run_demo(options))
 
@@ -354,7 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
         "feeds, live; reads Redis only (ui.host:ui.port, loopback by default)",
     )  # fmt: skip
     ui.add_argument("--host", default=None, help="listen address (default: ui.host)")
-    ui.add_argument("--port", type=int, default=None, help="port, 0 for any free one (default: ui.port)")  # fmt: skip
+    ui.add_argument("--port", type=_port, default=None, help="port, 0 for any free one (default: ui.port)")  # fmt: skip
     demo = add(
         "demo", _cmd_demo,
         "replay shipped market data through the live daemon on this machine (embedded Redis, "
@@ -372,6 +378,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="embedded Redis data and model registry of the demo")  # fmt: skip
     demo.add_argument("--metrics-port", type=int, default=0, dest="metrics_port",
                       help="port for /metrics (default: any free port)")  # fmt: skip
+    demo.add_argument("--ui-port", type=_port, default=9110, dest="ui_port",
+                      help="port of the web page on 127.0.0.1 (default 9110, else any free one; 0: any)")  # fmt: skip
     _simulate_arguments(
         add(
             "simulate",
