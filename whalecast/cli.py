@@ -294,8 +294,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _cmd_ui(args: argparse.Namespace) -> int:
     import asyncio
+    import signal
 
-    from inference.daemon import install_signal_handlers
     from whalecast.logs import configure_logging
     from whalecast.settings import load_settings
     from whalecast.ui.server import serve_ui
@@ -306,9 +306,10 @@ def _cmd_ui(args: argparse.Namespace) -> int:
         settings = settings.model_copy(update={"ui": ui})
     configure_logging(settings.log)
 
-    async def main() -> int:
+    async def main() -> int:  # no TensorFlow import here: the page starts in a second
         stop = asyncio.Event()
-        install_signal_handlers(stop)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            asyncio.get_running_loop().add_signal_handler(sig, stop.set)
         return await serve_ui(settings, stop)
 
     return asyncio.run(main())
