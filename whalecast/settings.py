@@ -179,7 +179,7 @@ class UiSettings(Section):
 
     host: str = "127.0.0.1"
     port: int = Field(9110, ge=0, le=65535)
-    push_seconds: PositiveSeconds = 0.1  # changed rows are sent to browsers this often
+    push_seconds: PositiveSeconds = 0.05  # changed rows go to browsers at most this often
     status_seconds: PositiveSeconds = 2.0  # models and feeds are re-read this often
     history_bars: int = Field(200, ge=10, le=10_000)  # predictions kept per series for charts
 

@@ -2,11 +2,12 @@
 
 At start it reads every model's latest-value hash (one row per series) and the
 newest entries of the predictions stream (the chart's recent predictions), then
-follows the stream with ``XREAD BLOCK``. Every ``ui.push_seconds`` the rows that
-changed, with their newest stored close, go to every open page as one server-sent
-event (``rows``); every ``ui.status_seconds`` the daemons' status documents
-(:mod:`inference.status`) go out as ``status``. A page that connects first gets
-``snapshot`` (all rows and the status). Routes, all GET:
+follows the stream with ``XREAD BLOCK``. The rows each batch changed, with their
+newest stored close, go to every open page at once as one server-sent event
+(``rows``; no more often than ``ui.push_seconds``); every ``ui.status_seconds``
+the daemons' status documents (:mod:`inference.status`) go out as ``status``. A
+page that connects first gets ``snapshot`` (all rows and the status). Routes, all
+GET:
 
 - ``/`` the page, ``/static/...`` its script, style and the vendored chart library;
 - ``/events`` the event stream; ``/api/rows``, ``/api/status`` the same as JSON;
@@ -70,6 +71,7 @@ class UiServer:
         self.status: dict[str, Any] = {"replicas": [], "read_ms": None}
         self.clients: set[asyncio.Queue[bytes | None]] = set()
         self.last_id = "0-0"
+        self._last_push = 0.0
         self._tasks: list[asyncio.Task[None]] = []
 
     # --- reading Redis ---------------------------------------------------------------------
@@ -95,9 +97,15 @@ class UiServer:
         self.status = {"replicas": await self.reader.replicas(), "read_ms": int(time.time() * 1000)}
 
     async def follow_once(self) -> None:
+        """One batch from the stream, pushed at once (no more often than ``push_seconds``)."""
         self.last_id, messages = await self.reader.follow(self.last_id, block_ms=1000, count=10_000)
         for raw in messages:
             self.board.add_raw(raw)
+        if self.board.changed:
+            wait = self._last_push + self.settings.push_seconds - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            await self.push_once()
 
     async def push_once(self) -> None:
         tags = sorted(self.board.changed)
@@ -105,6 +113,7 @@ class UiServer:
             return
         await self._fill_closes(tags)
         rows = [row.as_json() for row in self.board.take_changed()]
+        self._last_push = time.monotonic()
         self.broadcast(event("rows", rows))
 
     # --- fan-out --------------------------------------------------------------------------
@@ -138,7 +147,6 @@ class UiServer:
         s = self.settings
         for name, step, pause in (
             ("follow", self.follow_once, 0.0),
-            ("push", self.push_once, s.push_seconds),
             ("status", self._status_step, s.status_seconds),
         ):
             task = asyncio.create_task(self._loop(name, step, pause), name=f"ui-{name}")

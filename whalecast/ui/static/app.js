@@ -6,7 +6,7 @@
   const ROW_PX = 28;
   const OVERSCAN = 8;
   const rows = new Map(); // tag -> row (as the server sends it)
-  const stats = { latencies: [], events: 0, rowsApplied: 0, chartBars: 0, chartDraws: 0, connected: false };
+  const stats = { latencies: [], received: [], events: 0, rowsApplied: 0, chartBars: 0, chartDraws: 0, connected: false };
   window.whalecastStats = stats; // read by the browser test (publish -> shown latency)
   let order = [];
   let orderDirty = true;
@@ -200,7 +200,14 @@
       applyRows(data.rows, false);
       setStatus(data.status);
     });
-    source.addEventListener("rows", (e) => { stats.events++; applyRows(JSON.parse(e.data), true); });
+    source.addEventListener("rows", (e) => {
+      const now = Date.now();
+      const list = JSON.parse(e.data);
+      stats.events++;
+      for (const r of list) stats.received.push(now - r.published_ms);
+      if (stats.received.length > 50000) stats.received.splice(0, stats.received.length - 50000);
+      applyRows(list, true);
+    });
     source.addEventListener("status", (e) => { stats.events++; setStatus(JSON.parse(e.data)); });
   }
   function setConn(on) {
