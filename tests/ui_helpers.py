@@ -4,13 +4,17 @@ the way the daemon writes them (its own :class:`~inference.publisher.Publisher`)
 from __future__ import annotations
 
 import contextlib
+import os
+import sys
 import time
 from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 
 from inference.publisher import PredictionOut, Publisher
+from tests.process_helpers import ROOT, serving_process
 from whalecast.domain import Series
 from whalecast.keys import Keys
 from whalecast.metrics import Metrics
@@ -63,3 +67,15 @@ async def publish(
         out.append(PredictionOut(s, bar_open_ms, close_ms, "volume", "20261122T060000Z-3f2b",
                                  "next_bar_volume", volume, now))  # fmt: skip
     return await publisher.publish(out)
+
+
+@contextlib.asynccontextmanager
+async def ui_process(config: Path, port: int, log_path: Path) -> AsyncIterator[str]:
+    """``python -m whalecast ui`` as a process of its own; yields the page's URL once it answers."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WHALECAST_")}
+    env["WHALECAST_SECRETS_DIR"] = "/nonexistent-whalecast-secrets"
+    env["PYTHONPATH"] = str(ROOT)
+    argv = [sys.executable, "-m", "whalecast", "ui", "--config", str(config), "--port", str(port)]
+    url = f"http://127.0.0.1:{port}/"
+    async with serving_process(argv, log_path, url + "healthz", env=env):
+        yield url
