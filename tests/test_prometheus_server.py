@@ -11,7 +11,6 @@ then firing, on real scraped data.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import re
 from collections.abc import AsyncIterator
@@ -26,6 +25,7 @@ import yaml
 from streamer.simulator import SimulatorConfig
 from tests.daemon_helpers import simulated_daemon, wait_until_ready, write_demo_models
 from tests.helpers import free_port, require_tool
+from tests.polling import wait_until_true
 from tests.process_helpers import serving_process
 from tests.test_deploy_monitoring import PROMETHEUS, _dashboard_queries
 
@@ -79,17 +79,6 @@ async def api(base: str, path: str, **params: str) -> Any:
     return body["data"]
 
 
-async def poll(what: str, check: Any, timeout_seconds: float) -> Any:
-    """Call the coroutine function ``check`` until it returns something truthy."""
-    try:
-        async with asyncio.timeout(timeout_seconds):
-            while not (value := await check()):  # noqa: ASYNC110 - polls another process
-                await asyncio.sleep(0.5)
-            return value
-    except TimeoutError:
-        raise AssertionError(f"timed out after {timeout_seconds} s waiting for {what}") from None
-
-
 def grafana_query(expr: str) -> str:
     for name, value in VARIABLES.items():
         expr = expr.replace(name, value)
@@ -124,7 +113,7 @@ async def test_a_real_prometheus_scrapes_the_daemon_runs_every_dashboard_query_a
                     t["labels"]["job"] == "whalecast" and t["health"] == "up" for t in targets
                 )
 
-            await poll("the whalecast target to be up", whalecast_up, 60)
+            await wait_until_true(whalecast_up, 60, "the whalecast target to be up")
             missing: dict[str, str] = {}
             for expr in _dashboard_queries():
                 query = grafana_query(expr)
@@ -133,7 +122,7 @@ async def test_a_real_prometheus_scrapes_the_daemon_runs_every_dashboard_query_a
                     return bool((await api(base, "query", query=query))["result"])
 
                 try:
-                    await poll(query, has_data, 90 if not missing else 5)
+                    await wait_until_true(has_data, 90 if not missing else 5, query)
                 except AssertionError:
                     missing[expr] = query
             assert not missing, f"dashboard queries without data: {sorted(missing)}"
@@ -144,5 +133,5 @@ async def test_a_real_prometheus_scrapes_the_daemon_runs_every_dashboard_query_a
             async def state_is(wanted: str) -> bool:
                 return await alert_state(base, "WhalecastFeedStale") == wanted
 
-            await poll("WhalecastFeedStale pending", lambda: state_is("pending"), 60)
-            await poll("WhalecastFeedStale firing", lambda: state_is("firing"), 60)
+            await wait_until_true(lambda: state_is("pending"), 60, "WhalecastFeedStale pending")
+            await wait_until_true(lambda: state_is("firing"), 60, "WhalecastFeedStale firing")

@@ -15,6 +15,7 @@ import redis.asyncio as aioredis
 
 from inference.status import ServedModel, feed_rows, heldout_score, model_rows, status_document
 from streamer.store import pack_bars
+from tests.polling import wait_until, wait_until_true
 from tests.security_helpers import PREFIX, AclRedis
 from tests.ui_helpers import HOSTILE_SYMBOL, get_json, publish, running_ui
 from whalecast.domain import Series
@@ -172,9 +173,7 @@ async def test_rows_series_and_events_over_http(
         assert (row["close"], row["close_open_ms"]) == (105.0, opens[-1])
         listen = asyncio.create_task(_read_events(ui.url + "events", 2))
         await asyncio.sleep(0)  # let it connect
-        async with asyncio.timeout(30):
-            while not ui.ui.clients:  # noqa: ASYNC110 - the page's connection is another task
-                await asyncio.sleep(0.01)
+        await wait_until(lambda: bool(ui.ui.clients), what="the event stream's connection")
         await publish(redis_client, prefix, [BTC], opens[-1], p_up=0.3)
         (first, snapshot), (second, changed) = await asyncio.wait_for(listen, 30)
         assert first == "snapshot" and snapshot["rows"][0]["p_up"] == 0.61
@@ -254,9 +253,11 @@ async def test_a_read_only_acl_user_is_enough(tmp_path: Path, redis_client: aior
                 status, replicas = await get_json(ui.url + "api/status")
                 assert [r["replica"] for r in replicas["replicas"]] == ["h:1"]
                 await publish(admin, PREFIX, [BTC], BAR + 3_600_000, p_up=0.2)
-                async with asyncio.timeout(30):
-                    while (await get_json(ui.url + "api/rows"))[1][0]["p_up"] != 0.2:  # noqa: ASYNC110 - over HTTP
-                        await asyncio.sleep(0.05)
+
+                async def shown() -> bool:
+                    return bool((await get_json(ui.url + "api/rows"))[1][0]["p_up"] == 0.2)
+
+                await wait_until_true(shown, what="the new prediction in /api/rows")
             with pytest.raises(aioredis.ResponseError, match="no permissions"):
                 await viewer.set(f"{PREFIX}:x", 1)  # the user really cannot write
         finally:
