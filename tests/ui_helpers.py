@@ -19,7 +19,7 @@ from whalecast.domain import Series
 from whalecast.keys import Keys
 from whalecast.metrics import Metrics
 from whalecast.settings import Settings
-from whalecast.ui.server import UiRunner
+from whalecast.ui.runner import UiRunner
 
 HOUR_MS = 3_600_000
 #: Renders as an image with an onerror handler if any string from Redis reached the DOM as HTML.

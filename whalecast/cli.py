@@ -298,7 +298,7 @@ def _cmd_ui(args: argparse.Namespace) -> int:
 
     from whalecast.logs import configure_logging
     from whalecast.settings import load_settings
-    from whalecast.ui.server import serve_ui
+    from whalecast.ui.runner import serve_ui
 
     settings = load_settings(args.config)
     if args.host is not None or args.port is not None:

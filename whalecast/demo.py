@@ -166,7 +166,7 @@ async def _drive(daemon: Any, sim: Any, options: DemoOptions, stop: asyncio.Even
 
 async def start_ui(settings: Settings, redis: Any) -> Any:
     """The web page on ``ui.port``, or on any free port when that one is taken."""
-    from whalecast.ui.server import UiRunner
+    from whalecast.ui.runner import UiRunner
 
     try:
         return await UiRunner(settings, redis).start()
