@@ -139,8 +139,8 @@ async def _store_bars(redis: Any, prefix: str, series: Series, opens: list[int])
     )
 
 
-async def _read_events(url: str, wanted: int) -> list[tuple[str, Any]]:
-    """The first ``wanted`` server-sent events from ``url`` (name, parsed data)."""
+async def _read_events(url: str, last: str) -> list[tuple[str, Any]]:
+    """Server-sent events from ``url`` (name, parsed data), up to the first named ``last``."""
     events: list[tuple[str, Any]] = []
     async with aiohttp.ClientSession() as session, session.get(url) as response:
         assert response.headers["Content-Type"].startswith("text/event-stream")
@@ -151,8 +151,8 @@ async def _read_events(url: str, wanted: int) -> list[tuple[str, Any]]:
                 name = line[7:]
             elif line.startswith("data: "):
                 events.append((str(name), json.loads(line[6:])))
-                if len(events) == wanted:
-                    return events
+                if name == last:
+                    break
     return events
 
 
@@ -171,7 +171,7 @@ async def test_rows_series_and_events_over_http(
         (row,) = rows
         assert (row["tag"], row["p_up"], row["volume"]) == (BTC.tag, 0.61, 1234.5)
         assert (row["close"], row["close_open_ms"]) == (105.0, opens[-1])
-        listen = asyncio.create_task(_read_events(ui.url + "events", 2))
+        listen = asyncio.create_task(_read_events(ui.url + "events", last="rows"))
         await asyncio.sleep(0)  # let it connect
         await wait_until(lambda: bool(ui.ui.clients), what="the event stream's connection")
         await publish(redis_client, prefix, [BTC], opens[-1], p_up=0.3)
