@@ -30,6 +30,7 @@ from inference.models import ModelSet
 from inference.predictor import Predictor
 from inference.publisher import Publisher
 from inference.scoring import LiveScorer
+from inference.status import StatusPublisher
 from streamer.candles import CandleFeed
 from streamer.clock import Clock
 from streamer.features import HISTORY_BARS
@@ -117,6 +118,7 @@ class Daemon:
         self.feeds: list[CandleFeed] = []
         self.bar_loop: BarLoop | None = None
         self.http: HttpServer | None = None
+        self.status = StatusPublisher(self, settings.metrics.status_seconds)
         self._tasks: list[asyncio.Task[None]] = []
 
     def clock_for(self, exchange: str) -> Clock:
@@ -179,6 +181,7 @@ class Daemon:
             )
         self._spawn("models", self.models.watch())
         self._spawn("loop-lag", LoopLagMonitor(self.metrics).run())
+        self._spawn("status", self.status.run())
         for feed in self.feeds:
             self._spawn(f"feed-{feed.settings.id}", feed.run())
         if s.whale.enabled and self.feeds:
@@ -216,6 +219,7 @@ class Daemon:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        await self.status.remove()
         if self.http is not None:
             await self.http.stop()
         gc.unfreeze()  # what start() froze can be collected again (e.g. in a longer process)
