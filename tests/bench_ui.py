@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from inference.bench_e2e import E2EOptions, bench_daemon
+from benchmarks.bench_e2e import E2EOptions, bench_daemon
 from tests.browser import browser_page
 from tests.helpers import free_port
 from tests.process_helpers import write_config

@@ -8,8 +8,17 @@ name here is a contract change (see the README's Redis section).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Final
 
 from whalecast.domain import Series
+
+#: One stored bar, a member of ``<series>:bars``: float64 little-endian, in this order.
+BAR_COLUMNS: Final = (
+    "open_ms", "open", "high", "low", "close", "volume",
+    "whale_inflow_usd", "whale_outflow_usd", "whale_count", "stable_inflow_usd",
+)  # fmt: skip
+#: The field of ``<prefix>:predictions:stream`` entries holding the prediction's JSON.
+STREAM_FIELD: Final = "data"
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,10 +14,8 @@ import struct
 from collections.abc import Sequence
 from typing import Any
 
-from inference.publisher import STREAM_FIELD
-from streamer.features import BAR_COLUMNS
 from whalecast.domain import Series
-from whalecast.keys import Keys
+from whalecast.keys import BAR_COLUMNS, STREAM_FIELD, Keys
 
 _BAR = struct.Struct(f"<{len(BAR_COLUMNS)}d")
 #: Stream entries read per request when catching up at start-up.
