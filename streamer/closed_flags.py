@@ -134,14 +134,24 @@ class OkxClosedFlag(_Flag):
                 and all(_okx_candle(c) for c in data)):  # fmt: skip
             self._malformed()
             return
-        super().handle_ohlcv(client, message)  # type: ignore[misc]
         exchange: Any = self
+        if inst in (exchange.markets_by_id or {}):  # ccxt's handler fails on an unknown one
+            super().handle_ohlcv(client, message)  # type: ignore[misc]
         interval = channel.removeprefix("candle")
         pair = self._resolve((inst, interval), lambda: (
             exchange.safe_symbol(inst), exchange.find_timeframe(interval)))  # fmt: skip
+        bar_ms = int(exchange.parse_timeframe(pair[1]) * 1000) if pair[1] else 0
         for candle in data:
-            row = [int(candle[0]), *candle[1:6]]
-            self._deliver(pair, row, candle[8] == "1", None)
+            row, closed = [int(candle[0]), *candle[1:6]], candle[8] == "1"
+            self._deliver(pair, row, closed, _okx_time(row[0], bar_ms, closed))
+
+
+def _okx_time(open_ms: int, bar_ms: int, closed: bool) -> int | None:
+    """A push carries no time of its own, but OKX's clock has reached the candle's open
+    (its end, once complete): the time a replayed clock may follow. None off the grid."""
+    if bar_ms <= 0 or open_ms % bar_ms:
+        return None
+    return open_ms + bar_ms if closed else open_ms
 
 
 def _okx_candle(candle: Any) -> bool:
