@@ -13,14 +13,8 @@ import pytest
 
 from streamer.exchange import ExchangeAdapter, retry_after_seconds
 from streamer.simulator import Simulator, SimulatorConfig
-from tests.feed_helpers import (
-    exchange_settings,
-    feed_settings,
-    start_feed,
-    truth,
-    wait_subscribed,
-    wait_until,
-)
+from tests.feed_helpers import exchange_settings, feed_settings, start_feed, truth, wait_subscribed
+from tests.polling import wait_until
 from tests.sim_helpers import csv_rows
 
 HOUR = 3_600_000
@@ -157,10 +151,11 @@ async def test_text_pings_keep_an_idle_connection_and_silence_loses_it() -> None
                 asyncio.create_task(c.watch_ohlcv("BTC/USDT", "1h")) for c in (pinging, silent)
             ]
             await wait_subscribed(sim, 2)
-            await wait_until(lambda: sim.faults.counters["exchange_idle_closed"] == 1, within=10)
+            await wait_until(lambda: sim.faults.counters["exchange_idle_closed"] == 1, 10)
             with pytest.raises(ccxt.NetworkError):
                 await asyncio.wait_for(watches[1], 5)
-            await asyncio.sleep(2.0)  # twice the idle limit: the pinging client stays connected
+            pings = sim.faults.counters["exchange_pings"]  # 8 more: over twice the idle limit
+            await wait_until(lambda: sim.faults.counters["exchange_pings"] >= pings + 8, 20)
             assert len(sim.stream.hub) == 1 and sim.faults.counters["exchange_idle_closed"] == 1
             await sim.advance()
             await asyncio.wait_for(watches[0], 10)

@@ -17,7 +17,7 @@ from aiohttp import web
 from streamer.simulator.data import Bars
 from streamer.simulator.faults import Faults
 from streamer.simulator.market import Market
-from streamer.simulator.rest import BadRequest, fault_middleware, int_param, served
+from streamer.simulator.rest import BadRequest, ClockLog, fault_middleware, int_param, served
 from streamer.simulator.wire import rest_row
 
 API = "/api/v3"
@@ -42,6 +42,7 @@ class BinanceRest:
         self.faults_middleware = fault_middleware(
             API + "/", faults, _failure, lambda e: binance_error(e.status, int(e.code), e.msg)
         )
+        self.clocks = ClockLog(market)
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -55,7 +56,7 @@ class BinanceRest:
         return web.json_response({})
 
     async def time(self, request: web.Request) -> web.Response:
-        return web.json_response({"serverTime": self.market.now_ms})
+        return web.json_response({"serverTime": self.clocks.told(request)})
 
     async def exchange_info(self, request: web.Request) -> web.Response:
         return web.json_response(

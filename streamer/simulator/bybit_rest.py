@@ -25,7 +25,7 @@ from streamer.simulator.bybit_ws import interval_id, turnover
 from streamer.simulator.data import Bars
 from streamer.simulator.faults import Faults
 from streamer.simulator.market import Market
-from streamer.simulator.rest import BadRequest, fault_middleware, int_param, served
+from streamer.simulator.rest import BadRequest, ClockLog, fault_middleware, int_param, served
 from streamer.simulator.wire import fmt
 
 PREFIX = "/v5/"
@@ -48,6 +48,7 @@ class BybitRest:
             lambda e: bybit_answer({}, self.market.now_ms, int(e.code), e.msg),
             endpoints={"kline": "klines"},
         )  # fmt: skip
+        self.clocks = ClockLog(market)
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -57,7 +58,7 @@ class BybitRest:
         ]
 
     async def time(self, request: web.Request) -> web.Response:
-        now = self.market.now_ms
+        now = self.clocks.told(request)
         result = {"timeSecond": str(now // 1000), "timeNano": str(now * 1_000_000)}
         return bybit_answer(result, now)
 

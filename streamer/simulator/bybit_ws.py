@@ -82,6 +82,7 @@ class BybitStream(KlineStream):
             return _reply(conn, None, None, False, "error:request not json")
         op, rid, args = request.get("op"), request.get("req_id"), request.get("args") or []
         if op == "ping":
+            self.counters["exchange_pings"] += 1
             return _reply(conn, rid, op, True, "pong")
         if op not in ("subscribe", "unsubscribe"):
             return _reply(conn, rid, op, False, f"error:handler not found,op:{op}")

@@ -23,7 +23,7 @@ from streamer.simulator.data import Bars
 from streamer.simulator.faults import Faults
 from streamer.simulator.market import Market
 from streamer.simulator.okx_ws import bar_id, candle_array, inst_id
-from streamer.simulator.rest import BadRequest, fault_middleware, int_param, served
+from streamer.simulator.rest import BadRequest, ClockLog, fault_middleware, int_param, served
 
 PREFIX = "/api/v5/"
 RECENT_BARS = 1440
@@ -44,6 +44,7 @@ class OkxRest:
             PREFIX, faults, _failure, lambda e: okx_answer([], str(e.code), e.msg, e.status),
             endpoints={"candles": "klines", "history-candles": "klines"},
         )  # fmt: skip
+        self.clocks = ClockLog(market)
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -54,7 +55,7 @@ class OkxRest:
         ]
 
     async def time(self, request: web.Request) -> web.Response:
-        return okx_answer([{"ts": str(self.market.now_ms)}])
+        return okx_answer([{"ts": str(self.clocks.told(request))}])
 
     async def instruments(self, request: web.Request) -> web.Response:
         spot = request.query.get("instType") == "SPOT"

@@ -69,6 +69,7 @@ class OkxStream(KlineStream):
 
     async def on_text(self, conn: Connection, text: str) -> None:
         if text == "ping":
+            self.counters["exchange_pings"] += 1
             await self.reply(conn, "pong")
             return
         for answer in self._answers(conn, text):

@@ -3,6 +3,7 @@ and each exchange's own error shape for a bad parameter."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -77,3 +78,26 @@ def served(
     indices = [i for i in visible if not faults.in_gap(bars.symbol, int(bars.open_ms[i]))]
     faults.counters["rest_gap_bars_omitted"] += len(visible) - len(indices)
     return indices
+
+
+class ClockLog:
+    """Per client connection (peer address): the wall time of its last time request and
+    the virtual time it was told; tests wait on it for every polling clock to catch up."""
+
+    def __init__(self, market: Market) -> None:
+        self.market = market
+        self.time_told: dict[str, tuple[float, int]] = {}
+
+    def told(self, request: web.Request) -> int:
+        """The virtual now, recorded as told to the request's peer."""
+        now_ms = self.market.now_ms
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        self.time_told[str(peer)] = (time.monotonic(), now_ms)
+        return now_ms
+
+    def behind(self, recent_seconds: float = 1.0) -> int:
+        """Client connections that asked the time in the last ``recent_seconds`` and were
+        last told a time older than now (a replay clock that has not seen the last step)."""
+        since = time.monotonic() - recent_seconds
+        now_ms = self.market.now_ms
+        return sum(1 for wall, told in self.time_told.values() if wall >= since and told < now_ms)

@@ -205,6 +205,11 @@ class Simulator:
         """The ``whale`` section that points a daemon's whale feed here."""
         return {"enabled": True, "url": self.whale_url, "api_key": self.config.whale_api_key}
 
+    def clocks_behind(self, recent_seconds: float = 1.0) -> int:
+        """Replay clocks (client connections polling any exchange's time) that have not
+        seen the last step; see :class:`~streamer.simulator.rest.ClockLog`."""
+        return sum(r.clocks.behind(recent_seconds) for r in self.rests.values())
+
     @property
     def timeframe(self) -> str:
         return self.market.timeframe
