@@ -138,9 +138,10 @@ async def test_closed_flag_on_the_last_update_of_each_candle(sim: Simulator) -> 
         await client.close()
 
 
-async def test_text_pings_keep_an_idle_connection_and_silence_loses_it() -> None:
-    config = SimulatorConfig(history_bars=60, whale=False, exchanges=("okx",),
-                             idle_seconds={"okx": 1.0})  # fmt: skip
+@pytest.mark.parametrize("exchange", EXCHANGES)
+async def test_text_pings_keep_an_idle_connection_and_silence_loses_it(exchange: str) -> None:
+    config = SimulatorConfig(history_bars=60, whale=False, exchanges=(exchange,),
+                             idle_seconds={exchange: 1.0})  # fmt: skip
     async with Simulator(config) as sim:
         pinging = recording_client(sim)
         silent = recording_client(sim)
