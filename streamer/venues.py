@@ -48,7 +48,7 @@ def _generic_urls(api: dict[str, Any], rest: str | None, ws: str | None) -> None
         return
     current = api.get("ws")
     if isinstance(current, dict):
-        current["spot" if "spot" in current or "public" not in current else "public"] = ws
+        current["spot"] = ws
     else:
         api["ws"] = ws
 
