@@ -455,10 +455,17 @@ class BarLoop:
         ]
 
     def _forget_old(self, key: tuple[str, int]) -> None:
-        """Keep a few bars of state per timeframe, for late arrivals."""
+        """Keep a few bars of state per timeframe, for late arrivals, and every bar with
+        series arrived and not predicted yet (its flush is queued or its deadline runs:
+        one exchange's burst may trail the others' by more than those few bars)."""
         timeframe, open_ms = key
         horizon = open_ms - 4 * next(iter(self.by_timeframe[timeframe])).bar_ms
-        for old in [k for k in self._bars if k[0] == timeframe and k[1] < horizon]:
+        done = [
+            k
+            for k, state in self._bars.items()
+            if k[0] == timeframe and k[1] < horizon and len(state.predicted) == len(state.arrived)
+        ]
+        for old in done:
             state = self._bars.pop(old)
             if state.deadline is not None:
                 state.deadline.cancel()
