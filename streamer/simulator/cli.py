@@ -32,6 +32,7 @@ def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
         whale_data=tuple(Path(p) for p in args.whale_data or ()),
         whale_api_key=args.whale_api_key,
         exchanges=tuple(args.exchanges),
+        whale_delay_seconds=args.whale_delay,
     )
 
 
