@@ -226,10 +226,17 @@ class BarCompletion:
         return [key for key, bar in self._bars.items() if bar.pending()]
 
     def forget_old(self, key: BarKey) -> list[BarKey]:
-        """Drop the state of bars more than :data:`BARS_KEPT` bars older than ``key``."""
+        """Drop the state of bars more than :data:`BARS_KEPT` bars older than ``key``, except
+        a bar with series arrived and not predicted yet: one exchange's burst after an
+        outage may trail the others' by more than those few bars, and its bar must still
+        be predicted."""
         timeframe, open_ms = key
         horizon = open_ms - BARS_KEPT * self.by_timeframe[timeframe][0].bar_ms
-        old = [k for k in self._bars if k[0] == timeframe and k[1] < horizon]
+        old = [
+            k
+            for k, bar in self._bars.items()
+            if k[0] == timeframe and k[1] < horizon and not bar.pending()
+        ]
         for k in old:
             del self._bars[k]
         return old

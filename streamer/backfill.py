@@ -1,5 +1,10 @@
 """REST backfill: closed bars over ``fetch_ohlcv``, paginated, rate-limit aware.
 
+Pages go forward from the oldest bar wanted, each at most the exchange's full page
+(Binance and Bybit 1000, OKX 100) and, for exchanges that answer the newest bars of an
+open range (Bybit), bounded at its end too, so no page skips bars whatever the
+exchange's own order.
+
 The exchange's REST answer includes the still-forming bar (anything whose close
 time is after the exchange clock's now): it is never returned as closed. Bars
 off the timeframe grid or otherwise invalid are counted and dropped. When the
@@ -21,7 +26,6 @@ import ccxt
 from streamer.backoff import Backoff
 from streamer.clock import Clock
 from streamer.exchange import (
-    MAX_REST_LIMIT,
     RATE_LIMIT_ERRORS,
     ExchangeAdapter,
     retry_after_seconds,
@@ -140,10 +144,11 @@ class Backfiller:
         found: dict[int, Candle] = {}
         seen: set[int] = set()
         cursor = since_ms
-        pages_left = (max(until_ms - since_ms, 0) // bar) // MAX_REST_LIMIT + 2
+        page = self._session.adapter.rest_limit
+        pages_left = (max(until_ms - since_ms, 0) // bar) // page + 2
         while cursor <= until_ms and pages_left > 0:
             pages_left -= 1
-            limit = min(MAX_REST_LIMIT, (until_ms - cursor) // bar + 2)
+            limit = min(page, (until_ms - cursor) // bar + 2)
             rows = await self._request(series, cursor, limit)
             page_newest = self._collect(series, rows, (since_ms, until_ms), found, seen)
             if page_newest is None or page_newest < cursor or len(rows) < limit:
@@ -182,8 +187,9 @@ class Backfiller:
         for attempt in range(self._retries + 1):
             async with self._session.use() as client:
                 try:
+                    params = self._session.adapter.page_params(since_ms, limit, series.bar_ms)
                     rows = await client.fetch_ohlcv(
-                        series.symbol, series.timeframe, since=since_ms, limit=limit
+                        series.symbol, series.timeframe, since=since_ms, limit=limit, params=params
                     )
                 except RATE_LIMIT_ERRORS as e:
                     self._requests["rate_limited"].inc()

@@ -195,8 +195,10 @@ class Connection:
         watches: dict[tuple[tuple[str, str], ...], asyncio.Future[Any]],
         renew: bool,
     ) -> None:
-        """One watch for all pairs (one subscription message), or one per pair, paced."""
-        groups = [tuple(self.pairs)] if self._adapter.for_symbols else [(p,) for p in self.pairs]
+        """One watch (one subscription message) per batch of pairs the exchange allows in
+        one message (all of them, or one each without watchOHLCVForSymbols), paced."""
+        size = self._adapter.subscribe_batch or len(self.pairs)
+        groups = [tuple(self.pairs[i : i + size]) for i in range(0, len(self.pairs), size)]
         for number, group in enumerate(groups):
             if number:
                 await self._limiter.acquire()

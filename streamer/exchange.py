@@ -6,19 +6,23 @@ websocket traffic into calls on a :class:`KlineSink` with plain rows
 ``[open_ms, open, high, low, close, volume]`` and a closed flag. Past this
 module the feed sees only our symbols and those rows.
 
-Binance sends a closed flag (``k.x``) that ccxt's unified output drops;
-:class:`_BinanceClosedFlag` captures it. For other exchanges ``closed`` is
-None and the feed detects closes by the next bar's appearance.
+Binance (``k.x``), Bybit (``data[].confirm``) and OKX (the candle array's last
+element) send a closed flag that ccxt's unified output drops; the mixins of
+:mod:`streamer.closed_flags` capture it. For other exchanges ``closed`` is None and the
+feed detects closes by the next bar's appearance. What else differs between exchanges
+(URLs, REST page size and direction, subscription batches) is in :mod:`streamer.venues`.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any, Protocol
 
 import ccxt
 import ccxt.pro
 
+from streamer.venues import venue_for
 from whalecast.logs import get_logger
 from whalecast.settings import ExchangeCredentials, ExchangeSettings, FeedSettings
 
@@ -26,7 +30,6 @@ log = get_logger(__name__)
 
 Row = list[Any]
 RATE_LIMIT_ERRORS = (ccxt.RateLimitExceeded, ccxt.DDoSProtection)
-MAX_REST_LIMIT = 1000
 
 
 class FeedConfigError(Exception):
@@ -99,57 +102,6 @@ class _Hooks:
             self.whalecast_sink.on_lost(error if isinstance(error, BaseException) else None)
 
 
-class _BinanceClosedFlag:
-    """Captures Binance's closed flag from kline events.
-
-    A real event (prices are strings, ``T = t + interval - 1``)::
-
-        {"e": "kline", "E": 1767229200012, "s": "BTCUSDT",
-         "k": {"t": 1767225600000, "T": 1767229199999, "s": "BTCUSDT", "i": "1h",
-               "f": 5712360421, "L": 5712520003, "o": "87648.21", "c": "87867.96",
-               "h": "88017.00", "l": "87580.00", "v": "512.33041", "n": 159583,
-               "x": true, "q": "44981223.57", "V": "250.10422", "Q": "21957610.10",
-               "B": "0"}}
-    """
-
-    whalecast_sink: KlineSink | None = None
-    whalecast_names: dict[tuple[Any, Any], tuple[str, str]] | None = None
-
-    def handle_ohlcv(self, client: Any, message: Any) -> None:
-        sink = self.whalecast_sink
-        kline = message.get("k") if isinstance(message, dict) else None
-        if not isinstance(kline, dict) or not isinstance(kline.get("t"), int):
-            if sink is not None:
-                sink.on_malformed()
-            return
-        super().handle_ohlcv(client, message)  # type: ignore[misc]
-        if sink is None:
-            return
-        exchange: Any = self
-        names = self.whalecast_names
-        if names is None:
-            names = self.whalecast_names = {}
-        key = (kline.get("s"), kline.get("i"))
-        resolved = names.get(key)
-        if resolved is None:  # market id and interval → our symbol and timeframe, once each
-            resolved = (exchange.safe_symbol(key[0], None, None, "spot"),
-                        exchange.find_timeframe(key[1]))  # fmt: skip
-            if len(names) < 100_000:
-                names[key] = resolved
-        symbol, timeframe = resolved
-        row = [kline["t"], kline.get("o"), kline.get("h"), kline.get("l"), kline.get("c"),
-               kline.get("v")]  # fmt: skip
-        closed = kline.get("x") is True
-        event_ms = message.get("E")
-        sink.on_kline(
-            symbol, timeframe, row, closed, event_ms if isinstance(event_ms, int) else None
-        )
-        if closed:
-            stored = exchange.ohlcvs.get(symbol, {}).get(timeframe)
-            if stored is not None:
-                stored.getLimit(symbol, None)  # lets ccxt clear its per-cache update tracker
-
-
 def _base_class(exchange_id: str) -> type:
     base = getattr(ccxt.pro, exchange_id, None)
     if not isinstance(base, type):
@@ -174,13 +126,18 @@ class ExchangeAdapter:
         self.feed = feed
         self.credentials = credentials
         self._base = _base_class(settings.id)
-        self.is_binance = issubclass(self._base, ccxt.pro.binance)
-        self.has_closed_flag = self.is_binance if closed_flag is None else closed_flag
+        self.venue = venue = venue_for(self._base)
+        if venue.timeframes is not None and settings.timeframe not in venue.timeframes:
+            raise FeedConfigError(f"{settings.id}: timeframe {settings.timeframe!r} is not "
+                                  f"supported, use one of {', '.join(sorted(venue.timeframes))}")  # fmt: skip
+        flag = venue.closed_flag
+        self.has_closed_flag = flag is not None if closed_flag is None else closed_flag
         mixins: tuple[type, ...] = (_Hooks,)
         if self.has_closed_flag:
-            if not self.is_binance:
+            if flag is None:
                 raise FeedConfigError(f"no closed-flag capture for {settings.id!r}")
-            mixins = (_BinanceClosedFlag, _Hooks)
+            mixins = (flag, _Hooks)
+        self.rest_limit = venue.rest_limit
         self._ws_class = type(f"Whalecast{self._base.__name__}", (*mixins, self._base), {})
         self.markets: dict[str, Any] | None = None
         self.currencies: dict[str, Any] | None = None
@@ -188,14 +145,7 @@ class ExchangeAdapter:
         self.for_symbols = False
 
     def _config(self) -> dict[str, Any]:
-        options: dict[str, Any] = {"OHLCVLimit": self.feed.ohlcv_cache_limit}
-        if self.is_binance:
-            options["fetchMarkets"] = {"types": ["spot"]}
-            options["defaultType"] = "spot"
-            # with API keys ccxt would also call private wallet and margin endpoints while
-            # loading markets, on hosts the URL overrides do not cover: the feed needs neither
-            options["fetchCurrencies"] = False
-            options["fetchMargins"] = False
+        options: dict[str, Any] = {**self.venue.options, "OHLCVLimit": self.feed.ohlcv_cache_limit}
         config: dict[str, Any] = {
             "enableRateLimit": self.settings.enable_rate_limit,
             "newUpdates": True,
@@ -209,18 +159,9 @@ class ExchangeAdapter:
         return config
 
     def _apply_urls(self, client: Any) -> None:
-        api = client.urls.setdefault("api", {})
-        if self.settings.rest_url is not None:
-            api["public"] = self.settings.rest_url.rstrip("/")
-        if self.settings.ws_url is not None:
-            ws = api.get("ws")
-            if isinstance(ws, dict):
-                for key in ("spot", "public"):
-                    if key in ws or key == "spot":
-                        ws[key] = self.settings.ws_url.rstrip("/")
-                        break
-            else:
-                api["ws"] = self.settings.ws_url.rstrip("/")
+        rest, ws = self.settings.rest_url, self.settings.ws_url
+        self.venue.set_urls(client.urls.setdefault("api", {}), rest and rest.rstrip("/"),
+                            ws and ws.rstrip("/"))  # fmt: skip
 
     def rest_client(self) -> Any:
         """A client for REST calls (markets, server time, OHLCV backfill)."""
@@ -252,9 +193,26 @@ class ExchangeAdapter:
         self.currencies = dict(rest.currencies or {})
         self.for_symbols = self.prefer_for_symbols and bool(rest.has.get("watchOHLCVForSymbols"))
 
+    @property
+    def subscribe_batch(self) -> int | None:
+        """Pairs one watch call may cover (None: any number): 1 without watchOHLCVForSymbols,
+        else the exchange's topics per subscription message."""
+        return self.venue.subscribe_batch if self.for_symbols else 1
+
+    def page_params(self, since_ms: int, limit: int, bar_ms: int) -> dict[str, Any]:
+        """Extra fetch_ohlcv params for one page of ``limit`` bars from ``since_ms``: an end
+        for exchanges that answer the newest bars of an open range (Bybit)."""
+        if self.venue.bounded_pages:
+            return {"until": since_ms + (limit - 1) * bar_ms}
+        return {}
+
     async def watch(self, client: Any, pairs: Sequence[tuple[str, str]]) -> Any:
         """One watch call; the first one subscribes. With ``watchOHLCVForSymbols`` one call
-        (one subscription message) covers every pair, else ``pairs`` is a single pair."""
+        (one subscription message) covers up to :attr:`subscribe_batch` pairs, else
+        ``pairs`` is a single pair."""
+        batch = self.subscribe_batch
+        if batch is not None and len(pairs) > batch:
+            raise ValueError(f"{self.settings.id} subscribes at most {batch} pairs per message")
         if self.for_symbols:
             return await client.watch_ohlcv_for_symbols([list(p) for p in pairs])
         if len(pairs) != 1:
@@ -273,13 +231,19 @@ class ExchangeAdapter:
         return rows
 
 
-def retry_after_seconds(client: Any) -> float | None:
-    """The Retry-After header of the client's last HTTP response, if it sent one."""
-    headers = getattr(client, "last_response_headers", None) or {}
-    for key, value in dict(headers).items():
-        if str(key).lower() == "retry-after":
-            try:
-                return max(0.0, float(value))
-            except (TypeError, ValueError):
-                return None
+def retry_after_seconds(client: Any, now_ms: float | None = None) -> float | None:
+    """How long the client's last HTTP response asked to wait, if it said: Retry-After
+    (seconds; Binance), else X-Bapi-Limit-Reset-Timestamp (ms, wall clock; Bybit)."""
+    headers = {
+        str(k).lower(): v
+        for k, v in dict(getattr(client, "last_response_headers", None) or {}).items()
+    }
+    try:
+        if "retry-after" in headers:
+            return max(0.0, float(headers["retry-after"]))
+        if "x-bapi-limit-reset-timestamp" in headers:
+            now = time.time() * 1000 if now_ms is None else now_ms
+            return max(0.0, (float(headers["x-bapi-limit-reset-timestamp"]) - now) / 1000)
+    except (TypeError, ValueError):
+        return None
     return None

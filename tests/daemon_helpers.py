@@ -38,7 +38,7 @@ def daemon_config(
     """The same as a config-file mapping (what ``whalecast run --config`` reads)."""
     base: dict[str, Any] = {
         "redis": {"url": redis_url, "prefix": "wc"},
-        "exchanges": [sim.exchange_section()],
+        "exchanges": sim.exchange_sections(),
         "feed": {"clock": "replay", "grace_seconds": 1.0, "backoff_initial_seconds": 0.05,
                  "backoff_max_seconds": 0.5, "stale_after_seconds": 5.0},
         "whale": sim.whale_section(),

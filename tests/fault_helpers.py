@@ -148,7 +148,11 @@ class Invariant:
     def __post_init__(self) -> None:
         self.keys = Keys(self.prefix)
         self.log = PredictionLog(self.keys)
-        self.series = [Series("binance", s, self.sim.timeframe) for s in self.sim.symbols]
+        self.series = [
+            Series(exchange, symbol, self.sim.timeframe)
+            for exchange in self.sim.exchanges
+            for symbol in self.sim.symbols
+        ]
         self.bar_ms = self.series[0].bar_ms
 
     # -- the daemon's life ---------------------------------------------------------------
@@ -256,7 +260,9 @@ class Invariant:
 
     def _check_predictions(self, metrics: dict[str, float]) -> Outcome:
         messages = self.log.messages()
-        per_key = Counter((m["symbol"], m["model"], m["bar_open_ms"]) for m in messages)
+        per_key = Counter(
+            (m["exchange"], m["symbol"], m["model"], m["bar_open_ms"]) for m in messages
+        )
         doubled = [k for k, n in per_key.items() if n > 1]
         violations = [f"{len(doubled)} predictions published twice, e.g. {doubled[:3]}"] * bool(
             doubled
@@ -265,12 +271,19 @@ class Invariant:
         missing: list[tuple[str, int]] = []
         for series in self.series:
             opens = {int(t) for t in self.truth(series)[:, 0]}
-            mine = [m for m in messages if m["symbol"] == series.symbol]
+            mine = [
+                m
+                for m in messages
+                if (m["exchange"], m["symbol"]) == (series.exchange, series.symbol)
+            ]
             violations += [f"{series.tag}: {p}" for m in mine if (p := self._bad(m, opens))]
             for open_ms in sorted(opens):
                 if not self.live(open_ms) or not self._complete(opens, open_ms):
                     continue
-                have = [per_key[(series.symbol, model, open_ms)] for model in self.models]
+                have = [
+                    per_key[(series.exchange, series.symbol, model, open_ms)]
+                    for model in self.models
+                ]
                 if all(have):
                     predicted += 1
                 elif any(have):

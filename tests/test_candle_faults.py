@@ -1,4 +1,5 @@
-"""Bad kline messages from the simulator: each rejected with its reason, the stream goes on."""
+"""Bad kline messages from the simulator: each rejected with its reason, the stream goes on,
+on each exchange's protocol."""
 
 from __future__ import annotations
 
@@ -19,9 +20,10 @@ from tests.polling import wait_until
 REASON = KLINE_FAULT_REASONS
 
 
-@pytest.fixture
-async def sim() -> AsyncIterator[Simulator]:
-    async with Simulator(SimulatorConfig(history_bars=60, whale=False)) as simulator:
+@pytest.fixture(params=["binance", "bybit", "okx"])
+async def sim(request: pytest.FixtureRequest) -> AsyncIterator[Simulator]:
+    config = SimulatorConfig(history_bars=60, whale=False, exchanges=(request.param,))
+    async with Simulator(config) as simulator:
         yield simulator
 
 
@@ -44,9 +46,9 @@ async def test_every_bad_kline_is_counted_and_dropped(sim: Simulator) -> None:
             expected = sum(1 for r in REASON.values() if r == reason)
             got = running.sample("whalecast_feed_rejected_total", feed="candles", reason=reason)
             assert got == expected, reason
-        assert running.sample("whalecast_feed_reconnects_total", exchange="binance",
+        assert running.sample("whalecast_feed_reconnects_total", exchange=sim.exchange,
                               feed="candles", cause="error") == 0  # fmt: skip
-        assert running.sample("whalecast_bars_closed_total", exchange="binance", timeframe="1h",
+        assert running.sample("whalecast_bars_closed_total", exchange=sim.exchange, timeframe="1h",
                               source="ws_flag") == 8  # fmt: skip
     finally:
         await running.stop()
@@ -63,7 +65,7 @@ async def test_without_a_closed_flag_the_next_bar_closes_the_previous(sim: Simul
                                                  for s in sim.symbols))  # fmt: skip
         for symbol in sim.symbols:
             assert running.rows(symbol) == truth(sim, symbol)[-3:-1]  # the newest waits
-        assert running.sample("whalecast_bars_closed_total", exchange="binance", timeframe="1h",
+        assert running.sample("whalecast_bars_closed_total", exchange=sim.exchange, timeframe="1h",
                               source="next_bar") == 8  # fmt: skip
     finally:
         await running.stop()

@@ -1,4 +1,5 @@
-"""Exchange faults against a running daemon, the invariant checked after each.
+"""Exchange faults against a running daemon, the invariant checked after each, on each
+exchange's protocol (Binance, Bybit v5, OKX v5).
 
 The simulator is stepped by hand (one bar per ``advance``), so every fault lands
 at a known bar. Faults: the websocket dropped k times, refused for a while,
@@ -18,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from inference.daemon import Daemon
-from streamer.simulator import KLINE_FAULTS, Simulator
+from streamer.simulator import KLINE_FAULTS, Simulator, SimulatorConfig
 from tests.fault_helpers import (
     Invariant,
     advance,
@@ -27,12 +28,19 @@ from tests.fault_helpers import (
     registry,
     rejected,
     sample,
-    sim,
 )
 from tests.feed_helpers import KLINE_FAULT_REASONS, wait_subscribed
 from tests.polling import wait_until
 
 pytestmark = [pytest.mark.redis, pytest.mark.tf, pytest.mark.slow]
+
+
+@pytest.fixture(params=["binance", "bybit", "okx"])
+async def sim(request: pytest.FixtureRequest) -> AsyncIterator[Simulator]:
+    """The shipped data slice with whale alerts on one exchange's protocol, stepped by hand."""
+    config = SimulatorConfig(bar_seconds=None, history_bars=120, exchanges=(request.param,))
+    async with Simulator(config) as simulator:
+        yield simulator
 
 
 @pytest.fixture
@@ -43,14 +51,12 @@ async def running(
         yield both
 
 
-def reconnects(daemon_metrics: object, cause: str) -> float:
+def reconnects(daemon: Daemon, cause: str) -> float:
+    exchange = daemon.feeds[0].settings.id
     return sample(
-        daemon_metrics,  # type: ignore[arg-type]
-        "whalecast_feed_reconnects_total",
-        exchange="binance",
-        feed="candles",
+        daemon.metrics, "whalecast_feed_reconnects_total", exchange=exchange, feed="candles",
         cause=cause,
-    )
+    )  # fmt: skip
 
 
 async def test_dropped_refused_and_stalled_websocket(
@@ -62,7 +68,7 @@ async def test_dropped_refused_and_stalled_websocket(
         assert await sim.faults.drop_connections() == 1
         await advance(sim)
         await check_daemon(invariant, daemon)
-    assert reconnects(daemon.metrics, "error") >= 3
+    assert reconnects(daemon, "error") >= 3
 
     sim.faults.refuse(1.5)  # refused for a while: two bars close meanwhile
     await sim.faults.drop_connections()
@@ -75,7 +81,7 @@ async def test_dropped_refused_and_stalled_websocket(
     sim.faults.stall(4.0)  # silent: no events, no pongs; the watchdog must notice
     await advance(sim)
     outcome = await check_daemon(invariant, daemon, timeout_seconds=30)
-    assert reconnects(daemon.metrics, "stale") >= 1
+    assert reconnects(daemon, "stale") >= 1
     assert sim.faults.counters["stall_events_withheld"] > 0
 
     await advance(sim)
@@ -119,14 +125,14 @@ async def test_rest_failing_and_rate_limited_during_a_gap(
     sim.faults.rest_errors(8, status=500, endpoint="klines")
     await gap_of_two_bars(sim)
     await check_daemon(invariant, daemon, timeout_seconds=40)
-    assert sample(daemon.metrics, requests, exchange="binance", outcome="error") >= 8
+    assert sample(daemon.metrics, requests, exchange=sim.exchange, outcome="error") >= 8
     assert sim.faults.counters["rest_errors:500"] == 8
 
     # the next gap: rate-limited with Retry-After, which the feed must honour
     sim.faults.rest_errors(3, status=429, retry_after=0.5, endpoint="klines")
     await gap_of_two_bars(sim)
     await check_daemon(invariant, daemon, timeout_seconds=40)
-    assert sample(daemon.metrics, requests, exchange="binance", outcome="rate_limited") >= 3
+    assert sample(daemon.metrics, requests, exchange=sim.exchange, outcome="rate_limited") >= 3
     assert sim.faults.counters["rest_errors:429"] == 3
     outcome = await check_daemon(invariant, daemon)
     outcome.assert_all_predicted(len(sim.symbols), bars=5)
@@ -155,5 +161,5 @@ async def test_late_series_and_a_burst_after_an_outage(
     await advance(sim, 5)
     outcome = await check_daemon(invariant, daemon, timeout_seconds=40)
     assert sample(daemon.metrics, "whalecast_backfill_bars_total",
-                  exchange="binance", timeframe="1h") >= 5 * len(sim.symbols)  # fmt: skip
+                  exchange=sim.exchange, timeframe="1h") >= 5 * len(sim.symbols)  # fmt: skip
     outcome.assert_all_predicted(len(sim.symbols), bars=8)

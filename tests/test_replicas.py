@@ -75,7 +75,7 @@ async def in_process(settings: Settings, count: int, *indexes: int) -> AsyncIter
 async def step(sim: Simulator, daemons: list[Daemon], sub: Subscriber, total: int) -> None:
     await clocks_caught_up(sim, *daemons)
     # the replica process's clock too: every client polling the time was told the newest
-    await wait_until(lambda: sim.rest.clocks_behind() == 0, what="every replay clock")
+    await wait_until(lambda: sim.clocks_behind() == 0, what="every replay clock")
     await sim.advance(bars=1)
     await sub.wait_for(total, timeout_seconds=60)
 

@@ -42,6 +42,26 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _exchange_list(text: str) -> tuple[str, ...]:
+    from streamer.simulator.simulator import EXCHANGES
+
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    unknown = [n for n in names if n not in EXCHANGES]
+    if not names or unknown or len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: a comma-separated list of distinct names out of {', '.join(EXCHANGES)}"
+        )
+    return names
+
+
+def _exchanges_argument(group: Any) -> None:
+    group.add_argument(
+        "--exchanges", type=_exchange_list, default=("binance",), metavar="LIST",
+        help="exchange protocols to serve, each listing every series, e.g. binance,bybit,okx "
+        "(default: binance)",
+    )  # fmt: skip
+
+
 def _simulate_arguments(command: argparse.ArgumentParser) -> None:
     data = command.add_argument_group("what to replay")
     data.add_argument(
@@ -102,6 +122,7 @@ def _simulate_arguments(command: argparse.ArgumentParser) -> None:
         metavar="N",
         help="forming (x=false) events per bar (default: %(default)s)",
     )
+    _exchanges_argument(data)
     server = command.add_argument_group("server")
     server.add_argument(
         "--port",
@@ -327,6 +348,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     options = DemoOptions(
         bars=args.bars, bar_seconds=args.bar_seconds, state_dir=Path(args.state_dir),
         metrics_port=args.metrics_port, ui_port=args.ui_port, config=args.config,
+        exchanges=args.exchanges,
     )  # fmt: skip
     return asyncio.run(run_demo(options))
 
@@ -384,11 +406,12 @@ def build_parser() -> argparse.ArgumentParser:
                       help="port for /metrics (default: any free port)")  # fmt: skip
     demo.add_argument("--ui-port", type=_port, default=9110, dest="ui_port",
                       help="port of the web page on 127.0.0.1 (default 9110, else any free one; 0: any)")  # fmt: skip
+    _exchanges_argument(demo)
     _simulate_arguments(
         add(
             "simulate",
             _cmd_simulate,
-            "run the exchange simulator: Binance spot REST/websocket and Whale Alert's "
+            "run the exchange simulator: Binance, Bybit and OKX REST/websockets and Whale Alert's "
             "websocket on 127.0.0.1, replaying history until Ctrl-C or SIGTERM",
         )
     )

@@ -1,7 +1,8 @@
 """``whalecast demo``: the whole product on one machine, with nothing configured.
 
 It starts the embedded Redis and the exchange simulator replaying the shipped
-real data (Binance 1h candles and Whale Alert exchange flows), trains small
+real data (1h candles and Whale Alert exchange flows) on the protocols of the chosen
+exchanges (Binance by default; Bybit and OKX too with ``--exchanges``), trains small
 direction and volume models if the demo registry has none, runs the daemon
 against the simulator, and prints the predictions as they are published.
 The replay starts where the small models' held-out test period starts, so
@@ -37,6 +38,7 @@ class DemoOptions:
     metrics_port: int = 0
     ui_port: int = 9110
     config: str | None = None
+    exchanges: tuple[str, ...] = ("binance",)
     out: TextIO = field(default_factory=lambda: sys.stdout)
 
 
@@ -54,7 +56,7 @@ def demo_settings(options: DemoOptions, sim: Any) -> Settings:
         options.config,
         log={"level": "WARNING", "format": "console"},
         redis={"url": "embedded", "state_dir": str(options.state_dir / "redis"), "prefix": "whalecast"},
-        exchanges=[sim.exchange_section()],
+        exchanges=sim.exchange_sections(),
         feed={"clock": "replay", "grace_seconds": min(2.0, options.bar_seconds / 2)},
         whale=sim.whale_section(),
         inference={"registry": str(options.state_dir / "models"), "models": list(DEMO_MODELS),
@@ -184,19 +186,21 @@ async def run_demo(options: DemoOptions) -> int:
 
     configure_logging(LogSettings(level="WARNING", format="console"))
     start_ms = replay_start_ms(float(QUICK_TRAINING["test_days"]))
-    sim = Simulator(SimulatorConfig(bar_seconds=None, start_ms=start_ms))
+    sim = Simulator(
+        SimulatorConfig(bar_seconds=None, start_ms=start_ms, exchanges=options.exchanges)
+    )
     await sim.start()
     try:
         settings = demo_settings(options, sim)
         configure_logging(settings.log)
         logging.getLogger("tensorflow").setLevel(logging.ERROR)  # retracing chatter while training
         await asyncio.to_thread(ensure_models, settings, options.out)
-        print(f"replaying {', '.join(sim.symbols)} 1h from "
+        print(f"replaying {', '.join(sim.symbols)} 1h on {', '.join(sim.exchanges)} from "
               f"{datetime.fromtimestamp(start_ms / 1000, UTC):%Y-%m-%d %H:%M} UTC, "
               f"one bar every {options.bar_seconds:g} s", file=options.out)  # fmt: skip
         stop = asyncio.Event()
         install_signal_handlers(stop)
-        table = Table(options.out, len(sim.symbols))
+        table = Table(options.out, len(sim.symbols) * len(sim.exchanges))
         holder: dict[str, Any] = {}
 
         async def started(daemon: Any) -> None:

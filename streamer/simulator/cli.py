@@ -31,23 +31,24 @@ def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
         whale=args.whale,
         whale_data=tuple(Path(p) for p in args.whale_data or ()),
         whale_api_key=args.whale_api_key,
+        exchanges=tuple(args.exchanges),
         whale_delay_seconds=args.whale_delay,
     )
 
 
 def config_snippet(sim: Simulator) -> str:
     """A whalecast config fragment that points the daemon at this simulator."""
-    lines = [
-        "exchanges:",
-        "  - id: binance",
-        f"    symbols: [{', '.join(sim.symbols)}]",
-        f"    timeframe: {sim.timeframe}",
-        f"    rest_url: {sim.rest_url}",
-        f"    ws_url: {sim.ws_url}",
-        "    enable_rate_limit: false",
-        "feed:",
-        "  clock: replay",
-    ]
+    lines = ["exchanges:"]
+    for exchange in sim.exchanges:
+        lines += [
+            f"  - id: {exchange}",
+            f"    symbols: [{', '.join(sim.symbols)}]",
+            f"    timeframe: {sim.timeframe}",
+            f"    rest_url: {sim.rest_url_of(exchange)}",
+            f"    ws_url: {sim.ws_url_of(exchange)}",
+            "    enable_rate_limit: false",
+        ]
+    lines += ["feed:", "  clock: replay"]
     if sim.whale is not None:
         lines += ["whale:", "  enabled: true", f"  url: {sim.whale_url}"]
         lines += [f"# and the key: WHALECAST_WHALE__API_KEY={sim.whale.api_key}"]
@@ -61,8 +62,9 @@ def print_banner(sim: Simulator, out: TextIO) -> None:
         else f"{sim.config.bar_seconds:g} s per {sim.timeframe} bar"
     )
     print(f"whalecast simulator on {sim.base_url} ({len(sim.symbols)} symbols, {pace})", file=out)
-    print(f"REST (ccxt urls['api']['public']): {sim.rest_url}", file=out)
-    print(f"websocket (ccxt urls['api']['ws']['spot']): {sim.ws_url}", file=out)
+    for exchange in sim.exchanges:
+        print(f"{exchange}: REST {sim.rest_url_of(exchange)}, websocket "
+              f"{sim.ws_url_of(exchange)}", file=out)  # fmt: skip
     if sim.whale is not None:
         print(f"whale websocket: {sim.whale_url}?api_key={sim.whale.api_key}", file=out)
     print(f"control: {sim.base_url}/_sim/state, POST /_sim/advance, POST /_sim/faults", file=out)

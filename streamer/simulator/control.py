@@ -44,9 +44,10 @@ def state(sim: Simulator) -> dict[str, Any]:
         "symbols": sim.symbols,
         "rest_url": sim.rest_url,
         "ws_url": sim.ws_url,
+        "exchanges": {e: sim.exchange_section(e) for e in sim.exchanges},
         "whale_url": sim.whale_url if sim.whale is not None else None,
         "connections": {
-            "exchange": len(sim.stream.hub),
+            "exchange": sum(len(s.hub) for s in sim.streams.values()),
             "whale": len(sim.whale.hub) if sim.whale else 0,
         },
         "faults": sim.faults.snapshot(),

@@ -80,7 +80,13 @@ class Faults:
         self._droppers[feed] = dropper
 
     def _drop(self, feed: str) -> asyncio.Task[int]:
-        task = asyncio.get_running_loop().create_task(self._droppers[feed]())
+        """Runs the droppers of ``feed`` (and of ``feed:<name>``, one per protocol)."""
+        droppers = [d for f, d in self._droppers.items() if f.split(":", 1)[0] == feed]
+
+        async def drop_all() -> int:
+            return sum(await asyncio.gather(*(dropper() for dropper in droppers)))
+
+        task = asyncio.get_running_loop().create_task(drop_all())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
@@ -175,7 +181,9 @@ class Faults:
         self, count: int, status: int = 500, retry_after: float = 1.0, endpoint: str | None = None
     ) -> None:
         """Fail the next ``count`` REST requests with ``status`` (429/418 carry Retry-After);
-        with ``endpoint`` (e.g. ``"klines"``) only requests to that endpoint."""
+        with ``endpoint`` only requests to that endpoint (``"klines"``: each exchange's
+        candle endpoint; else the path's last part). Each exchange answers in its own
+        terms: Bybit's 429 is retCode 10006, its 418 an HTTP 403; OKX's is code 50011."""
         if status not in (418, 429, 500, 502, 503, 504):
             raise ValueError(f"unsupported REST failure status {status}")
         self._rest_errors.extend([(status, retry_after, endpoint)] * count)

@@ -37,6 +37,7 @@ class Connection:
     subscriptions: list[dict[str, Any]] = field(default_factory=list)
     incoming: deque[float] = field(default_factory=deque)
     opened: float = field(default_factory=time.monotonic)
+    heard: float = 0.0  # monotonic time of the last traffic either way (idle timeouts)
     sent: int = 0
 
 

@@ -1,12 +1,14 @@
-"""The exchange simulator: Binance spot REST + websocket and Whale Alert's websocket on one
-port of 127.0.0.1, replaying history (or synthetic series) on a virtual clock.
+"""The exchange simulator: Binance spot, Bybit v5 spot and OKX v5 REST + websockets and
+Whale Alert's websocket on one port of 127.0.0.1, replaying history (or synthetic series)
+on a virtual clock. Every exchange in ``exchanges`` lists the same series on the same clock.
 
 The clock either runs by itself (``bar_seconds`` of wall time per bar, forming updates
 spread inside it) or is stepped by :meth:`Simulator.advance` (``bar_seconds=None``).
-Each bar: ``forming_updates`` forming events (``x: false``), each followed by the whale
-alerts of the flow hours that have begun by then (the rest of the bar's hours just
-before it closes), then the closed event (``x: true``) once the bar is closed on REST
-too. An alert is stamped at the virtual now (minus ``whale_delay_seconds``), inside its hour.
+Each bar: ``forming_updates`` forming events (Binance ``x: false``, Bybit ``confirm:
+false``, OKX ``confirm`` "0"), each followed by the whale alerts of the flow hours that
+have begun by then (the rest of the bar's hours just before it closes), then the closed
+event once the bar is closed on REST too. An alert is stamped at the virtual now (minus
+``whale_delay_seconds``), inside its hour.
 """
 
 from __future__ import annotations
@@ -22,16 +24,47 @@ from aiohttp import web
 from streamer.simulator import data as simdata
 from streamer.simulator.binance_rest import API, BinanceRest
 from streamer.simulator.binance_ws import BinanceStream
+from streamer.simulator.bybit_rest import BybitRest
+from streamer.simulator.bybit_ws import IDLE_SECONDS as BYBIT_IDLE_SECONDS
+from streamer.simulator.bybit_ws import BybitStream
 from streamer.simulator.control import control_routes
 from streamer.simulator.data import Bars, FlowHour
 from streamer.simulator.faults import Faults
 from streamer.simulator.market import Market
+from streamer.simulator.okx_rest import OkxRest
+from streamer.simulator.okx_ws import IDLE_SECONDS as OKX_IDLE_SECONDS
+from streamer.simulator.okx_ws import OkxStream
+from streamer.simulator.stream import KlineStream, StreamLimits, plan_closes
 from streamer.simulator.whale import WhaleFeed
 from whalecast.domain import timeframe_ms
 from whalecast.logs import get_logger
 
 log = get_logger(__name__)
 Pace = Callable[[float], Awaitable[None]]
+EXCHANGES = ("binance", "bybit", "okx")
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """How one exchange is served: its REST and websocket, paths, keepalive."""
+
+    rest: type[BinanceRest] | type[BybitRest] | type[OkxRest]
+    stream: type[KlineStream]
+    ws_paths: tuple[str, ...]
+    rest_path: str  # appended to the base URL: what the daemon's ``rest_url`` is
+    ws_path: str  # what its ``ws_url`` is (ccxt may append to it)
+    server_pings: bool  # Binance pings clients; Bybit and OKX expect the client's text pings
+    idle_seconds: float | None  # no traffic either way for this long: the server closes
+
+
+PROTOCOLS = {
+    "binance": Protocol(BinanceRest, BinanceStream, ("/stream", "/stream/{tail:.*}"), API,
+                        "/stream", True, None),
+    "bybit": Protocol(BybitRest, BybitStream, ("/v5/public/spot",), "", "/v5/public/spot",
+                      False, BYBIT_IDLE_SECONDS),
+    "okx": Protocol(OkxRest, OkxStream, ("/ws/v5/business",), "", "/ws/v5", False,
+                    OKX_IDLE_SECONDS),
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -53,11 +86,18 @@ class SimulatorConfig:
     whale_data: tuple[Path, ...] = ()  # flow CSVs; empty: the shipped ones (CSV mode)
     whale_api_key: str = "simulator-key"
     whale_delay_seconds: float = 0.0  # an alert is sent this long after its block time
+    exchanges: tuple[str, ...] = ("binance",)  # protocols served, each listing every series
     max_streams_per_connection: int = 1024
     max_messages_per_second: float = 5.0
     send_timeout_seconds: float = 10.0
     ws_ping_seconds: float | None = 20.0  # server pings, as Binance sends every 20 s
     connection_lifetime_seconds: float | None = None  # Binance closes connections after 24 h
+    idle_seconds: dict[str, float] | None = None  # per exchange, instead of its documented one
+
+    def __post_init__(self) -> None:
+        unknown = [e for e in self.exchanges if e not in PROTOCOLS]
+        if unknown or not self.exchanges or len(set(self.exchanges)) != len(self.exchanges):
+            raise ValueError(f"exchanges must be distinct names out of {', '.join(EXCHANGES)}")
 
     def load_series(self) -> list[Bars]:
         if self.synthetic is not None:
@@ -88,14 +128,18 @@ class Simulator:
         )
         self.market = Market(series, config.timeframe, bar_ms, start_ms)
         self.faults = Faults()
-        self.rest = BinanceRest(self.market, self.faults)
-        self.stream = BinanceStream(
-            self.market,
-            self.faults,
+        limits = StreamLimits(
             config.max_streams_per_connection,
             config.max_messages_per_second,
             config.send_timeout_seconds,
         )
+        self.rests = {e: PROTOCOLS[e].rest(self.market, self.faults) for e in config.exchanges}
+        self.streams = {
+            e: PROTOCOLS[e].stream(self.market, self.faults, limits) for e in config.exchanges
+        }
+        self.exchange = config.exchanges[0]
+        self.rest = self.rests[self.exchange]
+        self.stream = self.streams[self.exchange]
         self.whale: WhaleFeed | None = None
         if config.whale:
             self.whale = WhaleFeed(
@@ -118,14 +162,24 @@ class Simulator:
         return f"http://{self.config.host}:{self.port}"
 
     @property
+    def exchanges(self) -> tuple[str, ...]:
+        return self.config.exchanges
+
+    @property
     def rest_url(self) -> str:
-        """What ccxt's ``urls['api']['public']`` needs (``.../api/v3``)."""
-        return self.base_url + API
+        """The first exchange's REST base (Binance: ccxt's ``urls['api']['public']``)."""
+        return self.rest_url_of(self.exchange)
 
     @property
     def ws_url(self) -> str:
-        """Binance spot websocket base (contains ``/stream``; ccxt appends ``/<n>``)."""
-        return f"ws://{self.config.host}:{self.port}/stream"
+        """The first exchange's websocket base (Binance: contains ``/stream``)."""
+        return self.ws_url_of(self.exchange)
+
+    def rest_url_of(self, exchange: str) -> str:
+        return self.base_url + PROTOCOLS[exchange].rest_path
+
+    def ws_url_of(self, exchange: str) -> str:
+        return f"ws://{self.config.host}:{self.port}{PROTOCOLS[exchange].ws_path}"
 
     @property
     def whale_url(self) -> str:
@@ -136,16 +190,27 @@ class Simulator:
     def symbols(self) -> list[str]:
         return self.market.symbols
 
-    def exchange_section(self) -> dict[str, Any]:
+    def exchange_section(self, exchange: str | None = None) -> dict[str, Any]:
         """The ``exchanges`` entry (config mapping) that points a daemon's feed here."""
+        name = exchange or self.exchange
         return {
-            "id": "binance", "symbols": list(self.symbols), "timeframe": self.timeframe,
-            "rest_url": self.rest_url, "ws_url": self.ws_url, "enable_rate_limit": False,
+            "id": name, "symbols": list(self.symbols), "timeframe": self.timeframe,
+            "rest_url": self.rest_url_of(name), "ws_url": self.ws_url_of(name),
+            "enable_rate_limit": False,
         }  # fmt: skip
+
+    def exchange_sections(self) -> list[dict[str, Any]]:
+        """One ``exchanges`` entry per exchange served."""
+        return [self.exchange_section(e) for e in self.exchanges]
 
     def whale_section(self) -> dict[str, Any]:
         """The ``whale`` section that points a daemon's whale feed here."""
         return {"enabled": True, "url": self.whale_url, "api_key": self.config.whale_api_key}
+
+    def clocks_behind(self, recent_seconds: float = 1.0) -> int:
+        """Replay clocks (client connections polling any exchange's time) that have not
+        seen the last step; see :class:`~streamer.simulator.rest.ClockLog`."""
+        return sum(r.clocks.behind(recent_seconds) for r in self.rests.values())
 
     @property
     def timeframe(self) -> str:
@@ -167,14 +232,11 @@ class Simulator:
     # -- lifecycle --------------------------------------------------------------------
 
     def app(self) -> web.Application:
-        app = web.Application(middlewares=[self.rest.faults_middleware])
-        app.add_routes(self.rest.routes())
-        app.add_routes(
-            [
-                web.get("/stream", self.stream.handle),
-                web.get("/stream/{tail:.*}", self.stream.handle),
-            ]
-        )
+        app = web.Application(middlewares=[r.faults_middleware for r in self.rests.values()])
+        for name, rest in self.rests.items():
+            app.add_routes(rest.routes())
+            stream = self.streams[name]
+            app.add_routes([web.get(path, stream.handle) for path in PROTOCOLS[name].ws_paths])
         if self.whale is not None:
             app.add_routes([web.get("/whale/ws", self.whale.handle)])
         app.add_routes(control_routes(self))
@@ -189,11 +251,12 @@ class Simulator:
         config = self.config
         if config.bar_seconds is not None:
             self._tasks.append(asyncio.create_task(self._run_clock(config.bar_seconds)))
-        if config.ws_ping_seconds is not None or config.connection_lifetime_seconds is not None:
-            keepalive = self.stream.keepalive(
-                config.ws_ping_seconds, config.connection_lifetime_seconds
-            )
-            self._tasks.append(asyncio.create_task(keepalive))
+        for name, stream in self.streams.items():
+            ping = config.ws_ping_seconds if PROTOCOLS[name].server_pings else None
+            idle = (config.idle_seconds or {}).get(name, PROTOCOLS[name].idle_seconds)
+            if any(x is not None for x in (ping, config.connection_lifetime_seconds, idle)):
+                keepalive = stream.keepalive(ping, config.connection_lifetime_seconds, idle)
+                self._tasks.append(asyncio.create_task(keepalive))
         log.info(
             "simulator_started",
             url=self.base_url,
@@ -208,8 +271,9 @@ class Simulator:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
-        await self.stream.cancel_later()
-        await self.stream.hub.drop()
+        for stream in self.streams.values():
+            await stream.cancel_later()
+            await stream.hub.drop()
         if self.whale is not None:
             await self.whale.hub.drop()
         if self._runner is not None:
@@ -263,13 +327,16 @@ class Simulator:
             for j in range(1, n + 1):
                 await pace(j / (n + 1))
                 market.fraction = j / (n + 1)
-                await self.stream.publish(self.stream.forming_phase(live))
+                for stream in self.streams.values():
+                    await stream.publish(stream.forming_phase(live))
                 await self._publish_whale(market.now_ms + 1)
             await pace(1.0)
             market.fraction = 1.0
             await self._publish_whale(market.cursor_ms + market.bar_ms)
             market.step()
-            await self.stream.publish(self.stream.closed_phase(live, market.now_ms))
+            plans = plan_closes(self.faults, live)
+            for stream in self.streams.values():
+                await stream.publish(stream.closed_phase(live, market.now_ms, plans))
             self.faults.bar_done()
             self.bars_played += 1
             return True
