@@ -35,6 +35,7 @@ from streamer.features import HISTORY_BARS
 from streamer.store import BarRecord, WindowStore
 from streamer.whale import WhaleFeed
 from streamer.whale_bars import WhaleBarAggregator
+from whalecast.acl import check_permissions
 from whalecast.domain import Series, WhaleTransfer
 from whalecast.keys import Keys
 from whalecast.logs import get_logger
@@ -220,6 +221,9 @@ async def serve(
 ) -> int:
     """Run until ``stop`` is set; the exit status."""
     async with RedisHandle(settings.redis) as redis:
+        sample = next(iter(all_series(settings)), Series("none", "NONE/NONE", "1h"))
+        sync = settings.inference.registry_sync == "redis"
+        await check_permissions(redis, settings.redis, sample, registry_sync=sync)
         daemon = Daemon(settings, metrics, redis)
         try:
             await daemon.start()
