@@ -24,20 +24,22 @@ RUN python -m venv /opt/whalecast
 ENV PATH=/opt/whalecast/bin:$PATH
 WORKDIR /src
 COPY . .
-# The GPU variant: `.[gpu]` adds tensorflow[and-cuda] next to the default tensorflow-cpu,
-# and both ship the same `tensorflow` package files; reinstalling the GPU build last
-# makes its files the ones on disk.
-# Installs this project; its dependencies carry lower bounds in pyproject.toml.
+# Dependencies come from the lock (requirements/run.txt, hashes checked), the project
+# on top without resolving anything again. The GPU variant adds tensorflow[and-cuda] at
+# the locked TensorFlow version (its CUDA wheels are not in the lock); it ships the same
+# `tensorflow` package files as tensorflow-cpu, so reinstalling the GPU build last makes
+# its files the ones on disk.
 # hadolint ignore=DL3013
 RUN set -eu; \
+    case "$VARIANT" in cpu|gpu) ;; \
+        *) echo "VARIANT must be cpu or gpu, not '$VARIANT'" >&2; exit 1 ;; \
+    esac; \
+    pip install --require-hashes -r requirements/run.txt; \
+    pip install --no-deps .; \
     if [ "$VARIANT" = gpu ]; then \
-        pip install ".[gpu]"; \
-        tf_version="$(python -c 'import importlib.metadata as m; print(m.version("tensorflow"))')"; \
+        tf_version="$(python -c 'import importlib.metadata as m; print(m.version("tensorflow-cpu"))')"; \
+        pip install "tensorflow[and-cuda]==${tf_version}"; \
         pip install --force-reinstall --no-deps "tensorflow==${tf_version}"; \
-    elif [ "$VARIANT" = cpu ]; then \
-        pip install .; \
-    else \
-        echo "VARIANT must be cpu or gpu, not '$VARIANT'" >&2; exit 1; \
     fi; \
     whalecast --version
 

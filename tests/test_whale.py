@@ -15,7 +15,8 @@ import structlog
 
 from streamer.simulator import WHALE_FAULTS, Simulator, SimulatorConfig
 from streamer.whale import WhaleFeed, WhaleReject, parse_alert
-from tests.feed_helpers import feed_settings, wait_until
+from tests.feed_helpers import feed_settings
+from tests.polling import wait_until
 from whalecast.domain import Flow, WhaleTransfer
 from whalecast.logs import configure_logging
 from whalecast.metrics import Metrics
@@ -223,10 +224,10 @@ async def test_reconnects_after_an_outage_and_never_logs_the_key(
         await stop(task)
     wrong = WhaleFeed(whale_settings(sim, key="wrong-" + KEY), feed_settings(), metrics, got)
     task = asyncio.create_task(wrong.run())
-    await asyncio.sleep(0.3)
+    await wait_until(lambda: "401" in log_text.getvalue(), what="the refusal logged")
     await stop(task)
     text = log_text.getvalue()
-    assert "whale feed reconnecting" in text and "401" in text
+    assert "whale feed reconnecting" in text
     assert KEY not in text and sim.whale_url in text
 
 
