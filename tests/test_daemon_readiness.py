@@ -22,10 +22,10 @@ from tests.daemon_helpers import (
     http_get,
     running_daemon,
     simulated_daemon,
-    wait_until,
     write_demo_models,
 )
 from tests.helpers import free_port
+from tests.polling import wait_until, wait_until_true
 from whalecast.settings import load_settings
 
 pytestmark = [pytest.mark.redis, pytest.mark.tf, pytest.mark.slow]
@@ -64,12 +64,15 @@ async def readyz(daemon: Daemon) -> tuple[int, dict[str, Any]]:
 
 async def readyz_until(daemon: Daemon, what: str, check: Any) -> dict[str, Any]:
     """Poll /readyz until ``check(status, body)`` holds; that body."""
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
+    seen: list[dict[str, Any]] = []
+
+    async def shows() -> bool:
         status, body = await readyz(daemon)
-        if check(status, body):
-            return body
-    raise AssertionError(f"/readyz never showed {what}")
+        seen.append(body)
+        return bool(check(status, body))
+
+    await wait_until_true(shows, timeout_seconds=90, what=f"/readyz showing {what}")
+    return seen[-1]
 
 
 async def test_unreachable_exchange_and_no_model_are_named_with_since_when(
