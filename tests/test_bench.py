@@ -20,7 +20,7 @@ from inference.bench_e2e import E2EOptions
 from tests.model_artifacts import deep_model
 from whalecast import cli
 
-pytestmark = pytest.mark.tf
+pytestmark = [pytest.mark.tf, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[1]
 
 
