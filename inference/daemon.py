@@ -146,6 +146,7 @@ class Daemon:
         self._tasks: list[asyncio.Task[None]] = []
         self._readiness = ReadinessTracker(self.series, time.time())
         self._feeds_built = False
+        self.whale_feed: WhaleFeed | None = None
         self._starting = FeedFacts("start-up", False, time.time(), last_tried="load the "
                                    "windows and the models")  # fmt: skip
 
@@ -163,6 +164,8 @@ class Daemon:
             registry=self.models.describe_registry(),
         )  # fmt: skip
         feeds = [feed.facts() for feed in self.feeds] if self._feeds_built else [self._starting]
+        if self.whale_feed is not None:
+            feeds.append(self.whale_feed.facts())
         return self._readiness.evaluate(time.time(), complete, caught_up, models, feeds)
 
     def model_versions(self) -> dict[str, str]:
@@ -236,6 +239,7 @@ class Daemon:
                 s.whale, s.feed, self.metrics, self.whale.add, clock=_FeedClock(self.feeds[0]),
                 stamp=self.whale.stamp, record=recorder.write if recorder else None,
             )  # fmt: skip
+            self.whale_feed = whale
             self._spawn("whale", whale.run())
         log.info("daemon started", **startup_summary(self, self.http.port))
 

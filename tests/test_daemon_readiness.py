@@ -1,5 +1,5 @@
 """What an operator sees when the daemon is not (yet) ready: ``/readyz``'s body and the log
-lines, over real HTTP from a real daemon. The exchange unreachable and no model in the
+lines, over real HTTP from a real daemon (candle and whale feeds both count). The exchange unreachable and no model in the
 registry; the start-up backfill not in yet; a series the exchange cannot fill a window
 for; and the start-up summary line."""
 
@@ -175,6 +175,9 @@ async def test_windows_gate_readiness_and_an_unfillable_series_is_named(
             "reason": "every bar the exchange has is in, fewer than the window needs"}],
     }  # fmt: skip
     assert body["models"]["serving"] == versions and body["missing"] == []
+    assert [(f["feed"], f["connected"]) for f in body["feeds"]] == [
+        ("binance", True), ("whale", True)
+    ]  # fmt: skip
     summary = [e for e in logs if e["event"] == "daemon started"]
     assert summary == [{
         "event": "daemon started", "exchanges": ["binance"], "series": len(tags),
