@@ -17,7 +17,7 @@ import contextlib
 import gc
 import signal
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from redis.exceptions import RedisError
@@ -29,21 +29,24 @@ from inference.looplag import LoopLagMonitor
 from inference.models import ModelSet
 from inference.predictor import Predictor
 from inference.publisher import Publisher
+from inference.readiness import ModelFacts, ReadinessTracker, Report
 from inference.scoring import LiveScorer
 from inference.status import StatusPublisher
 from streamer.candles import CandleFeed
 from streamer.clock import Clock
 from streamer.features import HISTORY_BARS
+from streamer.link import FeedFacts
 from streamer.store import BarRecord, WindowStore
 from streamer.whale import WhaleFeed
 from streamer.whale_bars import WhaleBarAggregator
 from streamer.whale_intake import WhaleIntake
 from streamer.whale_record import AlertRecorder
-from whalecast.domain import Series
+from whalecast.acl import check_permissions
+from whalecast.domain import Series, floor_to_bar
 from whalecast.keys import Keys
 from whalecast.logs import get_logger
 from whalecast.metrics import Metrics
-from whalecast.redisconn import RedisHandle, RedisUnavailable, describe_redis_error
+from whalecast.redisconn import RedisHandle, RedisUnavailable, describe_redis_error, public_url
 from whalecast.settings import ExchangeSettings, Settings
 from whalecast.sharding import owned
 
@@ -66,6 +69,31 @@ def owned_exchanges(settings: Settings, mine: list[Series]) -> list[ExchangeSett
     return out
 
 
+def redis_target(settings: Settings) -> str:
+    """Where Redis is, without secrets."""
+    r = settings.redis
+    if r.url == "embedded":
+        return f"embedded ({r.state_dir})"
+    return public_url(r.url) + (" (cluster)" if r.cluster else "")
+
+
+def startup_summary(daemon: Daemon, metrics_port: int) -> dict[str, Any]:
+    """The fields of the one start-up line operators read first."""
+    s = daemon.settings
+    missing = [m for m in s.inference.models if m not in daemon.model_versions()]
+    return {
+        "exchanges": sorted({ser.exchange for ser in daemon.series}),
+        "series": len(daemon.series),
+        "shard": f"{s.shard.index}/{s.shard.count}",
+        "models": daemon.model_versions(),
+        "models_missing": missing,
+        "backend": s.inference.backend,
+        "redis": redis_target(s),
+        "metrics_port": metrics_port,
+        "startup_seconds": round(time.monotonic() - daemon.started, 2),
+    }
+
+
 class _FeedClock:
     """The clock of a candle feed, once that feed has started (replay follows the simulator)."""
 
@@ -82,7 +110,11 @@ class _FeedClock:
 class Daemon:
     """The running service; ``await start()``, then ``await stop()``."""
 
-    def __init__(self, settings: Settings, metrics: Metrics, redis: Any) -> None:
+    def __init__(
+        self, settings: Settings, metrics: Metrics, redis: Any, started: float | None = None
+    ) -> None:
+        """``started``: ``time.monotonic()`` when start-up began (default: now)."""
+        self.started = time.monotonic() if started is None else started
         self.settings = settings
         self.metrics = metrics
         self.redis = redis
@@ -120,6 +152,11 @@ class Daemon:
         self.http: HttpServer | None = None
         self.status = StatusPublisher(self, settings.metrics.status_seconds)
         self._tasks: list[asyncio.Task[None]] = []
+        self._readiness = ReadinessTracker(self.series, time.time())
+        self._feeds_built = False
+        self.whale_feed: WhaleFeed | None = None
+        self._starting = FeedFacts("start-up", False, time.time(), last_tried="load the "
+                                   "windows and the models")  # fmt: skip
 
     def clock_for(self, exchange: str) -> Clock:
         for feed in self.feeds:
@@ -127,17 +164,37 @@ class Daemon:
                 return feed.clock
         raise KeyError(exchange)
 
-    def readiness(self) -> Mapping[str, bool]:
-        """What /readyz reports: feeds connected, windows warm, models loaded."""
-        warm = False
-        if self.series:
-            _windows, ready = self.store.windows(self.series)
-            warm = bool(ready.any())
-        return {
-            "feeds": bool(self.feeds) and all(feed.connected for feed in self.feeds),
-            "windows": warm,
-            "models": self.models.ready,
-        }
+    def readiness(self) -> Report:
+        """What /readyz reports (:mod:`inference.readiness`): feeds, windows, models."""
+        complete, caught_up = self._window_facts()
+        models = ModelFacts(
+            tuple(self.settings.inference.models), self.model_versions(),
+            registry=self.models.describe_registry(),
+        )  # fmt: skip
+        feeds = [feed.facts() for feed in self.feeds] if self._feeds_built else [self._starting]
+        if self.whale_feed is not None:
+            feeds.append(self.whale_feed.facts())
+        return self._readiness.evaluate(time.time(), complete, caught_up, models, feeds)
+
+    def model_versions(self) -> dict[str, str]:
+        runtimes = ((m, self.models.runtime(m)) for m in self.settings.inference.models)
+        return {model: runtime.version for model, runtime in runtimes if runtime is not None}
+
+    def _window_facts(self) -> tuple[list[bool], list[bool]]:
+        """Per owned series: window complete; bars in up to the newest closed one."""
+        if not self.series:
+            return [], []
+        _rows, ready = self.store.windows(self.series)
+        last = self.store.last_open_times(self.series)
+        caught_up = [self._caught_up(s, int(ms)) for s, ms in zip(self.series, last, strict=True)]
+        return [bool(r) for r in ready], caught_up
+
+    def _caught_up(self, series: Series, last_open_ms: int) -> bool:
+        try:
+            now_ms = self.clock_for(series.exchange).now_ms()
+        except (KeyError, RuntimeError):  # its feed has not started: nothing is known yet
+            return False
+        return last_open_ms >= floor_to_bar(now_ms, series.bar_ms) - series.bar_ms
 
     async def start(self) -> None:
         s = self.settings
@@ -179,6 +236,7 @@ class Daemon:
                     credentials=s.credentials.get(entry.id),
                 )
             )
+        self._feeds_built = True
         self._spawn("models", self.models.watch())
         self._spawn("loop-lag", LoopLagMonitor(self.metrics).run())
         self._spawn("status", self.status.run())
@@ -189,11 +247,9 @@ class Daemon:
                 s.whale, s.feed, self.metrics, self.whale.add, clock=_FeedClock(self.feeds[0]),
                 stamp=self.whale.stamp, record=recorder.write if recorder else None,
             )  # fmt: skip
+            self.whale_feed = whale
             self._spawn("whale", whale.run())
-        log.info(
-            "daemon started", series=len(self.series), shard=f"{s.shard.index}/{s.shard.count}",
-            models=sorted(self.models.serving()), metrics_port=self.http.port,
-        )  # fmt: skip
+        log.info("daemon started", **startup_summary(self, self.http.port))
 
     def _spawn(self, name: str, coro: Awaitable[None]) -> None:
         task = asyncio.ensure_future(coro)
@@ -234,8 +290,12 @@ async def serve(
     on_started: Callable[[Daemon], Awaitable[None]] | None = None,
 ) -> int:
     """Run until ``stop`` is set; the exit status."""
+    started = time.monotonic()
     async with RedisHandle(settings.redis) as redis:
-        daemon = Daemon(settings, metrics, redis)
+        sample = next(iter(all_series(settings)), Series("none", "NONE/NONE", "1h"))
+        sync = settings.inference.registry_sync == "redis"
+        await check_permissions(redis, settings.redis, sample, registry_sync=sync)
+        daemon = Daemon(settings, metrics, redis, started)
         try:
             await daemon.start()
         except RedisError as e:  # e.g. an ACL without a command the daemon needs

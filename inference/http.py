@@ -3,25 +3,26 @@
 Bound to ``metrics.host:metrics.port`` (loopback by default; Kubernetes sets
 ``0.0.0.0`` in its config). ``/healthz`` answers 200 whenever the event loop
 runs (a stalled loop cannot answer: that is the liveness signal). ``/readyz``
-answers 200 only when the readiness callback reports every check true (feeds
-connected, windows warm, models loaded), else 503 with a JSON body naming the
-missing ones. Every other path is 404; other methods are 405.
+answers 200 only when the readiness callback reports ready (feeds connected,
+windows complete, models loaded: :mod:`inference.readiness`), else 503; either
+way with the callback's JSON body saying what is missing and since when. Every other path is 404; other methods are 405.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from inference.readiness import Report
 from whalecast.logs import get_logger
 from whalecast.metrics import Metrics
 
 log = get_logger(__name__)
 
-#: Returns each readiness check by name, e.g. ``{"feeds": True, "windows": False, "models": True}``.
-Readiness = Callable[[], Mapping[str, bool]]
+#: Evaluates readiness now: ready or not, and the JSON body saying why.
+Readiness = Callable[[], Report]
 
 
 def build_app(metrics: Metrics, readiness: Readiness) -> web.Application:
@@ -34,10 +35,8 @@ def build_app(metrics: Metrics, readiness: Readiness) -> web.Application:
         return web.json_response({"status": "ok"})
 
     async def readyz(_request: web.Request) -> web.Response:
-        checks = dict(readiness())
-        missing = sorted(name for name, ok in checks.items() if not ok)
-        body = {"ready": not missing, "checks": checks, "missing": missing}
-        return web.json_response(body, status=503 if missing else 200)
+        report = readiness()
+        return web.json_response(report.body, status=200 if report.ready else 503)
 
     app = web.Application()
     app.router.add_get("/metrics", scrape)

@@ -51,6 +51,11 @@ from whalecast.settings import InferenceSettings
 
 log = get_logger(__name__)
 
+HOW_TO_GET_A_MODEL = (
+    "train one into inference.registry with 'whalecast train' ('whalecast train --quick': "
+    "small models from the shipped data in a few minutes), or watch the whole path with "
+    "'whalecast demo'; a model trained later is picked up without a restart"
+)
 #: bars after a swap before the heap is frozen again; the bar loop keeps 4 bars of state
 REFREEZE_AFTER_BARS = 6
 
@@ -155,7 +160,14 @@ class ModelSet:
         self.swap_pending()
         missing = [m for m in self.settings.models if m not in self._serving]
         if missing:
-            log.error("models not in service", models=missing, registry=str(self.registry))
+            log.error("models not in service, predicting nothing for them", models=missing,
+                      registry=self.describe_registry(), how_to_get_one=HOW_TO_GET_A_MODEL)  # fmt: skip
+
+    def describe_registry(self) -> str:
+        """Where the versions were looked for, as the log and /readyz name it."""
+        if self.settings.registry_sync == "redis":
+            return f"{self.registry} (synced from Redis {self.keys.artifact_current('<model>')})"
+        return str(self.registry.resolve())
 
     async def check(self, model: str, cause: str = "poll") -> None:
         """Load the wanted version of ``model`` if it is new; it is parked for the next swap."""

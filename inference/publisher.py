@@ -121,7 +121,8 @@ class Publisher:
             if self._cluster:
                 await self._pipeline(messages, self._marks(messages))
             else:
-                await run_script_pipeline(self.redis, SCRIPT, lambda pipe: self._queue_bars(pipe, messages))  # fmt: skip
+                replies = await run_script_pipeline(self.redis, SCRIPT, lambda pipe: self._queue_bars(pipe, messages))  # fmt: skip
+                messages = self._not_skipped(messages, replies)
         except RedisError:
             self.metrics.redis_errors.labels("publish").inc()
             raise
@@ -133,6 +134,22 @@ class Publisher:
         for timeframe in {p.series.timeframe for p, _ in messages}:
             self.metrics.last_publish.labels(timeframe).set(now)
         return len(messages)
+
+    @staticmethod
+    def _not_skipped(
+        messages: list[tuple[PredictionOut, str]], replies: list[Any]
+    ) -> list[tuple[PredictionOut, str]]:
+        """The messages the script sent: not those of series another replica had published."""
+        skipped = {
+            (bar[0][0].bar_open_ms, tag.decode() if isinstance(tag, bytes) else tag)
+            for bar, reply in zip(_by_bar(messages).values(), replies, strict=True)
+            for tag in reply[1:]
+        }
+        if not skipped:
+            return messages
+        log.info("bar already published by another replica, not sent again",
+                 series=len({tag for _, tag in skipped}), bars=len({b for b, _ in skipped}))  # fmt: skip
+        return [m for m in messages if (m[0].bar_open_ms, m[0].series.tag) not in skipped]
 
     def _marks(self, messages: list[tuple[PredictionOut, str]]) -> list[Mark]:
         """The handover marks to write after these messages: each series' newest bar."""
@@ -148,10 +165,7 @@ class Publisher:
         """One script call per bar, in order, all in one request: a backlog of many bars
         after an outage never holds the server in one long script, and each bar's
         outputs and marks still go in one atomic call."""
-        bars: dict[int, list[tuple[PredictionOut, str]]] = {}
-        for item in messages:
-            bars.setdefault(item[0].bar_open_ms, []).append(item)
-        for group in bars.values():
+        for group in _by_bar(messages).values():
             self._queue_script(pipe, group, self._marks(group))
 
     def _queue_script(
@@ -223,3 +237,13 @@ class Publisher:
             series=prediction.series.tag,
             bar_open_ms=prediction.bar_open_ms,
         )
+
+
+def _by_bar(
+    messages: list[tuple[PredictionOut, str]],
+) -> dict[int, list[tuple[PredictionOut, str]]]:
+    """Messages grouped by bar, bars in the order they first appear (one script call each)."""
+    bars: dict[int, list[tuple[PredictionOut, str]]] = {}
+    for item in messages:
+        bars.setdefault(item[0].bar_open_ms, []).append(item)
+    return bars

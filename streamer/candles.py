@@ -22,6 +22,7 @@ from streamer.backoff import Backoff, ceiling
 from streamer.clock import Clock, LiveClock, ReplayClock, measure_skew_ms
 from streamer.connection import Connection, SubscribeLimiter
 from streamer.exchange import ExchangeAdapter, FeedConfigError, Row
+from streamer.link import FeedFacts, LinkStatus, combined, iso
 from streamer.sequencer import Sequencer
 from streamer.validation import CandleValidator, candle_from_row
 from whalecast.domain import Candle, Series
@@ -76,6 +77,9 @@ class CandleFeed:
         self._validator: CandleValidator | None = None
         self._owned_clock: ReplayClock | None = None
         self.connections: list[Connection] = []
+        where = exchange_settings.rest_url or f"{exchange_settings.id}'s REST API"
+        self._created_s = time.time()
+        self._startup = LinkStatus(self._created_s, f"load markets and server time from {where}")
 
     @property
     def clock(self) -> Clock:
@@ -87,6 +91,12 @@ class CandleFeed:
     def connected(self) -> bool:
         """Every websocket connection of this feed is up (False before start-up)."""
         return bool(self.connections) and all(c.connected for c in self.connections)
+
+    def facts(self) -> FeedFacts:
+        """Connected, or since when not, what was last tried and what failed (for /readyz)."""
+        if not self.connections:
+            return self._startup.facts(self.settings.id)
+        return combined(self.settings.id, [c.link for c in self.connections])
 
     async def run(self) -> None:
         """Runs until cancelled; start-up errors other than a bad configuration are retried."""
@@ -118,9 +128,14 @@ class CandleFeed:
                 raise
             except Exception as e:  # noqa: BLE001 - start-up boundary: the exchange may come back
                 delay = backoff.delay()
+                self._startup.failed(repr(e), time.time())
                 log.warning("exchange not reachable at start-up", exchange=self.settings.id,
-                            error=repr(e), retry_seconds=round(delay, 3))  # fmt: skip
+                            tried=self._startup.last_tried, error=repr(e),
+                            failing_since=iso(self._startup.since_s),
+                            failed_attempts=self._startup.attempts,
+                            retry_seconds=round(delay, 3))  # fmt: skip
                 await asyncio.sleep(delay)
+        self._startup.succeeded(time.time())
         clock = self.clock
         self._validator = CandleValidator(self.feed, clock, self.metrics)
         start = Sequencer.baseline(
@@ -181,6 +196,7 @@ class CandleFeed:
                 on_kline=self._on_kline,
                 on_malformed=self._on_malformed,
                 on_connected=self._on_connected,
+                down_since_s=self._created_s,  # not connected since the feed began
             )
             for i, start in enumerate(range(0, len(pairs), per))
         ]

@@ -20,6 +20,7 @@ import structlog
 
 from streamer.backoff import Backoff
 from streamer.exchange import ExchangeAdapter, Row
+from streamer.link import LinkStatus, iso
 from whalecast.logs import get_logger
 from whalecast.metrics import Metrics
 from whalecast.settings import FeedSettings
@@ -68,6 +69,7 @@ class Connection:
         on_kline: KlineHandler,
         on_malformed: Callable[[], None],
         on_connected: Callable[[Connection, bool], None],
+        down_since_s: float | None = None,
     ) -> None:
         self.index = index
         self.pairs = list(pairs)
@@ -94,6 +96,11 @@ class Connection:
         self._last_message_wall = 0.0
         self._is_connected = False
         self._sessions = 0
+        where = adapter.settings.ws_url or f"{adapter.settings.id}'s websocket"
+        self.link = LinkStatus(
+            time.time() if down_since_s is None else down_since_s,
+            f"subscribe {len(self.pairs)} candle stream(s) on {where}",
+        )
 
     # -- KlineSink (called from inside ccxt's message handling) -------------------
     def on_message(self) -> None:
@@ -117,6 +124,7 @@ class Connection:
             self._is_connected = True
             self._connected_gauge.inc()
             self._backoff.healthy()
+            self.link.succeeded(time.time())
             self._last_message = time.monotonic()
             self._on_connected_cb(self, self._sessions > 1)
 
@@ -138,9 +146,11 @@ class Connection:
                 started = time.monotonic()
                 cause, error = await self._one_session()
                 self._reconnects.labels(self._exchange, "candles", cause).inc()
+                self.link.failed(error or cause, time.time())
                 log.info("candle feed reconnecting", cause=cause, error=error,
                          session_seconds=round(time.monotonic() - started, 3),
-                         sessions=self._sessions)  # fmt: skip
+                         sessions=self._sessions, down_since=iso(self.link.since_s),
+                         failed_attempts=self.link.attempts, tried=self.link.last_tried)  # fmt: skip
 
     async def _one_session(self) -> tuple[str, str | None]:
         self._sessions += 1

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
@@ -29,6 +30,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from streamer.backoff import Backoff
 from streamer.clock import LiveClock, TimeSource
+from streamer.link import FeedFacts, LinkStatus, iso
 from streamer.whale_rule import WhaleRule
 from whalecast.domain import WhaleTransfer, classify_flow
 from whalecast.logs import get_logger
@@ -222,6 +224,7 @@ class WhaleFeed:
         self._reconnects.labels("whale", "alerts", "error")  # its only cause
         self._seen: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._backoff = Backoff.from_settings(feed_settings)
+        self.link = LinkStatus(time.time(), f"connect to {self.public_url} and subscribe")
         self.channel_id: str | None = None
 
     @property
@@ -244,15 +247,21 @@ class WhaleFeed:
                 "symbols": list(s.symbols), "tx_types": list(s.tx_types),
                 "min_value_usd": s.min_value_usd}  # fmt: skip
 
+    def facts(self) -> FeedFacts:
+        """Connected, or since when not, and the last error (for /readyz)."""
+        return self.link.facts("whale")
+
     async def run(self) -> None:
         """Runs until cancelled."""
         with structlog.contextvars.bound_contextvars(feed="whale", url=self.public_url):
             while True:
                 cause, error = await self._one_session()
                 self._reconnects.labels("whale", "alerts", cause).inc()
+                self.link.failed(error, time.time())
                 delay = self._backoff.delay()
                 log.info("whale feed reconnecting", cause=cause, error=error,
-                         retry_seconds=round(delay, 3))  # fmt: skip
+                         retry_seconds=round(delay, 3), down_since=iso(self.link.since_s),
+                         failed_attempts=self.link.attempts)  # fmt: skip
                 await asyncio.sleep(delay)
 
     async def _one_session(self) -> tuple[str, str]:
@@ -262,6 +271,7 @@ class WhaleFeed:
                                max_size=4 * MAX_MESSAGE_BYTES, open_timeout=10.0) as ws:  # fmt: skip
                 await self._subscribe(ws)
                 self._connected.inc()
+                self.link.succeeded(time.time())
                 try:
                     self._backoff.healthy()
                     async for raw in ws:

@@ -65,7 +65,7 @@ class Replica:
             return response.status, await response.text()
 
     async def wait_ready(self, timeout_seconds: float = 120.0) -> None:
-        """Until ``/readyz`` answers 200 (feeds connected, windows warm, models loaded)."""
+        """Until ``/readyz`` answers 200 (feeds connected, windows complete, models loaded)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_seconds
         while loop.time() < deadline:

@@ -11,6 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from inference.http import HttpServer
 from inference.looplag import LoopLagMonitor
+from inference.readiness import Report
 from tests.helpers import free_port
 from whalecast.metrics import Metrics
 from whalecast.settings import MetricsSettings
@@ -20,9 +21,13 @@ async def test_endpoints_on_the_configured_address() -> None:
     settings = MetricsSettings(host="127.0.0.1", port=free_port())
     metrics = Metrics()
     metrics.predictions.labels("direction").inc(3)
-    checks = {"feeds": False, "windows": True, "models": False}
+    missing = ["feeds", "models"]
+
+    def readiness() -> Report:
+        return Report(not missing, {"ready": not missing, "missing": list(missing)})
+
     async with (
-        HttpServer(metrics, lambda: checks, settings.host, settings.port) as server,
+        HttpServer(metrics, readiness, settings.host, settings.port) as server,
         aiohttp.ClientSession() as http,
     ):
         assert server.port == settings.port
@@ -40,12 +45,11 @@ async def test_endpoints_on_the_configured_address() -> None:
             assert response.status == 200
         async with http.get(f"{base}/readyz") as response:
             assert response.status == 503
-            body = await response.json()
-            assert body["missing"] == ["feeds", "models"] and body["ready"] is False
-        checks.update(feeds=True, models=True)
+            assert await response.json() == {"ready": False, "missing": ["feeds", "models"]}
+        missing.clear()
         async with http.get(f"{base}/readyz") as response:
             assert response.status == 200
-            assert (await response.json())["ready"] is True
+            assert await response.json() == {"ready": True, "missing": []}
         for path in ("/", "/admin", "/metrics/x"):
             async with http.get(f"{base}{path}") as response:
                 assert response.status == 404, path
@@ -54,7 +58,8 @@ async def test_endpoints_on_the_configured_address() -> None:
 
 
 async def test_port_zero_binds_a_free_port() -> None:
-    async with HttpServer(Metrics(process=False), dict, "127.0.0.1", 0) as server:
+    ready = Report(True, {"ready": True})
+    async with HttpServer(Metrics(process=False), lambda: ready, "127.0.0.1", 0) as server:
         assert server.port > 0
         async with (
             aiohttp.ClientSession() as http,

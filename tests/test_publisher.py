@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 import pytest
@@ -165,7 +166,8 @@ async def test_script_writes_outputs_then_hash_then_marks(redis_url: str) -> Non
     client = aioredis.Redis.from_url(redis_url)
     watcher = aioredis.Redis.from_url(redis_url)
     publisher = Publisher(client, KEYS, 1000, Metrics(process=False), marks=with_marks(client))
-    await publisher.publish(predictions(1, publisher.clock()))  # the script is loaded
+    earlier = [p._replace(bar_open_ms=BAR - HOUR, bar_close_ms=BAR) for p in predictions(1, 0.0)]
+    await publisher.publish(earlier)  # the script is loaded
     try:
         async with watcher.monitor() as monitor:
             await publisher.publish(predictions(3, publisher.clock()))
@@ -216,3 +218,33 @@ async def test_backlog_of_bars_is_one_request_with_one_script_call_per_bar(
     assert bars == sorted(bars)
     await client.aclose()
     await pool.aclose()
+
+
+async def test_a_bar_another_replica_published_is_not_sent_again(
+    redis_client: aioredis.Redis,
+) -> None:
+    """Two replicas overlap in a rolling update: each series' bar goes out once, whichever
+    replica publishes first, and a mark never moves back."""
+    metrics = [Metrics(process=False), Metrics(process=False)]
+    old, new = (Publisher(redis_client, KEYS, 1000, m, marks=with_marks(redis_client))
+                for m in metrics)  # fmt: skip
+    assert await old.publish(predictions(2, old.clock())[:2]) == 2  # C0, both models
+    assert await new.publish(predictions(3, new.clock())) == 4  # C1 and C2 only
+    later = [p._replace(bar_open_ms=BAR + HOUR, bar_close_ms=BAR + 2 * HOUR)
+             for p in predictions(1, new.clock())]  # fmt: skip
+    assert await new.publish(later) == 2
+    assert await old.publish(predictions(1, old.clock())) == 0  # C0's mark shows a later bar
+    entries = await redis_client.xrange(KEYS.predictions_stream)
+    sent = Counter(
+        (p.symbol, p.model, p.bar_open_ms)
+        for p in (Prediction.parse(fields[b"data"]) for _id, fields in entries)
+    )
+    assert len(sent) == 8 and set(sent.values()) == {1}, sent
+    c0 = Series("binance", "C0/USDT", "1h")
+    assert int(await redis_client.get(KEYS.predicted(c0))) == BAR + HOUR
+    assert (
+        metrics[1].registry.get_sample_value(
+            "whalecast_predictions_published_total", {"model": "direction"}
+        )
+        == 3
+    )

@@ -11,6 +11,7 @@ import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from unittest.mock import ANY
 
 import pytest
 import redis.asyncio as aioredis
@@ -29,9 +30,12 @@ from tests.fault_helpers import (
 )
 from tests.helpers import RedisServer, free_port
 from tests.security_helpers import DAEMON_COMMANDS, AclRedis, TestCA
+from whalecast.acl import Refusal, daemon_probes, refused_commands
+from whalecast.domain import Series
+from whalecast.keys import Keys
 from whalecast.metrics import Metrics
 from whalecast.redisconn import RedisHandle, RedisUnavailable
-from whalecast.settings import RedisSettings
+from whalecast.settings import RedisSettings, load_settings
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
@@ -113,17 +117,68 @@ async def test_wrong_password_or_user_fails_clearly(acl_redis: AclRedis) -> None
     await expect_refusal({"url": f"redis://127.0.0.1:{free_port()}/0"}, "cannot connect to Redis")
 
 
-@pytest.mark.tf
-async def test_acl_without_a_command_the_daemon_needs_fails_clearly(
-    sim: Simulator, registry: Path, acl_redis: AclRedis
-) -> None:
-    await acl_redis.set_user(tuple(c for c in DAEMON_COMMANDS if c != "hmget"))
-    settings = fault_settings(sim, acl_redis.server.url, registry, redis=acl_redis.settings())
+async def refused_at_start(acl_redis: AclRedis, **settings: Any) -> str:
+    """The one line ``whalecast run`` ends with, before any feed or model starts."""
+    redis = acl_redis.settings(**{"prefix": "wc", **settings})
+    config = load_settings(None, redis=redis, metrics={"port": 0})
     with pytest.raises(RedisUnavailable) as refused:
-        await serve(settings, Metrics(), asyncio.Event())
+        await serve(config, Metrics(), asyncio.Event())
     message = str(refused.value)
-    assert "lacks a permission" in message and "hmget" in message, message
-    assert acl_redis.user_password not in message
+    assert acl_redis.user_password not in message and "\n" not in message
+    return message
+
+
+def without(*names: str) -> tuple[str, ...]:
+    return tuple(c for c in DAEMON_COMMANDS if c not in names)
+
+
+async def test_acl_without_commands_the_daemon_needs_fails_at_start_naming_them(
+    acl_redis: AclRedis,
+) -> None:
+    # the confined user may not ask ACL DRYRUN: each command is probed harmlessly
+    await acl_redis.set_user(without("hmget", "xadd"))
+    assert await refused_at_start(acl_redis) == (
+        f"Redis at {acl_redis.server.url}: the configured user 'whalecast' lacks a permission "
+        "whalecast needs: may not run hmget, xadd (grant them, e.g. ACL SETUSER whalecast "
+        "+hmget +xadd ~wc:* &wc:*)"
+    )
+    # a user that may ask ACL DRYRUN (Redis 7) is answered without running anything
+    await acl_redis.set_user((*without("zadd", "subscribe"), "acl|dryrun"))
+    assert await refused_at_start(acl_redis) == (
+        f"Redis at {acl_redis.server.url}: the configured user 'whalecast' lacks a permission "
+        "whalecast needs: may not run subscribe, zadd (grant them, e.g. ACL SETUSER whalecast "
+        "+subscribe +zadd ~wc:* &wc:*)"
+    )
+
+
+async def test_acl_with_the_wrong_key_prefix_fails_at_start(acl_redis: AclRedis) -> None:
+    await acl_redis.set_user()  # keys and channels under wc: only
+    message = await refused_at_start(acl_redis, prefix="other")
+    assert message == (
+        f"Redis at {acl_redis.server.url}: the configured user 'whalecast' lacks a permission "
+        "whalecast needs: may not use its keys with del, get, getrange, hget, hincrby, hmget, "
+        "hset, mget, pexpire, set, strlen, xadd, zadd, zrange, zremrangebyscore; may not use "
+        "its channels with publish, subscribe (grant them, e.g. ACL SETUSER whalecast "
+        "~other:* &other:*)"
+    )
+
+
+async def test_probing_changes_nothing(acl_redis: AclRedis) -> None:
+    await acl_redis.set_user()
+    admin = acl_redis.admin()
+    try:
+        config = load_settings(None, redis=acl_redis.settings(prefix="wc"))
+        async with RedisHandle(config.redis) as client:
+            probes = daemon_probes(
+                Keys("wc"), Series("binance", "BTC/USDT", "1h"), registry_sync=True
+            )
+            sync_only = ("hkeys", "hstrlen", "hgetall")  # not in the confined user's list
+            assert await refused_commands(client, "whalecast", probes) == [
+                Refusal(p.name, ANY) for p in probes if p.name in sync_only
+            ]
+        assert await admin.keys("*") == []
+    finally:
+        await admin.aclose()
 
 
 @pytest.fixture

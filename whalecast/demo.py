@@ -157,7 +157,7 @@ def summary(table: Table, daemon: Any, out: TextIO) -> None:
 
 async def _drive(daemon: Any, sim: Any, options: DemoOptions, stop: asyncio.Event) -> None:
     """Play one bar every ``bar_seconds`` once the daemon is warm, until history ends."""
-    while not all(daemon.readiness().values()):  # noqa: ASYNC110 - readiness is polled state
+    while not daemon.readiness().ready:  # noqa: ASYNC110 - readiness is polled state
         await asyncio.sleep(0.05)
     while await sim.advance(bars=1):
         with contextlib.suppress(TimeoutError):

@@ -188,6 +188,10 @@ class Faults:
             raise ValueError(f"unsupported REST failure status {status}")
         self._rest_errors.extend([(status, retry_after, endpoint)] * count)
 
+    def clear_rest_errors(self) -> None:
+        """Drop the REST failures not served yet: the exchange answers again."""
+        self._rest_errors.clear()
+
     def take_rest_error(self, endpoint: str | None = None) -> tuple[int, float] | None:
         for index, (status, retry_after, only) in enumerate(self._rest_errors):
             if only is None or only == endpoint:
