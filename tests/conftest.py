@@ -79,3 +79,12 @@ def short_tmp() -> Iterator[Path]:
     path = Path(tempfile.mkdtemp(prefix="wc-", dir="/tmp"))
     yield path
     shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def whalecast_image() -> str:
+    """The whalecast image, built once for the run by scripts/image.sh (as `make image`)."""
+    from tests.container_helpers import build_image, require_podman
+
+    require_podman()
+    return build_image()
