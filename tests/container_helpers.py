@@ -26,6 +26,8 @@ HARDENED = ("--read-only", "--cap-drop", "ALL", "--security-opt", "no-new-privil
             "--tmpfs", "/tmp")  # fmt: skip
 # pip downloads the locked dependencies (TensorFlow among them) on a cold cache
 BUILD_TIMEOUT_SECONDS = 3600.0
+# the first container test of a run builds the image in its set-up
+CONTAINER_TEST_TIMEOUT = pytest.mark.timeout(BUILD_TIMEOUT_SECONDS + 900)
 # a simulator that containers on a bridge network reach at host.containers.internal
 REACHABLE_SIM = SimulatorConfig(bar_seconds=None, history_bars=120, host="0.0.0.0")
 

@@ -23,12 +23,12 @@ import yaml
 
 from streamer.simulator import Simulator
 from tests.compose_stack import COMPOSE_FILE, Stack
-from tests.container_helpers import REACHABLE_SIM, service_image
+from tests.container_helpers import CONTAINER_TEST_TIMEOUT, REACHABLE_SIM, service_image
 from tests.daemon_helpers import http_get
 from tests.helpers import free_port
 from whalecast.keys import Keys
 
-pytestmark = [pytest.mark.deploy, pytest.mark.slow]
+pytestmark = [pytest.mark.deploy, pytest.mark.slow, CONTAINER_TEST_TIMEOUT]
 
 SERVICES = ["redis", "whalecast", "trainer-volume", "prometheus"]
 # podman's name for the host, from inside a container on a bridge network

@@ -18,14 +18,20 @@ import pytest
 import redis.asyncio as aioredis
 
 from streamer.simulator import Simulator, SimulatorConfig
-from tests.container_helpers import Container, podman, run_once
+from tests.container_helpers import CONTAINER_TEST_TIMEOUT, Container, podman, run_once
 from tests.daemon_helpers import daemon_settings, http_get, write_demo_models
 from tests.helpers import free_port
 from tests.process_helpers import write_config
 from whalecast import __version__
 from whalecast.keys import Keys
 
-pytestmark = [pytest.mark.deploy, pytest.mark.slow, pytest.mark.redis, pytest.mark.tf]
+pytestmark = [
+    pytest.mark.deploy,
+    pytest.mark.slow,
+    pytest.mark.redis,
+    pytest.mark.tf,
+    CONTAINER_TEST_TIMEOUT,
+]
 
 MODELS = "/var/lib/whalecast/models"
 GRACE_SECONDS = 30.0  # the compose file's stop_grace_period and the pods' grace period

@@ -26,14 +26,14 @@ import redis.asyncio as aioredis
 import yaml
 
 from streamer.simulator import Simulator
-from tests.container_helpers import REACHABLE_SIM, podman, service_image
+from tests.container_helpers import CONTAINER_TEST_TIMEOUT, REACHABLE_SIM, podman, service_image
 from tests.daemon_helpers import http_get, write_demo_models
 from tests.helpers import free_port
 from tests.kustomize_render import render
 from whalecast.artifact_sync import publish_artifact
 from whalecast.keys import Keys
 
-pytestmark = [pytest.mark.deploy, pytest.mark.slow, pytest.mark.tf]
+pytestmark = [pytest.mark.deploy, pytest.mark.slow, pytest.mark.tf, CONTAINER_TEST_TIMEOUT]
 
 K8S_BASE = Path(__file__).resolve().parents[1] / "deploy" / "k8s" / "base"
 HOST = "host.containers.internal"  # podman's name for the host, from a pod
