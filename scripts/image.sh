@@ -44,6 +44,7 @@ if [ -n "$(find "$CA_DIR" -name '*.crt' -type f 2>/dev/null | head -n1)" ]; then
   build_image=$(trusting_base)
 fi
 echo "image: building $IMAGE on $PYTHON_IMAGE" >&2
-podman build --build-arg PYTHON_IMAGE="$PYTHON_IMAGE" --build-arg BUILD_IMAGE="$build_image" \
-  --build-arg VARIANT="$VARIANT" -t "$IMAGE" . >&2
+# the docker format: the OCI image format has no HEALTHCHECK, and podman would drop it
+podman build --format docker --build-arg PYTHON_IMAGE="$PYTHON_IMAGE" \
+  --build-arg BUILD_IMAGE="$build_image" --build-arg VARIANT="$VARIANT" -t "$IMAGE" . >&2
 echo "$IMAGE"
