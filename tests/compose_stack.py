@@ -16,6 +16,8 @@ from tests.container_helpers import ROOT, podman, podman_env
 COMPOSE_FILE = ROOT / "deploy" / "compose" / "docker-compose.yml"
 OVERRIDE = ROOT / "tests" / "compose" / "override.yml"
 PROJECT_LABEL = "io.podman.compose.project"
+# the container port each service publishes in the compose file
+PORTS = {"redis": 6379, "whalecast": 9108, "prometheus": 9090}
 
 
 def podman_compose() -> str:
@@ -25,14 +27,39 @@ def podman_compose() -> str:
 
 @dataclass
 class Stack:
-    """One compose project; ``variables`` fill the override's ``${WCTEST_*}``."""
+    """One compose project. ``variables`` fill the override's ``${WCTEST_*}``; the third
+    file publishes each service's port on 127.0.0.1 at ``ports`` (service: host port) and
+    mounts ``config`` where the services read their config."""
 
     project: str
     variables: dict[str, str]
+    ports: dict[str, int]
+    config: Path
+    directory: Path
+
+    def local_file(self) -> Path:
+        mounts = {
+            "whalecast": ["models:/var/lib/whalecast/models"],
+            "trainer-volume": ["models:/var/lib/whalecast/models",
+                               "history:/var/lib/whalecast/history"],
+        }  # fmt: skip
+        lines = ["services:"]
+        for service in sorted(self.ports.keys() | mounts.keys()):
+            lines.append(f"  {service}:")
+            if service in self.ports:
+                port = f"127.0.0.1:{self.ports[service]}:{PORTS[service]}"
+                lines += ["    ports: !override", f'      - "{port}"']
+            if service in mounts:
+                volumes = [f"{self.config}:/etc/whalecast/config.yml:ro", *mounts[service]]
+                lines += ["    volumes: !override", *(f'      - "{v}"' for v in volumes)]
+        path = self.directory / "local.yml"
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        return path
 
     def compose(self, *args: str, timeout: float = 600.0) -> str:
+        files = [COMPOSE_FILE, OVERRIDE, self.local_file()]
         argv = [podman_compose(), "--project-name", self.project,
-                "--file", str(COMPOSE_FILE), "--file", str(OVERRIDE), *args]  # fmt: skip
+                *(part for f in files for part in ("--file", str(f))), *args]  # fmt: skip
         result = subprocess.run(
             argv, capture_output=True, text=True, timeout=timeout,
             env={**podman_env(), **self.variables}, cwd=ROOT,

@@ -65,17 +65,17 @@ def stack(sim: Simulator, tmp_path: Path, whalecast_image: str) -> Stack:
     config = tmp_path / "config.yml"
     config.write_text(yaml.safe_dump(stack_config(sim)), encoding="utf-8")
     config.chmod(0o644)
-    ports = {name: str(free_port()) for name in ("REDIS", "METRICS", "PROMETHEUS")}
     return Stack(
         project=f"whalecast-test-{os.getpid()}",
         variables={
             "WCTEST_IMAGE": whalecast_image,
             "WCTEST_REDIS_IMAGE": service_image("redis"),
             "WCTEST_PROMETHEUS_IMAGE": service_image("prometheus"),
-            "WCTEST_CONFIG": str(config),
             "WCTEST_WHALE_API_KEY": sim.config.whale_api_key,
-            **{f"WCTEST_{name}_PORT": port for name, port in ports.items()},
         },
+        ports={service: free_port() for service in ("redis", "whalecast", "prometheus")},
+        config=config,
+        directory=tmp_path,
     )
 
 
@@ -99,9 +99,8 @@ async def poll(check: Callable[[], Awaitable[Any]], what: str, stack: Stack, ser
 async def test_compose_stack_predicts_is_scraped_and_leaves_nothing(
     sim: Simulator, stack: Stack
 ) -> None:
-    variables = stack.variables
     password = (COMPOSE_FILE.parent / "secrets" / "redis_password").read_text().strip()
-    redis = aioredis.Redis(host="127.0.0.1", port=int(variables["WCTEST_REDIS_PORT"]),
+    redis = aioredis.Redis(host="127.0.0.1", port=stack.ports["redis"],
                            password=password)  # fmt: skip
     try:
         stack.compose("up", "--detach", "--no-build", *SERVICES)
@@ -115,7 +114,7 @@ async def test_compose_stack_predicts_is_scraped_and_leaves_nothing(
         await poll(trainer_done, "the trainer's quick run", stack, "trainer-volume")
 
         async def ready() -> bool:
-            return (await http_get(int(variables["WCTEST_METRICS_PORT"]), "/readyz"))[0] == 200
+            return (await http_get(stack.ports["whalecast"], "/readyz"))[0] == 200
 
         await poll(ready, "the daemon's readiness", stack, "whalecast")
         await sim.advance(1)
@@ -125,7 +124,7 @@ async def test_compose_stack_predicts_is_scraped_and_leaves_nothing(
             return int(await redis.xlen(stream)) >= 2 * len(sim.symbols)  # two models
 
         await poll(predicted, "predictions in Redis", stack, "whalecast")
-        await poll(lambda: scraped(variables["WCTEST_PROMETHEUS_PORT"]),
+        await poll(lambda: scraped(stack.ports["prometheus"]),
                    "Prometheus' scrape of the daemon", stack, "prometheus")  # fmt: skip
     finally:
         await redis.aclose()
@@ -133,13 +132,13 @@ async def test_compose_stack_predicts_is_scraped_and_leaves_nothing(
     assert stack.leftovers() == {"containers": [], "volumes": [], "pods": [], "networks": []}
 
 
-async def scraped(port: str) -> bool:
+async def scraped(port: int) -> bool:
     """Prometheus has the daemon's target up and a published-predictions sample from it."""
-    status, text = await http_get(int(port), "/api/v1/targets")
+    status, text = await http_get(port, "/api/v1/targets")
     targets = json.loads(text)["data"]["activeTargets"] if status == 200 else []
     if not any(t["labels"]["job"] == "whalecast" and t["health"] == "up" for t in targets):
         return False
     query = "/api/v1/query?query=sum(whalecast_predictions_published_total)"
-    status, text = await http_get(int(port), query)
+    status, text = await http_get(port, query)
     result = json.loads(text)["data"]["result"] if status == 200 else []
     return bool(result) and float(result[0]["value"][1]) > 0

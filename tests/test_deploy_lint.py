@@ -94,7 +94,7 @@ def test_compose_references_exist() -> None:
     data = compose()
     base = COMPOSE.parent
     for section in ("configs", "secrets"):
-        for name, entry in data[section].items():
+        for name, entry in data.get(section, {}).items():
             assert (base / entry["file"]).is_file(), f"{section}.{name}: {entry['file']}"
     for name, service in data["services"].items():
         if "build" in service:
