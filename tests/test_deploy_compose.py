@@ -114,7 +114,10 @@ async def test_compose_stack_predicts_is_scraped_and_leaves_nothing(
         await poll(trainer_done, "the trainer's quick run", stack, "trainer-volume")
 
         async def ready() -> bool:
-            return (await http_get(stack.ports["whalecast"], "/readyz"))[0] == 200
+            if (await http_get(stack.ports["whalecast"], "/readyz"))[0] == 200:
+                return True
+            await sim.advance(1)  # a version that came in goes into service at a bar
+            return False
 
         await poll(ready, "the daemon's readiness", stack, "whalecast")
         await sim.advance(1)
