@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import copy
+import dataclasses
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -39,12 +40,16 @@ K8S_BASE = Path(__file__).resolve().parents[1] / "deploy" / "k8s" / "base"
 HOST = "host.containers.internal"  # podman's name for the host, from a pod
 TIMEOUT_SECONDS = 300.0
 POD = "whalecast-pod-0"  # podman's name for the Deployment's first pod
+# secret values that are also valid base64 text (see manifests)
+PASSWORD = "a3ViZXBsYXk0"
+WHALE_KEY = "c2ltdWxhdG9y"
 Obj = dict[str, Any]
 
 
 @pytest.fixture
 async def sim() -> AsyncIterator[Simulator]:
-    async with Simulator(REACHABLE_SIM) as simulator:
+    config = dataclasses.replace(REACHABLE_SIM, whale_api_key=WHALE_KEY)
+    async with Simulator(config) as simulator:
         yield simulator
 
 
@@ -76,11 +81,16 @@ def manifests(sim: Simulator, image: str, ports: dict[str, int]) -> tuple[list[O
     deployment, configmap, secret = (one(objects, k) for k in ("Deployment", "ConfigMap", "Secret"))
     config = pod_config(yaml.safe_load(configmap["data"]["config.yml"]), sim)
     configmap["data"]["config.yml"] = yaml.safe_dump(config)
-    secret["data"]["whale_api_key"] = base64.b64encode(sim.config.whale_api_key.encode()).decode()
-    password = base64.b64decode(secret["data"]["redis_password"]).decode().strip()
+    # the Secret's values, as an overlay replaces the base's placeholders
+    values = {"redis_password": PASSWORD, "whale_api_key": sim.config.whale_api_key}
+    assert set(secret["data"]) <= set(values)
     if podman_version() < (4, 4):
-        # podman 4.3 mounts a Secret's values without decoding their base64
-        secret["data"] = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
+        # podman 4.3 checks that a Secret's values are base64 but mounts them undecoded:
+        # the test's values are base64 text themselves, given as they are
+        secret["data"] = values
+    else:
+        secret["data"] = {k: base64.b64encode(v.encode()).decode() for k, v in values.items()}
+    password = PASSWORD
     spec = deployment["spec"]["template"]["spec"]
     [daemon] = spec["containers"]
     daemon["image"] = image
@@ -88,7 +98,8 @@ def manifests(sim: Simulator, image: str, ports: dict[str, int]) -> tuple[list[O
     spec["containers"].append({
         "name": "redis",
         "image": service_image("redis"),
-        "args": ["redis-server", "--requirepass", password],
+        # the pod's user (10001) runs it too: no persistence, nothing to write
+        "args": ["redis-server", "--requirepass", password, "--dir", "/tmp", "--save", ""],
         "ports": [{"containerPort": 6379, "hostPort": ports["redis"]}],
     })  # fmt: skip
     return [configmap, secret, deployment], password
@@ -146,7 +157,7 @@ async def test_kube_play_of_the_base_deployment_becomes_ready_and_predicts(
         for model, version in versions.items():
             await publish_artifact(redis, Keys("whalecast"), registry, model, version)
         path = readiness_path(objects[-1])
-        await until(lambda: _ready(ports["metrics"], path), "readiness", logs)
+        await until(lambda: _ready(sim, ports["metrics"], path), "readiness", logs)
         await sim.advance(1)
         stream = Keys("whalecast").predictions_stream
         want = 2 * len(sim.symbols)
@@ -158,8 +169,11 @@ async def test_kube_play_of_the_base_deployment_becomes_ready_and_predicts(
     assert POD not in podman("pod", "ps", "--format", "{{.Name}}").split()
 
 
-async def _ready(port: int, path: str) -> bool:
-    return (await http_get(port, path))[0] == 200
+async def _ready(sim: Simulator, port: int, path: str) -> bool:
+    if (await http_get(port, path))[0] == 200:
+        return True
+    await sim.advance(1)  # a version fetched on a notice goes into service at a bar
+    return False
 
 
 async def _at_least(value: Any, count: int) -> bool:
