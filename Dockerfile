@@ -30,19 +30,20 @@ WORKDIR /src
 COPY requirements/run.txt requirements/run.txt
 RUN pip install --require-hashes -r requirements/run.txt
 COPY . .
-# The GPU variant: `.[gpu]` adds tensorflow[and-cuda] (not in the lock: resolved from
-# pyproject.toml's ranges) next to the locked tensorflow-cpu, and both ship the same
-# `tensorflow` package files; reinstalling the GPU build last makes its files the ones on disk.
+# The project on top without resolving anything again. The GPU variant adds
+# tensorflow[and-cuda] at the locked TensorFlow version (its CUDA wheels are not in the
+# lock); it ships the same `tensorflow` package files as tensorflow-cpu, so reinstalling
+# the GPU build last makes its files the ones on disk.
 # hadolint ignore=DL3013
 RUN set -eu; \
+    case "$VARIANT" in cpu|gpu) ;; \
+        *) echo "VARIANT must be cpu or gpu, not '$VARIANT'" >&2; exit 1 ;; \
+    esac; \
+    pip install --no-deps .; \
     if [ "$VARIANT" = gpu ]; then \
-        pip install ".[gpu]"; \
-        tf_version="$(python -c 'import importlib.metadata as m; print(m.version("tensorflow"))')"; \
+        tf_version="$(python -c 'import importlib.metadata as m; print(m.version("tensorflow-cpu"))')"; \
+        pip install "tensorflow[and-cuda]==${tf_version}"; \
         pip install --force-reinstall --no-deps "tensorflow==${tf_version}"; \
-    elif [ "$VARIANT" = cpu ]; then \
-        pip install --no-deps .; \
-    else \
-        echo "VARIANT must be cpu or gpu, not '$VARIANT'" >&2; exit 1; \
     fi; \
     pip check; \
     whalecast --version

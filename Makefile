@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 LOCK := requirements/dev.txt
 # the fast tier: no end-to-end daemon, training, deploy-tool or benchmark runs
-FAST := not slow and not deploy and not bench
+FAST := not slow and not training and not deploy and not bench
 
 .PHONY: setup demo test test-fast test-latest lock lint typecheck bench image clean
 

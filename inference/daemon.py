@@ -35,7 +35,9 @@ from streamer.features import HISTORY_BARS
 from streamer.store import BarRecord, WindowStore
 from streamer.whale import WhaleFeed
 from streamer.whale_bars import WhaleBarAggregator
-from whalecast.domain import Series, WhaleTransfer
+from streamer.whale_intake import WhaleIntake
+from streamer.whale_record import AlertRecorder
+from whalecast.domain import Series
 from whalecast.keys import Keys
 from whalecast.logs import get_logger
 from whalecast.metrics import Metrics
@@ -103,7 +105,9 @@ class Daemon:
             redis, self.keys, settings.redis.stream_maxlen, metrics, marks=self.marks
         )
         self.scorer = LiveScorer(settings.inference.scoring_window, metrics)
-        self.whale_bars = WhaleBarAggregator(self.series, settings.whale.stablecoins)
+        self.whale = WhaleIntake(
+            WhaleBarAggregator(self.series, settings.whale.stablecoins), metrics
+        )
         self.feeds: list[CandleFeed] = []
         self.bar_loop: BarLoop | None = None
         self.http: HttpServer | None = None
@@ -130,6 +134,11 @@ class Daemon:
     async def start(self) -> None:
         s = self.settings
         await self.store.load()
+        recorder = None
+        if s.whale.enabled and s.whale.record_path is not None:
+            recorder = AlertRecorder(s.whale.record_path)  # a bad path stops start-up, named
+            stored = {ser: self.store.last_open_ms(ser) for ser in self.series}
+            self.whale.restore_recording(recorder.path, stored)
         marks = await self.marks.load(self.series)
         await self.models.load_all()
         freeze_heap()
@@ -139,7 +148,7 @@ class Daemon:
         self.bar_loop = BarLoop(
             series=self.series, store=self.store, models=self.models, publisher=self.publisher,
             metrics=self.metrics, clock_for=self.clock_for, grace_seconds=s.feed.grace_seconds,
-            whale_for=self.whale_bars.take, scorer=self.scorer, record_factory=BarRecord,
+            whale_for=self.whale.take, scorer=self.scorer, record_factory=BarRecord,
             predicted_through=marks,
             retry_initial_seconds=s.feed.backoff_initial_seconds,
         )  # fmt: skip
@@ -169,17 +178,14 @@ class Daemon:
             self._spawn(f"feed-{feed.settings.id}", feed.run())
         if s.whale.enabled and self.feeds:
             whale = WhaleFeed(
-                s.whale, s.feed, self.metrics, self._on_transfers, clock=_FeedClock(self.feeds[0])
-            )
+                s.whale, s.feed, self.metrics, self.whale.add, clock=_FeedClock(self.feeds[0]),
+                stamp=self.whale.stamp, record=recorder.write if recorder else None,
+            )  # fmt: skip
             self._spawn("whale", whale.run())
         log.info(
             "daemon started", series=len(self.series), shard=f"{s.shard.index}/{s.shard.count}",
             models=sorted(self.models.serving()), metrics_port=self.http.port,
         )  # fmt: skip
-
-    async def _on_transfers(self, transfers: list[WhaleTransfer]) -> None:
-        for transfer in transfers:
-            self.whale_bars.add(transfer)
 
     def _spawn(self, name: str, coro: Awaitable[None]) -> None:
         task = asyncio.ensure_future(coro)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import ccxt
@@ -45,8 +45,14 @@ class BackfillFailed(Exception):
 class RestSession:
     """The long-lived REST client, replaced every ``client_recreate_seconds`` or after errors."""
 
-    def __init__(self, adapter: ExchangeAdapter, feed: FeedSettings) -> None:
+    def __init__(
+        self,
+        adapter: ExchangeAdapter,
+        feed: FeedSettings,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.adapter = adapter
+        self._monotonic = monotonic
         self._max_age = feed.client_recreate_seconds
         self._client: Any = None
         self._created = 0.0
@@ -56,7 +62,7 @@ class RestSession:
 
     @property
     def client(self) -> Any:
-        now = time.monotonic()
+        now = self._monotonic()
         if self._client is not None and (
             now - self._created > self._max_age or self._errors >= ERRORS_BEFORE_RECREATE
         ):

@@ -3,9 +3,14 @@
 ``WhaleFeed.run()`` connects to ``whale.url`` with the API key (never logged),
 sends ``subscribe_alerts`` with the configured filters, waits for
 ``subscribed_alerts``, then turns every ``alert`` into :class:`WhaleTransfer`
-records (one per ``amounts`` entry) and hands them to ``on_transfers``. Keepalive
-is websocket ping/pong; a lost connection comes back after a jittered backoff.
-Bad messages are counted in ``feed_rejected{feed="whale", reason}`` and dropped.
+records (one per ``amounts`` entry), each stamped with its knowledge time (the bar
+it counts in: :mod:`streamer.whale_rule`), and hands them to ``on_transfers``.
+Keepalive is websocket ping/pong; a lost connection comes back after a jittered
+backoff. Bad messages, duplicates and alerts the rule refuses (``below_min_value``:
+the server sent an alert under ``min_value_usd`` anyway; ``from_future``; ``late``)
+are counted in ``feed_rejected{feed="whale", reason}`` and dropped; every alert's
+delay (knowledge minus block time) goes to ``whalecast_whale_delay_seconds``.
+Admitted alerts are appended to ``whale.record_path`` when it is set.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import json
 import math
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
@@ -23,7 +29,8 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from streamer.backoff import Backoff
 from streamer.clock import LiveClock, TimeSource
-from whalecast.domain import Flow, WhaleTransfer, classify_flow
+from streamer.whale_rule import WhaleRule
+from whalecast.domain import WhaleTransfer, classify_flow
 from whalecast.logs import get_logger
 from whalecast.metrics import REJECT_REASONS, Metrics
 from whalecast.settings import FeedSettings, WhaleSettings
@@ -31,10 +38,15 @@ from whalecast.settings import FeedSettings, WhaleSettings
 log = get_logger(__name__)
 
 OnTransfers = Callable[[list[WhaleTransfer]], Awaitable[None]]
+#: Keeps an admitted alert with its knowledge time (``AlertRecorder.write``).
+Record = Callable[[int, Mapping[str, Any]], None]
 MAX_MESSAGE_BYTES = 1_000_000
 SUBSCRIBE_TIMEOUT_SECONDS = 10.0
 DEDUP_ENTRIES = 10_000
-DAY_MS = 86_400_000
+
+
+def _unchanged(now_ms: int) -> int:
+    return now_ms
 
 
 class WhaleReject(Exception):
@@ -72,14 +84,27 @@ def _largest(entries: Sequence[Mapping[str, Any]]) -> Mapping[str, Any]:
     return max(entries, key=amount)
 
 
+#: Owner names that name nobody: an output to such an owner is not change by its name.
+ANONYMOUS_OWNERS = frozenset({"", "unknown"})
+
+
+def is_change(output: Mapping[str, Any], addresses: set[str], owners: set[str]) -> bool:
+    """An output back to the sender: to one of the inputs' addresses, or to a named input owner."""
+    address, owner = output.get("address"), str(output.get("owner") or "").lower()
+    if isinstance(address, str) and address in addresses:
+        return True
+    return owner not in ANONYMOUS_OWNERS and owner in owners
+
+
 def _sides(sub: Mapping[str, Any]) -> tuple[str, str] | None:
-    """Owner types (from, to) of one sub-transaction; change back to a sender is skipped."""
+    """Owner types (from, to) of one sub-transaction; change back to the sender is skipped."""
     inputs = [e for e in sub.get("inputs") or [] if isinstance(e, dict)]
     outputs = [e for e in sub.get("outputs") or [] if isinstance(e, dict)]
     if not inputs or not outputs:
         return None
-    senders = {e.get("owner") for e in inputs if e.get("owner")}
-    received = [e for e in outputs if not e.get("owner") or e.get("owner") not in senders]
+    addresses = {e["address"] for e in inputs if isinstance(e.get("address"), str) and e["address"]}
+    owners = {str(e.get("owner") or "").lower() for e in inputs}
+    received = [e for e in outputs if not is_change(e, addresses, owners)]
     source, target = _largest(inputs), _largest(received or outputs)
     return str(source.get("owner_type") or "unknown"), str(target.get("owner_type") or "unknown")
 
@@ -107,7 +132,8 @@ def owner_types(alert: Mapping[str, Any], symbol: str) -> tuple[str, str]:
 def parse_alert(alert: Mapping[str, Any]) -> list[WhaleTransfer]:
     """The transfers of one ``alert`` message; raises :class:`WhaleReject` when unusable.
 
-    A real-shaped alert::
+    A real-shaped alert (an unattributed wallet pays an exchange and takes its change
+    back to its own address, the change being the larger output)::
 
         {"type": "alert", "channel_id": "3f2a9c1d", "timestamp": 1730730600,
          "blockchain": "bitcoin", "transaction_type": "transfer", "from": "unknown",
@@ -119,12 +145,17 @@ def parse_alert(alert: Mapping[str, Any]) -> list[WhaleTransfer]:
            "fee_symbol_price": "68399.93",
            "sub_transactions": [{"symbol": "BTC", "unit_price_usd": "68399.93",
              "transaction_type": "transfer",
-             "inputs": [{"amount": "784.0", "address": "bc1qm3…", "owner": "",
+             "inputs": [{"amount": "2613.3", "address": "bc1qm3…", "owner": "",
                          "owner_type": "unknown", "address_type": "unknown"}],
              "outputs": [{"amount": "784.0", "address": "bc1qx9…", "owner": "binance",
-                          "owner_type": "exchange", "address_type": "hot_wallet"}]}]}}
+                          "owner_type": "exchange", "address_type": "hot_wallet"},
+                         {"amount": "1829.3", "address": "bc1qm3…", "owner": "",
+                          "owner_type": "unknown", "address_type": "unknown"}]}]}}
 
-    gives one BTC transfer of 784 (53.6 M USD), ``unknown → exchange``: an inflow.
+    gives one BTC transfer of 784 (53.6 M USD), ``unknown → exchange``: an inflow. An
+    output to an address that is also an input is change whatever its owner says (here
+    ``""``, elsewhere ``"unknown"``); an output to a named owner of an input (an
+    exchange's other wallet) is change too. What remains decides the receiving side.
     """
     timestamp = alert.get("timestamp")
     if isinstance(timestamp, bool) or not isinstance(timestamp, int | float):
@@ -169,15 +200,21 @@ class WhaleFeed:
         feed_settings: FeedSettings,
         metrics: Metrics,
         on_transfers: OnTransfers,
+        *,
         clock: TimeSource | None = None,
+        stamp: Callable[[int], int] | None = None,
+        record: Record | None = None,
     ) -> None:
         self.settings = settings
         self.feed = feed_settings
+        self.rule = WhaleRule.from_settings(settings, feed_settings)
         self._on_transfers = on_transfers
         self._clock: TimeSource = clock if clock is not None else LiveClock()
+        self._stamp: Callable[[int], int] = stamp if stamp is not None else _unchanged
+        self._record = record
         self._key = settings.api_key.get_secret_value() if settings.api_key else ""
         self._rejected = {r: metrics.feed_rejected.labels("whale", r) for r in REJECT_REASONS}
-        self._accepted = {f: metrics.whale_transfers.labels(f.value) for f in Flow}
+        self._delay = metrics.whale_delay
         self._messages = metrics.feed_messages.labels("whale", "alerts")
         self._connected = metrics.feed_connected.labels("whale", "alerts")
         self._last_message = metrics.feed_last_message.labels("whale", "alerts")
@@ -290,27 +327,25 @@ class WhaleFeed:
             self._rejected["unknown_type"].inc()
 
     def _accept(self, alert: dict[str, Any]) -> list[WhaleTransfer]:
+        """The alert's transfers stamped with their knowledge time, or [] (counted by reason)."""
         try:
             transfers = parse_alert(alert)
-            self._check_time(transfers[0].ts_ms)
+            key = _transfer_key(alert)
+            if key is not None and key in self._seen:
+                raise WhaleReject("duplicate")
+            known_ms = self._stamp(self._clock.now_ms())
+            self._delay.observe(max(known_ms - transfers[0].ts_ms, 0) / 1000)
+            value = sum(t.usd for t in transfers)
+            reason = self.rule.refusal(transfers[0].ts_ms, known_ms, value, self._clock.slack_ms())
+            if reason is not None:
+                raise WhaleReject(reason)
         except WhaleReject as e:
             self._rejected[e.reason].inc()
             return []
-        key = _transfer_key(alert)
         if key is not None:
-            if key in self._seen:
-                self._rejected["duplicate"].inc()
-                return []
             self._seen[key] = None
             if len(self._seen) > DEDUP_ENTRIES:
                 self._seen.popitem(last=False)
-        for transfer in transfers:
-            self._accepted[transfer.flow].inc()
-        return transfers
-
-    def _check_time(self, ts_ms: int) -> None:
-        now = self._clock.now_ms()
-        if ts_ms > now + self.feed.max_future_seconds * 1000 + self._clock.slack_ms():
-            raise WhaleReject("from_future")
-        if ts_ms < now - self.feed.max_age_days * DAY_MS:
-            raise WhaleReject("too_old")
+        if self._record is not None:
+            self._record(known_ms, alert)
+        return [replace(t, known_ms=known_ms) for t in transfers]

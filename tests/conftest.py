@@ -10,7 +10,7 @@ import pytest
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 
-from tests.helpers import ClusterServers, RedisServer
+from tests.helpers import MISSING_TOOL, ClusterServers, RedisServer
 
 # Tests never read the developer's config or secrets.
 for _name in [n for n in os.environ if n.upper().startswith("WHALECAST_")]:
@@ -88,3 +88,20 @@ def whalecast_image() -> str:
 
     require_podman()
     return build_image()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Name the checks a missing tool skipped, and the one command that enables them."""
+    packages: dict[str, int] = {}
+    for report in terminalreporter.stats.get("skipped", []):
+        reason = str(report.longrepr[2]) if isinstance(report.longrepr, tuple) else ""
+        if MISSING_TOOL in reason:
+            package = reason.rsplit("Debian package ", 1)[-1].rstrip(")")
+            packages[package] = packages.get(package, 0) + 1
+    if packages:
+        names = " ".join(sorted(packages))
+        terminalreporter.write_sep("=", "checks skipped for missing tools", yellow=True)
+        terminalreporter.write_line(
+            f"{sum(packages.values())} test(s) skipped: {names} not installed. "
+            f"Enable them with: sudo apt-get install {names}   (or, as root: ./scripts/bootstrap.sh)"
+        )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, MutableMapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import structlog
+from redis.asyncio.cluster import RedisCluster
 from structlog.testing import LogCapture
 
 from inference.benchmodels import volume_preprocess
@@ -19,6 +21,7 @@ from inference.daemon import Daemon
 from streamer.features import FEATURE_NAMES
 from streamer.simulator import Simulator, SimulatorConfig
 from tests.model_artifacts import preprocess_for, small_model, write_model
+from tests.polling import wait_until
 from whalecast.domain import Series
 from whalecast.metrics import Metrics
 from whalecast.settings import Settings, load_settings
@@ -65,13 +68,18 @@ def write_demo_models(registry: Path, seed: int = 0) -> dict[str, str]:
     return {"direction": direction, "volume": volume}
 
 
+MARKER = "test-marker"  # a message the Subscriber keeps apart from predictions
+
+
 class Subscriber:
     """A real Redis subscriber collecting prediction messages."""
 
     def __init__(self, redis: Any, channel: str) -> None:
+        self.redis = redis
         self.pubsub = redis.pubsub()
         self.channel = channel
         self.messages: list[dict[str, Any]] = []
+        self.markers: list[str] = []
         self._task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Subscriber:
@@ -82,7 +90,11 @@ class Subscriber:
     async def _collect(self) -> None:
         async for message in self.pubsub.listen():
             if message["type"] == "message":
-                self.messages.append(json.loads(message["data"]))
+                data = json.loads(message["data"])
+                if isinstance(data, dict) and MARKER in data:
+                    self.markers.append(data[MARKER])
+                else:
+                    self.messages.append(data)
 
     async def __aexit__(self, *exc: object) -> None:
         if self._task is not None:
@@ -90,10 +102,32 @@ class Subscriber:
         await self.pubsub.aclose()
 
     async def wait_for(self, count: int, timeout_seconds: float = 30.0) -> list[dict[str, Any]]:
-        async with asyncio.timeout(timeout_seconds):
-            while len(self.messages) < count:  # noqa: ASYNC110 - filled by another task
-                await asyncio.sleep(0.02)
+        await wait_until(
+            lambda: len(self.messages) >= count,
+            timeout_seconds,
+            what=lambda: f"{count} messages on {self.channel} (have {len(self.messages)})",
+        )
         return self.messages
+
+    async def drained(self, timeout_seconds: float = 30.0) -> None:
+        """Until everything published on the channel before this call has arrived.
+
+        A marker is published after it through every primary (on a Cluster, each node
+        forwards its own messages in order), and awaited: the positive signal an absence
+        check ("no duplicate came") needs, instead of a pause.
+        """
+        token = uuid.uuid4().hex
+        marker = json.dumps({MARKER: token})
+        if isinstance(self.redis, RedisCluster):
+            nodes = self.redis.get_primaries()
+            for node in nodes:
+                await self.redis.execute_command("PUBLISH", self.channel, marker, target_nodes=node)
+        else:
+            nodes = [self.redis]
+            await self.redis.publish(self.channel, marker)
+        await wait_until(
+            lambda: self.markers.count(token) >= len(nodes), timeout_seconds, what="the marker"
+        )
 
 
 @asynccontextmanager
@@ -137,18 +171,6 @@ async def wait_until_ready(
 def metric(daemon: Daemon, name: str, **labels: str) -> float | None:
     """The current value of one sample of the daemon's registry (None if it does not exist)."""
     return daemon.metrics.registry.get_sample_value(name, labels)
-
-
-async def wait_until(
-    condition: Callable[[], bool], timeout_seconds: float = 30.0, what: str = "condition"
-) -> None:
-    """Poll ``condition`` until it holds; a clear failure naming ``what`` otherwise."""
-    try:
-        async with asyncio.timeout(timeout_seconds):
-            while not condition():  # noqa: ASYNC110 - state changed by other tasks
-                await asyncio.sleep(0.02)
-    except TimeoutError:
-        raise AssertionError(f"timed out after {timeout_seconds} s waiting for {what}") from None
 
 
 def of_bar(messages: Sequence[dict[str, Any]], bar_open_ms: int) -> list[dict[str, Any]]:

@@ -432,17 +432,6 @@ async def check_daemon(
     )
 
 
-async def wait_for(
-    condition: Callable[[], bool], timeout_seconds: float = 20.0, what: str = "condition"
-) -> None:
-    try:
-        async with asyncio.timeout(timeout_seconds):
-            while not condition():  # noqa: ASYNC110 - polled state changes in other tasks
-                await asyncio.sleep(0.02)
-    except TimeoutError:
-        raise AssertionError(f"{what}: not reached within {timeout_seconds} s") from None
-
-
 def copy_registry(source: Path, target: Path) -> Path:
     shutil.copytree(source, target)
     return target

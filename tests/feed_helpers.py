@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from streamer.candles import CandleFeed
 from streamer.simulator import Simulator
+from tests.polling import wait_until
 from whalecast.domain import Candle, Series
 from whalecast.metrics import Metrics
 from whalecast.settings import ExchangeSettings, FeedSettings
@@ -117,18 +117,6 @@ async def start_feed(
     )
     running.task = asyncio.create_task(running.feed.run())
     return running
-
-
-async def wait_until(
-    condition: Callable[[], bool],
-    within: float = 10.0,
-    what: str | Callable[[], str] = "condition",
-) -> None:
-    deadline = time.monotonic() + within
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what() if callable(what) else what}")
-        await asyncio.sleep(0.01)
 
 
 def subscribed_streams(sim: Simulator) -> int:

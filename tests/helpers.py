@@ -9,6 +9,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,11 +22,25 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+# The Debian package that brings each command the tests run (scripts/bootstrap.sh installs
+# them as root; .ci/run always does).
+TOOL_PACKAGES = {
+    "redis-server": "redis-server",
+    "redis-cli": "redis-server",
+    "promtool": "prometheus",
+    "prometheus": "prometheus",
+    "systemd-analyze": "systemd",
+    "shellcheck": "shellcheck",
+}
+MISSING_TOOL = "tool not installed:"  # how a skip for a missing tool starts (see conftest)
+
+
 def require_tool(name: str) -> str:
     """Path of a command-line tool; skip the test locally, fail it in CI, when missing."""
     path = shutil.which(name)
     if path is None:
-        message = f"{name} is not installed (.ci/run installs it)"
+        package = TOOL_PACKAGES.get(name, name)
+        message = f"{MISSING_TOOL} {name} (Debian package {package})"
         if IN_CI:
             pytest.fail(message)
         pytest.skip(message)
@@ -124,3 +139,26 @@ class ClusterServers:
     def stop(self) -> None:
         for node in self.nodes:
             node.stop()
+
+
+async def wait_for_subscriber(redis: Any, channel: str, timeout_seconds: float = 30.0) -> None:
+    """Until ``channel`` has a subscriber on the server (PUBSUB NUMSUB).
+
+    The marker that a listener is in place, where a test would otherwise pause and hope.
+    ``redis`` is an async client or a URL.
+    """
+    import redis.asyncio as aioredis
+
+    from tests.polling import wait_until_true
+
+    client = aioredis.Redis.from_url(redis) if isinstance(redis, str) else redis
+
+    async def subscribed() -> bool:
+        counts = dict(await client.pubsub_numsub(channel))
+        return int(counts.get(channel.encode(), 0)) > 0
+
+    try:
+        await wait_until_true(subscribed, timeout_seconds, what=f"a subscriber on {channel}")
+    finally:
+        if isinstance(redis, str):
+            await client.aclose()

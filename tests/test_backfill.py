@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator
 
@@ -104,11 +103,16 @@ async def test_a_rest_gap_is_absent_from_both_candles_and_seen(
 
 async def test_the_rest_client_is_replaced_when_old_or_failing(sim: Simulator) -> None:
     settings = feed_settings(clock="live", client_recreate_seconds=0.5)
-    session = RestSession(ExchangeAdapter(exchange_settings(sim), settings), settings)
+    now = [100.0]
+    adapter = ExchangeAdapter(exchange_settings(sim), settings)
+    session = RestSession(adapter, settings, monotonic=lambda: now[0])
     try:
         async with session.use() as first:
             await session.adapter.load_markets(first)
-        await asyncio.sleep(0.6)
+        now[0] += 0.4
+        async with session.use() as again:
+            assert again is first  # still young enough
+        now[0] += 0.2
         async with session.use() as second:
             assert second is not first  # too old: replaced, the old one closed
             assert second.markets is not None and "BTC/USDT" in second.markets

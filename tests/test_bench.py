@@ -9,12 +9,18 @@ from pathlib import Path
 
 import pytest
 
-from inference.bench import BenchOptions, flops_per_sample, format_table, run_bench
+from inference.bench import (
+    MIN_LAG_SAMPLES,
+    BenchOptions,
+    flops_per_sample,
+    format_table,
+    run_bench,
+)
 from inference.bench_e2e import E2EOptions
 from tests.model_artifacts import deep_model
 from whalecast import cli
 
-pytestmark = pytest.mark.tf
+pytestmark = [pytest.mark.tf, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -37,7 +43,8 @@ def test_sections_and_table() -> None:
     assert summary["parameters"] == 133_825  # 29 features
     table = format_table(results)
     assert results["loop_lag"]["keras"]["series"] == 9
-    assert results["loop_lag"]["keras"]["samples"] >= 0
+    lag = results["loop_lag"]["keras"]
+    assert lag["samples"] >= MIN_LAG_SAMPLES and 0.0 <= lag["max_lag_ms"] < 60_000
     assert "tf-function" in table and "GFLOP/s" in table and "extrapolated" in table
     assert "step at bar" in table and "prime before" in table
     with pytest.raises(ValueError, match="unknown"):

@@ -13,8 +13,8 @@ from tests.feed_helpers import (
     start_feed,
     truth,
     wait_subscribed,
-    wait_until,
 )
+from tests.polling import wait_until
 
 REASON = KLINE_FAULT_REASONS
 

@@ -35,6 +35,7 @@ from tests.daemon_helpers import (
     wait_until_ready,
     write_demo_models,
 )
+from tests.floats import float32_approx
 from tests.model_artifacts import preprocess_for, small_model, write_model
 from whalecast.metrics import Metrics
 from whalecast.redisconn import RedisHandle
@@ -164,14 +165,14 @@ async def test_cluster_takeover_publishes_the_single_redis_predictions_once(
                 await check_model_notice(second, cluster_client, registry)
             # the stored bar and the bar that closed before B started; the newest is live
             assert metrics.bars_caught_up.labels("1h")._value.get() == 2 * SYMBOLS
-        await asyncio.sleep(0.2)  # anything published twice would arrive by now
+        await sub.drained()  # whatever the replicas published has arrived
 
     found = by_key(sub.messages)
     duplicates = {key: len(v) for key, v in found.items() if len(v) > 1}
     assert not duplicates, f"published more than once: {duplicates}"
     assert set(found) == set(reference), "the same series, models and bars"
     for key, value in reference.items():
-        assert found[key][0].value == pytest.approx(value, abs=1e-6), key
+        assert found[key][0].value == float32_approx(value), key
     await check_stream_and_latest(cluster_client, found)
 
 

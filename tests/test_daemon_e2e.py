@@ -19,6 +19,7 @@ from tests.daemon_helpers import (
     wait_until_ready,
     write_demo_models,
 )
+from tests.floats import float32_approx
 from whalecast.schema import Prediction
 
 pytestmark = [pytest.mark.redis, pytest.mark.tf, pytest.mark.slow]
@@ -75,7 +76,7 @@ async def test_one_prediction_per_series_model_and_bar(
     # the last bars were stepped from primed states, and equal the full-window pass
     newest = {(p.symbol, p.model): p for p in parsed if p.bar_open_ms == truth[p.symbol][-1]}
     for (symbol, model), value in full.items():
-        assert newest[(symbol, model)].value == pytest.approx(value, rel=1e-5, abs=1e-6)
+        assert newest[(symbol, model)].value == float32_approx(value)
     # the first bar ran full windows; every later one stepped each series from its state
     assert stepped == {m: BARS * series_count for m in ("direction", "volume")}
     # each predicted bar's candles came in one batch: its pass ran while Redis stored them

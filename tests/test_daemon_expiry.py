@@ -14,11 +14,11 @@ from tests.daemon_helpers import (
     captured_logs,
     metric,
     simulated_daemon,
-    wait_until,
     wait_until_ready,
     write_demo_models,
 )
 from tests.model_artifacts import preprocess_for, small_model, write_model
+from tests.polling import wait_until
 
 pytestmark = [pytest.mark.redis, pytest.mark.tf, pytest.mark.slow]
 

@@ -19,10 +19,10 @@ from tests.daemon_helpers import (
     http_get,
     metric,
     simulated_daemon,
-    wait_until,
     wait_until_ready,
     write_demo_models,
 )
+from tests.polling import wait_until
 
 pytestmark = [pytest.mark.redis, pytest.mark.tf, pytest.mark.slow]
 

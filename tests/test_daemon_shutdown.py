@@ -24,10 +24,10 @@ from tests.daemon_helpers import (
     daemon_config,
     daemon_settings,
     of_bar,
-    wait_until,
     wait_until_ready,
     write_demo_models,
 )
+from tests.polling import wait_until
 from whalecast.domain import Series
 from whalecast.keys import Keys
 from whalecast.metrics import Metrics

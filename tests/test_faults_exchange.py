@@ -28,9 +28,9 @@ from tests.fault_helpers import (
     rejected,
     sample,
     sim,
-    wait_for,
 )
-from tests.feed_helpers import KLINE_FAULT_REASONS
+from tests.feed_helpers import KLINE_FAULT_REASONS, wait_subscribed
+from tests.polling import wait_until
 
 pytestmark = [pytest.mark.redis, pytest.mark.tf, pytest.mark.slow]
 
@@ -66,12 +66,12 @@ async def test_dropped_refused_and_stalled_websocket(
 
     sim.faults.refuse(1.5)  # refused for a while: two bars close meanwhile
     await sim.faults.drop_connections()
-    await wait_for(lambda: sim.faults.counters["exchange_refused"] >= 1, what="refusal")
+    await wait_until(lambda: sim.faults.counters["exchange_refused"] >= 1, what="refusal")
     await advance(sim, 2)
     await check_daemon(invariant, daemon)
 
-    await wait_for(lambda: daemon.feeds[0].connected, what="reconnected")
-    await asyncio.sleep(0.3)
+    await wait_until(lambda: daemon.feeds[0].connected, what="reconnected")
+    await wait_subscribed(sim)  # the stall must catch a subscribed connection
     sim.faults.stall(4.0)  # silent: no events, no pongs; the watchdog must notice
     await advance(sim)
     outcome = await check_daemon(invariant, daemon, timeout_seconds=30)
@@ -103,7 +103,7 @@ async def gap_of_two_bars(sim: Simulator) -> None:
     """Two bars close while the websocket is down (refused): REST must fill them."""
     sim.faults.refuse(1.0)
     await sim.faults.drop_connections()
-    await wait_for(lambda: sim.faults.counters["exchange_refused"] >= 1, what="refusal")
+    await wait_until(lambda: sim.faults.counters["exchange_refused"] >= 1, what="refusal")
     sim.faults.counters["exchange_refused"] = 0
     await advance(sim, 2)
 
@@ -142,7 +142,7 @@ async def test_late_series_and_a_burst_after_an_outage(
     # grace period; it is fetched over REST once the next bar forms, and predicted late
     sim.faults.withhold(sim.symbols[0])
     await advance(sim)
-    await wait_for(lambda: sample(daemon.metrics, "whalecast_bars_processed_total",
+    await wait_until(lambda: sample(daemon.metrics, "whalecast_bars_processed_total",
                                   timeframe="1h") >= 2, what="main batch")  # fmt: skip
     await advance(sim)
     await check_daemon(invariant, daemon)

@@ -19,16 +19,9 @@ import pytest
 
 from streamer.features import FEATURE_NAMES
 from streamer.simulator import Simulator
-from tests.fault_helpers import (
-    advance,
-    check_daemon,
-    checked_daemon,
-    registry,
-    sample,
-    sim,
-    wait_for,
-)
+from tests.fault_helpers import advance, check_daemon, checked_daemon, registry, sample, sim
 from tests.model_artifacts import preprocess_for, small_model, write_model
+from tests.polling import wait_until
 from whalecast.artifact import MODEL_FILE, read_current
 
 pytestmark = [pytest.mark.redis, pytest.mark.tf, pytest.mark.slow]
@@ -88,7 +81,7 @@ async def test_bad_artifacts_pushed_during_a_run_are_refused(
         for name, push in bad_versions(marker).items():
             refused = reloads(metrics, "refused")
             bad = push(own)
-            await wait_for(
+            await wait_until(
                 lambda before=refused: reloads(metrics, "refused") > before, what=f"{name} refused"
             )
             failing = sample(metrics, "whalecast_model_reload_failing", model="direction")
@@ -102,7 +95,7 @@ async def test_bad_artifacts_pushed_during_a_run_are_refused(
 
         good = write_model(own, "direction", small_model(24, len(FEATURE_NAMES), seed=5),
                            preprocess_for(FEATURE_NAMES))  # fmt: skip
-        await wait_for(lambda: reloads(metrics, "loaded") >= 2, what="good version loaded")
+        await wait_until(lambda: reloads(metrics, "loaded") >= 2, what="good version loaded")
         assert sample(metrics, "whalecast_model_reload_failing", model="direction") == 0
         await advance(sim)
         outcome = await check_daemon(invariant, daemon)

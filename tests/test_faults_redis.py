@@ -25,10 +25,10 @@ from tests.fault_helpers import (
     redis_errors,
     registry,
     sim,
-    wait_for,
 )
 from tests.fault_proxy import ReplyCuttingProxy
-from tests.helpers import RedisServer, free_port
+from tests.helpers import RedisServer, free_port, wait_for_subscriber
+from tests.polling import wait_until
 
 pytestmark = [pytest.mark.redis, pytest.mark.tf, pytest.mark.slow]
 
@@ -55,8 +55,7 @@ async def test_redis_restarted_while_bars_close(
 
         server.stop()  # away for longer than a bar: two bars close meanwhile
         await advance(sim, 2)
-        await asyncio.sleep(1.0)
-        assert redis_errors(daemon, "append") >= 1
+        await wait_until(lambda: redis_errors(daemon, "append") >= 1, what="an append error")
         server.start()
         await check_daemon(invariant, daemon, timeout_seconds=40)
 
@@ -77,7 +76,7 @@ async def test_redis_hanging_for_longer_than_a_bar(
         finally:
             await admin.aclose()
         await advance(sim, 2)
-        await wait_for(lambda: redis_errors(daemon, "append") >= 1, what="a timed-out append")
+        await wait_until(lambda: redis_errors(daemon, "append") >= 1, what="a timed-out append")
         await check_daemon(invariant, daemon, timeout_seconds=40)
         await advance(sim)
         outcome = await check_daemon(invariant, daemon)
@@ -95,7 +94,7 @@ async def test_predictions_kept_until_redis_takes_them(
         daemon.publisher.redis = refused
         try:
             await advance(sim, 2)
-            await wait_for(lambda: redis_errors(daemon, "publish") >= 2, what="failed publishing")
+            await wait_until(lambda: redis_errors(daemon, "publish") >= 2, what="failed publishing")
         finally:
             daemon.publisher.redis = working
             await refused.aclose()
@@ -119,11 +118,12 @@ async def test_a_write_redis_ran_but_never_confirmed(
             invariant,
             daemon,
         ):
-            await asyncio.sleep(0.5)  # the model watcher's first poll is done
+            # the model watcher has subscribed (its reply is not the one to cut)
+            await wait_for_subscriber(redis_url, daemon.keys.models_channel)
             proxy.pass_replies = 0 if lost == "append" else 1
             proxy.cut_replies = 1
             await advance(sim)
-            await wait_for(lambda: proxy.cut == 1, what="a lost reply")
+            await wait_until(lambda: proxy.cut == 1, what="a lost reply")
             await check_daemon(invariant, daemon)
             await advance(sim)
             outcome = await check_daemon(invariant, daemon)

@@ -16,15 +16,8 @@ import pytest
 
 from streamer.simulator import Simulator, SimulatorConfig
 from streamer.simulator.faults import WHALE_FAULTS
-from tests.fault_helpers import (
-    advance,
-    check_daemon,
-    checked_daemon,
-    registry,
-    rejected,
-    sample,
-    wait_for,
-)
+from tests.fault_helpers import advance, check_daemon, checked_daemon, registry, rejected, sample
+from tests.polling import wait_until
 
 pytestmark = [pytest.mark.redis, pytest.mark.tf, pytest.mark.slow]
 
@@ -83,12 +76,12 @@ async def test_whale_feed_down_flapping_and_garbage(
         await sim.faults.whale_down(2.0)  # down for longer than a bar
         await advance(sim, 2)
         await check_daemon(invariant, daemon)
-        await wait_for(lambda: whale_reconnects(metrics) >= 2, what="whale reconnects")
+        await wait_until(lambda: whale_reconnects(metrics) >= 2, what="whale reconnects")
 
         sim.faults.whale_flap(3)  # dropped at the start of each of the next three bars
         dropped = sim.faults.counters["whale_dropped"]
         for _ in range(3):
-            await wait_for(lambda: whale_connected(metrics), what="whale feed back")
+            await wait_until(lambda: whale_connected(metrics), what="whale feed back")
             await advance(sim)
         await check_daemon(invariant, daemon)
         assert sim.faults.counters["whale_dropped"] - dropped == 3
@@ -96,11 +89,11 @@ async def test_whale_feed_down_flapping_and_garbage(
         for kind in sorted(WHALE_FAULTS):
             reason = REASONS[kind]
             before = rejected(metrics, reason, feed="whale")
-            await wait_for(lambda: whale_subscribed(sim), what="whale client subscribed")
+            await wait_until(lambda: whale_subscribed(sim), what="whale client subscribed")
             sim.faults.whale_inject(kind)
             await advance(sim)
             await check_daemon(invariant, daemon)
-            await wait_for(
+            await wait_until(
                 lambda: rejected(metrics, reason, feed="whale") > before,  # noqa: B023 - awaited here
                 what=f"{kind} counted as {reason}",
             )

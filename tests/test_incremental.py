@@ -12,6 +12,7 @@ import pytest
 from inference.incremental import Incremental, NotIncremental, StateCache
 from inference.runtime import ModelRuntime
 from streamer.features import FEATURE_NAMES
+from tests.floats import assert_float32_close
 from tests.model_artifacts import WINDOW, preprocess_for, random_windows, write_model
 from training.params import DEFAULTS
 from training.presets import BUILDERS, Member, combine
@@ -57,7 +58,7 @@ def test_prime_then_step_equals_the_full_window(name: str) -> None:
         x = rng.standard_normal((n, WINDOW, features)).astype(np.float32)
         want = np.asarray(model.predict_on_batch(x)).reshape(-1)
         got = split.step(x[:, -1:], split.prime(x[:, :-1]))
-        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+        assert_float32_close(got, want)
 
 
 def test_a_sequential_model_splits_too() -> None:
@@ -67,11 +68,10 @@ def test_a_sequential_model_splits_too() -> None:
                               keras.layers.GRU(3), keras.layers.Dense(1)])  # fmt: skip
     x = np.random.default_rng(2).standard_normal((9, WINDOW, 3)).astype(np.float32)
     split = Incremental(model, WINDOW, 3)
-    np.testing.assert_allclose(
+    assert_float32_close(
         split.step(x[:, -1:], split.prime(x[:, :-1])),
         np.asarray(model.predict_on_batch(x)).reshape(-1),
-        rtol=1e-5, atol=1e-6,
-    )  # fmt: skip
+    )
 
 
 def _functional(*middle: Any, features: int = 3) -> Any:
@@ -151,13 +151,13 @@ def test_predict_bar_steps_primed_series_and_runs_the_rest_in_full(
     positions = np.arange(40)
     values, stepped = runtime.predict_bar(before, positions)
     assert stepped == 0  # nothing primed: all full windows
-    np.testing.assert_allclose(values, runtime.predict(before), rtol=1e-6)
+    assert_float32_close(values, runtime.predict(before))
 
     runtime.prime(before, positions)
     now[3, 5, 0] += 1.0  # series 3's older rows changed since the priming (a reload, say)
     values, stepped = runtime.predict_bar(now, positions)
     assert stepped == 39
-    np.testing.assert_allclose(values, runtime.predict(now), rtol=1e-5, atol=1e-6)
+    assert_float32_close(values, runtime.predict(now))
 
     shuffled = positions[::-1].copy()  # the rows belong to other series now: no state fits
     assert runtime.predict_bar(now, shuffled)[1] == 0
@@ -174,6 +174,6 @@ def test_a_model_that_does_not_split_is_served_by_full_passes(
     runtime.prime(windows, np.arange(6))  # a no-op
     values, stepped = runtime.predict_bar(windows, np.arange(6))
     assert stepped == 0
-    np.testing.assert_allclose(values, runtime.predict(windows), rtol=1e-6)
+    assert_float32_close(values, runtime.predict(windows))
     off = ModelRuntime.load(root, "direction", deep, "keras", incremental=False)
     assert off.incremental is None and off.describe()["incremental_off"] == "disabled"

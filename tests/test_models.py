@@ -7,7 +7,7 @@ import contextlib
 import gc
 import json
 import weakref
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -16,7 +16,9 @@ import pytest
 import redis.asyncio as aioredis
 
 from inference.models import REFREEZE_AFTER_BARS, ModelSet, freeze_heap
+from tests.helpers import wait_for_subscriber
 from tests.model_artifacts import preprocess_for, random_windows, small_model, write_model
+from tests.polling import wait_until
 from whalecast.artifact import set_current
 from whalecast.artifact_sync import publish_artifact
 from whalecast.keys import Keys
@@ -50,13 +52,6 @@ def broken(registry: Path) -> str:
 
 def value(metric: Any, *labels: str) -> float:
     return float(metric.labels(*labels)._value.get())
-
-
-async def wait_for(condition: Callable[[], bool], seconds: float = 20.0) -> None:
-    deadline = asyncio.get_running_loop().time() + seconds
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.05)
 
 
 async def test_start_up_swap_between_bars_and_refusal(tmp_path: Path) -> None:
@@ -114,7 +109,7 @@ async def watching(
                       registry=tmp_path, redis=redis_client, keys=KEYS)  # fmt: skip
     await models.load_all()
     task = asyncio.create_task(models.watch())
-    await asyncio.sleep(0.2)  # subscribed
+    await wait_for_subscriber(redis_client, KEYS.models_channel)
     yield models
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
@@ -129,7 +124,7 @@ async def test_notice_path(
     await redis_client.publish(
         KEYS.models_channel, json.dumps({"model": "direction", "version": second})
     )
-    await wait_for(lambda: "direction" in watching._pending)
+    await wait_until(lambda: "direction" in watching._pending)
     assert watching.swap_pending() == ["direction"]
     assert watching.serving()["direction"].version == second
 
@@ -137,7 +132,7 @@ async def test_notice_path(
 @pytest.mark.parametrize("watching", [0.2], indirect=True)
 async def test_current_poll_path(watching: ModelSet, tmp_path: Path) -> None:
     second = good(tmp_path, seed=3)  # no notice: only CURRENT changes
-    await wait_for(lambda: "direction" in watching._pending)
+    await wait_until(lambda: "direction" in watching._pending)
     watching.swap_pending()
     assert watching.serving()["direction"].version == second
 

@@ -22,6 +22,7 @@ from redis.asyncio.cluster import RedisCluster
 from inference.daemon import Daemon
 from streamer.simulator import Simulator, SimulatorConfig
 from tests.daemon_helpers import Subscriber, clocks_caught_up, daemon_config, write_demo_models
+from tests.polling import wait_until
 from tests.replica_helpers import Replica, write_config
 from whalecast.domain import Series
 from whalecast.keys import Keys
@@ -35,7 +36,6 @@ pytestmark = [pytest.mark.redis, pytest.mark.tf, pytest.mark.slow]
 
 SYMBOLS = 12
 MODELS = 2
-CLOCK_POLL_PAUSE = 0.3  # let every replica's replay clock see the last step first
 
 
 @pytest.fixture
@@ -74,7 +74,8 @@ async def in_process(settings: Settings, count: int, *indexes: int) -> AsyncIter
 
 async def step(sim: Simulator, daemons: list[Daemon], sub: Subscriber, total: int) -> None:
     await clocks_caught_up(sim, *daemons)
-    await asyncio.sleep(CLOCK_POLL_PAUSE)  # the replica process's clock too
+    # the replica process's clock too: every client polling the time was told the newest
+    await wait_until(lambda: sim.rest.clocks_behind() == 0, what="every replay clock")
     await sim.advance(bars=1)
     await sub.wait_for(total, timeout_seconds=60)
 
@@ -115,7 +116,7 @@ async def test_replicas_cover_every_series_once_and_take_over_a_killed_shard(
         async with in_process(settings, 2, 0, 1) as shards:
             await sub.wait_for(4 * per_bar, timeout_seconds=60)
             await step(sim, shards, sub, 5 * per_bar)
-            await asyncio.sleep(0.5)  # a duplicate would arrive by now
+        await sub.drained()  # the replicas have stopped; all they published has arrived
         messages = list(sub.messages)
 
     bars = [b[0] for b in sim.closed_bars(sim.symbols[0])][-5:]

@@ -14,6 +14,7 @@ import pytest
 from inference.backends import BACKENDS, bucket_for
 from inference.runtime import ModelRefused, ModelRuntime
 from streamer.features import FEATURE_NAMES
+from tests.floats import assert_float32_close
 from tests.model_artifacts import (
     deep_model,
     preprocess_for,
@@ -52,7 +53,7 @@ def test_backend_equals_keras_on_real_shaped_input(
         want = model.predict_on_batch(windows).reshape(-1)
         got = runtime.predict(windows)
         assert got.shape == (n,)
-        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+        assert_float32_close(got, want)
 
 
 def test_bucket_choice() -> None:
@@ -89,7 +90,7 @@ def test_columns_follow_the_models_order(registry: Path) -> None:
     columns = [FEATURE_NAMES.index(name) for name in features]
     x = windows[:, :, columns] - np.array([50.0, 0.0, 0.0], dtype=np.float32)
     want = model.predict_on_batch(x).reshape(-1)
-    np.testing.assert_allclose(runtime.predict(windows), want, rtol=1e-5, atol=1e-6)
+    assert_float32_close(runtime.predict(windows), want)
     assert runtime.predict(windows[:0]).shape == (0,)
     with pytest.raises(ValueError, match="expected windows"):
         runtime.predict(windows[:, :, :10])

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from streamer.simulator import Simulator, SimulatorConfig
-from tests.fault_helpers import Invariant, advance, fault_settings, registry, wait_for
+from tests.fault_helpers import Invariant, advance, fault_settings, registry
 from tests.helpers import free_port
 from tests.process_helpers import ROOT, DaemonProcess, write_config
 from tests.security_helpers import AclRedis

@@ -13,6 +13,7 @@ import pytest
 
 from streamer.simulator import Simulator, SimulatorConfig
 from streamer.simulator.data import load_candles, symbol_from_path, synthetic_series
+from tests.polling import wait_until
 
 HOUR = 3_600_000
 
@@ -64,7 +65,8 @@ async def test_forming_bar_on_rest_follows_the_clock(session: aiohttp.ClientSess
     config = SimulatorConfig(bar_seconds=4.0, history_bars=10, whale=False, forming_updates=3)
     async with Simulator(config) as sim:
         open_ms = sim.now_ms
-        await asyncio.sleep(1.5)  # the first forming update (a quarter of the bar) went out at 1 s
+        # the first forming update (a quarter of the bar) goes out at 1 s, the next at 2 s
+        await wait_until(lambda: sim.now_ms >= open_ms + HOUR // 4, what="the first update")
         rows = await klines(session, sim, "ETHUSDT")
         async with session.get(sim.rest_url + "/time") as response:
             server_time = (await response.json())["serverTime"]

@@ -14,7 +14,7 @@ import pytest
 from whalecast.cli import PRESETS
 from whalecast.settings import PresetName
 
-pytestmark = pytest.mark.tf
+pytestmark = [pytest.mark.tf, pytest.mark.training]
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "streamer" / "data"

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from streamer.features import FEATURE_NAMES, HISTORY_BARS
+from streamer.whale_rule import WhaleRule
 from training.dataset import (
     TEST,
     TRAIN,
@@ -200,17 +201,42 @@ def test_features_constant_in_training_are_switched_off(histories: list[SeriesHi
     assert "ret_1" not in muted
 
 
+PAGE_HOUR = 1_740_000_000 // 3600 * 3600 + 3600  # a bar inside the shipped slice (seconds)
+
+
+def tx(n: int, symbol: str, usd: float, sides: tuple[str, str], at: int) -> dict[str, object]:
+    """One transaction of Whale Alert's REST ``/v1/transactions`` pages."""
+    src, dst = sides
+    return {"blockchain": "bitcoin" if symbol == "btc" else "ethereum", "symbol": symbol,
+            "id": str(n), "transaction_type": "transfer", "hash": f"h{n}",
+            "from": {"address": "a", "owner_type": src}, "to": {"address": "b", "owner_type": dst},
+            "timestamp": at, "amount": 1, "amount_usd": usd, "transaction_count": 1}  # fmt: skip
+
+
+def test_block_time_history_is_placed_by_the_daemons_rule(tmp_path: Path) -> None:
+    """Known at block time + history delay, in that bar; under min_value_usd: not counted."""
+    page = {"result": "success", "count": 3, "transactions": [
+        tx(1, "btc", 5e6, ("unknown", "exchange"), PAGE_HOUR + 3600 - 240),  # known 1 min into the next bar
+        tx(2, "btc", 7e6, ("exchange", "unknown"), PAGE_HOUR + 60),
+        tx(3, "btc", 999_999.0, ("unknown", "exchange"), PAGE_HOUR + 120),
+    ]}  # fmt: skip
+    pages = tmp_path / "whale_pages.json"
+    pages.write_text(json.dumps(page))
+    rule = WhaleRule(min_value_usd=1e6, history_delay_ms=300_000)
+    (btc,) = from_csv([DATA / "binance_BTC-USDT_1h.csv.gz"], [pages], whale_rule=rule)
+    columns = ["whale_inflow_usd", "whale_outflow_usd", "whale_count"]
+
+    def at(open_ms: int) -> list[float]:
+        return [float(v) for v in btc.bars.loc[btc.bars["open_ms"] == open_ms, columns].iloc[0]]
+
+    assert at(PAGE_HOUR * 1000) == [0.0, 7e6, 1.0]
+    assert at(PAGE_HOUR * 1000 + HOUR) == [5e6, 0.0, 1.0]
+    assert btc.bars["whale_count"].sum() == 2.0
+
+
 def test_whale_alert_rest_pages_become_per_bar_flows(tmp_path: Path) -> None:
     """Single transfers in Whale Alert's REST format, aggregated like the live feed does."""
-    hour = 1_740_000_000 // 3600 * 3600 + 3600  # a bar inside the shipped slice (seconds)
-
-    def tx(n: int, symbol: str, usd: float, sides: tuple[str, str], at: int) -> dict[str, object]:
-        src, dst = sides
-        return {"blockchain": "bitcoin" if symbol == "btc" else "ethereum", "symbol": symbol,
-                "id": str(n), "transaction_type": "transfer", "hash": f"h{n}",
-                "from": {"address": "a", "owner_type": src}, "to": {"address": "b", "owner_type": dst},
-                "timestamp": at, "amount": 1, "amount_usd": usd, "transaction_count": 1}  # fmt: skip
-
+    hour = PAGE_HOUR
     page = {"result": "success", "count": 4, "transactions": [
         tx(1, "btc", 5e6, ("unknown", "exchange"), hour + 60),  # inflow
         tx(2, "btc", 7e6, ("exchange", "unknown"), hour + 120),  # outflow

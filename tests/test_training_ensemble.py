@@ -16,7 +16,7 @@ from training.jobs import make_job
 from training.train import run
 from whalecast.settings import Settings
 
-pytestmark = pytest.mark.tf
+pytestmark = [pytest.mark.tf, pytest.mark.training]
 
 
 def test_ensemble_is_one_safe_model_averaging_its_members(

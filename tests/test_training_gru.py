@@ -17,7 +17,7 @@ from training.jobs import make_job
 from training.train import Outcome, run
 from whalecast.settings import Settings
 
-pytestmark = pytest.mark.tf
+pytestmark = [pytest.mark.tf, pytest.mark.training]
 
 
 @pytest.fixture(scope="module")

@@ -93,6 +93,7 @@ async def test_rate_limit_answers_are_retried(sim: Simulator, tmp_path: Path) ->
 
 
 @pytest.mark.tf
+@pytest.mark.training
 async def test_train_command_fetches_over_rest_and_trains(sim: Simulator, tmp_path: Path) -> None:
     """``whalecast train`` with no CSV files: every configured series comes over REST."""
     config = tmp_path / "config.yml"

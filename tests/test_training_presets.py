@@ -18,7 +18,7 @@ from training.train import run
 from whalecast.artifact import list_versions, load_preprocess, read_current
 from whalecast.settings import Settings
 
-pytestmark = pytest.mark.tf
+pytestmark = [pytest.mark.tf, pytest.mark.training]
 
 
 def test_volume_preset(tmp_path: Path, settings: Settings, histories: list[SeriesHistory]) -> None:

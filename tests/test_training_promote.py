@@ -19,7 +19,7 @@ from whalecast.artifact import read_current
 from whalecast.keys import Keys
 from whalecast.settings import RedisSettings, Settings
 
-pytestmark = [pytest.mark.tf, pytest.mark.redis]
+pytestmark = [pytest.mark.tf, pytest.mark.redis, pytest.mark.training]
 
 CRIPPLED = {"units": 2, "epochs": 1, "learning_rate": 1e-6}  # predicts about the mean
 DECENT = {"units": 16, "epochs": 4, "batch_size": 64, "learning_rate": 3e-3}

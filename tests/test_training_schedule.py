@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.tf
+pytestmark = [pytest.mark.tf, pytest.mark.training]
 
 ROOT = Path(__file__).resolve().parents[1]
 CANDLES = str(ROOT / "streamer" / "data" / "binance_BTC-USDT_1h.csv.gz")

@@ -19,7 +19,7 @@ from training.jobs import make_job
 from training.walkforward import fold_ends, run, truncated
 from whalecast.settings import Settings
 
-pytestmark = pytest.mark.tf
+pytestmark = [pytest.mark.tf, pytest.mark.training]
 
 
 def test_fold_ends_are_consecutive_and_the_last_ends_after_the_data(

@@ -15,7 +15,8 @@ import structlog
 
 from streamer.simulator import WHALE_FAULTS, Simulator, SimulatorConfig
 from streamer.whale import WhaleFeed, WhaleReject, parse_alert
-from tests.feed_helpers import feed_settings, wait_until
+from tests.feed_helpers import feed_settings
+from tests.polling import wait_until
 from whalecast.domain import Flow, WhaleTransfer
 from whalecast.logs import configure_logging
 from whalecast.metrics import Metrics
@@ -74,6 +75,41 @@ def test_change_back_to_the_sender_does_not_make_a_withdrawal_internal() -> None
         [side("binance", "exchange", "116.0", "bc1qx9"), side("", "unknown", "784.0", "bc1q7")],
     )
     assert parse_alert(withdrawal)[0].flow is Flow.OUTFLOW
+
+
+@pytest.mark.parametrize("owner", ["", "unknown", "grayscale"])
+def test_change_to_an_input_address_is_change_whatever_the_owner(owner: str) -> None:
+    """70 % of the input comes back to the sender's own address (the largest output):
+    the exchange output still decides the receiving side."""
+    owner_type = "fund" if owner else "unknown"
+    sender = side(owner, owner_type, "2613.3", "bc1qm3")
+    change = side(owner, owner_type, "1829.3", "bc1qm3")
+    (transfer,) = parse_alert(
+        alert([sender], [side("binance", "exchange", "784.0", "bc1qx9"), change])
+    )
+    assert (transfer.from_type, transfer.to_type, transfer.flow) == (
+        owner_type,
+        "exchange",
+        Flow.INFLOW,
+    )
+
+
+def test_an_anonymous_owner_name_alone_does_not_make_an_output_change() -> None:
+    """Two unattributed wallets are not one owner: the largest output to another address
+    receives, even when its owner is written the same way ("unknown")."""
+    sender = side("unknown", "unknown", "900.0", "bc1qm3")
+    outputs = [
+        side("unknown", "unknown", "800.0", "bc1qz1"),
+        side("binance", "exchange", "100.0", "bc1qx9"),
+    ]
+    assert parse_alert(alert([sender], outputs))[0].flow is Flow.OTHER
+
+
+def test_the_docstring_alert_is_an_inflow() -> None:
+    doc = parse_alert.__doc__ or ""
+    text = doc[doc.index("{") : doc.rindex("}") + 1].replace("…", "")
+    (transfer,) = parse_alert(json.loads(text))
+    assert (transfer.asset, transfer.usd, transfer.flow) == ("BTC", 53625145.0, Flow.INFLOW)
 
 
 def test_each_amount_is_its_own_transfer_with_its_own_sides() -> None:
@@ -154,6 +190,35 @@ def whale_settings(sim: Simulator, key: str = KEY) -> WhaleSettings:
                          symbols=[], min_value_usd=0.0, ping_interval_seconds=1.0)  # fmt: skip
 
 
+ALERT_MS = 1_730_730_600_000  # the block time of alert()
+
+
+class FixedClock:
+    """Exchange time set by the test (an alert's delay is then known exactly)."""
+
+    def __init__(self, now_ms: int) -> None:
+        self.now = now_ms
+
+    def now_ms(self) -> int:
+        return self.now
+
+    def slack_ms(self) -> int:
+        return 0
+
+
+class SimulatorClock:
+    """Exchange time read straight from the in-process simulator (its virtual now)."""
+
+    def __init__(self, sim: Simulator) -> None:
+        self.sim = sim
+
+    def now_ms(self) -> int:
+        return self.sim.now_ms
+
+    def slack_ms(self) -> int:
+        return 0
+
+
 def rejected(metrics: Metrics, reason: str) -> float:
     labels = {"feed": "whale", "reason": reason}
     return metrics.registry.get_sample_value("whalecast_feed_rejected_total", labels) or 0.0
@@ -172,7 +237,7 @@ async def stop(task: asyncio.Task[None]) -> None:
 
 async def test_alerts_arrive_as_classified_transfers(sim: Simulator) -> None:
     got, metrics = Collected(), Metrics(process=False)
-    feed = WhaleFeed(whale_settings(sim), feed_settings(), metrics, got)
+    feed = WhaleFeed(whale_settings(sim), feed_settings(), metrics, got, clock=SimulatorClock(sim))
     task = await run_feed(feed)
     try:
         await sim.advance(6)
@@ -188,7 +253,9 @@ async def test_alerts_arrive_as_classified_transfers(sim: Simulator) -> None:
 
 async def test_every_bad_whale_message_is_counted_and_the_feed_goes_on(sim: Simulator) -> None:
     got, metrics = Collected(), Metrics(process=False)
-    task = await run_feed(WhaleFeed(whale_settings(sim), feed_settings(), metrics, got))
+    task = await run_feed(
+        WhaleFeed(whale_settings(sim), feed_settings(), metrics, got, clock=SimulatorClock(sim))
+    )
     try:
         for kind in sorted(WHALE_FAULTS):
             sim.faults.whale_inject(kind)
@@ -205,7 +272,7 @@ async def test_reconnects_after_an_outage_and_never_logs_the_key(
     sim: Simulator, log_text: io.StringIO
 ) -> None:
     got, metrics = Collected(), Metrics(process=False)
-    feed = WhaleFeed(whale_settings(sim), feed_settings(), metrics, got)
+    feed = WhaleFeed(whale_settings(sim), feed_settings(), metrics, got, clock=SimulatorClock(sim))
     task = await run_feed(feed)
     try:
         feed.channel_id = None
@@ -221,18 +288,26 @@ async def test_reconnects_after_an_outage_and_never_logs_the_key(
         assert reconnects is not None and reconnects >= 2  # dropped, then refused at least once
     finally:
         await stop(task)
-    wrong = WhaleFeed(whale_settings(sim, key="wrong-" + KEY), feed_settings(), metrics, got)
+    wrong = WhaleFeed(
+        whale_settings(sim, key="wrong-" + KEY),
+        feed_settings(),
+        metrics,
+        got,
+        clock=SimulatorClock(sim),
+    )
     task = asyncio.create_task(wrong.run())
-    await asyncio.sleep(0.3)
+    await wait_until(lambda: "401" in log_text.getvalue(), what="the refusal logged")
     await stop(task)
     text = log_text.getvalue()
-    assert "whale feed reconnecting" in text and "401" in text
+    assert "whale feed reconnecting" in text
     assert KEY not in text and sim.whale_url in text
 
 
 async def test_a_repeated_alert_is_counted_once(sim: Simulator) -> None:
     got, metrics = Collected(), Metrics(process=False)
-    feed = WhaleFeed(whale_settings(sim), feed_settings(), metrics, got)
+    feed = WhaleFeed(
+        whale_settings(sim), feed_settings(), metrics, got, clock=FixedClock(ALERT_MS + 60_000)
+    )
     message = json.dumps(alert([UNKNOWN], [BINANCE]))
     await feed.handle(message)
     await feed.handle(message)

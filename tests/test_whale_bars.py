@@ -23,7 +23,7 @@ TYPES = {Flow.INFLOW: ("unknown", "exchange"), Flow.OUTFLOW: ("exchange", "unkno
 def transfer(ts_ms: int, asset: str, usd: float, flow: Flow) -> WhaleTransfer:
     from_type, to_type = TYPES[flow]
     assert classify_flow(from_type, to_type) is flow
-    return WhaleTransfer(ts_ms, "bitcoin", asset, usd / 1000, usd, from_type, to_type, flow)
+    return WhaleTransfer(ts_ms, "bitcoin", asset, usd / 1000, usd, from_type, to_type, flow, ts_ms)
 
 
 def test_flows_are_summed_per_base_asset_and_stablecoin_inflows_market_wide() -> None:
@@ -46,14 +46,18 @@ def test_flows_are_summed_per_base_asset_and_stablecoin_inflows_market_wide() ->
 
 
 def test_unused_assets_are_refused_and_memory_stays_bounded() -> None:
-    agg = WhaleBarAggregator([BTC_1H], stablecoins=["USDT"], keep_bars=4)
-    assert agg.add(transfer(T0, "DOGE", 1e6, Flow.INFLOW)) is False
+    agg = WhaleBarAggregator([BTC_1H], stablecoins=["USDT"], keep_bars=4, keep_ms=0)
+    assert agg.add(transfer(T0, "DOGE", 1e6, Flow.INFLOW)) == "unused_asset"
     for k in range(50):
-        assert agg.add(transfer(T0 + k * H, "BTC", 1e6, Flow.INFLOW)) is True
+        assert agg.add(transfer(T0 + k * H, "BTC", 1e6, Flow.INFLOW)) is None
     assert len(agg._bars[H]) == 4
     assert agg.take(BTC_1H, T0 + 49 * H).count == 1
     assert agg.take(BTC_1H, T0) == WhaleBar()  # forgotten
-    assert agg.add(transfer(T0 + 10 * H, "BTC", 1e6, Flow.INFLOW)) is False  # too late
+    assert agg.add(transfer(T0 + 10 * H, "BTC", 1e6, Flow.INFLOW)) == "late"
+    by_default = WhaleBarAggregator([BTC_1H], stablecoins=[])
+    for k in range(30):
+        by_default.add(transfer(T0 + k * H, "BTC", 1e6, Flow.INFLOW))
+    assert len(by_default._bars[H]) == 24  # a day of bars: a candle closing late finds its bar
 
 
 def page(transactions: list[dict[str, Any]], cursor: str = "c1") -> dict[str, Any]:

@@ -18,6 +18,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from streamer.whale_rule import WhaleRule
 from training.history import HistoryError, SeriesHistory, from_csv, from_rest
 from training.jobs import Job, TrainingInterrupted, make_job, narrowed, select
 from training.params import DEFAULTS
@@ -61,14 +62,17 @@ def load_histories(
     t = settings.training
     candles = [Path(p) for p in (args.candles or t.candles_csv)]
     whale = [Path(p) for p in (args.whale or t.whale_csv)]
+    rule = WhaleRule.from_settings(settings.whale, settings.feed)
     first = settings.exchanges[0]
     if not candles:
         rest = narrowed(settings, symbols).exchanges
         return from_rest(
-            rest, t.history_days, t.cache_dir, whale_paths=whale,
-            progress=args.progress, stablecoins=settings.whale.stablecoins,
+            rest, t.history_days, t.cache_dir, whale_paths=whale, progress=args.progress,
+            stablecoins=settings.whale.stablecoins, whale_rule=rule,
         )  # fmt: skip
-    histories = from_csv(candles, whale, first.id, first.timeframe, settings.whale.stablecoins)
+    histories = from_csv(
+        candles, whale, first.id, first.timeframe, settings.whale.stablecoins, whale_rule=rule
+    )
     if not symbols:
         return histories
     kept = [h for h in histories if h.series.symbol in symbols]

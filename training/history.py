@@ -26,6 +26,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from streamer.history import load_candles_csv, symbol_from_path
+from streamer.whale_rule import WhaleRule
 from training.whale import load_whale
 from whalecast.domain import Series, floor_to_bar, timeframe_ms
 from whalecast.logs import get_logger
@@ -79,11 +80,13 @@ def from_csv(
     exchange: str = "binance",
     timeframe: str = "1h",
     stablecoins: Sequence[str] = STABLECOINS,
+    *,
+    whale_rule: WhaleRule | None = None,
 ) -> list[SeriesHistory]:
-    """Bar tables from candle CSV files (one series each) and whale-flow CSV files."""
+    """Bar tables from candle CSV files (one series each) and whale history files."""
     if not candle_paths:
         raise HistoryError("no candle files given")
-    whale = load_whale(whale_paths, stablecoins)
+    whale = load_whale(whale_paths, stablecoins, whale_rule)
     out = []
     for path in candle_paths:
         series = series_of(Path(path), exchange, timeframe)
@@ -259,9 +262,10 @@ def from_rest(
     progress: bool = False,
     stablecoins: Sequence[str] = STABLECOINS,
     client_factory: Callable[[ExchangeSettings], Any] = rest_client,
+    whale_rule: WhaleRule | None = None,
 ) -> list[SeriesHistory]:
     """Every configured series, fetched over REST into the cache, then loaded from it."""
-    whale = load_whale(whale_paths, stablecoins)
+    whale = load_whale(whale_paths, stablecoins, whale_rule)
     out = []
     for exchange in exchanges:
         client = client_factory(exchange)

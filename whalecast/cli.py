@@ -123,6 +123,9 @@ def _simulate_arguments(command: argparse.ArgumentParser) -> None:
     )
     server.add_argument("--whale-api-key", default="simulator-key", metavar="KEY",
                         help="the API key whale clients must present (default: %(default)s)")  # fmt: skip
+    server.add_argument("--whale-delay", type=float, default=0.0, metavar="SECONDS",
+                        help="send each whale alert this long after its block time, as Whale "
+                             "Alert does (default: %(default)s)")  # fmt: skip
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:

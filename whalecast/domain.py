@@ -117,7 +117,11 @@ class Flow(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class WhaleTransfer:
-    """One large on-chain transfer of one asset."""
+    """One large on-chain transfer of one asset.
+
+    ``ts_ms`` is its block time; ``known_ms`` when it could first be used (its
+    knowledge time, which decides its bar: :mod:`streamer.whale_rule`), None until set.
+    """
 
     ts_ms: int
     blockchain: str
@@ -127,6 +131,7 @@ class WhaleTransfer:
     from_type: str
     to_type: str
     flow: Flow
+    known_ms: int | None = None
 
 
 def classify_flow(from_type: str, to_type: str) -> Flow:

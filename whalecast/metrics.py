@@ -29,13 +29,16 @@ from whalecast import __version__
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 30.0)  # fmt: skip
 FAST_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
+#: Whale Alert's delay, block time to receipt: seconds (Ethereum) to an hour (a slow block).
+DELAY_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 900, 1200, 1800, 2700, 3600, 7200)
 LAG_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
 
 #: Bounded label values for rejected feed input (``reason`` label).
 REJECT_REASONS = (
     "malformed", "unknown_symbol", "non_finite", "non_positive", "high_below_low",
     "price_outside_range", "off_grid", "from_future", "too_old", "duplicate",
-    "out_of_order", "oversized", "unknown_type", "bad_amount",
+    "out_of_order", "oversized", "unknown_type", "bad_amount", "late", "below_min_value",
+    "unused_asset",
 )  # fmt: skip
 
 
@@ -58,7 +61,7 @@ class Metrics:
         self.feed_connected = Gauge("whalecast_feed_connected", "Open feed connections.", ["exchange", "feed"], registry=r)  # fmt: skip
         self.feed_last_message = Gauge("whalecast_feed_last_message_timestamp_seconds", "Wall time of the last message received on a feed.", ["exchange", "feed"], registry=r)  # fmt: skip
         self.clock_skew = Gauge("whalecast_clock_skew_seconds", "Exchange server time minus local time, measured at start-up.", ["exchange"], registry=r)  # fmt: skip
-        self.whale_transfers = Counter("whalecast_whale_transfers_total", "Whale transfers accepted, by flow.", ["flow"], registry=r)  # fmt: skip
+        self._whale(r)
 
         # bars and backfill
         self.bars_closed = Counter("whalecast_bars_closed_total", "Closed bars accepted, by how the close was detected (ws_flag, next_bar, rest).", ["exchange", "timeframe", "source"], registry=r)  # fmt: skip
@@ -105,6 +108,10 @@ class Metrics:
         self.live_scored = Counter("whalecast_live_scored_total", "Predictions scored against their outcome bar.", ["model"], registry=r)  # fmt: skip
         self.live_accuracy = Gauge("whalecast_live_accuracy_ratio", "Direction hit rate over the last scoring_window scored predictions.", ["model"], registry=r)  # fmt: skip
         self.live_mae = Gauge("whalecast_live_log_volume_mae", "Mean absolute error of log volume over the last scoring_window scored predictions.", ["model"], registry=r)  # fmt: skip
+
+    def _whale(self, r: CollectorRegistry) -> None:
+        self.whale_transfers = Counter("whalecast_whale_transfers_total", "Whale transfers that reached a bar's aggregates, by flow.", ["flow"], registry=r)  # fmt: skip
+        self.whale_delay = Histogram("whalecast_whale_delay_seconds", "Whale alerts' delay: knowledge time (receipt, exchange clock) minus block time.", buckets=DELAY_BUCKETS, registry=r)  # fmt: skip
 
     def initialise(
         self, timeframes: Iterable[str], models: Iterable[str], started_s: float

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
 from redis.asyncio import Redis
@@ -187,7 +187,8 @@ def connect(settings: RedisSettings, url: str | None = None) -> Any:
 class _HiredisPacking:
     """Connection mixin: commands packed by hiredis, as redis-py's sync client does."""
 
-    _packer = HiredisRespSerializer()
+    # redis-py 8.2 dropped the constructor's annotations; the class is the same
+    _packer: Any = cast("Callable[[], Any]", HiredisRespSerializer)()
 
     def pack_command(self, *args: Any) -> list[bytes]:
         name = args[0]

@@ -140,6 +140,9 @@ class WhaleSettings(Section):
     min_value_usd: float = Field(1_000_000.0, ge=0)
     stablecoins: list[str] = Field(default_factory=lambda: ["USDT", "USDC", "DAI", "FDUSD"])
     ping_interval_seconds: PositiveSeconds = 20.0
+    max_delay_seconds: PositiveSeconds = 3600.0  # block to receipt; older alerts: "late"
+    history_delay_seconds: float = Field(300.0, ge=0)  # block-time history shifted by this
+    record_path: Path | None = None  # JSON lines of admitted alerts with their knowledge time
 
 
 class FeatureSettings(Section):

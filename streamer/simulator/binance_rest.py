@@ -10,6 +10,7 @@ shape ``{"code": -1121, "msg": "Invalid symbol."}``.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -47,6 +48,9 @@ class BinanceRest:
     def __init__(self, market: Market, faults: Faults) -> None:
         self.market = market
         self.faults = faults
+        # per client connection (peer address): wall time of its last time request, and the
+        # virtual time it was told; tests wait on it for every polling clock to catch up
+        self.time_told: dict[str, tuple[float, int]] = {}
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -74,7 +78,17 @@ class BinanceRest:
         return web.json_response({})
 
     async def time(self, request: web.Request) -> web.Response:
-        return web.json_response({"serverTime": self.market.now_ms})
+        now_ms = self.market.now_ms
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        self.time_told[str(peer)] = (time.monotonic(), now_ms)
+        return web.json_response({"serverTime": now_ms})
+
+    def clocks_behind(self, recent_seconds: float = 1.0) -> int:
+        """Client connections that asked the time in the last ``recent_seconds`` and were
+        last told a time older than now (a replay clock that has not seen the last step)."""
+        since = time.monotonic() - recent_seconds
+        now_ms = self.market.now_ms
+        return sum(1 for wall, told in self.time_told.values() if wall >= since and told < now_ms)
 
     async def exchange_info(self, request: web.Request) -> web.Response:
         return web.json_response(

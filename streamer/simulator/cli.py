@@ -31,6 +31,7 @@ def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
         whale=args.whale,
         whale_data=tuple(Path(p) for p in args.whale_data or ()),
         whale_api_key=args.whale_api_key,
+        whale_delay_seconds=args.whale_delay,
     )
 
 

@@ -6,7 +6,7 @@ spread inside it) or is stepped by :meth:`Simulator.advance` (``bar_seconds=None
 Each bar: ``forming_updates`` forming events (``x: false``), each followed by the whale
 alerts of the flow hours that have begun by then (the rest of the bar's hours just
 before it closes), then the closed event (``x: true``) once the bar is closed on REST
-too. An alert is stamped at the virtual now, inside its hour.
+too. An alert is stamped at the virtual now (minus ``whale_delay_seconds``), inside its hour.
 """
 
 from __future__ import annotations
@@ -52,6 +52,7 @@ class SimulatorConfig:
     whale: bool = True
     whale_data: tuple[Path, ...] = ()  # flow CSVs; empty: the shipped ones (CSV mode)
     whale_api_key: str = "simulator-key"
+    whale_delay_seconds: float = 0.0  # an alert is sent this long after its block time
     max_streams_per_connection: int = 1024
     max_messages_per_second: float = 5.0
     send_timeout_seconds: float = 10.0
@@ -274,9 +275,12 @@ class Simulator:
             return True
 
     async def _publish_whale(self, until_ms: int) -> None:
-        """Alerts of the flow hours that began before ``until_ms`` and were not sent yet."""
+        """Alerts of the flow hours that began before ``until_ms`` minus the whale delay and
+        were not sent yet, with block times that much before now."""
+        delay_ms = round(self.config.whale_delay_seconds * 1000)
+        until_ms -= delay_ms
         if self.whale is not None and until_ms > self._whale_sent_ms:
-            await self.whale.publish(self._whale_sent_ms, until_ms, self.market.now_ms)
+            await self.whale.publish(self._whale_sent_ms, until_ms, self.market.now_ms - delay_ms)
             self._whale_sent_ms = until_ms
 
 

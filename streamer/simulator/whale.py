@@ -25,9 +25,11 @@ and alerts in Whale Alert's shape, e.g.::
                       "address_type": "hot_wallet"}]}]}}
 
 Each hour of the flow history gives at most one inflow alert (unknown wallet →
-exchange) and one outflow alert (exchange → unknown wallet) carrying that hour's
-totals, sent while the bar containing that hour is forming, once the virtual clock
-has reached the hour.
+exchange, with 70 % of the spent coin back to the sender's address as change) and
+one outflow alert (exchange → unknown wallet) carrying that hour's totals, sent
+once the virtual clock has reached the hour plus the configured delay (Whale
+Alert publishes a transfer some time after its block; default 0: while the bar
+containing that hour is forming).
 """
 
 from __future__ import annotations
@@ -67,6 +69,21 @@ def _side(amount: float, owner: str, address: str) -> dict[str, Any]:
     }
 
 
+def _inputs_outputs(
+    amount: float, sender: str, receiver: str, tx_hash: str
+) -> dict[str, list[dict[str, Any]]]:
+    """An unattributed sender spends a coin 10/3 the amount and takes 70 % of it back as
+    change to its own address (the largest output, as in real alerts); an exchange pays
+    exactly."""
+    source = _digest("in", tx_hash)[:40]
+    target = _side(amount, receiver, _digest("out", tx_hash)[:40])
+    if sender:
+        return {"inputs": [_side(amount, sender, source)], "outputs": [target]}
+    spent = amount / 0.3
+    change = _side(spent - amount, sender, source)
+    return {"inputs": [_side(spent, sender, source)], "outputs": [target, change]}
+
+
 def build_alert(flow: FlowHour, inflow: bool, ts_s: int) -> dict[str, Any]:
     """One alert (no channel id yet) carrying the hour's inflow or outflow total."""
     amount, usd = (
@@ -102,8 +119,7 @@ def build_alert(flow: FlowHour, inflow: bool, ts_s: int) -> dict[str, Any]:
                     "symbol": flow.symbol,
                     "unit_price_usd": unit,
                     "transaction_type": "transfer",
-                    "inputs": [_side(amount, sender, _digest("in", tx_hash)[:40])],
-                    "outputs": [_side(amount, receiver, _digest("out", tx_hash)[:40])],
+                    **_inputs_outputs(amount, sender, receiver, tx_hash),
                 }
             ],
         },
