@@ -13,6 +13,7 @@ import json
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -134,6 +135,23 @@ def test_image_hygiene(whalecast_image: str) -> None:
     assert json.loads(result.stdout) == {"uid": 10001, "left": [], "compilers": []}
 
 
+def log_events(output: str) -> list[dict[str, Any]]:
+    """The daemon's JSON log lines (TensorFlow's own lines are skipped)."""
+    return [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+
+
+def drain_seconds(events: list[dict[str, Any]]) -> float:
+    """From the stop request to "daemon stopped", by the daemon's own timestamps."""
+    from datetime import datetime
+
+    def at(name: str) -> datetime:
+        return datetime.fromisoformat([e for e in events if e["event"] == name][-1]["timestamp"])
+
+    return (
+        at("daemon stopped") - at("stop requested, finishing the bar in flight")
+    ).total_seconds()
+
+
 def published(metrics_text: str) -> float:
     from prometheus_client.parser import text_string_to_metric_families
 
@@ -167,7 +185,10 @@ async def test_container_predicts_and_stops_on_sigterm(
         code, took = container.stop(GRACE_SECONDS)
         assert code == 0, container.logs()[-4000:]
         assert took < GRACE_SECONDS
+        stopped = [e for e in log_events(container.logs()) if e["event"] == "daemon stopped"]
+        assert stopped and stopped[-1]["drained"] is True
         print(f"start to first prediction {first - container.started:.1f} s, "
-              f"to ready {ready:.1f} s, SIGTERM to exit {took:.1f} s")  # fmt: skip
+              f"to ready {ready:.1f} s, SIGTERM to exit {took:.1f} s; "
+              f"drain {drain_seconds(log_events(container.logs())):.1f} s")  # fmt: skip
     finally:
         container.remove()
