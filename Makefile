@@ -36,6 +36,7 @@ lock: setup
 lint: setup
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(VENV)/bin/lint-imports
 
 typecheck: setup
 	$(PY) -m mypy

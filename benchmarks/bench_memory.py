@@ -30,8 +30,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from benchmarks.bench_e2e import BenchRun, E2EOptions, bench_daemon
 from benchmarks.soak import open_fds, rss_bytes
-from inference.bench_e2e import BenchRun, E2EOptions, bench_daemon
 from whalecast.logs import configure_logging
 from whalecast.settings import LogSettings
 
@@ -48,7 +48,7 @@ async def sample(run: BenchRun, bar: int, started: float) -> dict[str, Any]:
         "tasks": len(asyncio.all_tasks()),
         "gc_objects": len(gc.get_objects()),
         "redis_used_mb": round(int(redis_memory["used_memory"]) / 2**20, 2),
-        "bar_states": len(run.daemon.bar_loop._bars) if run.daemon.bar_loop else 0,
+        "bar_states": len(run.daemon.bar_loop.bars) if run.daemon.bar_loop else 0,
         "scorer_pending": run.daemon.scorer.pending,
     }
 

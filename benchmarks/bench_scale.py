@@ -62,6 +62,7 @@ from whalecast.keys import Keys
 from whalecast.metrics import Metrics
 from whalecast.redisconn import EmbeddedRedis, connect
 from whalecast.settings import RedisSettings
+from whalecast.targets import VOLUME
 
 MODELS = ("direction", "volume")
 CLOCK_PAUSE_SECONDS = 0.3  # replicas' replay clocks see the last step before the next
@@ -70,7 +71,7 @@ CLOCK_PAUSE_SECONDS = 0.3  # replicas' replay clocks see the last step before th
 def write_models(registry: Path) -> None:
     """Random-weight models of the seed architectures."""
     write_model(registry, "direction", deep_model(seed=1), preprocess_for(FEATURE_NAMES))
-    volume = preprocess_for(["log_volume"], target="next_bar_volume", target_transform="log1p",
+    volume = preprocess_for(["log_volume"], target=VOLUME, target_transform="log1p",
                             target_scaler={"mean": [5.0], "scale": [1.0]})  # fmt: skip
     write_model(registry, "volume", volume_model(seed=2), volume)
 

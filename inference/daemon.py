@@ -26,9 +26,11 @@ from inference.barloop import BarLoop
 from inference.handover import PredictionMarks, pending
 from inference.http import HttpServer
 from inference.looplag import LoopLagMonitor
-from inference.models import ModelSet, freeze_heap
+from inference.models import ModelSet
+from inference.predictor import Predictor
 from inference.publisher import Publisher
 from inference.scoring import LiveScorer
+from inference.status import StatusPublisher
 from streamer.candles import CandleFeed
 from streamer.clock import Clock
 from streamer.features import HISTORY_BARS
@@ -100,6 +102,11 @@ class Daemon:
             settings.inference, metrics, redis=redis, keys=self.keys,
             full_window=settings.features.window,
         )  # fmt: skip
+        inference = settings.inference
+        self.predictor = Predictor(
+            self.models, self.series, metrics, early_pass=inference.early_pass,
+            priming=inference.priming, freeze=inference.freeze_heap,
+        )  # fmt: skip
         self.marks = PredictionMarks(redis, self.keys, settings.features.store_ttl_seconds)
         self.publisher = Publisher(
             redis, self.keys, settings.redis.stream_maxlen, metrics, marks=self.marks
@@ -111,6 +118,7 @@ class Daemon:
         self.feeds: list[CandleFeed] = []
         self.bar_loop: BarLoop | None = None
         self.http: HttpServer | None = None
+        self.status = StatusPublisher(self, settings.metrics.status_seconds)
         self._tasks: list[asyncio.Task[None]] = []
 
     def clock_for(self, exchange: str) -> Clock:
@@ -140,13 +148,12 @@ class Daemon:
             stored = {ser: self.store.last_open_ms(ser) for ser in self.series}
             self.whale.restore_recording(recorder.path, stored)
         marks = await self.marks.load(self.series)
-        await self.models.load_all()
-        freeze_heap()
+        await self.predictor.load()
         self.http = await HttpServer(
             self.metrics, self.readiness, s.metrics.host, s.metrics.port
         ).start()
         self.bar_loop = BarLoop(
-            series=self.series, store=self.store, models=self.models, publisher=self.publisher,
+            series=self.series, store=self.store, predictor=self.predictor, publisher=self.publisher,
             metrics=self.metrics, clock_for=self.clock_for, grace_seconds=s.feed.grace_seconds,
             whale_for=self.whale.take, scorer=self.scorer, record_factory=BarRecord,
             predicted_through=marks,
@@ -174,6 +181,7 @@ class Daemon:
             )
         self._spawn("models", self.models.watch())
         self._spawn("loop-lag", LoopLagMonitor(self.metrics).run())
+        self._spawn("status", self.status.run())
         for feed in self.feeds:
             self._spawn(f"feed-{feed.settings.id}", feed.run())
         if s.whale.enabled and self.feeds:
@@ -211,6 +219,7 @@ class Daemon:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        await self.status.remove()
         if self.http is not None:
             await self.http.stop()
         gc.unfreeze()  # what start() froze can be collected again (e.g. in a longer process)

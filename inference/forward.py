@@ -9,7 +9,7 @@ served), because priming writes the state caches that a pass reads:
   matches (:meth:`inference.runtime.ModelRuntime.predict_bar`);
 - **the early pass** (:meth:`ForwardPasses.start_early`): the same pass, started
   while Redis is still storing the bar's last candles, on the windows the store
-  forecast for them (``WindowStore.append(preview=...)``). The bar's pass takes its
+  forecast for them (``WindowStore.plan``, before ``commit`` sends it). The bar's pass takes its
   results only if it would have computed exactly the same thing: same bar, same
   series in the same order, the same runtime objects, and bit-identical windows now
   that the store confirmed. Otherwise they are discarded and the pass runs again, so
@@ -28,7 +28,7 @@ import contextvars
 import time
 from collections.abc import Coroutine
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
@@ -43,13 +43,30 @@ T = TypeVar("T")
 Results = dict[str, tuple[np.ndarray, int, float]]
 
 
+class Runtime(Protocol):
+    """One served model version (:class:`inference.runtime.ModelRuntime`), as a bar uses it."""
+
+    @property
+    def model(self) -> str: ...
+
+    @property
+    def version(self) -> str: ...
+
+    @property
+    def target(self) -> str: ...
+
+    def predict_bar(self, windows: np.ndarray, positions: np.ndarray) -> tuple[np.ndarray, int]: ...
+
+    def prime(self, windows: np.ndarray, positions: np.ndarray) -> None: ...
+
+
 @dataclass(frozen=True)
 class Batch:
     """One bar's pass: the bar, the runtimes, the series in order and their windows
     ``(n, W, F)``, and each series' stable index for the state caches."""
 
     key: tuple[str, int]
-    runtimes: dict[str, Any]
+    runtimes: dict[str, Runtime]
     series: list[Series]
     windows: np.ndarray
     positions: np.ndarray
@@ -124,13 +141,13 @@ class ForwardPasses:
     # --- priming ----------------------------------------------------------------------------
 
     def start_priming(
-        self, runtimes: dict[str, Any], windows: np.ndarray, positions: np.ndarray
+        self, runtimes: dict[str, Runtime], windows: np.ndarray, positions: np.ndarray
     ) -> None:
         """Prime each model's states from this bar's windows, for the next bar (a task)."""
         self._task(self._prime(dict(runtimes), windows, positions))
 
     async def _prime(
-        self, runtimes: dict[str, Any], windows: np.ndarray, positions: np.ndarray
+        self, runtimes: dict[str, Runtime], windows: np.ndarray, positions: np.ndarray
     ) -> None:
         async with self._lock:
             for model, runtime in runtimes.items():

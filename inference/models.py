@@ -101,6 +101,8 @@ class ModelSet:
         #: called with each version parked for the next swap (the daemon primes it)
         self.on_parked: Callable[[ModelRuntime], None] | None = None
         self._bars_since_swap = 0
+        #: each model's last refused version and why (shown on the web page's models table)
+        self.last_refusal: dict[str, tuple[str, str]] = {}
 
     # --- what the bar loop uses -------------------------------------------------------------
 
@@ -211,6 +213,7 @@ class ModelSet:
     def _refuse(self, model: str, version: str, reason: str, permanent: bool) -> None:
         if permanent:
             self._refused[model].add(version)
+        self.last_refusal[model] = (version, reason)
         self.metrics.model_reloads.labels(model, "refused").inc()
         self.metrics.model_reload_failing.labels(model).set(1)
         serving = self._serving.get(model)

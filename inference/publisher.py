@@ -40,7 +40,7 @@ from redis.exceptions import RedisError
 
 from inference.handover import Mark, PredictionMarks
 from whalecast.domain import Series
-from whalecast.keys import Keys
+from whalecast.keys import STREAM_FIELD, Keys
 from whalecast.logs import get_logger
 from whalecast.metrics import Metrics
 from whalecast.redisconn import run_script_pipeline
@@ -48,7 +48,6 @@ from whalecast.schema import encode_prediction
 
 log = get_logger(__name__)
 
-STREAM_FIELD = "data"
 SCRIPT: Final = resources.files("inference").joinpath("publish.lua").read_text()
 
 

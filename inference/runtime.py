@@ -55,6 +55,7 @@ from whalecast.artifact import (
     read_json,
     version_dir,
 )
+from whalecast.targets import VOLUME
 
 DEFAULT_BUCKETS = (1, 8, 32, 128, 512, 1024, 4096)
 TOLERANCE = 1e-5
@@ -357,6 +358,6 @@ def output_to_target(raw: np.ndarray, preprocess: Preprocess) -> np.ndarray:
         value = value * preprocess.target_scaler.scale[0] + preprocess.target_scaler.mean[0]
     if preprocess.target_transform == "log1p":
         value = np.expm1(value)
-    if preprocess.target == "next_bar_volume":
+    if preprocess.target == VOLUME:
         value = np.maximum(value, 0.0)
     return value

@@ -10,8 +10,10 @@ Scores roll over the last ``scoring_window`` per model into
 ``whalecast_live_accuracy_ratio`` / ``whalecast_live_log_volume_mae`` (and
 ``whalecast_live_scored_total``), so drift shows in Grafana.
 
-The bar loop calls :meth:`LiveScorer.observe_bars` with every closed bar (before
-predicting from it) and :meth:`LiveScorer.expect` with what it published.
+The bar loop hands every stored bar to :meth:`LiveScorer.stored` and, after
+each publish, what it published to :meth:`LiveScorer.published`: the bars are
+scored then (off the bar's critical path), before the new predictions are kept
+(a prediction is kept only once the scorer has seen the bar it was made from).
 Pending predictions live in memory, at most ``max_pending`` (oldest series
 dropped first); a prediction whose outcome bar never comes (a gap) is dropped
 when a later bar of its series arrives.
@@ -25,11 +27,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from inference.publisher import PredictionOut
-from whalecast.domain import Series
+from whalecast.domain import Candle, Series
 from whalecast.metrics import Metrics
+from whalecast.targets import DIRECTION
 
-DIRECTION = "p_up_next_bar"
-VOLUME = "next_bar_volume"
+#: Stored bars held until the next publish, at most (a long backfill publishes nothing).
+HELD_MAX = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,10 +87,23 @@ class LiveScorer:
         self._pending: OrderedDict[str, dict[int, list[Pending]]] = OrderedDict()
         self._count = 0
         self._scores: dict[str, Rolling] = {}
+        self._held: list[tuple[Series, int, float, float]] = []  # stored, not observed yet
 
     @property
     def pending(self) -> int:
         return self._count
+
+    def stored(self, candles: Iterable[Candle]) -> None:
+        """Bars just stored: observed at the next :meth:`published`."""
+        self._held.extend((c.series, c.open_ms, c.close, c.volume) for c in candles)
+        if len(self._held) > HELD_MAX:
+            self.published([])
+
+    def published(self, predictions: Iterable[PredictionOut]) -> None:
+        """Score earlier predictions against the bars stored since, then keep these."""
+        held, self._held = self._held, []
+        self.observe_bars(held)
+        self.expect(predictions)
 
     def observe_bar(self, series: Series, open_ms: int, close: float, volume: float) -> int:
         """Score what waited for this bar; remember its close. Returns how many were scored."""

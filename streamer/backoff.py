@@ -1,7 +1,8 @@
 """Capped, jittered exponential backoff that resets after a healthy period.
 
-Used by every reconnect loop (candle connections, the whale feed) and by REST
-retries. Delays are wall-clock seconds: they pace our own traffic, whatever the
+Used by every reconnect loop (candle connections, the whale feed), by REST
+retries and by the bar loop's Redis outbox; the sequencer's REST re-asks wait
+the :func:`ceiling` without jitter. Delays are wall-clock seconds: they pace our own traffic, whatever the
 exchange clock says.
 """
 
@@ -12,6 +13,11 @@ import time
 from collections.abc import Callable
 
 from whalecast.settings import FeedSettings
+
+
+def ceiling(initial: float, maximum: float, attempts: int) -> float:
+    """The backoff formula: ``min(maximum, initial·2ⁿ)`` after ``attempts`` = n failures."""
+    return float(min(maximum, initial * 2.0 ** min(max(attempts, 0), 30)))
 
 
 class Backoff:
@@ -61,9 +67,9 @@ class Backoff:
         ):
             self.attempts = 0
         self._healthy_since = None
-        ceiling = min(self.maximum, self.initial * 2.0 ** min(self.attempts, 30))
+        top = ceiling(self.initial, self.maximum, self.attempts)
         self.attempts += 1
-        return self._rng.uniform(ceiling / 2.0, ceiling)
+        return self._rng.uniform(top / 2.0, top)
 
     def reset(self) -> None:
         self.attempts = 0

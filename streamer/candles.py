@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from streamer.backfill import Backfiller, BackfillFailed, RestSession
-from streamer.backoff import Backoff
+from streamer.backoff import Backoff, ceiling
 from streamer.clock import Clock, LiveClock, ReplayClock, measure_skew_ms
 from streamer.connection import Connection, SubscribeLimiter
 from streamer.exchange import ExchangeAdapter, FeedConfigError, Row
@@ -186,8 +186,8 @@ class CandleFeed:
         ]
 
     def _retry_delay(self, attempts: int) -> float:
-        initial, maximum = self.feed.backoff_initial_seconds, self.feed.backoff_max_seconds
-        return float(min(maximum, initial * 2.0 ** min(attempts - 1, 30)))
+        feed = self.feed
+        return ceiling(feed.backoff_initial_seconds, feed.backoff_max_seconds, attempts - 1)
 
     # -- websocket input (called synchronously from ccxt's handlers) -----------------------
     def _on_kline(

@@ -71,15 +71,13 @@ import numpy.typing as npt
 import pandas as pd
 
 from whalecast.domain import timeframe_ms
+from whalecast.keys import BAR_COLUMNS as STORED_BAR_COLUMNS
 
 Array = npt.NDArray[np.float64]
 
 FEATURE_VERSION: Final[int] = 1
 
-BAR_COLUMNS: Final = (
-    "open_ms", "open", "high", "low", "close", "volume",
-    "whale_inflow_usd", "whale_outflow_usd", "whale_count", "stable_inflow_usd",
-)  # fmt: skip
+BAR_COLUMNS: Final = STORED_BAR_COLUMNS  # the stored bar's layout is the features' input
 
 #: Each feature of v1 with its lookback in bars (current bar included).
 _LOOKBACK: Final[dict[str, int]] = {

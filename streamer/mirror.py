@@ -95,6 +95,7 @@ class Mirror:
         self.last = np.full(count, EMPTY, dtype=np.int64)
         self.bar_ms = np.array([s.bar_ms for s in self.series], dtype=np.int64)
         self._everyone = np.arange(count, dtype=np.int64)
+        self.generation = 0  # counts changes: a forecast is valid only for the one it saw
 
     def positions(self, series: Sequence[Series]) -> IntArray:
         try:
@@ -119,8 +120,9 @@ class Mirror:
         return Advance(positions, open_ms, steps, fresh, new_bars, newest)
 
     def commit(self, advance: Advance) -> None:
-        for block, newest in ((self.bars, advance.new_bars), (self.rows, advance.newest_rows)):
-            self._roll(block, advance, newest)
+        self.generation += 1
+        self._roll(self.bars, advance, advance.new_bars)
+        self._roll(self.rows, advance, advance.newest_rows)
         self.last[advance.positions] = advance.open_ms
 
     def preview(self, advance: Advance) -> Float32Array:
@@ -143,6 +145,7 @@ class Mirror:
 
     def reset(self, position: int, bars: FloatArray, rows: Float32Array, last: int) -> None:
         """Set one series' state: ``bars`` on its grid ending at ``last`` (oldest first)."""
+        self.generation += 1
         self.bars[position] = np.nan
         if len(bars):
             self.bars[position, -len(bars) :] = bars[-self.bars.shape[1] :]
@@ -150,6 +153,7 @@ class Mirror:
         self.last[position] = last
 
     def clear(self, position: int) -> None:
+        self.generation += 1
         self.bars[position] = np.nan
         self.rows[position] = np.nan
         self.last[position] = EMPTY

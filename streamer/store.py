@@ -51,6 +51,7 @@ from redis.exceptions import RedisError
 from streamer.features import BAR_COLUMNS, FEATURE_NAMES, FEATURE_VERSION, HISTORY_BARS
 from streamer.mirror import (
     EMPTY,
+    Advance,
     BoolArray,
     Float32Array,
     FloatArray,
@@ -69,8 +70,6 @@ from whalecast.redisconn import mget, run_script_pipeline
 log = get_logger(__name__)
 
 Status = Literal["appended", "duplicate", "gap"]
-#: Called with series and their windows as an append will leave them (see ``append``).
-Preview = Callable[[list[Series], Float32Array], None]
 BAR_DTYPE: Final = np.dtype("<f8")
 ROW_DTYPE: Final = np.dtype("<f4")
 DEFAULT_TTL_SECONDS: Final = 7 * 86_400.0
@@ -108,6 +107,59 @@ class AppendResult:
     open_ms: int
     status: Status
     expected_open_ms: int | None = None  # for "gap": the bar that should have come next
+
+
+@dataclass(frozen=True)
+class _Round:
+    """One round of an append worked out against the mirror: what to send, what Redis
+    should answer (``expected``) and the mirror's move once it did (``advance``)."""
+
+    records: tuple[BarRecord, ...]
+    positions: IntArray
+    new: FloatArray
+    expected: list[str]
+    appending: BoolArray
+    advance: Advance
+    rows: list[bytes]
+
+
+class AppendPlan:
+    """An append worked out, not sent: :meth:`WindowStore.plan`, then :meth:`WindowStore.commit`."""
+
+    def __init__(
+        self,
+        records: tuple[BarRecord, ...],
+        allow_gap: bool,
+        rounds: list[list[int]],
+        first: _Round | None,
+        mirror: Mirror,
+    ) -> None:
+        self.records = records
+        self.allow_gap = allow_gap
+        self.rounds = rounds
+        self.first = first
+        self._mirror = mirror
+        self._generation = mirror.generation
+
+    @property
+    def current(self) -> bool:
+        """The mirror is as it was planned against (nothing committed or reloaded since)."""
+        return self._mirror.generation == self._generation
+
+    @property
+    def series(self) -> list[Series]:
+        """The series the first round appends (a bar newer than their stored last)."""
+        if self.first is None:
+            return []
+        return [self.first.records[j].series for j in np.flatnonzero(self.first.appending)]
+
+    def windows(self) -> Float32Array:
+        """The windows of :attr:`series` as committing the plan will leave them."""
+        if not self.current:
+            raise RuntimeError("the plan is stale: the mirror changed after it was made")
+        if self.first is None:
+            return self._mirror.rows[:0].copy()
+        return self._mirror.preview(self.first.advance)
 
 
 class StoreConflict(RuntimeError):
@@ -358,68 +410,72 @@ class WindowStore:
 
     # ---------------------------------------------------------------- appending
 
-    async def append(
-        self,
-        records: Sequence[BarRecord],
-        allow_gap: bool = False,
-        preview: Preview | None = None,
-    ) -> list[AppendResult]:
-        """Append closed bars, one pipeline per round (a round = at most one bar per series).
+    def plan(self, records: Sequence[BarRecord], allow_gap: bool = False) -> AppendPlan:
+        """Work out an append against the mirror without sending it (:meth:`commit` does).
 
-        ``preview``, if given, is called before each round is sent with the series the
-        round should append and their windows as they will be once Redis confirms it
-        (the bar loop starts the forward pass on them meanwhile). It is a forecast: the
-        mirror only changes after Redis confirmed, and a round Redis answers otherwise
-        is reloaded and tried again (with a new preview).
+        The plan says which series its first round appends (:attr:`AppendPlan.series`)
+        and their windows as they will be once Redis confirms it
+        (:meth:`AppendPlan.windows`): the bar loop starts the forward pass on them while
+        the commit is in flight. It is a forecast: the mirror only changes after Redis
+        confirmed, and a round Redis answers otherwise is reloaded and tried again.
         """
-        results: list[AppendResult | None] = [None] * len(records)
+        rounds = _rounds(records)
+        first = self._plan_round([records[i] for i in rounds[0]], allow_gap) if rounds else None
+        return AppendPlan(tuple(records), allow_gap, rounds, first, self.mirror)
+
+    async def commit(self, plan: AppendPlan) -> list[AppendResult]:
+        """Send a plan, one pipeline per round (a round = at most one bar per series)."""
+        results: list[AppendResult | None] = [None] * len(plan.records)
         with self._timed("append"):
-            for round_positions in _rounds(records):
-                chosen = [records[i] for i in round_positions]
-                appended = await self._append_round(chosen, allow_gap, preview=preview)
+            for k, round_positions in enumerate(plan.rounds):
+                if k == 0 and plan.first is not None and plan.current:
+                    planned = plan.first
+                else:  # the mirror moved on since (an earlier round): plan it now
+                    chosen = [plan.records[i] for i in round_positions]
+                    planned = self._plan_round(chosen, plan.allow_gap)
+                appended = await self._send_round(planned, plan.allow_gap)
                 for i, result in zip(round_positions, appended, strict=True):
                     results[i] = result
         done = [r for r in results if r is not None]
         self._count_gaps(done)
         return done
 
-    async def _append_round(
-        self,
-        records: Sequence[BarRecord],
-        allow_gap: bool,
-        retry: bool = True,
-        preview: Preview | None = None,
+    async def append(
+        self, records: Sequence[BarRecord], allow_gap: bool = False
     ) -> list[AppendResult]:
+        """Append closed bars: :meth:`plan` and :meth:`commit` in one."""
+        return await self.commit(self.plan(records, allow_gap))
+
+    def _plan_round(self, records: Sequence[BarRecord], allow_gap: bool) -> _Round:
         positions = self.mirror.positions([r.series for r in records])
         new = self._bar_matrix(records)
         expected = self._predict(positions, new[:, 0].astype(np.int64), allow_gap)
         appending = np.array([status == "appended" for status in expected], dtype=bool)
         advance = self.mirror.advance(positions[appending], new[appending])
-        if preview is not None and appending.any():
-            preview(
-                [records[j].series for j in np.flatnonzero(appending)], self.mirror.preview(advance)
-            )
         newest = advance.newest_rows.astype(ROW_DTYPE)
         rows = [b""] * len(records)
         for j, row in zip(np.flatnonzero(appending), newest, strict=True):
             rows[j] = row.tobytes()
+        return _Round(tuple(records), positions, new, expected, appending, advance, rows)
 
+    async def _send_round(
+        self, planned: _Round, allow_gap: bool, retry: bool = True
+    ) -> list[AppendResult]:
+        records, positions = planned.records, planned.positions
         groups = self._call_groups(positions)
 
         def queue(pipe: Any) -> None:
             for group in groups:
-                self._queue_append(pipe, group, positions, new, rows, allow_gap=allow_gap)
+                self._queue_append(pipe, group, positions, planned.new, planned.rows, allow_gap=allow_gap)  # fmt: skip
 
         replies: list[Any] = [None] * len(records)
         for group, reply in zip(groups, await self._execute(queue), strict=True):
             for k, j in enumerate(group):
                 replies[j] = (reply[2 * k], reply[2 * k + 1])
         statuses = [reply[0].decode() for reply in replies]
-        if statuses != expected:
-            return await self._resync(
-                records, positions, allow_gap, statuses, retry, preview=preview
-            )
-        self.mirror.commit(advance)
+        if statuses != planned.expected:
+            return await self._resync(records, positions, allow_gap, statuses, retry)
+        self.mirror.commit(planned.advance)
         return [self._result(r, s, int(reply[1])) for r, s, reply in zip(records, statuses, replies, strict=True)]  # fmt: skip
 
     def _call_groups(self, positions: IntArray) -> list[list[int]]:
@@ -441,14 +497,12 @@ class WindowStore:
         allow_gap: bool,
         statuses: list[str],
         retry: bool,
-        *,
-        preview: Preview | None,
     ) -> list[AppendResult]:
         """The stored state differs from the mirror: reload these series, then try once more."""
         if not retry:
             raise StoreConflict(f"Redis disagrees with the mirror after a reload: {statuses}")
         await self._load([int(p) for p in positions])
-        return await self._append_round(records, allow_gap, retry=False, preview=preview)
+        return await self._send_round(self._plan_round(records, allow_gap), allow_gap, retry=False)
 
     def _predict(self, positions: IntArray, open_ms: IntArray, allow_gap: bool) -> list[str]:
         last = self.mirror.last[positions]

@@ -16,7 +16,7 @@ import structlog
 from redis.asyncio.cluster import RedisCluster
 from structlog.testing import LogCapture
 
-from inference.benchmodels import volume_preprocess
+from benchmarks.benchmodels import volume_preprocess
 from inference.daemon import Daemon
 from streamer.features import FEATURE_NAMES
 from streamer.simulator import Simulator, SimulatorConfig

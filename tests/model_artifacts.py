@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from inference.benchmodels import (
+from benchmarks.benchmodels import (
     WINDOW,
     build_seed004_model,
     build_volume_model,

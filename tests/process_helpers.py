@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -112,3 +114,36 @@ class DaemonProcess:
             self.process.kill()
             self.process.wait(10)
         self._log.close()
+
+
+@contextlib.asynccontextmanager
+async def serving_process(
+    argv: list[str],
+    log_path: Path,
+    ready_url: str,
+    *,
+    env: dict[str, str] | None = None,
+    timeout_seconds: float = 120.0,
+) -> AsyncIterator[asyncio.subprocess.Process]:
+    """A child process (output in ``log_path``), yielded once GET ``ready_url`` answers 200;
+    terminated on exit. Fails with the output's tail if it exits before answering."""
+    with log_path.open("ab") as log:
+        process = await asyncio.create_subprocess_exec(
+            *argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+    try:
+        async with asyncio.timeout(timeout_seconds), aiohttp.ClientSession() as session:
+            while True:
+                if process.returncode is not None:
+                    output = await asyncio.to_thread(log_path.read_text, errors="replace")
+                    raise RuntimeError(f"{argv[0]} exited {process.returncode}: {output[-2000:]}")
+                with contextlib.suppress(aiohttp.ClientError):
+                    async with session.get(ready_url) as response:
+                        if response.status == 200:
+                            break
+                await asyncio.sleep(0.1)
+        yield process
+    finally:
+        if process.returncode is None:
+            process.terminate()
+            await asyncio.wait_for(process.wait(), 30)

@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from inference.bench import (
+from benchmarks.bench_e2e import E2EOptions
+from benchmarks.bench_inference import (
     MIN_LAG_SAMPLES,
     BenchOptions,
     flops_per_sample,
     format_table,
     run_bench,
 )
-from inference.bench_e2e import E2EOptions
 from tests.model_artifacts import deep_model
 from whalecast import cli
 

@@ -27,12 +27,14 @@ ROW = re.compile(
 def test_demo_trains_then_prints_three_whole_bars(short_tmp: Path) -> None:
     state = short_tmp / "state"
     result = subprocess.run(
-        [sys.executable, "-m", "whalecast", "demo", "--bars", "3", "--state-dir", str(state)],
+        [sys.executable, "-m", "whalecast", "demo", "--bars", "3", "--state-dir", str(state),
+         "--ui-port", "0"],
         cwd=ROOT, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     out = result.stdout
     assert "training small direction, volume models" in out
+    assert re.search(r"^web page: http://127\.0\.0\.1:\d+/ \(live", out, re.M)
     assert re.search(r"^series\s+bar \(UTC\)\s+p_up_next\s+next_volume\s+latency$", out, re.M)
     bars: dict[str, set[str]] = defaultdict(set)
     for line in out.splitlines():

@@ -94,7 +94,11 @@ def _of_kind(objects: list[Obj], kind: str) -> list[Obj]:
 
 
 def _daemon_workloads(objects: list[Obj]) -> list[Obj]:
-    return [o for o in objects if o["kind"] in {"Deployment", "StatefulSet"}]
+    return [o for o in objects if o["kind"] in {"Deployment", "StatefulSet"} and not _is_ui(o)]
+
+
+def _is_ui(workload: Obj) -> bool:
+    return bool(workload["metadata"]["labels"].get("app.kubernetes.io/component") == "ui")
 
 
 def test_every_object_validates_strictly(rendered: tuple[str, list[Obj]]) -> None:
@@ -109,7 +113,7 @@ def test_every_object_validates_strictly(rendered: tuple[str, list[Obj]]) -> Non
 
 
 def test_strict_validation_rejects_a_misspelt_field() -> None:
-    deployment = copy.deepcopy(_of_kind(render(K8S / "base"), "Deployment")[0])
+    deployment = copy.deepcopy(_daemon_workloads(render(K8S / "base"))[0])
     deployment["spec"]["template"]["spec"]["containers"][0]["livenesProbe"] = {}
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(deployment, KUBERNETES_VERSIONS[-1], strict=True)
@@ -129,7 +133,7 @@ def test_pods_are_locked_down(rendered: tuple[str, list[Obj]]) -> None:
     target, objects = rendered
     specs = pod_specs(objects)
     trainers = len(_of_kind(objects, "CronJob"))
-    assert len(specs) == 1 + trainers, target  # the daemon and the trainers
+    assert len(specs) == 2 + trainers, target  # the daemon, the web page and the trainers
     assert trainers == (1 if target == "overlays/sharded" else 2), target  # indexed, or per model
     for spec in specs:
         # service links would inject WHALECAST_* variables the settings loader rejects
@@ -146,8 +150,9 @@ def test_pods_are_locked_down(rendered: tuple[str, list[Obj]]) -> None:
             assert security["capabilities"] == {"drop": ["ALL"]}
             mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
             volumes = {v["name"]: v for v in spec["volumes"]}
-            for writable in ("/tmp", "/var/lib/whalecast/models"):
-                assert "emptyDir" in volumes[mounts[writable]], writable
+            writable = ("/tmp",) if container["args"] == ["ui"] else ("/tmp", "/var/lib/whalecast/models")  # fmt: skip
+            for path in writable:
+                assert "emptyDir" in volumes[mounts[path]], path
             assert "requests" in container["resources"]
             assert "limits" in container["resources"]
 
@@ -166,6 +171,26 @@ def test_daemon_probes_and_sizing(rendered: tuple[str, list[Obj]]) -> None:
     # FACTS: TensorFlow serving needs about one core and 1.5 GiB
     assert requests["cpu"] == "1"
     assert requests["memory"] == "1536Mi"
+
+
+def test_the_web_page_is_a_read_only_workload_of_its_own(rendered: tuple[str, list[Obj]]) -> None:
+    _, objects = rendered
+    (ui,) = [o for o in _of_kind(objects, "Deployment") if _is_ui(o)]
+    (container,) = ui["spec"]["template"]["spec"]["containers"]
+    assert container["args"] == ["ui"]
+    assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"http": 9110}
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        assert container[probe]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert "/var/lib/whalecast/models" not in {m["mountPath"] for m in container["volumeMounts"]}
+    services = {s["metadata"]["name"]: s for s in _of_kind(objects, "Service")}
+    service = services["whalecast-ui"]
+    assert service["spec"]["type"] == "ClusterIP"
+    pod_labels = ui["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    # neither the metrics Service nor the disruption budget picks up the web page
+    assert not services["whalecast-metrics"]["spec"]["selector"].items() <= pod_labels.items()
+    (budget,) = _of_kind(objects, "PodDisruptionBudget")
+    assert not budget["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
 
 
 def test_references_resolve_to_rendered_objects(rendered: tuple[str, list[Obj]]) -> None:
@@ -230,7 +255,7 @@ def test_trainers_differ_only_in_name_schedule_and_preset() -> None:
 def test_example_overlay_applies_image_config_and_patch() -> None:
     base = render(K8S / "base")
     example = render(K8S / "overlays/example")
-    (deployment,) = _of_kind(example, "Deployment")
+    (deployment,) = _daemon_workloads(example)
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     assert container["image"] == "registry.example.com/whalecast:0.1.0"
     assert container["resources"]["limits"]["memory"] == "3Gi"
@@ -244,7 +269,7 @@ def test_example_overlay_applies_image_config_and_patch() -> None:
 
 def test_sharded_overlay_wires_index_and_count() -> None:
     objects = render(K8S / "overlays/sharded")
-    assert not _of_kind(objects, "Deployment")
+    assert [o["kind"] for o in _daemon_workloads(objects)] == ["StatefulSet"]
     (statefulset,) = _of_kind(objects, "StatefulSet")
     (container,) = statefulset["spec"]["template"]["spec"]["containers"]
     env = {e["name"]: e for e in container["env"]}
@@ -256,7 +281,7 @@ def test_sharded_overlay_wires_index_and_count() -> None:
 
 
 def test_statefulset_template_is_the_deployment_template_plus_shard_env() -> None:
-    (deployment,) = _of_kind(render(K8S / "base"), "Deployment")
+    (deployment,) = _daemon_workloads(render(K8S / "base"))
     (statefulset,) = _of_kind(render(K8S / "overlays/sharded"), "StatefulSet")
     shard_template = copy.deepcopy(statefulset["spec"]["template"])
     container = shard_template["spec"]["containers"][0]

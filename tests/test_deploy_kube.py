@@ -53,8 +53,12 @@ async def sim() -> AsyncIterator[Simulator]:
         yield simulator
 
 
-def one(objects: list[Obj], kind: str) -> Obj:
-    [found] = [o for o in objects if o["kind"] == kind]
+def one(objects: list[Obj], kind: str, name: str) -> Obj:
+    """The object of ``kind`` called ``name`` (generated ones: ``name-<hash>``)."""
+    generated = kind in ("ConfigMap", "Secret")
+    [found] = [o for o in objects if o["kind"] == kind
+               and (o["metadata"]["name"].rsplit("-", 1)[0] if generated
+                    else o["metadata"]["name"]) == name]  # fmt: skip
     return found
 
 
@@ -78,7 +82,9 @@ def manifests(sim: Simulator, image: str, ports: dict[str, int]) -> tuple[list[O
     """The rendered base's Deployment, ConfigMap and Secret, changed for this machine;
     and the Secret's Redis password."""
     objects = copy.deepcopy(render(K8S_BASE))
-    deployment, configmap, secret = (one(objects, k) for k in ("Deployment", "ConfigMap", "Secret"))
+    deployment = one(objects, "Deployment", "whalecast")
+    configmap = one(objects, "ConfigMap", "whalecast-config")
+    secret = one(objects, "Secret", "whalecast-secrets")
     config = pod_config(yaml.safe_load(configmap["data"]["config.yml"]), sim)
     configmap["data"]["config.yml"] = yaml.safe_dump(config)
     # the Secret's values, as an overlay replaces the base's placeholders

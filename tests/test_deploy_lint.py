@@ -152,7 +152,7 @@ def test_units_run_the_installed_binary() -> None:
 def test_systemd_analyze_verify(installed_units: Path) -> None:
     analyze = require_tool("systemd-analyze")
     units = sorted(p.name for p in installed_units.iterdir() if p.suffix in {".service", ".timer"})
-    assert len(units) == 3
+    assert len(units) == 4
     result = _run([analyze, "verify", *(f"./{u}" for u in units)], cwd=installed_units)
     output = result.stdout + result.stderr
     complaints = [
@@ -169,7 +169,9 @@ def test_systemd_verify_reports_a_bad_key(installed_units: Path) -> None:
     assert "ProtectSystm" in result.stdout + result.stderr
 
 
-@pytest.mark.parametrize("unit", ["whalecast.service", "whalecast-train.service"])
+@pytest.mark.parametrize(
+    "unit", ["whalecast.service", "whalecast-train.service", "whalecast-ui.service"]
+)
 def test_units_are_hardened(installed_units: Path, unit: str) -> None:
     analyze = require_tool("systemd-analyze")
     result = _run(

@@ -10,7 +10,7 @@ import time
 import ccxt.pro
 import pytest
 
-from streamer.backoff import Backoff
+from streamer.backoff import Backoff, ceiling
 from streamer.clock import LiveClock, ReplayClock
 from streamer.connection import SubscribeLimiter
 from streamer.simulator import Simulator, SimulatorConfig
@@ -38,14 +38,19 @@ def test_backoff_doubles_with_jitter_up_to_the_cap_and_resets_after_health() -> 
     mono = FakeMonotonic()
     backoff = Backoff(1.0, 8.0, reset_after=60.0, rng=random.Random(3), monotonic=mono)
     delays = [backoff.delay() for _ in range(6)]
-    for delay, ceiling in zip(delays, [1, 2, 4, 8, 8, 8], strict=True):
-        assert ceiling / 2 <= delay <= ceiling
+    for delay, top in zip(delays, [1, 2, 4, 8, 8, 8], strict=True):
+        assert top / 2 <= delay <= top
     backoff.healthy()
     mono.now += 59.0
     assert backoff.delay() >= 4.0  # not healthy long enough: still at the cap
     backoff.healthy()
     mono.now += 60.0
     assert backoff.delay() <= 1.0  # a healthy minute: back to the start
+
+
+def test_one_backoff_formula_for_jittered_and_plain_waits() -> None:
+    assert [ceiling(1.0, 8.0, n) for n in range(6)] == [1, 2, 4, 8, 8, 8]
+    assert ceiling(1.0, 8.0, -1) == 1.0 and ceiling(0.1, 5.0, 10_000) == 5.0  # no overflow
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 from hypothesis import given, settings
@@ -23,7 +23,8 @@ from whalecast.artifact import (
 )
 from whalecast.domain import Candle, Flow, Series, classify_flow, timeframe_ms
 from whalecast.keys import Keys
-from whalecast.schema import SCHEMA_ID, Prediction, encode_prediction
+from whalecast.schema import SCHEMA_ID, TARGETS, Prediction, encode_prediction
+from whalecast.targets import DIRECTION, MEANING, VOLUME, Target
 
 
 def test_timeframes() -> None:
@@ -184,3 +185,11 @@ def test_readme_lists_every_metric() -> None:
             continue  # the client library's creation-time series, not ours
         suffix = "_total" if family.type == "counter" else ""
         assert f"`{family.name}{suffix}`" in readme, family.name
+
+
+def test_target_names_are_one_set_everywhere() -> None:
+    """The wire schema, the artifact format and every package read the kernel's names."""
+    assert set(get_args(Target)) == {DIRECTION, VOLUME} == set(MEANING) == set(TARGETS)
+    assert (DIRECTION, VOLUME) == ("p_up_next_bar", "next_bar_volume")  # the published contract
+    fields = Prediction.model_fields["target"].annotation
+    assert set(get_args(fields)) == {DIRECTION, VOLUME}

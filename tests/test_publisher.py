@@ -9,10 +9,10 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 
 from inference.handover import PredictionMarks
-from inference.publisher import STREAM_FIELD, PredictionOut, Publisher
+from inference.publisher import PredictionOut, Publisher
 from tests.helpers import ClusterServers
 from whalecast.domain import Series
-from whalecast.keys import Keys
+from whalecast.keys import STREAM_FIELD, Keys
 from whalecast.metrics import Metrics
 from whalecast.schema import Prediction
 

@@ -6,9 +6,10 @@ import math
 
 import pytest
 
+from inference import scoring
 from inference.publisher import PredictionOut
 from inference.scoring import LiveScorer, Rolling, direction_hit, log_volume_error
-from whalecast.domain import Series
+from whalecast.domain import Candle, Series
 from whalecast.metrics import Metrics
 
 H = 3_600_000
@@ -104,3 +105,32 @@ def test_a_bar_of_many_series_scores_like_one_call_per_series() -> None:
         assert gauge(metrics.live_scored, "direction") == 3 * len(series)
     assert gauge(many.live_accuracy, "direction") == gauge(one.live_accuracy, "direction")
     assert gauge(many.live_mae, "volume") == pytest.approx(gauge(one.live_mae, "volume"))
+
+
+def candle(series: Series, open_ms: int, close: float) -> Candle:
+    return Candle(series.exchange, series.symbol, series.timeframe, open_ms,
+                  close, close, close, close, 10.0, True)  # fmt: skip
+
+
+def test_stored_bars_are_scored_at_the_next_publish_before_its_predictions_are_kept() -> None:
+    scorer = LiveScorer(window=3, metrics=Metrics(process=False))
+    scorer.stored([candle(BTC, T0, 100.0)])
+    assert scorer.expect([pred(BTC, T0, "direction", 0.7)]) == 0  # its bar is not seen yet
+    scorer.published([pred(BTC, T0, "direction", 0.7)])  # the bar first, then the prediction
+    assert scorer.pending == 1
+    scorer.stored([candle(BTC, T0 + H, 101.0)])
+    assert scorer.pending == 1  # held: scored off the critical path, at the next publish
+    scorer.published([])
+    assert scorer.pending == 0 and scorer.rolling("direction") == 1.0
+
+
+def test_a_long_backfill_does_not_hold_stored_bars_without_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(scoring, "HELD_MAX", 2)
+    scorer = LiveScorer(window=3, metrics=Metrics(process=False))
+    scorer.published([])
+    scorer.stored([candle(BTC, T0, 100.0), candle(ETH, T0, 50.0)])
+    assert scorer.expect([pred(BTC, T0, "direction", 0.7)]) == 0  # two held: not observed
+    scorer.stored([candle(BTC, T0 + H, 101.0)])  # past the bound: observed at once
+    assert scorer.expect([pred(BTC, T0 + H, "direction", 0.7)]) == 1

@@ -199,22 +199,17 @@ async def test_every_key_is_bounded(
     assert not ready[0]
 
 
-async def test_the_preview_is_the_window_the_append_leaves(
+async def test_the_plan_forecasts_the_windows_its_commit_leaves(
     redis_client: aioredis.Redis, tables: dict[Series, pd.DataFrame]
 ) -> None:
     store = WindowStore(redis_client, KEYS, [BTC, ETH], WINDOW)
     await store.load()
-    seen: list[tuple[list[Series], np.ndarray]] = []
-
-    def preview(series: list[Series], windows: np.ndarray) -> None:
-        seen.append((series, windows.copy()))
 
     async def append(rows: dict[Series, pd.Series], allow_gap: bool = False) -> None:
-        seen.clear()
-        records = [record(s, row) for s, row in rows.items()]
-        results = await store.append(records, allow_gap=allow_gap, preview=preview)
+        plan = store.plan([record(s, row) for s, row in rows.items()], allow_gap=allow_gap)
+        series, windows = plan.series, plan.windows()
+        results = await store.commit(plan)
         assert {r.status for r in results} == {"appended"}
-        series, windows = seen[-1]  # the last forecast: after a reload there are two
         assert sorted(series, key=str) == sorted(rows, key=str)
         np.testing.assert_array_equal(windows, store.windows(series)[0])
 
@@ -223,11 +218,14 @@ async def test_the_preview_is_the_window_the_append_leaves(
         await append({s: tables[s].loc[t] for s in (BTC, ETH) if s == BTC or t >= 5})
     await append({BTC: tables[BTC].loc[33], ETH: tables[ETH].loc[30]}, allow_gap=True)
     await redis_client.hset(KEYS.meta(ETH), "feature_version", "0")  # Redis disagrees: reload
-    await append({ETH: tables[ETH].loc[31]})
-    assert len(seen) == 2
-    before = len(seen)
-    duplicate = await store.append([record(BTC, tables[BTC].loc[33])], preview=preview)
-    assert duplicate[0].status == "duplicate" and len(seen) == before  # nothing to forecast
+    stale = store.plan([record(ETH, tables[ETH].loc[31])])
+    assert (await store.commit(stale))[0].status == "appended"  # reloaded, planned again
+    assert not stale.current
+    with pytest.raises(RuntimeError, match="stale"):
+        stale.windows()  # the mirror moved on: no forecast from an old plan
+    duplicate = store.plan([record(BTC, tables[BTC].loc[33])])
+    assert duplicate.series == [] and len(duplicate.windows()) == 0  # nothing to forecast
+    assert (await store.commit(duplicate))[0].status == "duplicate"
 
 
 async def test_bars_and_meta_ttls_are_renewed_each_quarter_ttl_not_each_bar(

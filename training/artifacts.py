@@ -35,6 +35,7 @@ from whalecast.artifact import (
     write_json,
 )
 from whalecast.logs import get_logger
+from whalecast.targets import DIRECTION
 
 log = get_logger(__name__)
 PACKAGES = ("tensorflow", "tensorflow-cpu", "keras", "numpy", "pandas", "scikit-learn", "ccxt")
@@ -123,7 +124,7 @@ def registry_member(registry: Path, ref: str, scaler: Scaler, params: dict[str, 
     model_name, _, version = ref.partition("/")
     loaded = load(version_dir(registry, model_name, version))
     pre = loaded.preprocess
-    if pre.target != "p_up_next_bar" or pre.features != list(params["features"]):
+    if pre.target != DIRECTION or pre.features != list(params["features"]):
         raise ArtifactError(f"{ref} does not predict p_up_next_bar from the ensemble's features")
     if pre.window != params["window"]:
         raise ArtifactError(f"{ref} has window {pre.window}, the ensemble {params['window']}")

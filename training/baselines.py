@@ -29,8 +29,9 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from training.dataset import DAY_MS, Samples, SeriesData, lagged
+from whalecast.targets import DIRECTION, VOLUME
 
-STRONG = {"next_bar_volume": "ridge", "p_up_next_bar": "logistic"}
+STRONG = {VOLUME: "ridge", DIRECTION: "logistic"}
 HARD_LABELS = frozenset({"previous_bar", "reversal"})  # 0/1 predictions: no log loss
 LAGS_24 = range(24)
 LAGS_6 = range(6)
@@ -96,6 +97,6 @@ def direction_baselines(
 def baselines(
     target: str, data: Sequence[SeriesData], train: Samples, test: Samples, seed: int
 ) -> dict[str, np.ndarray]:
-    if target == "next_bar_volume":
+    if target == VOLUME:
         return volume_baselines(data, train, test, seed)
     return direction_baselines(data, train, test, seed)

@@ -23,8 +23,7 @@ from training.scoring import (
     Metric,
     score,
 )
-
-VOLUME = "next_bar_volume"
+from whalecast.targets import VOLUME
 
 
 def metrics_for(target: str) -> dict[str, Metric]:

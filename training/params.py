@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from streamer.features import FEATURE_NAMES
+from whalecast.targets import DIRECTION, VOLUME, Target
 
 HyperParams = dict[str, Any]
 
@@ -69,12 +70,12 @@ DEFAULTS: dict[str, HyperParams] = {
     },
 }
 
-TARGETS = {
-    "volume": "next_bar_volume",
-    "direction": "p_up_next_bar",
-    "direction-deep": "p_up_next_bar",
-    "direction-gru": "p_up_next_bar",
-    "ensemble": "p_up_next_bar",
+TARGETS: dict[str, Target] = {
+    "volume": VOLUME,
+    "direction": DIRECTION,
+    "direction-deep": DIRECTION,
+    "direction-gru": DIRECTION,
+    "ensemble": DIRECTION,
 }
 
 

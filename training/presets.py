@@ -15,6 +15,7 @@ import keras
 from keras import layers, regularizers
 
 from training.params import TARGETS, HyperParams, PresetError
+from whalecast.targets import VOLUME
 
 # --- builders: each returns an uncompiled model on Input(window, n_features) -------------------
 
@@ -71,7 +72,7 @@ def build(name: str, params: HyperParams, window: int, n_features: int) -> keras
         raise PresetError(f"preset {name!r} is not built directly")
     model = BUILDERS[name](params, window, n_features)
     optimizer = keras.optimizers.Adam(learning_rate=params["learning_rate"])
-    if TARGETS[name] == "next_bar_volume":
+    if TARGETS[name] == VOLUME:
         model.compile(optimizer=optimizer, loss="mse", metrics=["mae"])
     else:
         model.compile(

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from whalecast.targets import VOLUME
+
 VOLUME_COLUMNS = ("mae", "rmse", "mape")
 DIRECTION_COLUMNS = ("auc", "accuracy", "balanced_accuracy", "log_loss")
 
 
 def columns_of(report: dict[str, Any]) -> tuple[str, ...]:
-    return VOLUME_COLUMNS if report["target"] == "next_bar_volume" else DIRECTION_COLUMNS
+    return VOLUME_COLUMNS if report["target"] == VOLUME else DIRECTION_COLUMNS
 
 
 def cell(entry: dict[str, Any] | None, digits: int = 4) -> str:
@@ -101,8 +103,8 @@ def _fit_span(meta: dict[str, Any]) -> str:
 
 def results_tables(runs: list[tuple[dict[str, Any], dict[str, Any]]]) -> str:
     """Markdown tables for (report, metadata) pairs: models beside baselines, with intervals."""
-    volume = [(r, m) for r, m in runs if r["target"] == "next_bar_volume"]
-    direction = [(r, m) for r, m in runs if r["target"] != "next_bar_volume"]
+    volume = [(r, m) for r, m in runs if r["target"] == VOLUME]
+    direction = [(r, m) for r, m in runs if r["target"] != VOLUME]
     parts = []
     if volume:
         parts.append(_table(volume, VOLUME_COLUMNS, "ridge", ("persistence", "seasonal_naive")))
@@ -130,7 +132,7 @@ def _table(
         "|---" * (len(columns) + 3) + "|",
     ]
     seen_baselines: set[str] = set()
-    baseline_rows = []
+    baseline_rows: list[str] = []
     for report, meta in runs:
         pooled = report["test"]["pooled"]
         span = _fit_span(meta)

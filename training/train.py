@@ -38,7 +38,7 @@ from training.dataset import (
     target_scaler,
     windows,
 )
-from training.evaluate import VOLUME, report_of_classes, score_all, train_test_gap, truth
+from training.evaluate import report_of_classes, score_all, train_test_gap, truth
 from training.fit import FitResult, fit, set_seed
 from training.history import SeriesHistory
 from training.jobs import Job
@@ -55,6 +55,7 @@ from whalecast.artifact import (
 )
 from whalecast.logs import get_logger
 from whalecast.settings import Settings
+from whalecast.targets import VOLUME
 
 log = get_logger(__name__)
 

@@ -23,6 +23,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from whalecast.targets import Target
+
 PREPROCESS_FORMAT = "whalecast.preprocess/v1"
 MODEL_FILE = "model.keras"
 PREPROCESS_FILE = "preprocess.json"
@@ -63,7 +65,7 @@ class Preprocess(BaseModel):
     features: list[str] = Field(min_length=1)
     window: int = Field(ge=1)
     scaler: Scaler
-    target: Literal["p_up_next_bar", "next_bar_volume"]
+    target: Target
     target_transform: Literal["identity", "log1p"] = "identity"
     target_scaler: Scaler | None = None
 

@@ -131,8 +131,8 @@ def _simulate_arguments(command: argparse.ArgumentParser) -> None:
 def _cmd_bench(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from inference import bench
-    from inference.bench_e2e import E2EOptions
+    from benchmarks import bench_inference as bench
+    from benchmarks.bench_e2e import E2EOptions
     from whalecast.logs import configure_logging
     from whalecast.settings import LogSettings, load_settings
 
@@ -170,6 +170,12 @@ def _int_list(text: str) -> list[int]:
     if not values or min(values) < 1:
         raise argparse.ArgumentTypeError("give positive integers, e.g. 10,100,1000")
     return values
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (0-65535)")
+    return int(text)
 
 
 def _name_list(text: str) -> list[str]:
@@ -289,6 +295,29 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return asyncio.run(run_forever(settings, Metrics()))
 
 
+def _cmd_ui(args: argparse.Namespace) -> int:
+    import asyncio
+    import signal
+
+    from whalecast.logs import configure_logging
+    from whalecast.settings import load_settings
+    from whalecast.ui.runner import serve_ui
+
+    settings = load_settings(args.config)
+    if args.host is not None or args.port is not None:
+        ui = settings.ui.model_copy(update={k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None})  # fmt: skip
+        settings = settings.model_copy(update={"ui": ui})
+    configure_logging(settings.log)
+
+    async def main() -> int:  # no TensorFlow import here: the page starts in a second
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+        return await serve_ui(settings, stop)
+
+    return asyncio.run(main())
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     import asyncio
     from pathlib import Path
@@ -297,7 +326,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     options = DemoOptions(
         bars=args.bars, bar_seconds=args.bar_seconds, state_dir=Path(args.state_dir),
-        metrics_port=args.metrics_port, config=args.config,
+        metrics_port=args.metrics_port, ui_port=args.ui_port, config=args.config,
     )  # fmt: skip
     return asyncio.run(run_demo(options))
 
@@ -329,6 +358,13 @@ def build_parser() -> argparse.ArgumentParser:
         "run the daemon: feeds in, one batched forward pass per model at every bar close, "
         "predictions out to Redis, metrics on /metrics (SIGTERM drains and exits 0)",
     )  # fmt: skip
+    ui = add(
+        "ui", _cmd_ui,
+        "serve the web page: every series' latest predictions, a chart per series, models and "
+        "feeds, live; reads Redis only (ui.host:ui.port, loopback by default)",
+    )  # fmt: skip
+    ui.add_argument("--host", default=None, help="listen address (default: ui.host)")
+    ui.add_argument("--port", type=_port, default=None, help="port, 0 for any free one (default: ui.port)")  # fmt: skip
     demo = add(
         "demo", _cmd_demo,
         "replay shipped market data through the live daemon on this machine (embedded Redis, "
@@ -346,6 +382,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="embedded Redis data and model registry of the demo")  # fmt: skip
     demo.add_argument("--metrics-port", type=int, default=0, dest="metrics_port",
                       help="port for /metrics (default: any free port)")  # fmt: skip
+    demo.add_argument("--ui-port", type=_port, default=9110, dest="ui_port",
+                      help="port of the web page on 127.0.0.1 (default 9110, else any free one; 0: any)")  # fmt: skip
     _simulate_arguments(
         add(
             "simulate",

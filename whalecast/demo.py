@@ -35,6 +35,7 @@ class DemoOptions:
     bar_seconds: float = 1.0
     state_dir: Path = Path(".whalecast/demo")
     metrics_port: int = 0
+    ui_port: int = 9110
     config: str | None = None
     out: TextIO = field(default_factory=lambda: sys.stdout)
 
@@ -58,7 +59,8 @@ def demo_settings(options: DemoOptions, sim: Any) -> Settings:
         whale=sim.whale_section(),
         inference={"registry": str(options.state_dir / "models"), "models": list(DEMO_MODELS),
                    "backend": "tf-function"},
-        metrics={"port": options.metrics_port},
+        metrics={"port": options.metrics_port, "status_seconds": 1.0},
+        ui={"port": options.ui_port},
     )  # fmt: skip
 
 
@@ -162,6 +164,17 @@ async def _drive(daemon: Any, sim: Any, options: DemoOptions, stop: asyncio.Even
             break
 
 
+async def start_ui(settings: Settings, redis: Any) -> Any:
+    """The web page on ``ui.port``, or on any free port when that one is taken."""
+    from whalecast.ui.runner import UiRunner
+
+    try:
+        return await UiRunner(settings, redis).start()
+    except OSError:
+        ui = settings.ui.model_copy(update={"port": 0})
+        return await UiRunner(settings.model_copy(update={"ui": ui}), redis).start()
+
+
 async def run_demo(options: DemoOptions) -> int:
     from inference.daemon import install_signal_handlers, serve
     from streamer.simulator import Simulator, SimulatorConfig
@@ -188,13 +201,19 @@ async def run_demo(options: DemoOptions) -> int:
 
         async def started(daemon: Any) -> None:
             holder["daemon"] = daemon
-            print(f"daemon up; metrics on http://{settings.metrics.host}:{daemon.http.port}/metrics\n",
+            holder["ui"] = ui = await start_ui(settings, daemon.redis)
+            print(f"daemon up; metrics on http://{settings.metrics.host}:{daemon.http.port}/metrics",
                   file=options.out)  # fmt: skip
+            print(
+                f"web page: {ui.url} (live; open it in a browser)\n", file=options.out, flush=True
+            )
             table.header()
             holder["task"] = asyncio.create_task(_follow(daemon, table, options, sim, stop))
             holder["driver"] = asyncio.create_task(_drive(daemon, sim, options, stop))
 
         await serve(settings, Metrics(), stop, on_started=started)
+        if "ui" in holder:
+            await holder["ui"].stop()
         for task in (holder.get("task"), holder.get("driver")):
             if task is not None:
                 task.cancel()

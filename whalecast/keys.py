@@ -8,8 +8,17 @@ name here is a contract change (see the README's Redis section).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Final
 
 from whalecast.domain import Series
+
+#: One stored bar, a member of ``<series>:bars``: float64 little-endian, in this order.
+BAR_COLUMNS: Final = (
+    "open_ms", "open", "high", "low", "close", "volume",
+    "whale_inflow_usd", "whale_outflow_usd", "whale_count", "stable_inflow_usd",
+)  # fmt: skip
+#: The field of ``<prefix>:predictions:stream`` entries holding the prediction's JSON.
+STREAM_FIELD: Final = "data"
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +69,11 @@ class Keys:
     def latest(self, model: str) -> str:
         return f"{self.prefix}:latest:{model}"
 
+    @property
+    def latest_pattern(self) -> str:
+        """SCAN pattern matching every model's latest-value hash."""
+        return f"{self.prefix}:latest:*"
+
     # models
     @property
     def models_channel(self) -> str:
@@ -72,6 +86,16 @@ class Keys:
     def artifact_current(self, model: str) -> str:
         """The version in service when artifacts are distributed through Redis."""
         return f"{self.prefix}:artifact:{model}:CURRENT"
+
+    # replica status (what the web page shows about models and feeds)
+    def replica(self, replica: str) -> str:
+        """One daemon's status document (JSON string with a TTL), renewed every few seconds."""
+        return f"{self.prefix}:replica:{replica}"
+
+    @property
+    def replica_pattern(self) -> str:
+        """SCAN pattern matching every replica's status key."""
+        return f"{self.prefix}:replica:*"
 
     @property
     def all_pattern(self) -> str:

@@ -23,13 +23,12 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from whalecast.targets import MEANING, Target
+
 SCHEMA_ID = "whalecast.prediction/v1"
 
 #: Targets a model may declare, and what ``value`` then means.
-TARGETS = {
-    "p_up_next_bar": "probability that the next bar closes above this bar's close",
-    "next_bar_volume": "predicted volume of the next bar, in base-asset units",
-}
+TARGETS = MEANING
 
 
 class Prediction(BaseModel):
@@ -45,7 +44,7 @@ class Prediction(BaseModel):
     bar_close_ms: int
     model: str
     model_version: str
-    target: Literal["p_up_next_bar", "next_bar_volume"]
+    target: Target
     value: float
     published_ms: int
     latency_ms: float = Field(ge=0)

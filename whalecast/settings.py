@@ -155,6 +155,9 @@ class InferenceSettings(Section):
     models: list[str] = Field(default_factory=lambda: ["direction", "volume"])
     backend: Literal["onnx", "tf-function", "tf-xla", "keras"] = "tf-function"
     incremental: bool = True  # prime recurrent states between bars, step the newest row at it
+    early_pass: bool = True  # start the bar's forward pass while Redis stores its last candles
+    priming: bool = True  # prime after each bar, at start-up and for a parked version
+    freeze_heap: bool = True  # freeze the heap once models are loaded (no GC walks over them)
     batch_buckets: list[int] = Field(default_factory=lambda: [1, 8, 32, 128, 512, 1024, 4096])
     expiry_hours: PositiveSeconds = 24.0 * 14
     stop_serving_expired: bool = False
@@ -174,6 +177,17 @@ class InferenceSettings(Section):
 class MetricsSettings(Section):
     host: str = "127.0.0.1"
     port: int = Field(9108, ge=0, le=65535)
+    status_seconds: PositiveSeconds = 2.0  # how often the daemon writes its status to Redis
+
+
+class UiSettings(Section):
+    """``whalecast ui``: the web page, a process of its own reading only Redis."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(9110, ge=0, le=65535)
+    push_seconds: PositiveSeconds = 0.05  # changed rows go to browsers at most this often
+    status_seconds: PositiveSeconds = 2.0  # models and feeds are re-read this often
+    history_bars: int = Field(200, ge=10, le=10_000)  # predictions kept per series for charts
 
 
 class ShardSettings(Section):
@@ -265,6 +279,7 @@ class Settings(BaseSettings):
     features: FeatureSettings = FeatureSettings()
     inference: InferenceSettings = InferenceSettings()
     metrics: MetricsSettings = MetricsSettings()
+    ui: UiSettings = UiSettings()
     shard: ShardSettings = ShardSettings()
     training: TrainingSettings = TrainingSettings()
 

@@ -20,7 +20,7 @@ under its name; more can be registered in :data:`SECTIONS`):
   2x of the floor, and at least 500x faster than one ``model.predict`` per series;
 - ``e2e``: the real daemon against the simulator with 1000 series and two models,
   bar latency, inference, store and publish times, event-loop lag
-  (:mod:`inference.bench_e2e`); targets p50 <= 150 ms, p99 <= 300 ms, lag <= 20 ms.
+  (:mod:`benchmarks.bench_e2e`); targets p50 <= 150 ms, p99 <= 300 ms, lag <= 20 ms.
 """
 
 from __future__ import annotations
@@ -42,9 +42,9 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from benchmarks.bench_e2e import E2EOptions, format_e2e, run_e2e
+from benchmarks.benchmodels import build_seed004_model, preprocess_for, write_model_artifact
 from inference.backends import BACKENDS, usable_cores
-from inference.bench_e2e import E2EOptions, format_e2e, run_e2e
-from inference.benchmodels import build_seed004_model, preprocess_for, write_model_artifact
 from inference.looplag import LoopLagMonitor
 from inference.runtime import DEFAULT_BUCKETS, ModelRuntime
 from streamer.features import FEATURE_NAMES

@@ -27,6 +27,7 @@ import keras
 from streamer.features import FEATURE_NAMES, FEATURE_VERSION
 from training.params import DEFAULTS
 from training.presets import BUILDERS
+from whalecast import targets
 from whalecast.artifact import MODEL_FILE, PREPROCESS_FILE, set_current, write_artifact, write_json
 
 WINDOW = 24
@@ -53,7 +54,7 @@ def preprocess_for(
     features: Sequence[str],
     *,
     window: int = WINDOW,
-    target: str = "p_up_next_bar",
+    target: str = targets.DIRECTION,
     mean: Sequence[float] | None = None,
     scale: Sequence[float] | None = None,
     feature_version: int = FEATURE_VERSION,
@@ -76,7 +77,7 @@ def preprocess_for(
 
 def volume_preprocess(window: int = WINDOW) -> dict[str, Any]:
     return preprocess_for(
-        VOLUME_FEATURES, window=window, target="next_bar_volume", target_transform="log1p",
+        VOLUME_FEATURES, window=window, target=targets.VOLUME, target_transform="log1p",
         target_scaler={"mean": [5.0], "scale": [1.0]},
     )  # fmt: skip
 

@@ -5,7 +5,7 @@ embedded`` does), the exchange simulator with ``series`` synthetic symbols
 stepped bar by bar, and the daemon (:class:`inference.daemon.Daemon`) serving
 two models with random weights: seed 004's ``direction-deep`` over all v1
 features and seed 000's volume LSTM on ``log_volume``
-(:mod:`inference.benchmodels`). After start-up backfill and ``warmup_bars``
+(:mod:`benchmarks.benchmodels`). After start-up backfill and ``warmup_bars``
 untimed bars, each of ``bars`` bars is measured from the daemon's own metrics
 (deltas of histogram sums, one observation per bar):
 
@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from inference.benchmodels import write_bench_models
+from benchmarks.benchmodels import write_bench_models
 from inference.daemon import Daemon
 from inference.looplag import LoopLagMonitor
 from streamer.simulator import Simulator, SimulatorConfig
