@@ -7,40 +7,45 @@
 # redis-server is not in the image: deployments connect to a real Redis (redis.url).
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+# The builder's base, by default the same image. It must hold the same Python at the same
+# path as PYTHON_IMAGE (the virtualenv is copied across): scripts/image.sh passes a
+# derivative that also trusts the host's extra certificate authorities, for networks that
+# re-sign HTTPS, so that trust never reaches the runtime stage.
+ARG BUILD_IMAGE=${PYTHON_IMAGE}
 
-FROM ${PYTHON_IMAGE} AS builder
+FROM ${BUILD_IMAGE} AS builder
 # cpu: tensorflow-cpu (the package's default dependency); gpu: the extra `.[gpu]`
 ARG VARIANT=cpu
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
-# Compilers only live here, for any dependency without a wheel for this platform.
-# Unpinned on purpose: the Debian release in the base tag pins them.
-# hadolint ignore=DL3008
-RUN apt-get update \
-    && apt-get install -y --no-install-recommends build-essential \
-    && rm -rf /var/lib/apt/lists/*
-RUN python -m venv /opt/whalecast
+# python3, not python: Debian's own python3 packages (a debootstrap base) have no `python`.
+RUN python3 -m venv /opt/whalecast
 ENV PATH=/opt/whalecast/bin:$PATH
 WORKDIR /src
+# The dependencies first, exactly as locked (versions and hashes), in a layer of their own
+# that source changes do not invalidate. The locked packages install from wheels on x86-64
+# Linux (the image test builds it), so the builder has no compiler; a platform that must
+# build one from source needs build-essential installed here first.
+COPY requirements/run.txt requirements/run.txt
+RUN pip install --require-hashes -r requirements/run.txt
 COPY . .
-# Dependencies come from the lock (requirements/run.txt, hashes checked), the project
-# on top without resolving anything again. The GPU variant adds tensorflow[and-cuda] at
-# the locked TensorFlow version (its CUDA wheels are not in the lock); it ships the same
-# `tensorflow` package files as tensorflow-cpu, so reinstalling the GPU build last makes
-# its files the ones on disk.
+# The project on top without resolving anything again. The GPU variant adds
+# tensorflow[and-cuda] at the locked TensorFlow version (its CUDA wheels are not in the
+# lock); it ships the same `tensorflow` package files as tensorflow-cpu, so reinstalling
+# the GPU build last makes its files the ones on disk.
 # hadolint ignore=DL3013
 RUN set -eu; \
     case "$VARIANT" in cpu|gpu) ;; \
         *) echo "VARIANT must be cpu or gpu, not '$VARIANT'" >&2; exit 1 ;; \
     esac; \
-    pip install --require-hashes -r requirements/run.txt; \
     pip install --no-deps .; \
     if [ "$VARIANT" = gpu ]; then \
         tf_version="$(python -c 'import importlib.metadata as m; print(m.version("tensorflow-cpu"))')"; \
         pip install "tensorflow[and-cuda]==${tf_version}"; \
         pip install --force-reinstall --no-deps "tensorflow==${tf_version}"; \
     fi; \
+    pip check; \
     whalecast --version
 
 FROM ${PYTHON_IMAGE} AS runtime

@@ -7,7 +7,7 @@ LOCK := requirements/dev.txt
 # the fast tier: no end-to-end daemon, training, deploy-tool or benchmark runs
 FAST := not slow and not training and not deploy and not bench
 
-.PHONY: setup demo test test-fast test-latest lock lint typecheck bench clean
+.PHONY: setup demo test test-fast test-latest lock lint typecheck bench image clean
 
 setup: $(STAMP)
 
@@ -43,6 +43,12 @@ typecheck: setup
 
 bench: setup
 	$(VENV)/bin/whalecast bench --out bench.json
+
+# The container image with podman, as localhost/whalecast:local (the compose file's image),
+# on a Debian base made locally when none is given: PYTHON_IMAGE=python:3.11-slim-bookworm
+# uses the registry's. Needs root, podman and debootstrap (scripts/bootstrap.sh installs them).
+image:
+	./scripts/image.sh
 
 clean:
 	rm -rf $(VENV) .venv-latest .whalecast build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -11,7 +11,7 @@ PYTHON=${PYTHON:-python3}
 EXTRAS=${EXTRAS:-dev}
 LOCK=${LOCK:-requirements/dev.txt}
 # the same tools as CI: the deploy checks need promtool, systemd-analyze and shellcheck
-APT_PACKAGES=${APT_PACKAGES:-redis-server prometheus systemd shellcheck chromium fonts-dejavu-core}
+APT_PACKAGES=${APT_PACKAGES:-redis-server prometheus systemd shellcheck chromium fonts-dejavu-core podman buildah runc debootstrap catatonit golang-github-containernetworking-plugin-dnsname}
 
 missing=()
 for pkg in $APT_PACKAGES; do

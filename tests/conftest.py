@@ -81,6 +81,15 @@ def short_tmp() -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
+@pytest.fixture(scope="session")
+def whalecast_image() -> str:
+    """The whalecast image, built once for the run by scripts/image.sh (as `make image`)."""
+    from tests.container_helpers import build_image, require_podman
+
+    require_podman()
+    return build_image()
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     """Name the checks a missing tool skipped, and the one command that enables them."""
     packages: dict[str, int] = {}
