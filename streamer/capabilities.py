@@ -21,7 +21,7 @@ class ExchangeCapabilities:
     timeframes: tuple[str, ...]  # as ccxt's class lists them, e.g. ("1m", "5m", "1h")
 
 
-class NotServable(Exception):
+class NotServable(ValueError):
     """The exchange id cannot be served by the candle feed; the message says why."""
 
 

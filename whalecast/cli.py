@@ -24,11 +24,12 @@ def _cmd_version(args: argparse.Namespace) -> int:
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
+    from streamer.capabilities import capabilities
     from whalecast.preflight import preflight
     from whalecast.settings import load_settings
 
     settings = load_settings(args.config)
-    checked = preflight(settings)
+    checked = preflight(settings, lambda exchange_id: capabilities(exchange_id).timeframes)
     for note in checked.notes:
         print(f"note:{note.line()}", file=sys.stderr)
     if checked.problems:

@@ -13,11 +13,16 @@ import errno
 import os
 import re
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from streamer.capabilities import NotServable, capabilities
 from whalecast.settings import ExchangeSettings, Settings
+
+#: An exchange id's timeframes as its client lists them; ValueError naming why the id
+#: cannot be served. The command line passes the exchange adapter's lookup (the kernel
+#: knows no exchange library).
+TimeframesOf = Callable[[str], tuple[str, ...]]
 
 #: ccxt's unified symbols: upper-case BASE/QUOTE, a settle currency after ':' for derivatives
 UNIFIED_SYMBOL = re.compile(r"^[A-Z0-9][A-Za-z0-9._-]*/[A-Z0-9][A-Za-z0-9._-]*(:[A-Za-z0-9._-]+)?$")
@@ -39,10 +44,10 @@ class Preflight:
     notes: tuple[Finding, ...]  # worth knowing, not wrong (e.g. no registry yet)
 
 
-def preflight(settings: Settings) -> Preflight:
+def preflight(settings: Settings, timeframes_of: TimeframesOf) -> Preflight:
     problems: list[Finding] = []
     for index, entry in enumerate(settings.exchanges):
-        problems += exchange_findings(f"exchanges.{index}", entry)
+        problems += exchange_findings(f"exchanges.{index}", entry, timeframes_of)
     registry = registry_finding(settings.inference.registry)
     port = port_finding(settings.metrics.host, settings.metrics.port)
     found = [f for f in (registry, port) if f is not None]
@@ -50,7 +55,9 @@ def preflight(settings: Settings) -> Preflight:
     return Preflight(tuple(problems), tuple(f for f in found if not f.fatal))
 
 
-def exchange_findings(key: str, entry: ExchangeSettings) -> list[Finding]:
+def exchange_findings(
+    key: str, entry: ExchangeSettings, timeframes_of: TimeframesOf
+) -> list[Finding]:
     found = [
         Finding(f"{key}.symbols.{i}", f"{symbol!r} is not a unified symbol like 'BTC/USDT' "
                 "(upper-case BASE/QUOTE, ccxt's names, not the exchange's market id)")
@@ -58,8 +65,8 @@ def exchange_findings(key: str, entry: ExchangeSettings) -> list[Finding]:
         if not UNIFIED_SYMBOL.fullmatch(symbol)
     ]  # fmt: skip
     try:
-        listed = capabilities(entry.id).timeframes
-    except NotServable as e:
+        listed = timeframes_of(entry.id)
+    except ValueError as e:
         return [Finding(f"{key}.id", str(e)), *found]
     if listed and entry.timeframe not in listed:
         found.append(Finding(f"{key}.timeframe", f"{entry.id} does not offer {entry.timeframe!r} "
