@@ -118,7 +118,7 @@ def windows_in_redis(redis: Any, series: list[Series]) -> Callable[[], Awaitable
 async def play(sim: Simulator, sub: Subscriber, daemons: list[Daemon], total: int) -> None:
     await clocks_caught_up(sim, *daemons)
     # the old replica's process too: every client polling the time was told the newest
-    await wait_until(lambda: sim.rest.clocks_behind() == 0, what="every replay clock")
+    await wait_until(lambda: sim.clocks_behind() == 0, what="every replay clock")
     await sim.advance(bars=1)
     await sub.wait_for(total, timeout_seconds=60)
 
@@ -150,7 +150,7 @@ async def test_rolling_update_is_ready_only_when_warm_and_predicts_each_bar_once
                         await play(sim, sub, [new], 3 * per_bar)  # both predict it
                         # SIGTERM to the old one as the next bar closes: it drains, exits 0
                         await clocks_caught_up(sim, new)
-                        await wait_until(lambda: sim.rest.clocks_behind() == 0, what="clocks")
+                        await wait_until(lambda: sim.clocks_behind() == 0, what="clocks")
                         await sim.advance(bars=1)
                         assert await old.terminate() == 0
                         await sub.wait_for(4 * per_bar, timeout_seconds=60)
