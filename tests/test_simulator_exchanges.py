@@ -138,6 +138,7 @@ async def test_closed_flag_on_the_last_update_of_each_candle(sim: Simulator) -> 
         await client.close()
 
 
+@pytest.mark.slow  # waits out the exchanges' idle timeouts in real time
 @pytest.mark.parametrize("exchange", EXCHANGES)
 async def test_text_pings_keep_an_idle_connection_and_silence_loses_it(exchange: str) -> None:
     config = SimulatorConfig(history_bars=60, whale=False, exchanges=(exchange,),

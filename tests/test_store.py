@@ -66,6 +66,7 @@ async def dump_all(client: aioredis.Redis) -> dict[bytes, bytes | None]:
     return {key: await client.dump(key) for key in keys}
 
 
+@pytest.mark.slow  # hundreds of bars through the store, a restart included
 async def test_online_equals_offline_across_a_gap_and_a_restart(
     redis_client: aioredis.Redis, tables: dict[Series, pd.DataFrame]
 ) -> None:
