@@ -13,7 +13,6 @@ within ``inference.shutdown_grace_seconds``, close connections, exit 0.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import signal
 import time
@@ -272,9 +271,10 @@ class Daemon:
             drained = await self.bar_loop.drain(grace)
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        if self._tasks:  # bounded: a feed whose client never finishes closing cannot hang a stop
+            _done, pending = await asyncio.wait(self._tasks, timeout=grace)
+            if pending:
+                log.warning("tasks abandoned at stop", tasks=sorted(t.get_name() for t in pending))
         await self.status.remove()
         if self.http is not None:
             await self.http.stop()

@@ -26,6 +26,7 @@ import ccxt
 from streamer.backoff import Backoff
 from streamer.clock import Clock
 from streamer.exchange import (
+    CLOSE_TIMEOUT_SECONDS,
     RATE_LIMIT_ERRORS,
     ExchangeAdapter,
     retry_after_seconds,
@@ -111,8 +112,8 @@ class RestSession:
 
 async def _close_quietly(client: Any) -> None:
     try:
-        await client.close()
-    except Exception as e:  # noqa: BLE001 - teardown boundary
+        await asyncio.wait_for(client.close(), CLOSE_TIMEOUT_SECONDS)
+    except Exception as e:  # noqa: BLE001 - teardown boundary (a close that hangs included)
         log.debug("closing a ccxt client failed", error=repr(e))
 
 

@@ -19,7 +19,7 @@ from typing import Any
 import structlog
 
 from streamer.backoff import Backoff
-from streamer.exchange import ExchangeAdapter, Row
+from streamer.exchange import CLOSE_TIMEOUT_SECONDS, ExchangeAdapter, Row
 from streamer.link import LinkStatus, iso
 from whalecast.logs import get_logger
 from whalecast.metrics import Metrics
@@ -172,8 +172,8 @@ class Connection:
             if self._is_connected:
                 self._is_connected = False
                 self._connected_gauge.dec()
-            with contextlib.suppress(Exception):
-                await client.close()
+            with contextlib.suppress(Exception):  # TimeoutError included: never hang a stop
+                await asyncio.wait_for(client.close(), CLOSE_TIMEOUT_SECONDS)
 
     async def _session(self, client: Any) -> str:
         started = time.monotonic()

@@ -30,6 +30,8 @@ log = get_logger(__name__)
 
 Row = list[Any]
 RATE_LIMIT_ERRORS = (ccxt.RateLimitExceeded, ccxt.DDoSProtection)
+#: Longest wait for a ccxt client to close (its websocket close handshake can hang).
+CLOSE_TIMEOUT_SECONDS = 10.0
 
 
 class FeedConfigError(Exception):
