@@ -81,7 +81,9 @@ async def run_with_faults(sim: Simulator, invariant: Invariant, daemon: Daemon) 
 # Known defect, open: after a refused websocket handshake (503) the OKX feed logged one
 # "reconnecting" and never retried, so the run waits for a bar that never comes (twice in
 # about six runs). It runs every time and reports XPASS when it passes.
-OKX_HANGS = pytest.mark.xfail(reason="after a refused handshake the OKX feed may never reconnect", strict=False)
+OKX_HANGS = pytest.mark.xfail(
+    reason="after a refused handshake the OKX feed may never reconnect", strict=False
+)
 
 
 @pytest.mark.parametrize(
