@@ -25,6 +25,8 @@ from typing import Any
 import aiohttp
 import pytest
 
+from tests.polling import wait_until_true
+
 FLAGS = (
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -73,15 +75,15 @@ class Page:
 
     async def wait_for(self, expression: str, timeout_seconds: float = 30.0) -> Any:
         """Poll ``expression`` until it is truthy; its value."""
-        try:
-            async with asyncio.timeout(timeout_seconds):
-                while True:
-                    value = await self.evaluate(expression)
-                    if value:
-                        return value
-                    await asyncio.sleep(0.05)
-        except TimeoutError:
-            raise AssertionError(f"timed out after {timeout_seconds} s: {expression}") from None
+        value: Any = None
+
+        async def truthy() -> bool:
+            nonlocal value
+            value = await self.evaluate(expression)
+            return bool(value)
+
+        await wait_until_true(truthy, timeout_seconds, what=expression)
+        return value
 
     async def navigate(self, url: str) -> None:
         await self.send("Page.navigate", url=url)
