@@ -57,7 +57,10 @@ async def test_the_page_shows_live_predictions_models_feeds_and_a_chart(
                 )
                 models = await page.evaluate("document.querySelector('#models tbody').textContent")
                 assert versions["volume"] in models
-                feeds = await page.evaluate("document.querySelector('#feeds tbody').textContent")
+                # the candle feed's row comes with the replica's next status write: wait for it
+                feeds_text = "document.querySelector('#feeds tbody').textContent"
+                await page.wait_for(f"{feeds_text}.includes('candles')")
+                feeds = await page.evaluate(feeds_text)
                 assert "candles" in feeds and "yes" in feeds
                 # the chart draws the first series' stored bars and its predictions
                 await page.wait_for("window.whalecastStats.chartBars > 20")
