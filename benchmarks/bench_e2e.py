@@ -46,6 +46,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.benchmodels import write_bench_models
+from benchmarks.redis_floor import measure_floor, read_shape
 from inference.daemon import Daemon
 from inference.looplag import LoopLagMonitor
 from streamer.simulator import Simulator, SimulatorConfig
@@ -57,6 +58,7 @@ from whalecast.settings import InferenceSettings, Settings, load_settings
 LATENCY_P50_TARGET = 0.150
 LATENCY_P99_TARGET = 0.300
 LAG_TARGET = 0.020
+FLOOR_FACTOR_TARGET = 3.0  # store + publish within 3x Redis's own time for their commands
 PREFIX = "wcbench"
 
 
@@ -318,10 +320,38 @@ async def run_e2e(opts: E2EOptions, workdir: Path) -> dict[str, Any]:
             with contextlib.suppress(asyncio.CancelledError):
                 await lag_task
         stream_len = int(await run.redis.xlen(run.daemon.keys.predictions_stream))
+        floor = await redis_floor(run)
     result = summarize(samples, opts)
     result.update(startup_seconds=run.startup_seconds, ready_wait_seconds=run.ready_wait_seconds,
-                  stream_length=stream_len)  # fmt: skip
+                  stream_length=stream_len, redis_floor=floor)  # fmt: skip
+    result["floor_factor"] = floor_factor(result)
     return result
+
+
+async def redis_floor(run: BenchRun) -> dict[str, float]:
+    """Redis's own time for one bar's store and publish commands, in the same server."""
+    daemon = run.daemon
+    shape = await read_shape(
+        run.redis, daemon.keys, series=daemon.series, models=len(run.settings.inference.models),
+        bar_ms=timeframe_ms(run.sim.timeframe), stream_maxlen=run.settings.redis.stream_maxlen,
+    )  # fmt: skip
+    return (await measure_floor(run.redis, shape)).as_dict()
+
+
+def floor_factor(r: dict[str, Any]) -> dict[str, Any]:
+    """The bar's store append and publish (p50) as multiples of Redis's floor for them."""
+    floor = r["redis_floor"]
+    ours = r["append_ms"]["p50"] + r["publish_ms"]["p50"]
+    total = floor["store_ms"] + floor["publish_ms"]
+    factor = ours / total if total > 0 else float("nan")
+    return {
+        "store": r["append_ms"]["p50"] / floor["store_ms"] if floor["store_ms"] else float("nan"),
+        "publish": r["publish_ms"]["p50"] / floor["publish_ms"]
+        if floor["publish_ms"]
+        else float("nan"),
+        "both": factor,
+        "target_met": factor <= FLOOR_FACTOR_TARGET,
+    }
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -395,6 +425,19 @@ def format_e2e(r: dict[str, Any]) -> list[str]:
         f"{LAG_TARGET * 1000:g}: {_verdict(targets['lag_met'])} (whole bar processing: p50 "
         f"{r['lag_bar_max_ms']['p50']:.1f}, max {r['lag_bar_max_ms']['max']:.1f})",
         f"  predictions per bar: {per_bar}",
+        _format_floor(r),
         f"  priming between bars (p50 ms, off the critical path): {prime}; bars sent "
         f"{r['bar_gap_seconds']:g} s after the previous one was published",
     ]
+
+
+def _format_floor(r: dict[str, Any]) -> str:
+    floor, factor = r["redis_floor"], r["floor_factor"]
+    return (
+        f"  Redis floor (its own time for the bar's commands, a Lua loop): store "
+        f"{floor['store_ms']:.1f} ms ({floor['store_commands']:.0f} commands, "
+        f"{floor['store_us_per_command']:.2f} us each), publish {floor['publish_ms']:.1f} ms "
+        f"({floor['publish_commands']:.0f}, {floor['publish_us_per_command']:.2f} us); store "
+        f"{factor['store']:.1f}x, publish {factor['publish']:.1f}x, both {factor['both']:.1f}x; "
+        f"target <= {FLOOR_FACTOR_TARGET:g}x: {_verdict(factor['target_met'])}"
+    )
