@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import csv
 import gzip
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import ccxt.pro
 
-from streamer.simulator import Simulator
+from streamer.simulator import Simulator, SimulatorConfig
 
 DATA = Path(__file__).resolve().parents[1] / "streamer" / "data"
 
@@ -52,3 +54,13 @@ def csv_rows(name: str) -> list[list[float]]:
             ]
             for r in csv.DictReader(handle)
         ]
+
+
+@asynccontextmanager
+async def synthetic_simulator(symbols: int) -> AsyncIterator[Simulator]:
+    """``symbols`` synthetic series, 120 bars of history, stepped by the test, no whale feed."""
+    config = SimulatorConfig(
+        synthetic=symbols, synthetic_bars=200, history_bars=120, bar_seconds=None, whale=False
+    )
+    async with Simulator(config) as simulator:
+        yield simulator

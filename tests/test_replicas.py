@@ -20,10 +20,11 @@ import pytest
 from redis.asyncio.cluster import RedisCluster
 
 from inference.daemon import Daemon
-from streamer.simulator import Simulator, SimulatorConfig
+from streamer.simulator import Simulator
 from tests.daemon_helpers import Subscriber, clocks_caught_up, daemon_config, write_demo_models
 from tests.polling import wait_until
 from tests.replica_helpers import Replica, write_config
+from tests.sim_helpers import synthetic_simulator
 from whalecast.domain import Series
 from whalecast.keys import Keys
 from whalecast.metrics import Metrics
@@ -40,10 +41,7 @@ MODELS = 2
 
 @pytest.fixture
 async def sim() -> AsyncIterator[Simulator]:
-    config = SimulatorConfig(
-        synthetic=SYMBOLS, synthetic_bars=200, history_bars=120, bar_seconds=None, whale=False
-    )
-    async with Simulator(config) as simulator:
+    async with synthetic_simulator(SYMBOLS) as simulator:
         yield simulator
 
 
