@@ -35,7 +35,8 @@ from streamer.candles import CandleFeed
 from streamer.clock import Clock
 from streamer.features import HISTORY_BARS
 from streamer.link import FeedFacts
-from streamer.store import BarRecord, WindowStore
+from streamer.store import WindowStore
+from streamer.store_format import BarRecord
 from streamer.whale import WhaleFeed
 from streamer.whale_bars import WhaleBarAggregator
 from streamer.whale_intake import WhaleIntake

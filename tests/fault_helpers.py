@@ -40,7 +40,7 @@ from redis.exceptions import RedisError
 from inference.daemon import Daemon
 from streamer.features import BAR_COLUMNS, FEATURE_NAMES, HISTORY_BARS, compute_features
 from streamer.simulator import Simulator, SimulatorConfig
-from streamer.store import unpack_bars, unpack_window
+from streamer.store_format import unpack_bars, unpack_window
 from whalecast.domain import Series
 from whalecast.keys import Keys
 from whalecast.metrics import Metrics
