@@ -387,7 +387,7 @@ async def sim() -> AsyncIterator[Simulator]:
 
 def daemon_problem(daemon: Daemon) -> str | None:
     """None while every task of the daemon runs; else which one ended and how."""
-    for task in daemon._tasks:
+    for task in daemon.tasks:
         if task.done():
             error = None if task.cancelled() else task.exception()
             return f"daemon task {task.get_name()} ended: {error!r}"

@@ -320,7 +320,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     settings = with_shard_from_hostname(load_settings(args.config), socket.gethostname())
     configure_logging(settings.log)
-    from inference.daemon import run_forever
+    from inference.lifecycle import run_forever
 
     return asyncio.run(run_forever(settings, Metrics()))
 
