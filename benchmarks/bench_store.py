@@ -32,7 +32,8 @@ import redis.asyncio as aioredis
 
 from streamer.features import HISTORY_BARS
 from streamer.history import bar_table, load_candles_csv, load_whale_flows_csv
-from streamer.store import BarRecord, WindowStore
+from streamer.store import WindowStore
+from streamer.store_format import BarRecord
 from whalecast.domain import Candle, Series, WhaleBar
 from whalecast.keys import Keys
 from whalecast.redisconn import EmbeddedRedis, with_fast_packing

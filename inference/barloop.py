@@ -27,7 +27,8 @@ from inference.outbox import Outbox
 from inference.ports import Clock, Publisher, Scorer, Store
 from inference.predictor import Predictor
 from inference.publisher import PredictionOut
-from streamer.store import AppendPlan, BarRecord
+from streamer.store_format import BarRecord
+from streamer.store_plan import AppendPlan
 from whalecast.domain import Candle, Series, WhaleBar
 from whalecast.logs import get_logger
 from whalecast.metrics import Metrics

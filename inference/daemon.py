@@ -7,45 +7,43 @@ models, the HTTP endpoints, the stored bars a previous owner did not publish
 resume each series from the last bar stored in Redis and backfill over REST,
 so the first prediction comes at the first bar close, and bars that closed
 while no replica owned a series are predicted as they come back. SIGTERM/SIGINT: stop taking bars, finish the bar in flight
-within ``inference.shutdown_grace_seconds``, close connections, exit 0.
+within ``inference.shutdown_grace_seconds``, close connections, exit 0
+(:mod:`inference.lifecycle` runs it).
 """
 
 from __future__ import annotations
 
-import asyncio
 import gc
-import signal
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
-
-from redis.exceptions import RedisError
 
 from inference.barloop import BarLoop
 from inference.handover import PredictionMarks, pending
 from inference.http import HttpServer
 from inference.looplag import LoopLagMonitor
+from inference.model_watch import ModelWatcher
 from inference.models import ModelSet
 from inference.predictor import Predictor
 from inference.publisher import Publisher
 from inference.readiness import ModelFacts, ReadinessTracker, Report
 from inference.scoring import LiveScorer
 from inference.status import StatusPublisher
+from inference.tasks import Tasks
 from streamer.candles import CandleFeed
 from streamer.clock import Clock
 from streamer.features import HISTORY_BARS
 from streamer.link import FeedFacts
-from streamer.store import BarRecord, WindowStore
+from streamer.store import WindowStore
+from streamer.store_format import BarRecord
 from streamer.whale import WhaleFeed
 from streamer.whale_bars import WhaleBarAggregator
 from streamer.whale_intake import WhaleIntake
 from streamer.whale_record import AlertRecorder
-from whalecast.acl import check_permissions
 from whalecast.domain import Series, floor_to_bar
 from whalecast.keys import Keys
 from whalecast.logs import get_logger
 from whalecast.metrics import Metrics
-from whalecast.redisconn import RedisHandle, RedisUnavailable, describe_redis_error, public_url
+from whalecast.redisconn import public_url
 from whalecast.settings import ExchangeSettings, Settings
 from whalecast.sharding import owned
 
@@ -150,7 +148,7 @@ class Daemon:
         self.bar_loop: BarLoop | None = None
         self.http: HttpServer | None = None
         self.status = StatusPublisher(self, settings.metrics.status_seconds)
-        self._tasks: list[asyncio.Task[None]] = []
+        self.tasks = Tasks()
         self._readiness = ReadinessTracker(self.series, time.time())
         self._feeds_built = False
         self.whale_feed: WhaleFeed | None = None
@@ -208,60 +206,60 @@ class Daemon:
         self.http = await HttpServer(
             self.metrics, self.readiness, s.metrics.host, s.metrics.port
         ).start()
-        self.bar_loop = BarLoop(
+        bar_loop = self.bar_loop = self._bar_loop(marks)
+        await bar_loop.resume(pending(self.store, marks, self.metrics))
+        bar_loop.prime()  # from the stored windows: the next bar steps if it follows them
+        self.feeds.extend(self._candle_feeds(bar_loop))
+        self._feeds_built = True
+        self.tasks.spawn("models", ModelWatcher(self.models).run())
+        self.tasks.spawn("prime-parked", self._prime_parked(bar_loop))
+        self.tasks.spawn("loop-lag", LoopLagMonitor(self.metrics).run())
+        self.tasks.spawn("status", self.status.run())
+        for feed in self.feeds:
+            self.tasks.spawn(f"feed-{feed.settings.id}", feed.run())
+        if s.whale.enabled and self.feeds:
+            self.whale_feed = self._whale_feed(recorder)
+            self.tasks.spawn("whale", self.whale_feed.run())
+        log.info("daemon started", **startup_summary(self, self.http.port))
+
+    def _bar_loop(self, marks: dict[Series, int]) -> BarLoop:
+        s = self.settings
+        return BarLoop(
             series=self.series, store=self.store, predictor=self.predictor, publisher=self.publisher,
             metrics=self.metrics, clock_for=self.clock_for, grace_seconds=s.feed.grace_seconds,
             whale_for=self.whale.take, scorer=self.scorer, record_factory=BarRecord,
             predicted_through=marks,
             retry_initial_seconds=s.feed.backoff_initial_seconds,
         )  # fmt: skip
-        await self.bar_loop.resume(pending(self.store, marks, self.metrics))
-        bar_loop = self.bar_loop
-        bar_loop.prime()  # from the stored windows: the next bar steps if it follows them
-        self.models.on_parked = lambda runtime: bar_loop.prime({runtime.model: runtime})
-        warmup = HISTORY_BARS + s.features.window
+
+    def _candle_feeds(self, bar_loop: BarLoop) -> list[CandleFeed]:
+        """One feed per configured exchange with symbols of this replica, resuming each
+        series from its last stored bar."""
+        s = self.settings
+        feeds = []
         for entry in owned_exchanges(s, self.series):
             resume = {
                 ser: self.store.last_open_ms(ser) for ser in self.series if ser.exchange == entry.id
             }
-            self.feeds.append(
-                CandleFeed(
-                    entry,
-                    s.feed,
-                    self.metrics,
-                    self.bar_loop.on_closed,
-                    resume,
-                    warmup_bars=warmup,
-                    credentials=s.credentials.get(entry.id),
-                )
-            )
-        self._feeds_built = True
-        self._spawn("models", self.models.watch())
-        self._spawn("loop-lag", LoopLagMonitor(self.metrics).run())
-        self._spawn("status", self.status.run())
-        for feed in self.feeds:
-            self._spawn(f"feed-{feed.settings.id}", feed.run())
-        if s.whale.enabled and self.feeds:
-            whale = WhaleFeed(
-                s.whale, s.feed, self.metrics, self.whale.add, clock=_FeedClock(self.feeds[0]),
-                stamp=self.whale.stamp, record=recorder.write if recorder else None,
+            feed = CandleFeed(
+                entry, s.feed, self.metrics, bar_loop.on_closed, resume,
+                warmup_bars=HISTORY_BARS + s.features.window,
+                credentials=s.credentials.get(entry.id),
             )  # fmt: skip
-            self.whale_feed = whale
-            self._spawn("whale", whale.run())
-        log.info("daemon started", **startup_summary(self, self.http.port))
+            feeds.append(feed)
+        return feeds
 
-    def _spawn(self, name: str, coro: Awaitable[None]) -> None:
-        task = asyncio.ensure_future(coro)
-        task.set_name(name)
-        task.add_done_callback(self._task_ended)
-        self._tasks.append(task)
+    def _whale_feed(self, recorder: AlertRecorder | None) -> WhaleFeed:
+        s = self.settings
+        return WhaleFeed(
+            s.whale, s.feed, self.metrics, self.whale.add, clock=_FeedClock(self.feeds[0]),
+            stamp=self.whale.stamp, record=recorder.write if recorder else None,
+        )  # fmt: skip
 
-    def _task_ended(self, task: asyncio.Task[None]) -> None:
-        if task.cancelled():
-            return
-        error = task.exception()
-        if error is not None:
-            log.error("task ended with an error", task=task.get_name(), error=repr(error))
+    async def _prime_parked(self, bar_loop: BarLoop) -> None:
+        """Prime each version parked for the next swap, so its first bar steps too."""
+        while True:
+            bar_loop.prime(await self.models.parked())
 
     async def stop(self) -> bool:
         """Graceful drain. Returns False if the bar in flight did not finish within the grace."""
@@ -269,55 +267,10 @@ class Daemon:
         drained = True
         if self.bar_loop is not None:
             drained = await self.bar_loop.drain(grace)
-        for task in self._tasks:
-            task.cancel()
-        if self._tasks:  # bounded: a feed whose client never finishes closing cannot hang a stop
-            _done, pending = await asyncio.wait(self._tasks, timeout=grace)
-            if pending:
-                log.warning("tasks abandoned at stop", tasks=sorted(t.get_name() for t in pending))
+        await self.tasks.cancel(grace)
         await self.status.remove()
         if self.http is not None:
             await self.http.stop()
         gc.unfreeze()  # what start() froze can be collected again (e.g. in a longer process)
         log.info("daemon stopped", drained=drained)
         return drained
-
-
-async def serve(
-    settings: Settings,
-    metrics: Metrics,
-    stop: asyncio.Event,
-    on_started: Callable[[Daemon], Awaitable[None]] | None = None,
-) -> int:
-    """Run until ``stop`` is set; the exit status."""
-    started = time.monotonic()
-    async with RedisHandle(settings.redis) as redis:
-        sample = next(iter(all_series(settings)), Series("none", "NONE/NONE", "1h"))
-        sync = settings.inference.registry_sync == "redis"
-        await check_permissions(redis, settings.redis, sample, registry_sync=sync)
-        daemon = Daemon(settings, metrics, redis, started)
-        try:
-            await daemon.start()
-        except RedisError as e:  # e.g. an ACL without a command the daemon needs
-            await daemon.stop()
-            raise RedisUnavailable(
-                describe_redis_error(e, settings.redis, settings.redis.url)
-            ) from e
-        if on_started is not None:
-            await on_started(daemon)
-        await stop.wait()
-        log.info("stop requested, finishing the bar in flight")
-        await daemon.stop()
-    return 0
-
-
-def install_signal_handlers(stop: asyncio.Event) -> None:
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-
-
-async def run_forever(settings: Settings, metrics: Metrics) -> int:
-    stop = asyncio.Event()
-    install_signal_handlers(stop)
-    return await serve(settings, metrics, stop)

@@ -34,7 +34,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from streamer.store import WindowStore, key_ttl_ms
+from streamer.store import WindowStore
+from streamer.store_format import key_ttl_ms
 from whalecast.domain import Candle, Series
 from whalecast.keys import Keys
 from whalecast.logs import get_logger

@@ -1,14 +1,13 @@
 """The served-model set: one runtime per configured model, hot reload, expiry.
 
 - :meth:`ModelSet.load_all` loads each model's ``CURRENT`` version at start-up.
-- :meth:`ModelSet.watch` (a task) reacts to ``<prefix>:models`` notices
-  (``{"model", "version"}``) and also polls every ``reload_poll_seconds``. A new
-  version is loaded in a worker thread (the event loop keeps running), checked
+- :class:`inference.model_watch.ModelWatcher` (a task) reacts to ``<prefix>:models``
+  notices and polls; :meth:`ModelSet.check` loads a new version in a worker thread (the event loop keeps running), checked
   (:class:`~inference.runtime.ModelRuntime` refuses what it must), and parked.
 - The bar loop calls :meth:`ModelSet.swap_pending` between bars: only there does
   a parked version replace the serving one, so one bar never mixes versions. A
-  parked version is handed to ``on_parked`` first (the daemon primes its recurrent
-  states, so its first bar steps like the old version's would have).
+  parked version waits in :meth:`ModelSet.parked` first (the daemon primes its
+  recurrent states, so its first bar steps like the old version's would have).
 - A refused version is logged (model, version, reason), counted
   (``whalecast_model_reloads_total{outcome="refused"}``), flagged
   (``whalecast_model_reload_failing``) and never retried; the old version keeps
@@ -21,25 +20,19 @@
 With ``registry_sync: redis`` the wanted version is the one Redis names, fetched
 into the local registry first (:mod:`whalecast.artifact_sync`).
 
-The daemon freezes its heap once the models are loaded (:func:`freeze_heap`). A swap
-unfreezes it so the replaced version can be collected, and once that version is
-gone (checked at the start of a bar, ``REFREEZE_AFTER_BARS`` bars after the swap,
-when no bar state refers to it any more) the heap is frozen again.
+The daemon freezes its heap once the models are loaded; a swap lets the replaced
+version out of it (:mod:`inference.heap`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import gc
-import json
 import time
-import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from redis.exceptions import RedisError
-
+from inference.heap import FrozenHeap
 from inference.runtime import ModelRefused, ModelRuntime
 from streamer.features import FEATURE_NAMES, FEATURE_VERSION
 from whalecast.artifact import read_current
@@ -56,20 +49,6 @@ HOW_TO_GET_A_MODEL = (
     "small models from the shipped data in a few minutes), or watch the whole path with "
     "'whalecast demo'; a model trained later is picked up without a restart"
 )
-#: bars after a swap before the heap is frozen again; the bar loop keeps 4 bars of state
-REFREEZE_AFTER_BARS = 6
-
-
-def freeze_heap() -> None:
-    """Collect, then leave every object alive now out of the collector's later passes.
-
-    The served models' objects (TensorFlow, Keras) are most of the heap and live as
-    long as they serve; with them in the oldest generation every full collection
-    walked them all, a 0.4 s stall of the event loop here every few dozen bars at
-    1000 series.
-    """
-    gc.collect()
-    gc.freeze()
 
 
 class ModelSet:
@@ -102,10 +81,9 @@ class ModelSet:
         self._refused: dict[str, set[str]] = {name: set() for name in settings.models}
         self._locks = {name: asyncio.Lock() for name in settings.models}
         self._expired_logged: set[tuple[str, str]] = set()
-        self._replaced: list[weakref.ref[ModelRuntime]] = []  # swapped out of a frozen heap
-        #: called with each version parked for the next swap (the daemon primes it)
-        self.on_parked: Callable[[ModelRuntime], None] | None = None
-        self._bars_since_swap = 0
+        self._heap = FrozenHeap()  # lets a replaced version out of a frozen heap
+        self._unprimed: dict[str, ModelRuntime] = {}  # parked, not yet handed to parked()
+        self._parked = asyncio.Event()
         #: each model's last refused version and why (shown on the web page's models table)
         self.last_refusal: dict[str, tuple[str, str]] = {}
 
@@ -123,26 +101,11 @@ class ModelSet:
 
     def swap_pending(self) -> list[str]:
         """Install parked versions; call only between bars. Returns the models swapped."""
-        self._refreeze_when_replaced_gone()
+        self._heap.bar_started()
         swapped = list(self._pending)
         for model in swapped:
             self._install(self._pending.pop(model))
         return swapped
-
-    def _refreeze_when_replaced_gone(self) -> None:
-        """Freeze the heap again once every version swapped out of it has been collected."""
-        if not self._replaced:
-            return
-        self._bars_since_swap += 1
-        if self._bars_since_swap < REFREEZE_AFTER_BARS:
-            return
-        gc.collect()
-        self._replaced = [ref for ref in self._replaced if ref() is not None]
-        if self._replaced:
-            self._bars_since_swap = 0  # still referenced somewhere: look again later
-            return
-        gc.freeze()
-        log.info("heap frozen again", after="model swap")
 
     @property
     def ready(self) -> bool:
@@ -213,8 +176,8 @@ class ModelSet:
             self._refuse(model, version, f"{type(e).__name__}: {e}", permanent=False)
             return
         self._pending[model] = runtime
-        if self.on_parked is not None:
-            self.on_parked(runtime)
+        self._unprimed[model] = runtime
+        self._parked.set()
         self.metrics.model_reloads.labels(model, "loaded").inc()
         self.metrics.model_reload_failing.labels(model).set(0)
         log.info(
@@ -235,14 +198,27 @@ class ModelSet:
             still_serving=serving.version if serving else None,
         )  # fmt: skip
 
+    async def parked(self) -> dict[str, ModelRuntime]:
+        """Wait for versions parked for the next swap and not handed out yet (by model).
+
+        A version swapped in before anyone asked is left out: it serves already.
+        """
+        while not self._unprimed:
+            self._parked.clear()
+            await self._parked.wait()
+        return self.take_parked()
+
+    def take_parked(self) -> dict[str, ModelRuntime]:
+        """:meth:`parked` without waiting: {} when there is none."""
+        parked, self._unprimed = self._unprimed, {}
+        return parked
+
     def _install(self, runtime: ModelRuntime) -> None:
+        self._unprimed.pop(runtime.model, None)
         old = self._serving.get(runtime.model)
         if old is not None:
             self.metrics.model_info.remove(old.model, old.version, old.backend_name)
-            if gc.get_freeze_count():  # the replaced version may sit in the frozen heap
-                gc.unfreeze()
-                self._replaced.append(weakref.ref(old))
-                self._bars_since_swap = 0
+            self._heap.replaced(old)
         self._serving[runtime.model] = runtime
         self.metrics.model_info.labels(runtime.model, runtime.version, runtime.backend_name).set(1)
         self.metrics.model_loaded.labels(runtime.model).set(runtime.loaded_at)
@@ -268,55 +244,3 @@ class ModelSet:
                 serving=not self.settings.stop_serving_expired,
             )  # fmt: skip
         return expired
-
-    # --- watching ---------------------------------------------------------------------------
-
-    async def watch(self) -> None:
-        """React to model notices and poll ``CURRENT``; runs until cancelled."""
-        if self.redis is None:
-            await self.poll_forever()
-            return
-        pubsub = self.redis.pubsub()
-        await pubsub.subscribe(self.keys.models_channel)
-        try:
-            await self._listen(pubsub)
-        finally:
-            await pubsub.aclose()
-
-    async def _listen(self, pubsub: Any) -> None:
-        interval = self.settings.reload_poll_seconds
-        next_poll = time.monotonic() + interval
-        while True:
-            timeout = max(0.0, next_poll - time.monotonic())
-            try:
-                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=timeout)
-                if message is not None:
-                    await self.on_notice(message["data"])
-                if time.monotonic() >= next_poll:
-                    next_poll = time.monotonic() + interval
-                    await self.poll_once()
-            except (RedisError, OSError) as e:
-                log.warning("model watcher: redis error, retrying", error=str(e))
-                await asyncio.sleep(min(interval, 5.0))
-
-    async def poll_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.reload_poll_seconds)
-            await self.poll_once()
-
-    async def poll_once(self) -> None:
-        for model in self.settings.models:
-            await self.check(model, "poll")
-        self.serving()  # refresh the expiry gauges even between bars
-
-    async def on_notice(self, raw: bytes | str) -> None:
-        try:
-            notice = json.loads(raw)
-            model, version = str(notice["model"]), str(notice["version"])
-        except (ValueError, KeyError, TypeError):
-            log.warning("model notice ignored: not {model, version} JSON", notice=str(raw)[:200])
-            return
-        if model not in self._locks:
-            return
-        log.info("model notice received", model=model, version=version)
-        await self.check(model, "notice")

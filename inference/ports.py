@@ -12,7 +12,8 @@ from typing import Protocol
 import numpy as np
 
 from inference.publisher import PredictionOut
-from streamer.store import AppendPlan, AppendResult, BarRecord
+from streamer.store_format import AppendResult, BarRecord
+from streamer.store_plan import AppendPlan
 from whalecast.domain import Candle, Series
 
 

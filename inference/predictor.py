@@ -15,7 +15,7 @@ It owns everything model-side of a bar, each speed-up switchable in
   and for a version parked for the next swap, each model's recurrent states for
   the next bar;
 - **heap freezing** (``freeze_heap``): once the models are loaded, their objects
-  leave the collector's later passes (:func:`inference.models.freeze_heap`).
+  leave the collector's later passes (:func:`inference.heap.freeze_heap`).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import numpy as np
 
 from inference.completion import BarKey, Take
 from inference.forward import Batch, ForwardPasses, Runtime
-from inference.models import freeze_heap
+from inference.heap import freeze_heap
 from inference.publisher import PredictionOut
 from whalecast.domain import Series
 from whalecast.metrics import Metrics

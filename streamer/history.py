@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from streamer.features import BAR_COLUMNS, grid_array
+from streamer.features import BAR_COLUMNS
+from streamer.grid import grid_array
 from whalecast.domain import Series, timeframe_ms
 
 CANDLE_COLUMNS = ("timestamp_ms", "open", "high", "low", "close", "volume")

@@ -17,7 +17,8 @@ from typing import TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from streamer.features import BAR_COLUMNS, FEATURE_NAMES, HISTORY_BARS, feature_rows, grid_array
+from streamer.features import BAR_COLUMNS, FEATURE_NAMES, HISTORY_BARS, feature_rows
+from streamer.grid import grid_array
 from whalecast.domain import Series
 
 FloatArray = npt.NDArray[np.float64]
@@ -90,6 +91,7 @@ class Mirror:
             raise ValueError("series must be unique")
         count = len(self.series)
         self.window = window
+        self.bars_kept = bars_kept
         self.bars = np.full((count, bars_kept, len(BAR_COLUMNS)), np.nan)
         self.rows = np.full((count, window, len(FEATURE_NAMES)), np.nan, dtype=np.float32)
         self.last = np.full(count, EMPTY, dtype=np.int64)

@@ -42,7 +42,7 @@ end
 -- They are renewed for a new series, after a gap, and when the bar's open time enters a
 -- new quarter of the TTL: as bars come in (exchange time keeps up with wall time), a
 -- key is renewed at least every quarter TTL plus a bar, and the TTL is never under four
--- bars (streamer/store.py).
+-- bars (streamer/store_format.py key_ttl_ms).
 local function renew_due(last_ms, open_ms, missing, ttl)
   if not last_ms or missing > 0 then return true end
   local quarter = math.max(1, math.floor(ttl / 4))

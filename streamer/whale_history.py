@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from streamer.whale import WhaleReject, usd_or_amount
+from streamer.whale_alert import WhaleReject, usd_or_amount
 from whalecast.domain import WhaleTransfer, classify_flow
 
 

@@ -25,7 +25,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from streamer.whale import WhaleReject, parse_alert
+from streamer.whale_alert import WhaleReject, parse_alert
 from streamer.whale_history import WhaleHistory
 from whalecast.logs import get_logger
 from whalecast.settings import ConfigError

@@ -40,7 +40,7 @@ from redis.exceptions import RedisError
 from inference.daemon import Daemon
 from streamer.features import BAR_COLUMNS, FEATURE_NAMES, HISTORY_BARS, compute_features
 from streamer.simulator import Simulator, SimulatorConfig
-from streamer.store import unpack_bars, unpack_window
+from streamer.store_format import unpack_bars, unpack_window
 from whalecast.domain import Series
 from whalecast.keys import Keys
 from whalecast.metrics import Metrics
@@ -387,7 +387,7 @@ async def sim() -> AsyncIterator[Simulator]:
 
 def daemon_problem(daemon: Daemon) -> str | None:
     """None while every task of the daemon runs; else which one ended and how."""
-    for task in daemon._tasks:
+    for task in daemon.tasks:
         if task.done():
             error = None if task.cancelled() else task.exception()
             return f"daemon task {task.get_name()} ended: {error!r}"

@@ -22,7 +22,8 @@ from fuzz.targets import NOW_MS, FakeClock, rejected_total
 from streamer.exchange import ExchangeAdapter
 from streamer.simulator import Simulator, SimulatorConfig
 from streamer.validation import CandleValidator, candle_from_row
-from streamer.whale import MAX_MESSAGE_BYTES, WhaleFeed, WhaleReject, parse_alert
+from streamer.whale import MAX_MESSAGE_BYTES, WhaleFeed
+from streamer.whale_alert import WhaleReject, parse_alert
 from whalecast.domain import Series, WhaleTransfer
 from whalecast.metrics import REJECT_REASONS, Metrics
 from whalecast.settings import ExchangeSettings, FeedSettings, WhaleSettings

@@ -15,7 +15,9 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from inference.models import REFREEZE_AFTER_BARS, ModelSet, freeze_heap
+from inference.heap import REFREEZE_AFTER_BARS, freeze_heap
+from inference.model_watch import ModelWatcher
+from inference.models import ModelSet
 from tests.helpers import wait_for_subscriber
 from tests.model_artifacts import preprocess_for, random_windows, small_model, write_model
 from tests.polling import wait_until
@@ -90,6 +92,23 @@ async def test_start_up_swap_between_bars_and_refusal(tmp_path: Path) -> None:
     assert value(metrics.model_reload_failing, "direction") == 0
 
 
+async def test_a_parked_version_is_handed_out_once_for_priming(tmp_path: Path) -> None:
+    good(tmp_path, seed=1)
+    models = ModelSet(settings(), Metrics(process=False), registry=tmp_path)
+    await models.load_all()  # swapped in at once: nothing to prime ahead of a swap
+    waiting = asyncio.create_task(models.parked())
+    second = good(tmp_path, seed=2)
+    await models.check("direction")
+    parked = await asyncio.wait_for(waiting, timeout=30)
+    assert {m: r.version for m, r in parked.items()} == {"direction": second}
+
+    third = good(tmp_path, seed=3)
+    await models.check("direction")
+    models.swap_pending()  # in service before anyone asked: it serves already
+    assert models.serving()["direction"].version == third
+    assert models.take_parked() == {}
+
+
 async def test_start_up_with_a_broken_model_is_not_ready(tmp_path: Path) -> None:
     broken(tmp_path)
     metrics = Metrics(process=False)
@@ -108,7 +127,7 @@ async def watching(
     models = ModelSet(settings(reload_poll_seconds=poll), Metrics(process=False),
                       registry=tmp_path, redis=redis_client, keys=KEYS)  # fmt: skip
     await models.load_all()
-    task = asyncio.create_task(models.watch())
+    task = asyncio.create_task(ModelWatcher(models).run())
     await wait_for_subscriber(redis_client, KEYS.models_channel)
     yield models
     task.cancel()

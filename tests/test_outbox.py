@@ -6,7 +6,7 @@ import itertools
 
 from inference.outbox import REDIS_RETRY_MAX_SECONDS, Outbox
 from inference.publisher import PredictionOut
-from streamer.store import BarRecord
+from streamer.store_format import BarRecord
 from whalecast.domain import Candle, Series, WhaleBar
 
 H = 3_600_000

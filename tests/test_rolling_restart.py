@@ -25,7 +25,7 @@ import redis.asyncio as aioredis
 
 from inference.daemon import Daemon
 from streamer.simulator import Simulator, SimulatorConfig
-from streamer.store import unpack_window
+from streamer.store_format import unpack_window
 from tests.daemon_helpers import Subscriber, clocks_caught_up, daemon_config, write_demo_models
 from tests.polling import wait_until
 from tests.replica_helpers import Replica, write_config

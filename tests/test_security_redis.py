@@ -17,7 +17,7 @@ import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import NoPermissionError
 
-from inference.daemon import serve
+from inference.lifecycle import serve
 from streamer.simulator import Simulator
 from tests.fault_helpers import (
     Invariant,

@@ -18,7 +18,8 @@ from redis.crc import key_slot
 
 from streamer.features import FEATURE_NAMES, HISTORY_BARS, compute_features
 from streamer.history import bar_table, load_candles_csv, load_whale_flows_csv
-from streamer.store import AppendResult, BarRecord, WindowStore
+from streamer.store import WindowStore
+from streamer.store_format import AppendResult, BarRecord
 from tests.helpers import RedisServer, free_port
 from whalecast.domain import Candle, Series, WhaleBar
 from whalecast.keys import Keys
@@ -298,7 +299,7 @@ async def test_one_round_trip_per_bar_whatever_the_series_count(
     per_call: int,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr("streamer.store.MAX_SERIES_PER_CALL", per_call)
+    monkeypatch.setattr("streamer.store_script.MAX_SERIES_PER_CALL", per_call)
     series = [Series("binance", f"C{i}/USDT", "1h") for i in range(count)]
     client = aioredis.Redis.from_url(redis_url, connection_class=CountingConnection)
     await client.config_resetstat()

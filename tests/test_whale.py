@@ -14,7 +14,8 @@ import pytest
 import structlog
 
 from streamer.simulator import WHALE_FAULTS, Simulator, SimulatorConfig
-from streamer.whale import WhaleFeed, WhaleReject, parse_alert
+from streamer.whale import WhaleFeed
+from streamer.whale_alert import WhaleReject, parse_alert
 from tests.feed_helpers import feed_settings
 from tests.polling import wait_until
 from whalecast.domain import Flow, WhaleTransfer

@@ -18,7 +18,7 @@ import redis.asyncio as aioredis
 from streamer.features import BAR_COLUMNS
 from streamer.history import WHALE_COLUMNS
 from streamer.simulator import Simulator, SimulatorConfig
-from streamer.store import unpack_bars
+from streamer.store_format import unpack_bars
 from streamer.whale_history import read_pages
 from streamer.whale_record import recorded_transfers
 from streamer.whale_rule import WhaleRule

@@ -330,7 +330,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return _run_shards(args, settings)
     settings = with_shard_from_hostname(settings, socket.gethostname())
     configure_logging(settings.log)
-    from inference.daemon import run_forever
+    from inference.lifecycle import run_forever
 
     return asyncio.run(run_forever(settings, Metrics()))
 

@@ -178,7 +178,7 @@ async def start_ui(settings: Settings, redis: Any) -> Any:
 
 
 async def run_demo(options: DemoOptions) -> int:
-    from inference.daemon import install_signal_handlers, serve
+    from inference.lifecycle import install_signal_handlers, serve
     from streamer.simulator import Simulator, SimulatorConfig
     from training.quick import QUICK_TRAINING
     from whalecast.logs import configure_logging

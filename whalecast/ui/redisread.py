@@ -23,7 +23,7 @@ CHUNK = 10_000
 
 
 def decode_bar(member: bytes) -> dict[str, float]:
-    """One stored bar (``streamer.store``: float64 little-endian in ``BAR_COLUMNS`` order)."""
+    """One stored bar (``streamer.store_format``: float64 little-endian in ``BAR_COLUMNS`` order)."""
     return dict(zip(BAR_COLUMNS, _BAR.unpack(member), strict=True))
 
 
