@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from streamer.backfill import Backfiller, BackfillFailed, RestSession
-from streamer.backoff import Backoff, ceiling
+from streamer.backoff import Backoff
 from streamer.batches import CloseBatches, OnClosed
 from streamer.clock import Clock, LiveClock, ReplayClock, measure_skew_ms
 from streamer.connection import Connection, SubscribeLimiter
@@ -141,7 +141,7 @@ class CandleFeed:
             self.batches.add,
             self._rest_queue.put_nowait,
             trust_next_bar=not self.adapter.has_closed_flag,
-            retry_delay=self._retry_delay,
+            retry_seconds=(self.feed.backoff_initial_seconds, self.feed.backoff_max_seconds),
         )
         self._backfiller = Backfiller(
             self._session,
@@ -194,10 +194,6 @@ class CandleFeed:
             )
             for i, start in enumerate(range(0, len(pairs), per))
         ]
-
-    def _retry_delay(self, attempts: int) -> float:
-        feed = self.feed
-        return ceiling(feed.backoff_initial_seconds, feed.backoff_max_seconds, attempts - 1)
 
     # -- websocket input (called synchronously from ccxt's handlers) -----------------------
     def _on_kline(
