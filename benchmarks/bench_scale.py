@@ -52,10 +52,10 @@ from inference.publisher import PredictionOut, Publisher
 from streamer.features import FEATURE_NAMES, HISTORY_BARS
 from streamer.simulator import Simulator, SimulatorConfig
 from streamer.store import WindowStore
-from tests.daemon_helpers import daemon_config
-from tests.helpers import ClusterServers
-from tests.model_artifacts import deep_model, preprocess_for, volume_model, write_model
-from tests.replica_helpers import Replica, write_config
+from testkit.daemon import daemon_config
+from testkit.models import deep_model, preprocess_for, volume_model, write_model
+from testkit.redis_servers import ClusterServers
+from testkit.replicas import Replica, write_config
 from whalecast.artifact import read_current
 from whalecast.domain import Series
 from whalecast.keys import Keys

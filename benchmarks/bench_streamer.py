@@ -161,7 +161,7 @@ def profile_split(profile: cProfile.Profile) -> dict[str, float]:
 
     ours_per_kline = cumulative("streamer/connection.py", "on_kline")
     ccxt_part = cumulative("ccxt/async_support/base/ws/client.py", "handle_text_or_binary_message")
-    batching = cumulative("streamer/candles.py", "_flush_loop")
+    batching = cumulative("streamer/batches.py", "run")
     parts = {
         "ccxt message handling": ccxt_part - ours_per_kline,
         "whalecast per kline (validation, sequencer)": ours_per_kline,

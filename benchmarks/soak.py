@@ -10,7 +10,7 @@ After every bar the prediction stream is read: each bar must get exactly one
 prediction per series and model (a duplicate or a missing one is a violation).
 Every ``--check-every`` bars and at the end the store is checked against the
 simulator's bars and ``compute_features`` (the fault suite's invariant,
-tests/fault_helpers.py). Every ``--sample-every`` bars the daemon's RSS, open
+testkit/faults.py). Every ``--sample-every`` bars the daemon's RSS, open
 file descriptors and asyncio task count and Redis' used_memory are sampled; the
 report says whether each stayed flat after warm-up (the first ``--warmup``
 fraction of the bars).
@@ -42,10 +42,10 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from streamer.simulator import Simulator, SimulatorConfig
-from tests.daemon_helpers import write_demo_models
-from tests.fault_helpers import Invariant, fault_settings, metric_values
-from tests.helpers import RedisServer, free_port
-from tests.process_helpers import DaemonProcess, write_config
+from testkit.daemon import write_demo_models
+from testkit.faults import Invariant, fault_settings, metric_values
+from testkit.process import DaemonProcess, write_config
+from testkit.redis_servers import RedisServer, free_port
 from whalecast.keys import Keys
 from whalecast.logs import configure_logging
 from whalecast.settings import LogSettings

@@ -54,7 +54,6 @@ class BarLoop:
         grace_seconds: float,
         whale_for: Callable[[Series, int], WhaleBar],
         scorer: Scorer | None = None,
-        record_factory: Callable[[Candle, WhaleBar], BarRecord],
         predicted_through: Mapping[Series, int] | None = None,
         retry_initial_seconds: float = 0.1,
     ) -> None:
@@ -66,7 +65,6 @@ class BarLoop:
         self.clock_for = clock_for
         self.whale_for = whale_for
         self.scorer = scorer
-        self.record_factory = record_factory
         self.bars = BarCompletion(
             self.series, store, grace_seconds=grace_seconds, predicted_through=predicted_through,
             stored_upto={s: store.last_open_ms(s) for s in self.series},
@@ -88,7 +86,7 @@ class BarLoop:
         arrival = time.time()
         # the whale aggregates as they are now, even if Redis takes it later
         self.outbox.keep(
-            (self.record_factory(c, self.whale_for(c.series, c.open_ms)) for c in candles), arrival
+            (BarRecord(c, self.whale_for(c.series, c.open_ms)) for c in candles), arrival
         )
         await self._store_backlog()
 

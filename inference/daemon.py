@@ -34,7 +34,6 @@ from streamer.clock import Clock
 from streamer.features import HISTORY_BARS
 from streamer.link import FeedFacts
 from streamer.store import WindowStore
-from streamer.store_format import BarRecord
 from streamer.whale import WhaleFeed
 from streamer.whale_bars import WhaleBarAggregator
 from streamer.whale_intake import WhaleIntake
@@ -227,7 +226,7 @@ class Daemon:
         return BarLoop(
             series=self.series, store=self.store, predictor=self.predictor, publisher=self.publisher,
             metrics=self.metrics, clock_for=self.clock_for, grace_seconds=s.feed.grace_seconds,
-            whale_for=self.whale.take, scorer=self.scorer, record_factory=BarRecord,
+            whale_for=self.whale.take, scorer=self.scorer,
             predicted_through=marks,
             retry_initial_seconds=s.feed.backoff_initial_seconds,
         )  # fmt: skip

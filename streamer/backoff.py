@@ -1,9 +1,9 @@
 """Capped, jittered exponential backoff that resets after a healthy period.
 
 Used by every reconnect loop (candle connections, the whale feed), by REST
-retries and by the bar loop's Redis outbox; the sequencer's REST re-asks wait
-the :func:`ceiling` without jitter. Delays are wall-clock seconds: they pace our own traffic, whatever the
-exchange clock says.
+retries and by the bar loop's Redis outbox; the sequencer's REST re-asks and the
+trainer's history download wait the :func:`ceiling` without jitter. Delays are
+wall-clock seconds: they pace our own traffic, whatever the exchange clock says.
 """
 
 from __future__ import annotations

@@ -5,35 +5,33 @@
 detects closed bars (the exchange's flag, else the next bar, else a deadline of
 bar end + grace after which REST is asked), backfills over REST at start-up,
 after every reconnect and for every gap, and calls ``on_closed`` with batches of
-candles: per series strictly in order, each bar once, the bars of one close
-together when they arrive together.
+candles (:mod:`streamer.batches`): per series strictly in order, each bar once, the
+bars of one close together when they arrive together.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from streamer.backfill import Backfiller, BackfillFailed, RestSession
-from streamer.backoff import Backoff, ceiling
+from streamer.backoff import Backoff
+from streamer.batches import CloseBatches, OnClosed
 from streamer.clock import Clock, LiveClock, ReplayClock, measure_skew_ms
 from streamer.connection import Connection, SubscribeLimiter
 from streamer.exchange import ExchangeAdapter, FeedConfigError, Row
 from streamer.link import FeedFacts, LinkStatus, combined, iso
 from streamer.sequencer import Sequencer
 from streamer.validation import CandleValidator, candle_from_row
-from whalecast.domain import Candle, Series
+from whalecast.domain import Series
 from whalecast.logs import get_logger
 from whalecast.metrics import Metrics
 from whalecast.settings import ExchangeCredentials, ExchangeSettings, FeedSettings
 
 log = get_logger(__name__)
 
-OnClosed = Callable[[list[Candle]], Awaitable[None]]
-MAX_CALLBACK_CANDLES = 10_000
 SKEW_WARN_MS = 2_000
 
 
@@ -61,16 +59,12 @@ class CandleFeed:
             for symbol in exchange_settings.symbols
         ]
         self._by_pair = {(s.symbol, s.timeframe): s for s in self.series}
-        self._on_closed = on_closed
         self._resume_from = dict(resume_from or {})
         self._clock = clock
         self._warmup_bars = warmup_bars
         self.adapter = ExchangeAdapter(exchange_settings, feed_settings, credentials, closed_flag)
         self._session = RestSession(self.adapter, feed_settings)
-        self._outbox: list[Candle] = []
-        self._outbox_newest = -1
-        self._outbox_at_newest = 0
-        self._emitted = asyncio.Event()
+        self.batches = CloseBatches(len(self.series), feed_settings, on_closed)
         self._rest_queue: asyncio.Queue[Series] = asyncio.Queue()
         self._grace_ms = int(feed_settings.grace_seconds * 1000)
         self._seq: Sequencer | None = None
@@ -106,7 +100,7 @@ class CandleFeed:
                 for index in range(self.feed.backfill_concurrency):
                     group.create_task(self._rest_worker(), name=f"rest-{index}")
                 group.create_task(self._deadline_loop(), name="deadlines")
-                group.create_task(self._flush_loop(), name="flush")
+                group.create_task(self.batches.run(), name="batches")
                 for connection in self.connections:
                     group.create_task(connection.run(), name=f"ws-{connection.index}")
         finally:
@@ -144,10 +138,10 @@ class CandleFeed:
         self._seq = Sequencer(
             start,
             self.metrics,
-            self._emit,
+            self.batches.add,
             self._rest_queue.put_nowait,
             trust_next_bar=not self.adapter.has_closed_flag,
-            retry_delay=self._retry_delay,
+            retry_seconds=(self.feed.backoff_initial_seconds, self.feed.backoff_max_seconds),
         )
         self._backfiller = Backfiller(
             self._session,
@@ -200,10 +194,6 @@ class CandleFeed:
             )
             for i, start in enumerate(range(0, len(pairs), per))
         ]
-
-    def _retry_delay(self, attempts: int) -> float:
-        feed = self.feed
-        return ceiling(feed.backoff_initial_seconds, feed.backoff_max_seconds, attempts - 1)
 
     # -- websocket input (called synchronously from ccxt's handlers) -----------------------
     def _on_kline(
@@ -260,44 +250,3 @@ class CandleFeed:
                 self._seq.request_due(self.clock.now_ms(), self._grace_ms, time.monotonic())
             except Exception as e:  # noqa: BLE001 - loop boundary: the next check comes soon
                 log.error("deadline check failed", exchange=self.settings.id, error=repr(e))
-
-    # -- output ----------------------------------------------------------------------
-    def _emit(self, candle: Candle, source: str) -> None:
-        self._outbox.append(candle)
-        if candle.open_ms > self._outbox_newest:
-            self._outbox_newest = candle.open_ms
-            self._outbox_at_newest = 1
-        elif candle.open_ms == self._outbox_newest:
-            self._outbox_at_newest += 1
-        self._emitted.set()
-
-    async def _flush_loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            await self._emitted.wait()
-            until = loop.time() + self.feed.batch_wait_seconds
-            while self._outbox_at_newest < len(self.series):
-                self._emitted.clear()
-                remaining = until - loop.time()
-                if remaining <= 0:
-                    break
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._emitted.wait(), remaining)
-            batch, self._outbox = self._outbox, []
-            self._outbox_newest, self._outbox_at_newest = -1, 0
-            self._emitted.clear()
-            batch.sort(key=lambda c: c.open_ms)  # stable: each series stays in order
-            for start in range(0, len(batch), MAX_CALLBACK_CANDLES):
-                await self._deliver(batch[start : start + MAX_CALLBACK_CANDLES])
-
-    async def _deliver(self, candles: list[Candle]) -> None:
-        backoff = Backoff.from_settings(self.feed)
-        while True:
-            try:
-                await self._on_closed(candles)
-                return
-            except Exception as e:  # noqa: BLE001 - callback boundary: the batch is retried, never lost
-                delay = backoff.delay()
-                log.error("on_closed failed, retrying the batch", error=repr(e),
-                          candles=len(candles), retry_seconds=round(delay, 3))  # fmt: skip
-                await asyncio.sleep(delay)

@@ -17,6 +17,7 @@ import bisect
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
+from streamer.backoff import ceiling
 from whalecast.domain import Candle, Series, floor_to_bar
 from whalecast.logs import get_logger
 from whalecast.metrics import Metrics
@@ -76,13 +77,15 @@ class Sequencer:
         want_rest: Callable[[Series], None],
         *,
         trust_next_bar: bool,
-        retry_delay: Callable[[int], float],
+        retry_seconds: tuple[float, float],
     ) -> None:
+        """``retry_seconds``: (initial, maximum) of the wait before a failed series' REST
+        request is made again (:func:`streamer.backoff.ceiling`, no jitter)."""
         self._states = {s: _State(s, s.bar_ms, last) for s, last in start.items()}
         self._emit = emit
         self._want_rest = want_rest
         self._trust_next_bar = trust_next_bar
-        self._retry_delay = retry_delay
+        self._retry_initial, self._retry_max = retry_seconds
         exchange = next(iter(start)).exchange if start else ""
         self._closed = {
             (tf, src): metrics.bars_closed.labels(exchange, tf, src)
@@ -174,7 +177,7 @@ class Sequencer:
         st = self._states[series]
         st.rest_queued = False
         st.attempts += 1
-        st.retry_at = wall + self._retry_delay(st.attempts)
+        st.retry_at = wall + ceiling(self._retry_initial, self._retry_max, st.attempts - 1)
 
     def request_due(self, now_ms: int, grace_ms: int, wall: float) -> int:
         """Asks REST for every series whose expected bar is overdue or missing; returns how many."""

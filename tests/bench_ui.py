@@ -28,9 +28,9 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.bench_e2e import E2EOptions, bench_daemon
+from testkit.process import write_config
+from testkit.redis_servers import free_port
 from tests.browser import browser_page
-from tests.helpers import free_port
-from tests.process_helpers import write_config
 from tests.ui_helpers import ui_process, ui_settings
 
 TARGET_P99_MS = 1000.0

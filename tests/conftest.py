@@ -10,7 +10,7 @@ import pytest
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 
-from tests.helpers import MISSING_TOOL, ClusterServers, RedisServer
+from testkit.redis_servers import MISSING_TOOL, ClusterServers, RedisServer
 
 # Tests never read the developer's config or secrets.
 for _name in [n for n in os.environ if n.upper().startswith("WHALECAST_")]:

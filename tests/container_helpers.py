@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from streamer.simulator import SimulatorConfig
-from tests.helpers import require_tool
+from testkit.redis_servers import require_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ROOT / "scripts"

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from tests.helpers import require_tool
+from testkit.redis_servers import require_tool
 from tests.kustomize_render import pod_specs, render
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -10,7 +10,7 @@ from typing import Any
 
 from streamer.candles import CandleFeed
 from streamer.simulator import Simulator
-from tests.polling import wait_until
+from testkit.polling import wait_until
 from whalecast.domain import Candle, Series
 from whalecast.metrics import Metrics
 from whalecast.settings import ExchangeSettings, FeedSettings

@@ -59,3 +59,114 @@ def test_the_check_catches_a_renamed_module() -> None:
     renamed = "inference/barloop.py".replace("barloop", "bar_loop")
     assert not (ROOT / renamed).is_file()
     assert MODULE.findall(f"see `{renamed}`") == [renamed]
+
+
+# ------------------------------------------------------------------ the bar path's size
+
+MAX_MODULE_LINES = 300
+MAX_FUNCTION_LINES = 50
+
+
+def oversized(name: str, text: str) -> list[str]:
+    """What in one module is over the limits: the module's lines, each function's."""
+    problems = []
+    lines = len(text.splitlines())
+    if lines > MAX_MODULE_LINES:
+        problems.append(f"{name}: {lines} lines (at most {MAX_MODULE_LINES})")
+    for node in ast.walk(ast.parse(text)):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            length = (node.end_lineno or node.lineno) - node.lineno + 1
+            if length > MAX_FUNCTION_LINES:
+                problems.append(f"{name}: {node.name} is {length} lines (at most {MAX_FUNCTION_LINES})")  # fmt: skip
+    return problems
+
+
+def limited_modules() -> list[str]:
+    """The modules the diagram names, and every other module of the feeds and the daemon
+    (the simulator, a test double of the exchanges, aside)."""
+    named = {m for m in MODULE.findall(diagram()) if m.endswith(".py")}
+    assert len(named) > 15, "the diagram names the modules on the path"
+    packages = {str(p.relative_to(ROOT)) for d in ("streamer", "inference") for p in (ROOT / d).glob("*.py")}  # fmt: skip
+    return sorted(named | packages)
+
+
+def test_the_bar_path_is_small_modules_of_short_functions() -> None:
+    modules = limited_modules()
+    assert {"streamer/store.py", "inference/barloop.py", "inference/daemon.py"} <= set(modules)
+    problems = [p for m in modules for p in oversized(m, (ROOT / m).read_text())]
+    assert not problems, "split by concern: " + "; ".join(problems)
+
+
+def test_the_size_check_catches_a_long_function_and_a_long_module() -> None:
+    long_function = "def f() -> int:\n" + "    x = 1\n" * MAX_FUNCTION_LINES + "    return x\n"
+    assert oversized("m.py", long_function) == [f"m.py: f is {MAX_FUNCTION_LINES + 2} lines (at most {MAX_FUNCTION_LINES})"]  # fmt: skip
+    long_module = "x = 1\n" * (MAX_MODULE_LINES + 1)
+    assert oversized("m.py", long_module) == [f"m.py: {MAX_MODULE_LINES + 1} lines (at most {MAX_MODULE_LINES})"]  # fmt: skip
+
+
+# ------------------------------------------------------------------ named once
+
+#: the one module that spells the target names (every other one imports them)
+TARGETS_MODULE = "whalecast/targets.py"
+TARGET_NAMES = ("p_up_next_bar", "next_bar_volume")
+#: the one module with the backoff formula (``initial * 2 ** attempts``)
+BACKOFF_MODULE = "streamer/backoff.py"
+
+
+def sources() -> list[tuple[str, ast.Module]]:
+    out = []
+    for package in (*PACKAGES, "benchmarks"):
+        for path in sorted((ROOT / package).rglob("*.py")):
+            out.append((str(path.relative_to(ROOT)), ast.parse(path.read_text())))
+    return out
+
+
+def docstrings(tree: ast.Module) -> set[int]:
+    """The ids of the docstring constants of a module, its classes and functions."""
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+            first = node.body[0] if node.body else None
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
+                found.add(id(first.value))
+    return found
+
+
+def spelled_targets(name: str, tree: ast.Module) -> list[str]:
+    skip = docstrings(tree)
+    return [
+        f"{name}:{node.lineno}"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in skip
+        and any(target in node.value for target in TARGET_NAMES)
+    ]  # fmt: skip
+
+
+def doubling(name: str, tree: ast.Module) -> list[str]:
+    return [
+        f"{name}:{node.lineno}"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Pow)
+        and isinstance(node.left, ast.Constant) and node.left.value in (2, 2.0)
+        and not isinstance(node.right, ast.Constant)  # 2**20 is a unit, 2**n a doubling
+    ]  # fmt: skip
+
+
+def test_target_names_and_the_backoff_formula_are_written_once() -> None:
+    trees = sources()
+    spelled = [w for name, tree in trees if name != TARGETS_MODULE for w in spelled_targets(name, tree)]  # fmt: skip
+    assert not spelled, f"use whalecast.targets.DIRECTION / VOLUME instead of literals: {spelled}"
+    doubled = [w for name, tree in trees if name != BACKOFF_MODULE for w in doubling(name, tree)]
+    assert not doubled, f"use streamer.backoff (ceiling or Backoff) instead of 2 ** n: {doubled}"
+    assert spelled_targets(TARGETS_MODULE, dict(trees)[TARGETS_MODULE])
+    assert doubling(BACKOFF_MODULE, dict(trees)[BACKOFF_MODULE])
+
+
+def test_the_literal_check_skips_docstrings_only() -> None:
+    tree = ast.parse('"""p_up_next_bar is a target."""\nX = {"next_bar_volume": 1}\n')
+    assert spelled_targets("m.py", tree) == ["m.py:2"]
+
+
+def test_the_doubling_check_tells_a_unit_from_a_backoff() -> None:
+    tree = ast.parse("mib = rss / 2**20\ndelay = initial * 2.0 ** attempts\n")
+    assert doubling("m.py", tree) == ["m.py:2"]

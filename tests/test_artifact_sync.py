@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from tests.model_artifacts import preprocess_for, write_model
+from testkit.models import preprocess_for, write_model
 from whalecast.artifact import read_current
 from whalecast.artifact_sync import (
     SyncError,

@@ -17,7 +17,7 @@ from benchmarks.bench_inference import (
     format_table,
     run_bench,
 )
-from tests.model_artifacts import deep_model
+from testkit.models import deep_model
 from whalecast import cli
 
 pytestmark = [pytest.mark.tf, pytest.mark.slow]

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from streamer.simulator import KLINE_FAULTS, Simulator, SimulatorConfig
+from testkit.polling import wait_until
 from tests.feed_helpers import (
     KLINE_FAULT_REASONS,
     feed_settings,
@@ -15,7 +16,6 @@ from tests.feed_helpers import (
     truth,
     wait_subscribed,
 )
-from tests.polling import wait_until
 
 REASON = KLINE_FAULT_REASONS
 

@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from streamer.simulator import Simulator, SimulatorConfig
+from testkit.polling import wait_until
 from tests.feed_helpers import feed_settings, start_feed, truth, wait_subscribed
-from tests.polling import wait_until
 from whalecast.domain import Series
 
 

@@ -27,7 +27,7 @@ from redis.asyncio.cluster import RedisCluster
 from inference.daemon import Daemon
 from inference.publisher import PredictionOut, Publisher
 from streamer.simulator import Simulator, SimulatorConfig
-from tests.daemon_helpers import (
+from testkit.daemon import (
     Subscriber,
     clocks_caught_up,
     daemon_settings,
@@ -35,8 +35,8 @@ from tests.daemon_helpers import (
     wait_until_ready,
     write_demo_models,
 )
+from testkit.models import preprocess_for, small_model, write_model
 from tests.floats import float32_approx
-from tests.model_artifacts import preprocess_for, small_model, write_model
 from whalecast.metrics import Metrics
 from whalecast.redisconn import RedisHandle
 from whalecast.schema import Prediction

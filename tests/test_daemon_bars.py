@@ -12,9 +12,9 @@ import redis.asyncio as aioredis
 
 from streamer.simulator import Simulator, SimulatorConfig
 from streamer.simulator.data import shipped_candle_files
-from tests.daemon_helpers import metric, simulated_daemon, wait_until_ready, write_demo_models
-from tests.polling import wait_until
-from tests.sim_helpers import csv_rows
+from testkit.daemon import metric, simulated_daemon, wait_until_ready, write_demo_models
+from testkit.polling import wait_until
+from testkit.simulator import csv_rows
 from whalecast.domain import Series
 
 pytestmark = [pytest.mark.redis, pytest.mark.tf, pytest.mark.slow]

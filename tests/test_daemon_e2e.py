@@ -11,7 +11,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from streamer.simulator import Simulator, SimulatorConfig
-from tests.daemon_helpers import (
+from testkit.daemon import (
     Subscriber,
     daemon_settings,
     metric,

@@ -10,15 +10,15 @@ import pytest
 import redis.asyncio as aioredis
 
 from streamer.features import FEATURE_NAMES
-from tests.daemon_helpers import (
+from testkit.daemon import (
     captured_logs,
     metric,
     simulated_daemon,
     wait_until_ready,
     write_demo_models,
 )
-from tests.model_artifacts import preprocess_for, small_model, write_model
-from tests.polling import wait_until
+from testkit.models import preprocess_for, small_model, write_model
+from testkit.polling import wait_until
 
 pytestmark = [pytest.mark.redis, pytest.mark.tf, pytest.mark.slow]
 

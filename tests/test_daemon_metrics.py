@@ -15,14 +15,14 @@ import redis.asyncio as aioredis
 from prometheus_client.parser import text_string_to_metric_families
 
 from streamer.simulator import Simulator
-from tests.daemon_helpers import (
+from testkit.daemon import (
     http_get,
     metric,
     simulated_daemon,
     wait_until_ready,
     write_demo_models,
 )
-from tests.polling import wait_until
+from testkit.polling import wait_until
 
 pytestmark = [pytest.mark.redis, pytest.mark.tf, pytest.mark.slow]
 

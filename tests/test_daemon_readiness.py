@@ -17,15 +17,15 @@ import redis.asyncio as aioredis
 
 from inference.daemon import Daemon
 from streamer.simulator import Simulator
-from tests.daemon_helpers import (
+from testkit.daemon import (
     captured_logs,
     http_get,
     running_daemon,
     simulated_daemon,
     write_demo_models,
 )
-from tests.helpers import free_port
-from tests.polling import wait_until, wait_until_true
+from testkit.polling import wait_until, wait_until_true
+from testkit.redis_servers import free_port
 from whalecast.settings import load_settings
 
 pytestmark = [pytest.mark.redis, pytest.mark.tf, pytest.mark.slow]

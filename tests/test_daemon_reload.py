@@ -13,7 +13,7 @@ import redis.asyncio as aioredis
 
 from inference.daemon import Daemon
 from streamer.features import FEATURE_NAMES
-from tests.daemon_helpers import (
+from testkit.daemon import (
     Running,
     captured_logs,
     metric,
@@ -21,8 +21,8 @@ from tests.daemon_helpers import (
     wait_until_ready,
     write_demo_models,
 )
-from tests.model_artifacts import preprocess_for, small_model, write_model
-from tests.polling import wait_until
+from testkit.models import preprocess_for, small_model, write_model
+from testkit.polling import wait_until
 from whalecast.artifact import MODEL_FILE
 
 pytestmark = [pytest.mark.redis, pytest.mark.tf, pytest.mark.slow]

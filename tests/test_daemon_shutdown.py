@@ -18,7 +18,7 @@ import yaml
 
 from inference.daemon import Daemon
 from streamer.simulator import Simulator, SimulatorConfig
-from tests.daemon_helpers import (
+from testkit.daemon import (
     Subscriber,
     captured_logs,
     daemon_config,
@@ -27,7 +27,7 @@ from tests.daemon_helpers import (
     wait_until_ready,
     write_demo_models,
 )
-from tests.polling import wait_until
+from testkit.polling import wait_until
 from whalecast.domain import Series
 from whalecast.keys import Keys
 from whalecast.metrics import Metrics

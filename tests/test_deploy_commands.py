@@ -30,6 +30,7 @@ import redis
 import yaml
 from pydantic import BaseModel
 
+from testkit.redis_servers import free_port, require_tool
 from tests.deploy_sources import (
     COMPOSE,
     DEPLOY,
@@ -39,7 +40,6 @@ from tests.deploy_sources import (
     environment_names,
     invocations,
 )
-from tests.helpers import free_port, require_tool
 from whalecast.cli import build_parser
 from whalecast.settings import ENV_PREFIX, OWN_ENV, Settings, load_settings
 

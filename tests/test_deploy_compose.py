@@ -21,10 +21,10 @@ import redis.asyncio as aioredis
 import yaml
 
 from streamer.simulator import Simulator
+from testkit.daemon import http_get
+from testkit.redis_servers import free_port
 from tests.compose_stack import COMPOSE_FILE, Stack
 from tests.container_helpers import CONTAINER_TEST_TIMEOUT, REACHABLE_SIM, service_image
-from tests.daemon_helpers import http_get
-from tests.helpers import free_port
 from whalecast.keys import Keys
 
 pytestmark = [pytest.mark.deploy, pytest.mark.slow, CONTAINER_TEST_TIMEOUT]

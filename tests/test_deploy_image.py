@@ -19,10 +19,10 @@ import pytest
 import redis.asyncio as aioredis
 
 from streamer.simulator import Simulator, SimulatorConfig
+from testkit.daemon import daemon_settings, http_get, write_demo_models
+from testkit.process import write_config
+from testkit.redis_servers import free_port
 from tests.container_helpers import CONTAINER_TEST_TIMEOUT, Container, podman, run_once
-from tests.daemon_helpers import daemon_settings, http_get, write_demo_models
-from tests.helpers import free_port
-from tests.process_helpers import write_config
 from whalecast import __version__
 from whalecast.keys import Keys
 

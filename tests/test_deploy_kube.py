@@ -27,9 +27,9 @@ import redis.asyncio as aioredis
 import yaml
 
 from streamer.simulator import Simulator
+from testkit.daemon import http_get, write_demo_models
+from testkit.redis_servers import free_port
 from tests.container_helpers import CONTAINER_TEST_TIMEOUT, REACHABLE_SIM, podman, service_image
-from tests.daemon_helpers import http_get, write_demo_models
-from tests.helpers import free_port
 from tests.kustomize_render import render
 from whalecast.artifact_sync import publish_artifact
 from whalecast.keys import Keys

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from testkit.redis_servers import require_tool
 from tests.deploy_sources import (
     COMPOSE,
     DEPLOY,
@@ -25,7 +26,6 @@ from tests.deploy_sources import (
     systemd_units,
     venv_tool,
 )
-from tests.helpers import require_tool
 
 pytestmark = pytest.mark.deploy
 

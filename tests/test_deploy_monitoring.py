@@ -21,8 +21,8 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.daemon_helpers import scrape_running_daemon
-from tests.helpers import RedisServer, require_tool
+from testkit.daemon import scrape_running_daemon
+from testkit.redis_servers import RedisServer, require_tool
 
 pytestmark = pytest.mark.deploy
 

@@ -10,7 +10,7 @@ import pytest
 import redis
 from redis.asyncio.connection import Connection
 
-from tests.helpers import require_tool
+from testkit.redis_servers import require_tool
 from whalecast.redisconn import (
     EmbeddedRedis,
     EmbeddedRedisError,

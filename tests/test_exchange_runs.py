@@ -8,7 +8,7 @@ twice); the invariant (every bar stored once with exact values, every complete w
 predicted once) is checked after each 10 bars and at the end over all 200.
 """
 
-# ruff: noqa: F401, F811 - the registry fixture comes from tests.fault_helpers
+# ruff: noqa: F401, F811 - the registry fixture comes from testkit.faults
 
 from __future__ import annotations
 
@@ -19,14 +19,14 @@ import pytest
 
 from inference.daemon import Daemon
 from streamer.simulator import KLINE_FAULTS, Simulator, SimulatorConfig
-from tests.fault_helpers import (
+from testkit.faults import (
     Invariant,
     advance,
     check_daemon,
     checked_daemon,
     registry,
 )
-from tests.polling import wait_until
+from testkit.polling import wait_until
 
 pytestmark = [pytest.mark.redis, pytest.mark.tf, pytest.mark.slow]
 

@@ -8,7 +8,7 @@ rate-limiting (429 + Retry-After) while it fills a gap; a series whose close
 arrives after the grace period; a burst of bars after an outage.
 """
 
-# ruff: noqa: F401, F811 - the sim and registry fixtures come from tests.fault_helpers
+# ruff: noqa: F401, F811 - the sim and registry fixtures come from testkit.faults
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ import pytest
 
 from inference.daemon import Daemon
 from streamer.simulator import KLINE_FAULTS, Simulator, SimulatorConfig
-from tests.fault_helpers import (
+from testkit.faults import (
     Invariant,
     advance,
     check_daemon,
@@ -29,8 +29,8 @@ from tests.fault_helpers import (
     rejected,
     sample,
 )
+from testkit.polling import wait_until
 from tests.feed_helpers import KLINE_FAULT_REASONS, wait_subscribed
-from tests.polling import wait_until
 
 pytestmark = [pytest.mark.redis, pytest.mark.tf, pytest.mark.slow]
 

@@ -6,7 +6,7 @@ and a planted Lambda layer (code that would run if loaded unsafely): each is ref
 bars keep being stored and predicted. A good version afterwards is taken at the next bar.
 """
 
-# ruff: noqa: F401, F811 - the sim and registry fixtures come from tests.fault_helpers
+# ruff: noqa: F401, F811 - the sim and registry fixtures come from testkit.faults
 
 from __future__ import annotations
 
@@ -19,9 +19,9 @@ import pytest
 
 from streamer.features import FEATURE_NAMES
 from streamer.simulator import Simulator
-from tests.fault_helpers import advance, check_daemon, checked_daemon, registry, sample, sim
-from tests.model_artifacts import preprocess_for, small_model, write_model
-from tests.polling import wait_until
+from testkit.faults import advance, check_daemon, checked_daemon, registry, sample, sim
+from testkit.models import preprocess_for, small_model, write_model
+from testkit.polling import wait_until
 from whalecast.artifact import MODEL_FILE, read_current
 
 pytestmark = [pytest.mark.redis, pytest.mark.tf, pytest.mark.slow]

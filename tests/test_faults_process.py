@@ -19,10 +19,10 @@ import pytest
 
 from streamer.features import FEATURE_NAMES
 from streamer.simulator import Simulator, SimulatorConfig
-from tests.fault_helpers import Invariant, advance, connect_plain, fault_settings
-from tests.helpers import free_port
-from tests.model_artifacts import preprocess_for, small_model, write_model
-from tests.process_helpers import DaemonProcess, write_config
+from testkit.faults import Invariant, advance, connect_plain, fault_settings
+from testkit.models import preprocess_for, small_model, write_model
+from testkit.process import DaemonProcess, write_config
+from testkit.redis_servers import free_port
 from whalecast.keys import Keys
 
 pytestmark = [pytest.mark.redis, pytest.mark.tf, pytest.mark.slow]

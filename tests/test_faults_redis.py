@@ -6,7 +6,7 @@ Each test runs its own redis-server (append-only file on or off) so it can stop 
 restart it on the same port.
 """
 
-# ruff: noqa: F401, F811 - the sim and registry fixtures come from tests.fault_helpers
+# ruff: noqa: F401, F811 - the sim and registry fixtures come from testkit.faults
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from streamer.simulator import Simulator
-from tests.fault_helpers import (
+from testkit.faults import (
     advance,
     check_daemon,
     checked_daemon,
@@ -26,9 +26,9 @@ from tests.fault_helpers import (
     registry,
     sim,
 )
+from testkit.polling import wait_until
+from testkit.redis_servers import RedisServer, free_port, wait_for_subscriber
 from tests.fault_proxy import ReplyCuttingProxy
-from tests.helpers import RedisServer, free_port, wait_for_subscriber
-from tests.polling import wait_until
 
 pytestmark = [pytest.mark.redis, pytest.mark.tf, pytest.mark.slow]
 

@@ -5,7 +5,7 @@ counted and dropped. (Whale aggregates of bars closed while the feed was down ar
 Whale Alert has no backfill; the invariant checks the features of what was stored.)
 """
 
-# ruff: noqa: F401, F811 - the sim and registry fixtures come from tests.fault_helpers
+# ruff: noqa: F401, F811 - the sim and registry fixtures come from testkit.faults
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ import pytest
 
 from streamer.simulator import Simulator, SimulatorConfig
 from streamer.simulator.faults import WHALE_FAULTS
-from tests.fault_helpers import advance, check_daemon, checked_daemon, registry, rejected, sample
-from tests.polling import wait_until
+from testkit.faults import advance, check_daemon, checked_daemon, registry, rejected, sample
+from testkit.polling import wait_until
 
 pytestmark = [pytest.mark.redis, pytest.mark.tf, pytest.mark.slow]
 

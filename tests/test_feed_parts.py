@@ -15,8 +15,8 @@ from streamer.clock import LiveClock, ReplayClock
 from streamer.connection import SubscribeLimiter
 from streamer.simulator import Simulator, SimulatorConfig
 from streamer.validation import CandleValidator, candle_from_row
+from testkit.polling import wait_until
 from tests.feed_helpers import feed_settings
-from tests.polling import wait_until
 from whalecast.domain import Series
 from whalecast.metrics import Metrics
 

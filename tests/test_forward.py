@@ -14,7 +14,7 @@ import pytest
 from inference.forward import Batch, ForwardPasses
 from inference.runtime import ModelRuntime
 from streamer.features import FEATURE_NAMES
-from tests.model_artifacts import preprocess_for, random_windows, small_model, write_model
+from testkit.models import preprocess_for, random_windows, small_model, write_model
 from whalecast.domain import Series
 from whalecast.metrics import Metrics
 

@@ -12,8 +12,8 @@ import sys
 import pytest
 
 from fuzz.targets import TARGETS
-from tests.helpers import IN_CI
-from tests.process_helpers import ROOT
+from testkit.process import ROOT
+from testkit.redis_servers import IN_CI
 
 RUNS = {"candles": 20_000, "whale": 10_000, "config": 2_000}
 

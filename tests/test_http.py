@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from inference.http import HttpServer
 from inference.looplag import LoopLagMonitor
 from inference.readiness import Report
-from tests.helpers import free_port
+from testkit.redis_servers import free_port
 from whalecast.metrics import Metrics
 from whalecast.settings import MetricsSettings
 

@@ -12,8 +12,8 @@ import pytest
 from inference.incremental import Incremental, NotIncremental, StateCache
 from inference.runtime import ModelRuntime
 from streamer.features import FEATURE_NAMES
+from testkit.models import WINDOW, preprocess_for, random_windows, write_model
 from tests.floats import assert_float32_close
-from tests.model_artifacts import WINDOW, preprocess_for, random_windows, write_model
 from training.params import DEFAULTS
 from training.presets import BUILDERS, Member, combine
 

@@ -18,9 +18,9 @@ import redis.asyncio as aioredis
 from inference.heap import REFREEZE_AFTER_BARS, freeze_heap
 from inference.model_watch import ModelWatcher
 from inference.models import ModelSet
-from tests.helpers import wait_for_subscriber
-from tests.model_artifacts import preprocess_for, random_windows, small_model, write_model
-from tests.polling import wait_until
+from testkit.models import preprocess_for, random_windows, small_model, write_model
+from testkit.polling import wait_until
+from testkit.redis_servers import wait_for_subscriber
 from whalecast.artifact import set_current
 from whalecast.artifact_sync import publish_artifact
 from whalecast.keys import Keys

@@ -13,7 +13,7 @@ from inference.completion import Take
 from inference.models import ModelSet
 from inference.predictor import Predictor
 from streamer.features import FEATURE_NAMES
-from tests.model_artifacts import preprocess_for, random_windows, small_model, write_model
+from testkit.models import preprocess_for, random_windows, small_model, write_model
 from whalecast.domain import Candle, Series
 from whalecast.metrics import Metrics
 from whalecast.settings import InferenceSettings

@@ -23,10 +23,10 @@ import redis.asyncio as aioredis
 import yaml
 
 from streamer.simulator import SimulatorConfig
-from tests.daemon_helpers import simulated_daemon, wait_until_ready, write_demo_models
-from tests.helpers import free_port, require_tool
-from tests.polling import wait_until_true
-from tests.process_helpers import serving_process
+from testkit.daemon import simulated_daemon, wait_until_ready, write_demo_models
+from testkit.polling import wait_until_true
+from testkit.process import serving_process
+from testkit.redis_servers import free_port, require_tool
 from tests.test_deploy_monitoring import PROMETHEUS, _dashboard_queries
 
 pytestmark = [pytest.mark.deploy, pytest.mark.slow, pytest.mark.redis, pytest.mark.tf]

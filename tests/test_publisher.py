@@ -11,7 +11,7 @@ from redis.asyncio.cluster import RedisCluster
 
 from inference.handover import PredictionMarks
 from inference.publisher import PredictionOut, Publisher
-from tests.helpers import ClusterServers
+from testkit.redis_servers import ClusterServers
 from whalecast.domain import Series
 from whalecast.keys import STREAM_FIELD, Keys
 from whalecast.metrics import Metrics

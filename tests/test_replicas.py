@@ -21,10 +21,10 @@ from redis.asyncio.cluster import RedisCluster
 
 from inference.daemon import Daemon
 from streamer.simulator import Simulator
-from tests.daemon_helpers import Subscriber, clocks_caught_up, daemon_config, write_demo_models
-from tests.polling import wait_until
-from tests.replica_helpers import Replica, write_config
-from tests.sim_helpers import synthetic_simulator
+from testkit.daemon import Subscriber, clocks_caught_up, daemon_config, write_demo_models
+from testkit.polling import wait_until
+from testkit.replicas import Replica, write_config
+from testkit.simulator import synthetic_simulator
 from whalecast.domain import Series
 from whalecast.keys import Keys
 from whalecast.metrics import Metrics

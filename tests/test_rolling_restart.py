@@ -26,9 +26,9 @@ import redis.asyncio as aioredis
 from inference.daemon import Daemon
 from streamer.simulator import Simulator, SimulatorConfig
 from streamer.store_format import unpack_window
-from tests.daemon_helpers import Subscriber, clocks_caught_up, daemon_config, write_demo_models
-from tests.polling import wait_until
-from tests.replica_helpers import Replica, write_config
+from testkit.daemon import Subscriber, clocks_caught_up, daemon_config, write_demo_models
+from testkit.polling import wait_until
+from testkit.replicas import Replica, write_config
 from whalecast.domain import Series
 from whalecast.keys import Keys
 from whalecast.metrics import Metrics

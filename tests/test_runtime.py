@@ -14,8 +14,7 @@ import pytest
 from inference.backends import BACKENDS, bucket_for
 from inference.runtime import ModelRefused, ModelRuntime
 from streamer.features import FEATURE_NAMES
-from tests.floats import assert_float32_close
-from tests.model_artifacts import (
+from testkit.models import (
     deep_model,
     preprocess_for,
     random_windows,
@@ -23,6 +22,7 @@ from tests.model_artifacts import (
     volume_model,
     write_model,
 )
+from tests.floats import assert_float32_close
 
 pytestmark = pytest.mark.tf
 

@@ -2,7 +2,7 @@
 both end to end, and a wrong password, user, certificate or missing permission fails at
 start-up with one clear message that names the problem and holds no secret."""
 
-# ruff: noqa: F401, F811 - the sim and registry fixtures come from tests.fault_helpers
+# ruff: noqa: F401, F811 - the sim and registry fixtures come from testkit.faults
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from redis.exceptions import NoPermissionError
 
 from inference.lifecycle import serve
 from streamer.simulator import Simulator
-from tests.fault_helpers import (
+from testkit.faults import (
     Invariant,
     advance,
     check_daemon,
@@ -28,7 +28,7 @@ from tests.fault_helpers import (
     registry,
     sim,
 )
-from tests.helpers import RedisServer, free_port
+from testkit.redis_servers import RedisServer, free_port
 from tests.security_helpers import DAEMON_COMMANDS, AclRedis, TestCA
 from whalecast.acl import Refusal, daemon_probes, refused_commands
 from whalecast.domain import Series

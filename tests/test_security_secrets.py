@@ -7,7 +7,7 @@ exceptions), is scraped, and stops. Then ``check-config`` prints the settings, a
 with a wrong Redis password fails. None of that output holds any planted value.
 """
 
-# ruff: noqa: F401, F811 - the registry fixture comes from tests.fault_helpers
+# ruff: noqa: F401, F811 - the registry fixture comes from testkit.faults
 
 from __future__ import annotations
 
@@ -23,9 +23,9 @@ from pathlib import Path
 import pytest
 
 from streamer.simulator import Simulator, SimulatorConfig
-from tests.fault_helpers import Invariant, advance, fault_settings, registry
-from tests.helpers import free_port
-from tests.process_helpers import ROOT, DaemonProcess, write_config
+from testkit.faults import Invariant, advance, fault_settings, registry
+from testkit.process import ROOT, DaemonProcess, write_config
+from testkit.redis_servers import free_port
 from tests.security_helpers import AclRedis
 
 pytestmark = [pytest.mark.redis, pytest.mark.tf, pytest.mark.slow]

@@ -26,7 +26,7 @@ class Harness:
         self.asked: list[Series] = []
         self.seq = Sequencer({BTC: last, ETH: last}, self.metrics,
                              lambda c, s: self.emitted.append((c, s)), self.asked.append,
-                             trust_next_bar=trust_next_bar, retry_delay=lambda n: 1.0)  # fmt: skip
+                             trust_next_bar=trust_next_bar, retry_seconds=(1.0, 1.0))  # fmt: skip
 
     def opens(self, series: Series = BTC) -> list[int]:
         return [c.open_ms for c, _ in self.emitted if c.series == series]

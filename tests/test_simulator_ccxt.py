@@ -9,7 +9,7 @@ import ccxt
 import pytest
 
 from streamer.simulator import Simulator, SimulatorConfig
-from tests.sim_helpers import RecordingBinance, binance_client, csv_rows
+from testkit.simulator import RecordingBinance, binance_client, csv_rows
 
 HOUR = 3_600_000
 

@@ -10,7 +10,7 @@ import sys
 import urllib.request
 from pathlib import Path
 
-from tests.helpers import free_port
+from testkit.redis_servers import free_port
 from whalecast.settings import load_settings
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -13,7 +13,7 @@ import pytest
 
 from streamer.simulator import Simulator, SimulatorConfig
 from streamer.simulator.data import load_candles, symbol_from_path, synthetic_series
-from tests.polling import wait_until
+from testkit.polling import wait_until
 
 HOUR = 3_600_000
 

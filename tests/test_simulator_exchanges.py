@@ -13,9 +13,9 @@ import pytest
 
 from streamer.exchange import ExchangeAdapter, retry_after_seconds
 from streamer.simulator import Simulator, SimulatorConfig
+from testkit.polling import wait_until
+from testkit.simulator import csv_rows
 from tests.feed_helpers import exchange_settings, feed_settings, start_feed, truth, wait_subscribed
-from tests.polling import wait_until
-from tests.sim_helpers import csv_rows
 
 HOUR = 3_600_000
 EXCHANGES = ("bybit", "okx")

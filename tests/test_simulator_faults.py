@@ -12,7 +12,7 @@ import ccxt
 import pytest
 
 from streamer.simulator import KLINE_FAULTS, Simulator, SimulatorConfig
-from tests.sim_helpers import binance_client
+from testkit.simulator import binance_client
 
 HOUR = 3_600_000
 BTC, ETH = "btcusdt@kline_1h", "ethusdt@kline_1h"

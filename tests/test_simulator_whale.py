@@ -14,7 +14,7 @@ import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
 from streamer.simulator import WHALE_FAULTS, Simulator, SimulatorConfig
-from tests.sim_helpers import DATA
+from testkit.simulator import DATA
 
 HOUR = 3_600_000
 KEY = "test-key"

@@ -20,7 +20,7 @@ from streamer.features import FEATURE_NAMES, HISTORY_BARS, compute_features
 from streamer.history import bar_table, load_candles_csv, load_whale_flows_csv
 from streamer.store import WindowStore
 from streamer.store_format import AppendResult, BarRecord
-from tests.helpers import RedisServer, free_port
+from testkit.redis_servers import RedisServer, free_port
 from whalecast.domain import Candle, Series, WhaleBar
 from whalecast.keys import Keys
 from whalecast.metrics import Metrics

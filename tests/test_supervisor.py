@@ -24,10 +24,10 @@ from typing import Any
 import pytest
 
 from streamer.simulator import Simulator
-from tests.daemon_helpers import Subscriber, daemon_config, http_get, write_demo_models
-from tests.polling import wait_until, wait_until_true
-from tests.replica_helpers import ROOT, write_config
-from tests.sim_helpers import synthetic_simulator
+from testkit.daemon import Subscriber, daemon_config, http_get, write_demo_models
+from testkit.polling import wait_until, wait_until_true
+from testkit.replicas import ROOT, write_config
+from testkit.simulator import synthetic_simulator
 from whalecast.schema import Prediction
 from whalecast.supervisor import exit_status, shard_environment
 

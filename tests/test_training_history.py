@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from streamer.simulator import Simulator, SimulatorConfig
-from tests.sim_helpers import csv_rows
+from testkit.simulator import csv_rows
 from training.history import cache_path, from_rest, rest_client, update_cache
 from whalecast.domain import Series
 from whalecast.settings import ExchangeSettings

@@ -10,7 +10,7 @@ import pytest
 import redis
 import structlog
 
-from tests.helpers import free_port
+from testkit.redis_servers import free_port
 from tests.training_helpers import histories_fixture, settings_fixture  # noqa: F401 - fixtures
 from training.history import SeriesHistory
 from training.jobs import make_job

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from tests.model_artifacts import preprocess_for, small_model, write_model
+from testkit.models import preprocess_for, small_model, write_model
 from training.promote import promote
 from whalecast.artifact import read_current
 from whalecast.artifact_sync import sync_current

@@ -15,7 +15,7 @@ import redis.asyncio as aioredis
 
 from inference.status import ServedModel, feed_rows, heldout_score, model_rows, status_document
 from streamer.store_format import pack_bars
-from tests.polling import wait_until, wait_until_true
+from testkit.polling import wait_until, wait_until_true
 from tests.security_helpers import PREFIX, AclRedis
 from tests.ui_helpers import HOSTILE_SYMBOL, get_json, publish, running_ui
 from whalecast.domain import Series

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
+from testkit.daemon import simulated_daemon, wait_until, wait_until_ready, write_demo_models
 from tests.browser import Page, browser_page
-from tests.daemon_helpers import simulated_daemon, wait_until, wait_until_ready, write_demo_models
 from tests.ui_helpers import HOSTILE_SYMBOL, publish, running_ui
 from whalecast.domain import Series
 

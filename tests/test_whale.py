@@ -16,8 +16,8 @@ import structlog
 from streamer.simulator import WHALE_FAULTS, Simulator, SimulatorConfig
 from streamer.whale import WhaleFeed
 from streamer.whale_alert import WhaleReject, parse_alert
+from testkit.polling import wait_until
 from tests.feed_helpers import feed_settings
-from tests.polling import wait_until
 from whalecast.domain import Flow, WhaleTransfer
 from whalecast.logs import configure_logging
 from whalecast.metrics import Metrics

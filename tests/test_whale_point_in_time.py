@@ -22,14 +22,14 @@ from streamer.store_format import unpack_bars
 from streamer.whale_history import read_pages
 from streamer.whale_record import recorded_transfers
 from streamer.whale_rule import WhaleRule
-from tests.daemon_helpers import (
+from testkit.daemon import (
     clocks_caught_up,
     metric,
     simulated_daemon,
     wait_until_ready,
     write_demo_models,
 )
-from tests.polling import wait_until
+from testkit.polling import wait_until
 from training.whale import load_whale
 from whalecast.domain import Flow, Series, floor_to_bar
 from whalecast.keys import Keys

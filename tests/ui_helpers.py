@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 
 from inference.publisher import PredictionOut, Publisher
-from tests.process_helpers import ROOT, serving_process
+from testkit.process import ROOT, serving_process
 from whalecast.domain import Series
 from whalecast.keys import Keys
 from whalecast.metrics import Metrics

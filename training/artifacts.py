@@ -125,7 +125,7 @@ def registry_member(registry: Path, ref: str, scaler: Scaler, params: dict[str, 
     loaded = load(version_dir(registry, model_name, version))
     pre = loaded.preprocess
     if pre.target != DIRECTION or pre.features != list(params["features"]):
-        raise ArtifactError(f"{ref} does not predict p_up_next_bar from the ensemble's features")
+        raise ArtifactError(f"{ref} does not predict {DIRECTION} from the ensemble's features")
     if pre.window != params["window"]:
         raise ArtifactError(f"{ref} has window {pre.window}, the ensemble {params['window']}")
     m, s = np.asarray(scaler.mean), np.asarray(scaler.scale)

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from streamer.backoff import ceiling
 from streamer.history import load_candles_csv, symbol_from_path
 from streamer.whale_rule import WhaleRule
 from training.whale import load_whale
@@ -157,7 +158,6 @@ def _retry(client: Any, call: Callable[[], Any]) -> Any:
     """
     import ccxt  # noqa: PLC0415 - only the REST path needs ccxt
 
-    delay = 1.0
     for attempt in range(RETRIES):
         try:
             return call()
@@ -165,10 +165,9 @@ def _retry(client: Any, call: Callable[[], Any]) -> Any:
             if attempt == RETRIES - 1:
                 raise HistoryError(f"REST request failed after {RETRIES} attempts: {e}") from e
             wait = _retry_after(client) if isinstance(e, ccxt.DDoSProtection) else None
-            wait = delay if wait is None else wait
+            wait = ceiling(1.0, MAX_BACKOFF_SECONDS, attempt) if wait is None else wait
             log.warning("rest_retry", error=type(e).__name__, attempt=attempt + 1, sleep_s=wait)
             time.sleep(wait)
-            delay = min(delay * 2, MAX_BACKOFF_SECONDS)
     raise AssertionError("unreachable")
 
 

@@ -19,9 +19,10 @@ from pydantic import ValidationError
 
 from whalecast.domain import Series
 from whalecast.schema import Prediction
+from whalecast.targets import DIRECTION, VOLUME
 
 #: The row field each target fills.
-TARGET_FIELD = {"p_up_next_bar": "p_up", "next_bar_volume": "volume"}
+TARGET_FIELD = {DIRECTION: "p_up", VOLUME: "volume"}
 
 
 @dataclass

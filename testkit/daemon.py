@@ -20,8 +20,8 @@ from benchmarks.benchmodels import volume_preprocess
 from inference.daemon import Daemon
 from streamer.features import FEATURE_NAMES
 from streamer.simulator import Simulator, SimulatorConfig
-from tests.model_artifacts import preprocess_for, small_model, write_model
-from tests.polling import wait_until
+from testkit.models import preprocess_for, small_model, write_model
+from testkit.polling import wait_until
 from whalecast.domain import Series
 from whalecast.metrics import Metrics
 from whalecast.settings import Settings, load_settings

@@ -236,7 +236,7 @@ class Invariant:
             pipe.zrange(self.keys.bars(s), 0, -1, withscores=True)
             pipe.get(self.keys.window(s))
         replies = await pipe.execute()
-        return {s: tuple(replies[3 * i : 3 * i + 3]) for i, s in enumerate(self.series)}  # type: ignore[misc]
+        return {s: tuple(replies[3 * i : 3 * i + 3]) for i, s in enumerate(self.series)}
 
     def truth(self, series: Series) -> np.ndarray:
         rows = self.sim.closed_bars(series.symbol)
@@ -366,7 +366,7 @@ async def _maybe_await(value: Any) -> Any:
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A model registry with the tiny direction and volume models, once per module."""
-    from tests.daemon_helpers import write_demo_models
+    from testkit.daemon import write_demo_models
 
     path = tmp_path_factory.mktemp("registry")
     write_demo_models(path)
@@ -452,7 +452,7 @@ def copy_registry(source: Path, target: Path) -> Path:
 
 def fault_settings(sim: Simulator, redis_url: str, registry: Path, **sections: Any) -> Settings:
     """Daemon settings for fault tests: short grace, backoff and staleness; the keras backend."""
-    from tests.daemon_helpers import daemon_settings
+    from testkit.daemon import daemon_settings
 
     defaults: dict[str, dict[str, Any]] = {
         "feed": {"grace_seconds": 1.0, "backoff_initial_seconds": 0.05,

@@ -149,7 +149,7 @@ async def wait_for_subscriber(redis: Any, channel: str, timeout_seconds: float =
     """
     import redis.asyncio as aioredis
 
-    from tests.polling import wait_until_true
+    from testkit.polling import wait_until_true
 
     client = aioredis.Redis.from_url(redis) if isinstance(redis, str) else redis
 

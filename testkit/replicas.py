@@ -19,7 +19,7 @@ from typing import Any
 import aiohttp
 import yaml
 
-from tests.helpers import free_port
+from testkit.redis_servers import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 
