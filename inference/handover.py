@@ -2,8 +2,8 @@
 
 Redis holds, per series, the open time of the newest bar whose predictions were
 published (``Keys.predicted``, the series' hash tag, so the series' Cluster
-slot). The publisher writes it in the same request as the predictions, after
-them (in its script on a plain server, in its pipeline on a Cluster). A replica
+slot). The publisher writes it after the predictions, in the same script call on a
+plain server, in the call that publishes the series on the channel on a Cluster. A replica
 that starts with a series (after a restart, a crash, or a change of
 ``shard.count`` that moved the series to it) reads the marks and:
 
@@ -22,10 +22,11 @@ cannot be predicted any more (their windows are gone): they are counted
 Two replicas owning one series at once (a rolling change of ``shard.count``)
 both append the bar; the store's script lets only the first append succeed, and
 only the replica whose append succeeded predicts the bar. On a plain server a
-bar's predictions and marks are one script call, applied whole or not at all.
-On a Cluster a replica killed while writing its publish pipeline (a window of
-about a millisecond) may leave predictions without their mark: the next owner
-predicts that bar again (at least once, never lost).
+bar's predictions and marks are one script call, applied whole or not at all,
+which skips a series whose mark shows the bar already. On a Cluster the calls are
+per slot and check the same way (:mod:`inference.cluster_publish`): a replica
+killed mid-publish leaves some series unmarked, and the next owner predicts those
+again, but what went out before is not sent twice.
 """
 
 from __future__ import annotations

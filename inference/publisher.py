@@ -11,17 +11,17 @@ unchanged to three places::
 On a plain server all of one bar go in ONE script call (``publish.lua`` runs
 those commands in this order: one request to build and one reply to parse
 instead of two per message); a backlog of several bars (after a Redis outage)
-is one request holding one script call per bar. On a Cluster the keys live on different nodes, so
-the same commands go in one non-transactional pipeline that redis-py splits per
-node.
+is one request holding one script call per bar. On a Cluster the keys live on
+different nodes: :mod:`inference.cluster_publish` sends the same commands in two
+steps of per-slot script calls, each checking what went out before, so a message
+still goes out once.
 
 The stream entry has one field, ``data``, holding the JSON. The latest hash is
 keyed by the series tag (``binance:BTC/USDT:1h``), one HSET per model per bar,
 written after the channel and the stream (:meth:`Publisher.not_yet_published`
 relies on it). The last line is the handover mark (:mod:`inference.handover`),
-written after every output so a process killed mid-pipeline leaves at worst a
-prediction without its mark (predicted again by the next owner), never a mark
-without its prediction.
+written after every output, never a mark without its prediction; a series whose
+mark already shows the bar is not sent again.
 A non-finite value is never published: it is dropped, counted
 (``whalecast_predictions_dropped_total{reason="non_finite"}``) and logged.
 """
@@ -38,6 +38,7 @@ from typing import Any, Final, NamedTuple
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
+from inference.cluster_publish import ClusterPublish
 from inference.handover import Mark, PredictionMarks
 from whalecast.domain import Series
 from whalecast.keys import STREAM_FIELD, Keys
@@ -88,7 +89,11 @@ class Publisher:
         self.metrics = metrics
         self.clock = clock
         self._sha = redis.register_script(SCRIPT).sha
-        self._cluster = isinstance(redis, RedisCluster)
+        self._cluster: ClusterPublish | None = None
+        if isinstance(redis, RedisCluster):
+            if marks is None:
+                raise ValueError("publishing on a Cluster needs the handover marks")
+            self._cluster = ClusterPublish(redis, keys, stream_maxlen, marks)
 
     def encode(self, prediction: PredictionOut, now: float) -> str:
         series = prediction.series
@@ -118,8 +123,8 @@ class Publisher:
         if not messages:
             return 0
         try:
-            if self._cluster:
-                await self._pipeline(messages, self._marks(messages))
+            if self._cluster is not None:
+                messages = await self._cluster.publish(messages)
             else:
                 replies = await run_script_pipeline(self.redis, SCRIPT, lambda pipe: self._queue_bars(pipe, messages))  # fmt: skip
                 messages = self._not_skipped(messages, replies)
@@ -184,43 +189,30 @@ class Publisher:
             args += [mark.open_ms, mark.ttl_ms]
         pipe.execute_command("EVALSHA", self._sha, len(keys), *keys, *args)
 
-    async def _pipeline(self, messages: list[tuple[PredictionOut, str]], marks: list[Mark]) -> None:
-        pipe = self.redis.pipeline(transaction=False)
-        latest: dict[str, dict[str, str]] = {}
-        for prediction, message in messages:
-            # not pipe.publish(): redis-py's cluster pipeline blocks that method, not the command
-            pipe.execute_command("PUBLISH", self.keys.predictions_channel, message)
-            pipe.xadd(
-                self.keys.predictions_stream,
-                {STREAM_FIELD: message},
-                maxlen=self.stream_maxlen,
-                approximate=True,
-            )
-            latest.setdefault(prediction.model, {})[prediction.series.tag] = message
-        for model, mapping in latest.items():
-            pipe.hset(self.keys.latest(model), mapping=mapping)
-        for mark in marks:  # after the outputs: never a mark without its prediction
-            pipe.set(mark.key, mark.open_ms, px=mark.ttl_ms)
-        await pipe.execute()
-
     async def not_yet_published(self, predictions: Sequence[PredictionOut]) -> list[PredictionOut]:
-        """Those whose bar the latest-value hash does not show yet, in order.
+        """Those not published yet, in order.
 
         After a publish whose reply was lost (Redis ran it, the connection broke), a
-        retry sends only these: the hash is written last in the same pipeline, so a
-        bar it shows went out on the channel and the stream too.
+        retry sends only these. On one server the latest-value hash tells (written
+        last in the same call, so a bar it shows went out on the channel and the stream
+        too); on a Cluster the handover marks, written last there.
         """
+        try:
+            if self._cluster is not None:
+                return await self._cluster.not_yet_published(predictions)
+            return await self._not_in_latest(predictions)
+        except RedisError:
+            self.metrics.redis_errors.labels("publish").inc()
+            raise
+
+    async def _not_in_latest(self, predictions: Sequence[PredictionOut]) -> list[PredictionOut]:
         tags: dict[str, list[str]] = {}
         for prediction in predictions:
             tags.setdefault(prediction.model, []).append(prediction.series.tag)
         pipe = self.redis.pipeline(transaction=False)
         for model, names in tags.items():
             pipe.hmget(self.keys.latest(model), names)
-        try:
-            replies = await pipe.execute()
-        except RedisError:
-            self.metrics.redis_errors.labels("publish").inc()
-            raise
+        replies = await pipe.execute()
         shown: dict[tuple[str, str], int] = {}
         for (model, names), values in zip(tags.items(), replies, strict=True):
             for tag, value in zip(names, values, strict=True):

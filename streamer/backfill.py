@@ -26,9 +26,9 @@ import ccxt
 from streamer.backoff import Backoff
 from streamer.clock import Clock
 from streamer.exchange import (
-    CLOSE_TIMEOUT_SECONDS,
     RATE_LIMIT_ERRORS,
     ExchangeAdapter,
+    close_within,
     retry_after_seconds,
 )
 from streamer.sequencer import RestAnswer
@@ -59,6 +59,7 @@ class RestSession:
         self.adapter = adapter
         self._monotonic = monotonic
         self._max_age = feed.client_recreate_seconds
+        self._close_seconds = feed.stale_after_seconds  # the feed's one bound on the client
         self._client: Any = None
         self._created = 0.0
         self._errors = 0
@@ -100,21 +101,14 @@ class RestSession:
         for client in idle:
             self._retired.remove(client)
             self._in_use.pop(id(client), None)
-            await _close_quietly(client)
+            await close_within(client, self._close_seconds)
 
     async def aclose(self) -> None:
         for client in [*self._retired, self._client]:
             if client is not None:
-                await _close_quietly(client)
+                await close_within(client, self._close_seconds)
         self._retired.clear()
         self._client = None
-
-
-async def _close_quietly(client: Any) -> None:
-    try:
-        await asyncio.wait_for(client.close(), CLOSE_TIMEOUT_SECONDS)
-    except Exception as e:  # noqa: BLE001 - teardown boundary (a close that hangs included)
-        log.debug("closing a ccxt client failed", error=repr(e))
 
 
 class Backfiller:

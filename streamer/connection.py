@@ -6,12 +6,20 @@ staleness watchdog (no message for ``stale_after_seconds``), or proactively at
 ``connection_lifetime_seconds`` / ``client_recreate_seconds``; the next one
 starts after a capped, jittered backoff (none for the proactive causes) and
 tells the feed, which backfills whatever closed in between.
+
+Nothing here waits on the ccxt client without a bound, because ccxt's futures can
+stay pending for good (after a refused handshake the client's connect future is never
+settled; a handshake nobody answers, a close handshake nobody answers). The watches
+run as tasks the session loop polls every tick, so the watchdog ends a session whose
+client went quiet, whatever it awaits; the teardown then waits at most
+``stale_after_seconds`` for the cancelled watches and again for the client's close,
+and leaves behind what takes longer. A watch that ccxt itself cancelled ends the
+session as an error, like any transport failure, never the connection's loop.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -19,7 +27,7 @@ from typing import Any
 import structlog
 
 from streamer.backoff import Backoff
-from streamer.exchange import CLOSE_TIMEOUT_SECONDS, ExchangeAdapter, Row
+from streamer.exchange import ExchangeAdapter, Row, close_within, consume_outcome
 from streamer.link import LinkStatus, iso
 from whalecast.logs import get_logger
 from whalecast.metrics import Metrics
@@ -89,6 +97,7 @@ class Connection:
         self._exchange = exchange
         self._backoff = Backoff.from_settings(feed)
         self._tick = min(0.25, feed.stale_after_seconds / 4)
+        self._bound = feed.stale_after_seconds  # the longest wait on the client, anywhere
         self._lost = asyncio.Event()
         self._lost_error: BaseException | None = None
         self._unsent_messages = 0
@@ -172,8 +181,7 @@ class Connection:
             if self._is_connected:
                 self._is_connected = False
                 self._connected_gauge.dec()
-            with contextlib.suppress(Exception):  # TimeoutError included: never hang a stop
-                await asyncio.wait_for(client.close(), CLOSE_TIMEOUT_SECONDS)
+            await close_within(client, self._bound)
 
     async def _session(self, client: Any) -> str:
         started = time.monotonic()
@@ -193,11 +201,23 @@ class Connection:
                 if cause is not None:
                     return cause
         finally:
-            for task in (*watches.values(), lost):
-                if not task.done():
-                    task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, Exception):
-                        await task
+            await self._cancel([*watches.values(), lost])
+
+    async def _cancel(self, tasks: list[asyncio.Future[Any]]) -> None:
+        """Cancels the session's tasks and waits for them at most the bound."""
+        pending = [task for task in tasks if not task.done()]
+        for task in pending:
+            task.cancel()
+        if pending:
+            _done, stuck = await asyncio.wait(pending, timeout=self._bound)
+            if stuck:
+                log.warning("exchange client calls did not end when cancelled, left behind",
+                            calls=len(stuck), seconds=self._bound)  # fmt: skip
+        for task in tasks:  # errors of a session that is over: retrieved, not raised
+            if task.done():
+                consume_outcome(task)
+            else:
+                task.add_done_callback(consume_outcome)
 
     async def _subscribe(
         self,
@@ -225,6 +245,8 @@ class Connection:
         flag: their returns drive next-bar detection) or drops them (the flag's hooks do)."""
         for group, task in list(watches.items()):
             if task.done():
+                if task.cancelled():  # by ccxt (it cancels a closing client's futures)
+                    raise ConnectionLost("the exchange client cancelled a watch")
                 task.result()  # raises the transport error, if any
                 if renew:
                     self._scan_cache(client)

@@ -15,6 +15,7 @@ feed detects closes by the next bar's appearance. What else differs between exch
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Sequence
 from typing import Any, Protocol
@@ -30,8 +31,6 @@ log = get_logger(__name__)
 
 Row = list[Any]
 RATE_LIMIT_ERRORS = (ccxt.RateLimitExceeded, ccxt.DDoSProtection)
-#: Longest wait for a ccxt client to close (its websocket close handshake can hang).
-CLOSE_TIMEOUT_SECONDS = 10.0
 
 
 class FeedConfigError(Exception):
@@ -231,6 +230,34 @@ class ExchangeAdapter:
         rows = list(stored[-count:])
         stored.getLimit(symbol, None)
         return rows
+
+
+async def close_within(client: Any, seconds: float) -> bool:
+    """Closes a ccxt client, waiting at most ``seconds``; True when it closed cleanly.
+
+    A close can hang (a websocket close handshake nobody answers, a connection still in
+    its handshake): past ``seconds`` the close is cancelled and left to finish on its
+    own, never awaited, so even a close that ignores its cancellation cannot hold the
+    caller (``asyncio.wait_for`` would wait for the cancellation to complete).
+    """
+    closing = asyncio.ensure_future(client.close())
+    await asyncio.wait({closing}, timeout=seconds)
+    if not closing.done():
+        closing.cancel()
+        closing.add_done_callback(consume_outcome)
+        log.warning("exchange client did not close in time, left behind", seconds=seconds)
+        return False
+    error = None if closing.cancelled() else closing.exception()
+    if error is not None:
+        log.debug("closing an exchange client failed", error=repr(error))
+    return error is None and not closing.cancelled()
+
+
+def consume_outcome(future: asyncio.Future[Any]) -> None:
+    """A done callback for a call left behind: its error is retrieved (asyncio would log
+    one nobody retrieved), as the caller has moved on."""
+    if not future.cancelled():
+        future.exception()
 
 
 def retry_after_seconds(client: Any, now_ms: float | None = None) -> float | None:

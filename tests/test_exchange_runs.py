@@ -78,18 +78,7 @@ async def run_with_faults(sim: Simulator, invariant: Invariant, daemon: Daemon) 
     outcome.assert_all_predicted(len(invariant.series), bars=played + 1)
 
 
-# Known defect, open: after a refused websocket handshake (503) the OKX feed logged one
-# "reconnecting" and never retried, so the run waits for a bar that never comes (twice in
-# about six runs). It runs every time and reports XPASS when it passes.
-OKX_HANGS = pytest.mark.xfail(
-    reason="after a refused handshake the OKX feed may never reconnect", strict=False
-)
-
-
-@pytest.mark.parametrize(
-    "exchange",
-    ["binance", "bybit", pytest.param("okx", marks=[OKX_HANGS, pytest.mark.timeout(400)])],
-)
+@pytest.mark.parametrize("exchange", ["binance", "bybit", "okx"])
 async def test_200_bars_with_faults(exchange: str, registry: Path, redis_url: str) -> None:
     config = SimulatorConfig(bar_seconds=None, history_bars=120, exchanges=(exchange,))
     async with (

@@ -9,6 +9,7 @@ import pytest
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 
+from inference.cluster_publish import ClusterPublish, Entry, Message
 from inference.handover import PredictionMarks
 from inference.publisher import PredictionOut, Publisher
 from testkit.redis_servers import ClusterServers
@@ -158,6 +159,70 @@ async def test_works_with_the_cluster_client(
         await check_outputs(cluster_client, subscriber, publisher, n=20)
     finally:
         await subscriber.aclose()
+
+
+class ReplicaDied(Exception):
+    """Stands for the process being killed: nothing after this point was sent."""
+
+
+class DyingClusterPublish(ClusterPublish):
+    """The real Cluster publish, except that the process dies after the stream step and
+    ``slots`` of the per-slot calls (those sent, in full, in one request)."""
+
+    def __init__(self, *args: Any, slots: int) -> None:
+        super().__init__(*args)
+        self.slots = slots
+
+    async def _slot_step(self, slots: list[list[Entry]]) -> list[Message]:
+        assert len(slots) > self.slots
+        await super()._slot_step(slots[: self.slots])
+        raise ReplicaDied
+
+
+@pytest.mark.parametrize("slots_before", [0, 7])
+async def test_cluster_publish_interrupted_and_retried_sends_each_message_once(
+    cluster_client: RedisCluster, redis_cluster: ClusterServers, slots_before: int
+) -> None:
+    """A replica dies mid-publish (after the stream, after some slots' calls); the next
+    attempt (its retry, or the next owner predicting the bar again) sends the rest:
+    every message once on the channel and once in the stream, every mark set."""
+    n, metrics = 20, Metrics(process=False)  # the retrying replica's
+    subscriber = aioredis.Redis(host="127.0.0.1", port=redis_cluster.nodes[1].port)
+    pubsub = subscriber.pubsub()
+    await pubsub.subscribe(KEYS.predictions_channel)
+    await pubsub.get_message(timeout=5.0)  # the subscribe confirmation
+    try:
+        dying = Publisher(cluster_client, KEYS, 1000, Metrics(process=False),
+                          marks=with_marks(cluster_client))  # fmt: skip
+        dying._cluster = DyingClusterPublish(cluster_client, KEYS, 1000, dying.marks,
+                                             slots=slots_before)  # fmt: skip
+        sent = predictions(n, dying.clock())
+        with pytest.raises(ReplicaDied):
+            await dying.publish(sent)
+        assert await cluster_client.xlen(KEYS.predictions_stream) == 2 * n
+        left = await dying.not_yet_published(sent)  # the marks not set: what is not on the channel
+        assert len(left) == 2 * (n - slots_before)  # one series per slot here
+
+        retry = Publisher(cluster_client, KEYS, 1000, metrics, marks=with_marks(cluster_client))
+        again = predictions(n, retry.clock())  # predicted again: a later published_ms
+        assert await retry.publish(again) == len(left)
+        assert await retry.publish(again) == 0  # and once more: nothing goes out
+        received = await collect(pubsub, 2 * n)
+        assert await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0) is None
+    finally:
+        await pubsub.aclose()
+        await subscriber.aclose()
+    assert Counter((p.symbol, p.model) for p in received) == {
+        (f"C{i}/USDT", m): 1 for i in range(n) for m in ("direction", "volume")
+    }
+    entries = await cluster_client.xrange(KEYS.predictions_stream)
+    stream = Counter((Prediction.parse(f[b"data"]).symbol, Prediction.parse(f[b"data"]).model)
+                     for _, f in entries)  # fmt: skip
+    assert stream == Counter((p.symbol, p.model) for p in received)
+    series = [Series("binance", f"C{i}/USDT", "1h") for i in range(n)]
+    assert await with_marks(cluster_client).load(series) == dict.fromkeys(series, BAR)
+    assert len(await cluster_client.hgetall(KEYS.latest("volume"))) == n
+    assert metrics.predictions.labels("direction")._value.get() == n - slots_before
 
 
 async def test_script_writes_outputs_then_hash_then_marks(redis_url: str) -> None:

@@ -66,6 +66,13 @@ class Keys:
     def predictions_stream(self) -> str:
         return f"{self.prefix}:predictions:stream"
 
+    @property
+    def predictions_streamed(self) -> str:
+        """Per series tag, the open time of the newest bar whose predictions went into the
+        stream (a hash; written on a Cluster only). Its hash tag is the stream's own name,
+        so it lives in the stream's slot and one script updates both."""
+        return f"{{{self.predictions_stream}}}:streamed"
+
     def latest(self, model: str) -> str:
         return f"{self.prefix}:latest:{model}"
 

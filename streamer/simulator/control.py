@@ -21,6 +21,7 @@ ACTIONS = frozenset(
     {
         "drop_connections",
         "refuse",
+        "hold",
         "stall",
         "inject",
         "delay_close",

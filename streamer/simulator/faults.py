@@ -62,6 +62,7 @@ class Faults:
     clock: Callable[[], float] = time.monotonic
     counters: Counter[str] = field(default_factory=Counter)
     refuse_until: float = 0.0
+    hold_until: float = 0.0
     stall_until: float = 0.0
     whale_down_until: float = 0.0
     whale_flap_bars: int = 0
@@ -101,6 +102,15 @@ class Faults:
 
     def refusing(self) -> bool:
         return self.clock() < self.refuse_until
+
+    def hold(self, seconds: float) -> None:
+        """Leave new exchange websocket handshakes unanswered for ``seconds`` (the client
+        waits on an open connection), then refuse them (HTTP 503)."""
+        self.hold_until = self.clock() + seconds
+
+    def holding(self) -> float:
+        """Seconds the handshakes are still held (0.0: not held)."""
+        return max(0.0, self.hold_until - self.clock())
 
     def stall(self, seconds: float) -> None:
         """Keep exchange connections open but send nothing (no events, no pongs) for a while."""
@@ -236,6 +246,7 @@ class Faults:
         return {
             "counters": dict(self.counters),
             "refusing": self.refusing(),
+            "holding": self.holding() > 0,
             "stalled": self.stalled(),
             "whale_refusing": self.whale_refusing(),
             "armed": [vars(a) for a in self._armed],

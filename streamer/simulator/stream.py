@@ -121,6 +121,11 @@ class KlineStream:
         return name
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
+        held = self.faults.holding()
+        if held:
+            self.counters["exchange_held"] += 1
+            await asyncio.sleep(held)
+            return self.refused()
         if self.faults.refusing():
             self.counters["exchange_refused"] += 1
             return self.refused()
