@@ -10,8 +10,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from streamer.simulator import Simulator, SimulatorConfig
+from testkit.polling import wait_until
 from tests.feed_helpers import RunningFeed, feed_settings, start_feed, wait_subscribed
-from tests.polling import wait_until
 
 STALE_AFTER = 2.0  # the feed's silence watchdog, which also bounds a handshake
 
