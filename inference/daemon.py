@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import signal
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -87,6 +88,8 @@ def startup_summary(daemon: Daemon, metrics_port: int) -> dict[str, Any]:
         "models": daemon.model_versions(),
         "models_missing": missing,
         "backend": s.inference.backend,
+        # which model runtimes this process has loaded: no tensorflow with the onnx backend
+        "frameworks": [m for m in ("tensorflow", "keras", "onnxruntime") if m in sys.modules],
         "redis": redis_target(s),
         "metrics_port": metrics_port,
         "startup_seconds": round(time.monotonic() - daemon.started, 2),
