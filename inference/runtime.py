@@ -256,8 +256,13 @@ def load_backend(
         return onnx_serving.load_verified(directory, preprocess, buckets, incremental)
     if name not in TF_BACKENDS:
         raise BackendError(f"unknown inference backend {name!r}")
-    from inference import keras_serving  # noqa: PLC0415 - TensorFlow, only when chosen
-
+    try:
+        from inference import keras_serving  # noqa: PLC0415 - TensorFlow, only when chosen
+    except ImportError as e:  # a serving-only install
+        raise BackendError(
+            f"the {name} backend needs TensorFlow ({e}): install whalecast[train], or set "
+            "inference.backend: onnx"
+        ) from e
     return keras_serving.load_verified(directory, preprocess, name, buckets, incremental)
 
 
