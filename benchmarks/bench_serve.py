@@ -199,6 +199,7 @@ async def serve_once(
         "backend": backend,
         "python": args.python,
         "start_to_ready_seconds": round(ready_s, 2),
+        "daemon_startup_seconds": started.get("startup_seconds"),  # of which after the imports
         "model_load_seconds": {e["model"]: e["seconds"] for e in loads},
         "frameworks": started.get("frameworks"),
         "incremental": {e["model"]: e.get("incremental") for e in loads},

@@ -7,9 +7,10 @@ output ``(n,)`` and is checked against the Keras model's output by the runtime.
   by the trainer) run by onnxruntime with one intra-op thread per usable core; no
   TensorFlow is imported. Its CPU memory arena keeps the buffers of the largest batch
   it has seen for ever (650 MB after one batch of 5000 for seed 004), so batches are
-  split into chunks of at most :data:`ONNX_MAX_CHUNK` rows (about 140 MB of arena);
-  with the arena off it measured about 1.4x slower here, and larger chunks were no
-  faster.
+  split into chunks of at most :data:`ONNX_MAX_CHUNK` rows: 35 MB of arena for seed
+  004 at 256 rows, 135 MB at 1024, and 1000 series took no longer in chunks of 256
+  than of 1024 here (the prime graph is run in the same chunks); with the arena off it
+  measured about 1.4x slower.
 - ``keras``, ``tf-function``, ``tf-xla``: the Keras model under TensorFlow
   (:mod:`inference.tf_backends`, imported only when one of them is chosen).
 
@@ -27,7 +28,7 @@ import numpy as np
 
 BACKENDS = ("keras", "tf-function", "tf-xla", "onnx")
 TF_BACKENDS = ("keras", "tf-function", "tf-xla")
-ONNX_MAX_CHUNK = 1024
+ONNX_MAX_CHUNK = 256
 ONNX_MISSING = "the onnx backend needs onnxruntime: pip install whalecast"
 
 

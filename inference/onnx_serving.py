@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from inference.backends import Backend, BackendError, OnnxBackend, onnx_session
+from inference.backends import ONNX_MAX_CHUNK, Backend, BackendError, OnnxBackend, onnx_session
 from inference.checks import TOLERANCE, Reference, RefusalReason
 from inference.incremental import Stepper
 from whalecast.artifact import Preprocess
@@ -43,8 +43,15 @@ class OnnxSplit:
 
     def prime(self, older: np.ndarray) -> list[np.ndarray]:
         """States ``[(n, units), ...]`` after the scaled rows ``older`` ``(n, W-1, f)``."""
-        out = self._prime.run(None, {self._older: np.ascontiguousarray(older)})
-        return [np.asarray(s, dtype=np.float32) for s in out]
+        step = ONNX_MAX_CHUNK  # chunked like full passes: the arena keeps the largest batch's
+        chunks = [
+            self._prime.run(None, {self._older: np.ascontiguousarray(older[i : i + step])})
+            for i in range(0, len(older), step)
+        ]
+        return [
+            np.concatenate(parts).astype(np.float32, copy=False)
+            for parts in zip(*chunks, strict=True)
+        ]
 
     def step(self, newest: np.ndarray, states: Sequence[np.ndarray]) -> np.ndarray:
         """Raw model output ``(n,)`` for the newest scaled rows ``(n, 1, f)`` from ``states``."""

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from inference.backends import ONNX_MAX_CHUNK
 from inference.runtime import ModelRefused, ModelRuntime
 from streamer.features import FEATURE_NAMES
 from tests.floats import assert_float32_close
@@ -74,6 +75,23 @@ def test_the_onnx_backend_serves_steps_without_importing_tensorflow(
     columns = [FEATURE_NAMES.index(name) for name in FEATURES]
     want = model.predict_on_batch(history[:, 1:][:, :, columns]).reshape(-1)
     assert_float32_close(np.asarray(served["values"]), want)
+
+
+def test_batches_larger_than_a_chunk_prime_and_step_like_keras(
+    registry: Path, exported: tuple[str, Any]
+) -> None:
+    version, model = exported
+    runtime = ModelRuntime.load(registry, "small", version, "onnx")
+    n = 2 * ONNX_MAX_CHUNK + 7
+    history = random_windows(n, rows=WINDOW + 1, seed=4)
+    positions = np.arange(n)
+    runtime.prime(history[:, :-1], positions)
+    values, stepped = runtime.predict_bar(history[:, 1:], positions)
+    assert stepped == n
+    columns = [FEATURE_NAMES.index(name) for name in FEATURES]
+    want = model.predict_on_batch(history[:, 1:][:, :, columns]).reshape(-1)
+    assert_float32_close(values, want)
+    assert_float32_close(runtime.predict(history[:, 1:]), want)
 
 
 def test_export_onnx_adds_the_graphs_to_a_version_trained_before_them(
