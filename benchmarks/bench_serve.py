@@ -9,7 +9,8 @@ Redis is emptied between backends, so each starts from the same state. Measured:
 
 - start to ready: from spawning the process to its ``daemon started`` line (imports,
   settings, Redis, the store's load, every model loaded and checked against its
-  reference, the HTTP server up; the feeds' backfill runs after it);
+  reference, the HTTP server up; the feeds' backfill runs after it), and the CPU
+  time the process had used by then (on a busy machine, wall time waits for a core);
 - start to the first bar's predictions: spawning to every series' predictions of the
   first bar stepped after ``/readyz`` answered 200 (includes the backfill);
 - RSS of the process after ``--bars`` bars were published for every series (``VmRSS``)
@@ -28,6 +29,7 @@ import contextlib
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -78,6 +80,12 @@ def proc_status(pid: int) -> dict[str, float]:
         if key in ("VmRSS", "VmHWM"):
             out[key] = round(int(value.split()[0]) / 1024, 1)
     return out
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of ``pid`` so far, every thread included."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return round((int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), 2)
 
 
 def events(log: Path) -> list[dict[str, Any]]:
@@ -178,6 +186,8 @@ async def serve_once(
     daemon = Daemon(args.python, config, workdir / f"{backend}.log", port)
     try:
         ready_s, started = await daemon.wait_event("daemon started", args.limit)
+        at_start = proc_status(daemon.process.pid)
+        cpu_at_start = cpu_seconds(daemon.process.pid)
         await daemon.wait_ready(args.limit)
         readyz_s = time.monotonic() - daemon.spawned
         first_s = None
@@ -195,17 +205,22 @@ async def serve_once(
     finally:
         daemon.stop()
         await redis.aclose()
+        if args.logs:
+            shutil.copy(daemon.log, Path(args.logs) / daemon.log.name)
     return {
         "backend": backend,
         "python": args.python,
         "start_to_ready_seconds": round(ready_s, 2),
         "daemon_startup_seconds": started.get("startup_seconds"),  # of which after the imports
+        # CPU time to ready: what start to ready costs, less the waits of a busy machine
+        "cpu_seconds_to_ready": cpu_at_start,
         "model_load_seconds": {e["model"]: e["seconds"] for e in loads},
         "frameworks": started.get("frameworks"),
         "incremental": {e["model"]: e.get("incremental") for e in loads},
         "start_to_readyz_seconds": round(readyz_s, 2),
         "start_to_first_bar_published_seconds": first_s,
         "bars": args.bars,
+        "rss_at_ready_mib": at_start.get("VmRSS"),
         "rss_mib": memory.get("VmRSS"),
         "rss_peak_mib": memory.get("VmHWM"),
     }
@@ -244,6 +259,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help="the interpreter that runs the daemon (default: this one)")  # fmt: skip
     parser.add_argument("--limit", type=float, default=600.0, help="seconds per wait")
     parser.add_argument("--out", help="also write the JSON here")
+    parser.add_argument("--logs", metavar="DIR", help="keep each daemon's JSON log here")
     report_json(run, parser.parse_args(argv), "wcs-")
 
 
