@@ -16,6 +16,10 @@ from typing import Any
 from whalecast import __version__
 
 Handler = Callable[[argparse.Namespace], int]
+#: what the ``train`` extra adds: the serving install (``pip install whalecast``) has none
+TRAIN_EXTRA_MODULES = frozenset(
+    {"tensorflow", "keras", "tf2onnx", "sklearn", "scipy", "matplotlib", "optuna", "tqdm"}
+)
 
 
 def _cmd_version(args: argparse.Namespace) -> int:
@@ -513,6 +517,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         result: Any = args.handler(args)
     except ConfigError as e:
         print(f"whalecast: {e}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as e:
+        if e.name not in TRAIN_EXTRA_MODULES:
+            raise
+        print(f"whalecast: {args.command} needs {e.name}, which the serving install leaves out: "
+              "pip install 'whalecast[train]'", file=sys.stderr)  # fmt: skip
         return 2
     except Exception as e:
         redisconn = sys.modules.get("whalecast.redisconn")  # loaded by commands that use Redis
