@@ -123,7 +123,9 @@ def flops_per_sample(model: Any) -> float:
 
 def write_bench_artifact(registry: Path, model: Any, window: int) -> str:
     preprocess = preprocess_for(FEATURE_NAMES, window=window)
-    return write_model_artifact(registry, BENCH_MODEL, model, preprocess, current=False)
+    return write_model_artifact(
+        registry, BENCH_MODEL, model, preprocess, current=False, graphs=True
+    )
 
 
 def median_ms(call: Callable[[], object], repeats: int, warmup: int = 2) -> float:

@@ -26,7 +26,7 @@ import platform
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -106,9 +106,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--backend", default=E2EOptions().backend)
     parser.add_argument("--stream-maxlen", type=int, default=10_000)
     parser.add_argument("--out", help="also write the JSON here")
-    args = parser.parse_args(argv)
+    report_json(run, parser.parse_args(argv), "wcm-")
+
+
+def report_json(
+    run: Callable[[argparse.Namespace, Path], Awaitable[dict[str, Any]]],
+    args: argparse.Namespace,
+    prefix: str,
+) -> None:
+    """Run a benchmark in a temporary directory; print its JSON report (and write ``--out``)."""
     configure_logging(LogSettings(level="WARNING", format="console"))
-    with tempfile.TemporaryDirectory(prefix="wcm-", dir="/tmp") as tmp:
+    with tempfile.TemporaryDirectory(prefix=prefix, dir="/tmp") as tmp:
         report = asyncio.run(run(args, Path(tmp)))
     text = json.dumps(report, indent=2)
     print(text)

@@ -70,10 +70,11 @@ CLOCK_PAUSE_SECONDS = 0.3  # replicas' replay clocks see the last step before th
 
 def write_models(registry: Path) -> None:
     """Random-weight models of the seed architectures."""
-    write_model(registry, "direction", deep_model(seed=1), preprocess_for(FEATURE_NAMES))
+    direction = preprocess_for(FEATURE_NAMES)
+    write_model(registry, "direction", deep_model(seed=1), direction, graphs=True)
     volume = preprocess_for(["log_volume"], target=VOLUME, target_transform="log1p",
                             target_scaler={"mean": [5.0], "scale": [1.0]})  # fmt: skip
-    write_model(registry, "volume", volume_model(seed=2), volume)
+    write_model(registry, "volume", volume_model(seed=2), volume, graphs=True)
 
 
 def percentile(values: Sequence[float], q: float) -> float:

@@ -12,7 +12,9 @@ Both come from the trainer's own preset builders with their default hyper-parame
 so what is benchmarked is what is trained.
 
 :func:`write_model_artifact` writes any Keras model as a complete version
-(``model.keras``, ``preprocess.json``, ``metadata.json``) and points ``CURRENT`` at it.
+(``model.keras``, ``preprocess.json``, ``metadata.json``, and with ``graphs`` the ONNX
+graphs) and points ``CURRENT`` at it; :func:`write_bench_models` writes the graphs, so
+every backend can serve the benchmark's models.
 """
 
 from __future__ import annotations
@@ -25,10 +27,18 @@ from typing import Any
 import keras
 
 from streamer.features import FEATURE_NAMES, FEATURE_VERSION
+from training.onnx_export import write_for
 from training.params import DEFAULTS
 from training.presets import BUILDERS
 from whalecast import targets
-from whalecast.artifact import MODEL_FILE, PREPROCESS_FILE, set_current, write_artifact, write_json
+from whalecast.artifact import (
+    MODEL_FILE,
+    PREPROCESS_FILE,
+    Preprocess,
+    set_current,
+    write_artifact,
+    write_json,
+)
 
 WINDOW = 24
 DIRECTION_DEEP = "direction-deep"
@@ -92,8 +102,10 @@ def write_model_artifact(
     version: str | None = None,
     current: bool = True,
     extra: Callable[[Path], None] | None = None,
+    graphs: bool = False,
 ) -> str:
-    """Write a complete artifact version (and point CURRENT at it); returns the version."""
+    """Write a complete artifact version (and point CURRENT at it); returns the version.
+    With ``graphs``, also its ONNX graphs (what the ``onnx`` backend serves)."""
     moment = trained_at or datetime.now(UTC)
 
     def fill(directory: Path) -> None:
@@ -101,6 +113,8 @@ def write_model_artifact(
             model.save(directory / MODEL_FILE)
         write_json(directory / PREPROCESS_FILE, preprocess)
         write_json(directory / "metadata.json", {"trained_at": moment.isoformat()})
+        if graphs:
+            write_for(directory, model, Preprocess.model_validate(preprocess))
         if extra is not None:
             extra(directory)
 
@@ -116,7 +130,13 @@ def write_bench_models(registry: Path, window: int = WINDOW, seed: int = 0) -> d
     volume = build_volume_model(window, len(VOLUME_FEATURES), seed=seed + 1)
     return {
         DIRECTION_DEEP: write_model_artifact(
-            registry, DIRECTION_DEEP, deep, preprocess_for(FEATURE_NAMES, window=window)
+            registry,
+            DIRECTION_DEEP,
+            deep,
+            preprocess_for(FEATURE_NAMES, window=window),
+            graphs=True,
         ),
-        VOLUME: write_model_artifact(registry, VOLUME, volume, volume_preprocess(window)),
+        VOLUME: write_model_artifact(
+            registry, VOLUME, volume, volume_preprocess(window), graphs=True
+        ),
     }

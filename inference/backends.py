@@ -1,22 +1,21 @@
-"""Ways to run one loaded Keras model over a batch of scaled windows.
+"""Ways to run one model over a batch of scaled windows.
 
 Every backend maps a float32 array ``(n, window, features)`` to the model's raw
-output ``(n,)`` and is checked against the Keras reference by the runtime.
+output ``(n,)`` and is checked against the Keras model's output by the runtime.
 
-- ``keras``: ``model.predict_on_batch``, the reference (no per-call ``predict``
-  overhead, but Keras' dispatch on every call).
-- ``tf-function``: one ``tf.function`` per batch bucket with a fixed input
-  signature, traced at load; batches are zero-padded up to the next bucket and
-  split at the largest one, so a bar never triggers a retrace.
-- ``tf-xla``: the same, compiled with XLA (``jit_compile=True``).
-- ``onnx``: the model exported with tf2onnx at load (in memory) and run by
-  onnxruntime with one intra-op thread per usable core. Its CPU memory arena
-  keeps the buffers of the largest batch it has seen for ever (650 MB after one
-  batch of 5000 for seed 004), so batches are split into chunks of at most
-  :data:`ONNX_MAX_CHUNK` rows (about 140 MB of arena); with the arena off it
-  measured about 1.4x slower here, and larger chunks were no faster.
+- ``onnx``: the artifact's ONNX full-window graph (:mod:`whalecast.graphs`, exported
+  by the trainer) run by onnxruntime with one intra-op thread per usable core; no
+  TensorFlow is imported. Its CPU memory arena keeps the buffers of the largest batch
+  it has seen for ever (650 MB after one batch of 5000 for seed 004), so batches are
+  split into chunks of at most :data:`ONNX_MAX_CHUNK` rows: 35 MB of arena for seed
+  004 at 256 rows, 135 MB at 1024, and 1000 series took no longer in chunks of 256
+  than of 1024 here (the prime graph is run in the same chunks); with the arena off it
+  measured about 1.4x slower. Every session of the process shares one arena
+  (:func:`shared_arena`).
+- ``keras``, ``tf-function``, ``tf-xla``: the Keras model under TensorFlow
+  (:mod:`inference.tf_backends`, imported only when one of them is chosen).
 
-TensorFlow uses a GPU when it sees one; onnxruntime uses CUDA when its build has it.
+onnxruntime uses CUDA when its build has it; TensorFlow uses a GPU when it sees one.
 """
 
 from __future__ import annotations
@@ -24,15 +23,15 @@ from __future__ import annotations
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from functools import cache
 from typing import Any
 
 import numpy as np
-import tensorflow as tf
 
 BACKENDS = ("keras", "tf-function", "tf-xla", "onnx")
-ONNX_OPSET = 17
-ONNX_MAX_CHUNK = 1024
-ONNX_MISSING = "the onnx backend needs onnxruntime and tf2onnx: pip install 'whalecast[onnx]'"
+TF_BACKENDS = ("keras", "tf-function", "tf-xla")
+ONNX_MAX_CHUNK = 256
+ONNX_MISSING = "the onnx backend needs onnxruntime: pip install whalecast"
 
 
 class BackendError(Exception):
@@ -69,17 +68,6 @@ def normalise_buckets(buckets: Sequence[int]) -> tuple[int, ...]:
     return sizes
 
 
-class KerasBackend(Backend):
-    name = "keras"
-
-    def __init__(self, model: Any) -> None:
-        self.model = model
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        out = self.model.predict_on_batch(x)
-        return np.asarray(out, dtype=np.float32).reshape(len(x))
-
-
 class ChunkedBackend(Backend):
     """Splits a batch into chunks (at most the largest bucket); subclasses run one chunk."""
 
@@ -108,75 +96,51 @@ class ChunkedBackend(Backend):
     def run(self, chunk: np.ndarray) -> np.ndarray: ...
 
 
-class TfFunctionBackend(ChunkedBackend):
-    """One traced (optionally XLA-compiled) concrete function per bucket size."""
-
-    def __init__(self, model: Any, buckets: Sequence[int], xla: bool) -> None:
-        super().__init__(buckets, pad=True)
-        self.name = "tf-xla" if xla else "tf-function"
-        _, window, features = model.inputs[0].shape
-        self._functions: dict[int, Any] = {}
-        for size in self.buckets:
-            spec = tf.TensorSpec((size, window, features), tf.float32)
-            function = tf.function(
-                lambda x: model(x, training=False), input_signature=[spec], jit_compile=xla
-            )
-            concrete = function.get_concrete_function()
-            concrete(tf.zeros((size, window, features), tf.float32))  # compile now, not at a bar
-            self._functions[size] = concrete
-
-    def run(self, chunk: np.ndarray) -> np.ndarray:
-        result = self._functions[len(chunk)](chunk)
-        return np.asarray(result, dtype=np.float32)
-
-
 class OnnxBackend(ChunkedBackend):
-    """The model exported to ONNX in memory and run by onnxruntime."""
+    """The artifact's full-window ONNX graph run by onnxruntime."""
 
     name = "onnx"
 
-    def __init__(self, model: Any, buckets: Sequence[int], threads: int | None = None) -> None:
+    def __init__(self, graph: bytes, buckets: Sequence[int], threads: int | None = None) -> None:
         super().__init__(buckets, pad=False, max_chunk=ONNX_MAX_CHUNK)
-        try:
-            import onnxruntime as ort  # noqa: PLC0415 - only when this backend is chosen
-        except ImportError as e:
-            raise BackendError(ONNX_MISSING) from e
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or usable_cores()
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3
-        wanted = ("CUDAExecutionProvider", "CPUExecutionProvider")
-        providers = [p for p in wanted if p in ort.get_available_providers()]
-        self.session = ort.InferenceSession(export_onnx(model), options, providers=providers)
+        self.session = onnx_session(graph, threads)
         self.input_name = self.session.get_inputs()[0].name
 
     def run(self, chunk: np.ndarray) -> np.ndarray:
         return np.asarray(self.session.run(None, {self.input_name: chunk})[0], dtype=np.float32)
 
 
-def export_onnx(model: Any) -> bytes:
-    """Serialized ONNX graph of ``model`` in inference mode (dynamic batch dimension)."""
+@cache
+def shared_arena(ort: Any) -> None:
+    """One CPU memory arena for every session of the process (registered once).
+
+    Each session had its own arena, each keeping the buffers of its largest run: a
+    daemon serving two models holds six sessions (full, prime, step). The passes run
+    one at a time, so one arena sized by the largest run serves them all: 50 MB less
+    RSS with the two benchmark models primed and run over 1000 series here.
+    """
+    info = ort.OrtMemoryInfo(
+        "Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT
+    )
+    ort.create_and_register_allocator(info, ort.OrtArenaCfg(0, -1, -1, -1))
+
+
+def onnx_session(graph: bytes, threads: int | None = None) -> Any:
+    """An onnxruntime session of ``graph`` (CUDA when the build has it, else the CPU)."""
     try:
-        import tf2onnx  # noqa: PLC0415 - only when this backend is chosen (slow import)
+        import onnxruntime as ort  # noqa: PLC0415 - only when this backend is chosen
     except ImportError as e:
         raise BackendError(ONNX_MISSING) from e
 
-    _, window, features = model.inputs[0].shape
-    spec = (tf.TensorSpec((None, window, features), tf.float32, name="windows"),)
-    function = tf.function(lambda x: model(x, training=False), input_signature=spec)
+    options = ort.SessionOptions()
+    shared_arena(ort)
+    options.add_session_config_entry("session.use_env_allocators", "1")
+    options.intra_op_num_threads = threads or usable_cores()
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    wanted = ("CUDAExecutionProvider", "CPUExecutionProvider")
+    providers = [p for p in wanted if p in ort.get_available_providers()]
     try:
-        proto, _ = tf2onnx.convert.from_function(function, input_signature=spec, opset=ONNX_OPSET)
-    except Exception as e:  # tf2onnx raises many unrelated types on unsupported graphs
-        raise BackendError(f"ONNX export failed: {type(e).__name__}: {e}") from e
-    return bytes(proto.SerializeToString())
-
-
-def make_backend(name: str, model: Any, buckets: Sequence[int]) -> Backend:
-    if name == "keras":
-        return KerasBackend(model)
-    if name in ("tf-function", "tf-xla"):
-        return TfFunctionBackend(model, buckets, xla=name == "tf-xla")
-    if name == "onnx":
-        return OnnxBackend(model, buckets)
-    raise BackendError(f"unknown inference backend {name!r} (one of {', '.join(BACKENDS)})")
+        return ort.InferenceSession(graph, options, providers=providers)
+    except Exception as e:  # an untrusted graph: onnxruntime raises its own types
+        raise BackendError(f"onnxruntime cannot load the graph: {type(e).__name__}: {e}") from e

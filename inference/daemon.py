@@ -14,6 +14,7 @@ within ``inference.shutdown_grace_seconds``, close connections, exit 0
 from __future__ import annotations
 
 import gc
+import sys
 import time
 from typing import Any
 
@@ -84,6 +85,8 @@ def startup_summary(daemon: Daemon, metrics_port: int) -> dict[str, Any]:
         "models": daemon.model_versions(),
         "models_missing": missing,
         "backend": s.inference.backend,
+        # which model runtimes this process has loaded: no tensorflow with the onnx backend
+        "frameworks": [m for m in ("tensorflow", "keras", "onnxruntime") if m in sys.modules],
         "redis": redis_target(s),
         "metrics_port": metrics_port,
         "startup_seconds": round(time.monotonic() - daemon.started, 2),

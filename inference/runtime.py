@@ -4,7 +4,9 @@
 (:class:`ModelRefused`, with the reason) a model that
 
 - holds anything unsafe (see :mod:`inference.safety`) or fails to load in Keras
-  safe mode (``compile=False``, no custom objects);
+  safe mode (``compile=False``, no custom objects) (TensorFlow backends);
+- under ``onnx``, has no ONNX graphs or graphs that do not match their manifest
+  (:mod:`inference.onnx_serving`: served without importing TensorFlow);
 - declares a feature version other than the daemon's, or a feature the daemon
   does not compute, or a window longer than the daemon keeps;
 - has an input shape other than ``(window, len(features))`` or an output other
@@ -12,7 +14,8 @@
 - returns a non-finite value on a warm-up batch;
 - runs under a backend whose output differs from the Keras model's by more
   than 1e-5 (absolute or relative) on warm-up batches, including sizes that are
-  not a bucket and sizes past the largest bucket.
+  not a bucket and sizes past the largest bucket (under ``onnx``: the Keras output
+  stored with the artifact's check batches).
 
 :meth:`ModelRuntime.predict` takes the daemon's full windows ``(n, W, F)`` (all
 v1 features, oldest row first), keeps the model's newest ``window`` rows and its
@@ -21,8 +24,8 @@ maps the output to the target's value: a probability as is, a volume through the
 inverse target scaler and ``expm1`` (never below zero).
 
 Incremental passes (:mod:`inference.incremental`, on unless ``incremental=False``):
-a recurrent model that can be split, and whose split matches the Keras model to 1e-5
-on the warm-up batches, is also served by :meth:`ModelRuntime.prime` (between bars:
+a recurrent model that can be split, and whose split matches the Keras model (under
+``onnx``: the full-window graph) to 1e-5 on the warm-up batches, is also served by :meth:`ModelRuntime.prime` (between bars:
 the state after each series' older rows) and :meth:`ModelRuntime.predict_bar` (at the
 bar: one step from that state where the older rows are exactly the primed ones, the
 full window elsewhere). A model that cannot be split is served by full passes only;
@@ -34,30 +37,19 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from inference.backends import Backend, BackendError, make_backend
-from inference.incremental import Incremental, NotIncremental, StateCache
-from inference.model_checks import (
-    TOLERANCE,
-    WARMUP_SIZES,
-    Reference,
-    RefusalReason,
-    check_shapes,
-    feature_columns,
-    load_keras_model,
-    parse_trained_at,
-    warmup_batch,
-)
+from inference.backends import TF_BACKENDS, Backend, BackendError
+from inference.checks import RefusalReason
+from inference.incremental import StateCache, Stepper
 from inference.safety import UnsafeArtifact, check_directory
 from streamer.features import FEATURE_NAMES, FEATURE_VERSION
 from whalecast.artifact import (
     METADATA_FILE,
-    MODEL_FILE,
     ArtifactError,
     Preprocess,
     load_preprocess,
@@ -90,7 +82,7 @@ class ModelRuntime:
     columns: np.ndarray
     backend: Backend
     n_features: int
-    incremental: Incremental | None = None
+    incremental: Stepper | None = None
     incremental_off: str = ""  # why incremental passes are off for this model, if they are
     states: StateCache = field(default_factory=StateCache)
     loaded_at: float = field(default_factory=time.time)
@@ -127,15 +119,8 @@ class ModelRuntime:
             columns = feature_columns(preprocess, feature_names, feature_version, full_window)
             metadata = read_json(directory / METADATA_FILE)
             trained_at = parse_trained_at(metadata)
-            keras_model = load_keras_model(directory / MODEL_FILE)
-            check_shapes(keras_model, preprocess)
-            chosen, reference = build_verified_backend(
-                keras_model, preprocess, backend, batch_buckets
-            )
-            split, off = (
-                build_incremental(keras_model, preprocess, reference)
-                if incremental
-                else (None, "disabled")
+            chosen, split, off = load_backend(
+                directory, preprocess, backend, batch_buckets, incremental
             )
         except ModelRefused:
             raise
@@ -226,49 +211,59 @@ class ModelRuntime:
         }
 
 
-def build_verified_backend(
-    model: Any, preprocess: Preprocess, name: str, buckets: Sequence[int]
-) -> tuple[Backend, Reference]:
-    """The backend, after the Keras reference is finite and the backend matches it; and
-    that reference, for the other paths to be checked against."""
-    batches = [warmup_batch(preprocess, rows) for rows in WARMUP_SIZES]
-    try:
-        keras_backend = make_backend("keras", model, buckets)
-        reference = Reference(batches, [keras_backend(batch) for batch in batches])
-        if not all(np.isfinite(out).all() for out in reference.outputs):
-            raise RefusalReason("non-finite output on the warm-up batch")
-        if name == "keras":
-            return keras_backend, reference
-        backend = make_backend(name, model, buckets)
-        found = reference.mismatch(backend)
-    except (BackendError, RefusalReason):
-        raise
-    except Exception as e:  # running an untrusted graph: any failure is a refusal
-        raise RefusalReason(f"backend {name} failed: {type(e).__name__}: {e}") from e
-    if found is not None:
-        rows, worst = found
+def feature_columns(
+    preprocess: Preprocess,
+    feature_names: Sequence[str],
+    feature_version: int,
+    full_window: int | None,
+) -> np.ndarray:
+    """Indices of the model's features in the daemon's feature list, in the model's order."""
+    if preprocess.feature_version != feature_version:
         raise RefusalReason(
-            f"backend {name} differs from Keras by {worst:.3g} on a batch of {rows} "
-            f"(tolerance {TOLERANCE})"
+            f"feature version {preprocess.feature_version} does not match the daemon's "
+            f"{feature_version}"
         )
-    return backend, reference
+    position = {name: i for i, name in enumerate(feature_names)}
+    unknown = [name for name in preprocess.features if name not in position]
+    if unknown:
+        raise RefusalReason(f"features the daemon does not compute: {', '.join(unknown)}")
+    if full_window is not None and preprocess.window > full_window:
+        raise RefusalReason(
+            f"window {preprocess.window} is longer than the {full_window} rows the daemon keeps"
+        )
+    return np.asarray([position[name] for name in preprocess.features], dtype=np.intp)
 
 
-def build_incremental(
-    model: Any, preprocess: Preprocess, reference: Reference
-) -> tuple[Incremental | None, str]:
-    """The model split into prime and step, if it splits and matches the Keras reference;
-    else ``None`` and the reason (the model is then served by full passes)."""
+def parse_trained_at(metadata: dict[str, Any]) -> datetime:
+    raw = metadata.get("trained_at")
     try:
-        split = Incremental(model, preprocess.window, len(preprocess.features))
-        found = reference.mismatch(lambda b: split.step(b[:, -1:], split.prime(b[:, :-1])))
-        if found is not None:
-            return None, f"steps differ from the full pass by {found[1]:.3g}"
-    except NotIncremental as e:
-        return None, str(e)
-    except Exception as e:  # noqa: BLE001 - building from an untrusted graph: fall back to full passes
-        return None, f"{type(e).__name__}: {e}"
-    return split, ""
+        moment = datetime.fromisoformat(str(raw))
+    except ValueError as e:
+        raise RefusalReason(f"metadata.json trained_at {raw!r} is not an ISO time") from e
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
+def load_backend(
+    directory: Path, preprocess: Preprocess, name: str, buckets: Sequence[int], incremental: bool
+) -> tuple[Backend, Stepper | None, str]:
+    """The checked backend and split: ``onnx`` from the artifact's graphs (no TensorFlow
+    imported), the others from the Keras model."""
+    if name == "onnx":
+        from inference import onnx_serving  # noqa: PLC0415 - onnxruntime, only when chosen
+
+        return onnx_serving.load_verified(directory, preprocess, buckets, incremental)
+    if name not in TF_BACKENDS:
+        raise BackendError(f"unknown inference backend {name!r}")
+    try:
+        from inference import keras_serving  # noqa: PLC0415 - TensorFlow, only when chosen
+    except ImportError as e:  # a serving-only install
+        raise BackendError(
+            f"the {name} backend needs TensorFlow ({e}): install whalecast[train], or set "
+            "inference.backend: onnx"
+        ) from e
+    return keras_serving.load_verified(directory, preprocess, name, buckets, incremental)
 
 
 def output_to_target(raw: np.ndarray, preprocess: Preprocess) -> np.ndarray:

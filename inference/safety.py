@@ -4,7 +4,9 @@ Keras' safe mode already refuses ``Lambda`` layers carrying Python bytecode;
 this module adds a second, independent wall that runs before Keras sees a byte:
 
 - the version directory holds only plain files with allowed suffixes (no
-  pickle, joblib, numpy or legacy HDF5 model files, no links, no folders);
+  pickle, joblib, numpy or legacy HDF5 model files, no links, no folders), ONNX
+  graphs within a size bound (they are loaded only when the manifest's checksum
+  matches, see :mod:`whalecast.graphs`);
 - ``model.keras`` is a zip holding exactly Keras' three members, within a size
   bound (no zip bombs, no extra payloads);
 - every object its ``config.json`` names comes from Keras' own public modules
@@ -26,10 +28,11 @@ from pathlib import Path
 from typing import Any
 
 from whalecast.artifact import MODEL_FILE
+from whalecast.graphs import MAX_GRAPH_BYTES
 
 MAX_MODEL_BYTES = 50 * 1024 * 1024
 MAX_JSON_BYTES = 1024 * 1024
-ALLOWED_SUFFIXES = frozenset({".json", ".keras", ".png", ".svg", ".txt", ".md", ".csv"})
+ALLOWED_SUFFIXES = frozenset({".json", ".keras", ".onnx", ".png", ".svg", ".txt", ".md", ".csv"})
 KERAS_MEMBERS = frozenset({"config.json", "metadata.json", "model.weights.h5"})
 ALLOWED_MODULES = frozenset({
     "keras", "keras.layers", "keras.initializers", "keras.regularizers", "keras.constraints",
@@ -56,6 +59,8 @@ def check_directory(directory: Path) -> None:
             )
         if path.suffix.lower() == ".keras" and path.name != MODEL_FILE:
             raise UnsafeArtifact(f"{path.name}: only {MODEL_FILE} may be a Keras archive")
+        if path.suffix.lower() == ".onnx" and path.stat().st_size > MAX_GRAPH_BYTES:
+            raise UnsafeArtifact(f"{path.name} is larger than {MAX_GRAPH_BYTES} bytes")
         if path.suffix.lower() == ".json" and path.stat().st_size > MAX_JSON_BYTES:
             raise UnsafeArtifact(f"{path.name} is larger than {MAX_JSON_BYTES} bytes")
 

@@ -5,7 +5,7 @@
 #   PYTHON_IMAGE  the base (default: the local one from scripts/base-image.sh; pass
 #                 python:3.11-slim-bookworm, the Dockerfile's own default, where a registry
 #                 is reachable)
-#   VARIANT       cpu (default) or gpu
+#   VARIANT       cpu (default), gpu or serve (no TensorFlow: requirements/serve.txt)
 # When the host trusts extra certificate authorities (/usr/local/share/ca-certificates, as on
 # networks that re-sign HTTPS), pip in the builder stage trusts them too: they go into a
 # builder-only derivative of the base, never into the image. Prints the image name.

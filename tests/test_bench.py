@@ -97,3 +97,21 @@ def test_cli_writes_json(tmp_path: Path) -> None:
 def test_cli_refuses_unknown_backends(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["bench", "--backends", "pytorch"]) == 2
     assert "unknown" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.redis
+def test_serve_benchmark_runs_the_daemon_as_its_own_process(tmp_path: Path) -> None:
+    out = tmp_path / "serve.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.bench_serve", "--series", "3", "--bars", "1",
+         "--backends", "onnx", "--limit", "240", "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    (run,) = json.loads(out.read_text())["runs"]
+    assert run["frameworks"] == ["onnxruntime"]
+    assert run["incremental"] == {"direction-deep": True, "volume": True}
+    assert run["cpu_seconds_to_ready"] > 0 and run["start_to_ready_seconds"] > 0
+    assert run["start_to_ready_seconds"] <= run["start_to_first_bar_published_seconds"]
+    assert run["rss_at_ready_mib"] > 0 and run["rss_mib"] > 0

@@ -44,6 +44,19 @@ def test_help_does_not_import_heavy_parts() -> None:
     assert result.stdout.strip() == "[]", result.stderr
 
 
+def test_training_commands_name_the_missing_extra_in_a_serving_install(tmp_path: Path) -> None:
+    code = (
+        "import sys\n"
+        "for name in ('tensorflow', 'keras', 'tf2onnx'):\n"
+        "    sys.modules[name] = None  # as if not installed: importing it fails\n"
+        "from whalecast import cli\n"
+        f"sys.exit(cli.main(['export-onnx', {str(tmp_path)!r}]))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 2, result.stderr
+    assert "export-onnx needs" in result.stderr and "whalecast[train]" in result.stderr
+
+
 def test_check_config_prints_masked_settings(tmp_path: Path) -> None:
     config = tmp_path / "c.yml"
     config.write_text("redis:\n  password: s3cret-value\n")

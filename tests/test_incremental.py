@@ -9,13 +9,14 @@ import keras
 import numpy as np
 import pytest
 
-from inference.incremental import Incremental, NotIncremental, StateCache
+from inference.incremental import StateCache
 from inference.runtime import ModelRuntime
 from streamer.features import FEATURE_NAMES
 from testkit.models import WINDOW, preprocess_for, random_windows, write_model
 from tests.floats import assert_float32_close
 from training.params import DEFAULTS
 from training.presets import BUILDERS, Member, combine
+from whalecast.keras_split import Incremental, NotIncremental
 
 pytestmark = pytest.mark.tf
 
@@ -134,17 +135,20 @@ def test_the_cache_hands_out_a_state_only_for_the_exact_rows() -> None:
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, str]:
     root = tmp_path_factory.mktemp("registry")
-    deep = write_model(root, "direction", preset("direction-deep"), preprocess_for(FEATURE_NAMES))
+    deep = write_model(
+        root, "direction", preset("direction-deep"), preprocess_for(FEATURE_NAMES), graphs=True
+    )
     conv = _functional(keras.layers.Conv1D(2, 3), keras.layers.LSTM(2), features=F)
-    other = write_model(root, "conv", conv, preprocess_for(FEATURE_NAMES))
+    other = write_model(root, "conv", conv, preprocess_for(FEATURE_NAMES), graphs=True)
     return root, deep, other
 
 
+@pytest.mark.parametrize("backend", ["tf-function", "onnx"])
 def test_predict_bar_steps_primed_series_and_runs_the_rest_in_full(
-    registry: tuple[Path, str, str],
+    registry: tuple[Path, str, str], backend: str
 ) -> None:
     root, version, _ = registry
-    runtime = ModelRuntime.load(root, "direction", version, "tf-function")
+    runtime = ModelRuntime.load(root, "direction", version, backend)
     assert runtime.incremental is not None and runtime.describe()["incremental"]
     history = random_windows(40, rows=WINDOW + 1, seed=3)
     before, now = history[:, :-1], history[:, 1:]  # one bar later: each window moved a row
@@ -163,11 +167,12 @@ def test_predict_bar_steps_primed_series_and_runs_the_rest_in_full(
     assert runtime.predict_bar(now, shuffled)[1] == 0
 
 
+@pytest.mark.parametrize("backend", ["keras", "onnx"])
 def test_a_model_that_does_not_split_is_served_by_full_passes(
-    registry: tuple[Path, str, str],
+    registry: tuple[Path, str, str], backend: str
 ) -> None:
     root, deep, conv = registry
-    runtime = ModelRuntime.load(root, "conv", conv, "keras")
+    runtime = ModelRuntime.load(root, "conv", conv, backend)
     assert runtime.incremental is None
     assert "mixes time steps" in runtime.incremental_off
     windows = random_windows(6, seed=4)
@@ -175,5 +180,5 @@ def test_a_model_that_does_not_split_is_served_by_full_passes(
     values, stepped = runtime.predict_bar(windows, np.arange(6))
     assert stepped == 0
     assert_float32_close(values, runtime.predict(windows))
-    off = ModelRuntime.load(root, "direction", deep, "keras", incremental=False)
+    off = ModelRuntime.load(root, "direction", deep, backend, incremental=False)
     assert off.incremental is None and off.describe()["incremental_off"] == "disabled"

@@ -37,7 +37,9 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def deep_version(registry: Path) -> tuple[str, Any]:
     model = deep_model()
-    return write_model(registry, "direction", model, preprocess_for(FEATURE_NAMES)), model
+    return write_model(
+        registry, "direction", model, preprocess_for(FEATURE_NAMES), graphs=True
+    ), model
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -70,7 +72,7 @@ def test_column_slicing_scaler_and_volume_inversion(registry: Path, backend: str
         ["log_volume"], target="next_bar_volume", mean=[8.0], scale=[2.0],
         target_transform="log1p", target_scaler={"mean": [7.5], "scale": [1.5]},
     )  # fmt: skip
-    version = write_model(registry, "volume", model, preprocess)
+    version = write_model(registry, "volume", model, preprocess, graphs=backend == "onnx")
     runtime = ModelRuntime.load(
         registry, "volume", version, backend, full_window=30, batch_buckets=BUCKETS
     )

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from streamer.features import FEATURE_VERSION
-from training import artifacts, plots
+from training import artifacts, onnx_export, plots
 from training.backtest import BacktestConfig
 from training.backtest import run as backtest
 from training.baselines import STRONG, baselines
@@ -48,6 +48,7 @@ from training.promote import Decision, decide, promote
 from whalecast.artifact import (
     METADATA_FILE,
     REPORT_FILE,
+    ArtifactError,
     Preprocess,
     Scaler,
     write_artifact,
@@ -358,6 +359,15 @@ class Outcome:
     published: bool = False
 
 
+def add_onnx_graphs(directory: Path, model: Any, preprocess: Preprocess) -> None:
+    """The ONNX graphs the daemon's ``onnx`` backend serves; a model that does not export
+    is still written (the TensorFlow backends serve it) and the reason logged."""
+    try:
+        onnx_export.write_for(directory, model, preprocess)
+    except ArtifactError as e:
+        log.error("onnx_export_failed", reason=str(e), served_by="tensorflow backends only")
+
+
 def run(
     settings: Settings,
     job: Job,
@@ -391,6 +401,7 @@ def run(
 
     def fill(directory: Path) -> None:
         artifacts.save(directory, model, preprocess)
+        add_onnx_graphs(directory, model, preprocess)
         loaded = artifacts.load(directory)
         report, preds = evaluate(settings, job, data, loaded, serving)
         decision = promotion_decision(

@@ -16,6 +16,10 @@ from typing import Any
 from whalecast import __version__
 
 Handler = Callable[[argparse.Namespace], int]
+#: what the ``train`` extra adds: the serving install (``pip install whalecast``) has none
+TRAIN_EXTRA_MODULES = frozenset(
+    {"tensorflow", "keras", "tf2onnx", "sklearn", "scipy", "matplotlib", "optuna", "tqdm"}
+)
 
 
 def _cmd_version(args: argparse.Namespace) -> int:
@@ -275,6 +279,28 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     return tune_command(settings, args)
 
 
+def _cmd_export_onnx(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from training.onnx_export import add_graphs
+    from whalecast.artifact import ArtifactError
+    from whalecast.logs import configure_logging
+    from whalecast.settings import load_settings
+
+    configure_logging(load_settings(args.config).log)
+    failed = 0
+    for directory in args.artifacts:
+        try:
+            manifest = add_graphs(Path(directory))
+        except ArtifactError as e:
+            print(f"whalecast: {directory}: {e}", file=sys.stderr)
+            failed += 1
+            continue
+        graphs = "full, prime, step" if manifest.step else f"full ({manifest.incremental_off})"
+        print(f"{directory}: ONNX graphs written: {graphs}")
+    return 1 if failed else 0
+
+
 PRESETS = ("volume", "direction", "direction-deep", "direction-gru", "ensemble")
 
 
@@ -496,6 +522,13 @@ def build_parser() -> argparse.ArgumentParser:
         "search a preset's main hyper-parameters with Optuna on the validation split "
         "and write the best ones as JSON",
     )  # fmt: skip
+    export = add(
+        "export-onnx", _cmd_export_onnx,
+        "add the ONNX graphs the onnx backend serves (full window, prime and step) to model "
+        "versions trained before the trainer wrote them",
+    )  # fmt: skip
+    export.add_argument("artifacts", nargs="+", metavar="ARTIFACT",
+                        help="a version directory, <registry>/<model>/<version>")  # fmt: skip
     _training_arguments(tune)
     tune.add_argument("--trials", type=int, help="number of trials (default: training.tune_trials)")
     tune.add_argument("--output", metavar="JSON", help="default: tuned-<preset>.json")
@@ -513,6 +546,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         result: Any = args.handler(args)
     except ConfigError as e:
         print(f"whalecast: {e}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as e:
+        if e.name not in TRAIN_EXTRA_MODULES:
+            raise
+        print(f"whalecast: {args.command} needs {e.name}, which the serving install leaves out: "
+              "pip install 'whalecast[train]'", file=sys.stderr)  # fmt: skip
         return 2
     except Exception as e:
         redisconn = sys.modules.get("whalecast.redisconn")  # loaded by commands that use Redis

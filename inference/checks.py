@@ -1,0 +1,47 @@
+"""What every path of a runtime is checked against at load (no TensorFlow here).
+
+A backend, and prime-then-step, must match a reference output to :data:`TOLERANCE`
+(absolute or relative) on warm-up batches: under the TensorFlow backends the Keras
+model's output on fresh batches, under ``onnx`` the Keras output the artifact stores
+with its check batches (:mod:`whalecast.graphs`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from whalecast.artifact import Preprocess
+from whalecast.graphs import check_batch
+
+TOLERANCE = 1e-5
+WARMUP_SIZES = (1, 7, 70)
+
+
+class RefusalReason(Exception):
+    """Internal: a check failed; :meth:`ModelRuntime.load` turns it into ModelRefused."""
+
+
+def warmup_batch(preprocess: Preprocess, rows: int, seed: int = 0) -> np.ndarray:
+    """Scaled-space input (standard normal, like real scaled features)."""
+    return check_batch(preprocess.window, len(preprocess.features), rows, seed)
+
+
+@dataclass(frozen=True)
+class Reference:
+    """The warm-up batches and the reference output on each: what every faster
+    path (a backend, incremental steps) must match to :data:`TOLERANCE`."""
+
+    batches: list[np.ndarray]
+    outputs: list[np.ndarray]
+
+    def mismatch(self, run: Callable[[np.ndarray], np.ndarray]) -> tuple[int, float] | None:
+        """The first batch on which ``run`` differs from Keras: its size and the largest
+        difference; None when every batch matches."""
+        for batch, want in zip(self.batches, self.outputs, strict=True):
+            got = run(batch)
+            if not np.allclose(got, want, rtol=TOLERANCE, atol=TOLERANCE):
+                return len(batch), float(np.max(np.abs(got.astype(np.float64) - want)))
+        return None
