@@ -138,10 +138,14 @@ def train_once(settings: Settings, args: argparse.Namespace, stop: threading.Eve
         walk_forward(settings, args, job, load_histories(settings, args, chosen.symbols), stop)
         return
     outcome = run(settings, job, load_histories(settings, args, chosen.symbols), stop)
-    print(text(outcome.report, outcome.model, outcome.version))
-    print(json.dumps({"model": outcome.model, "version": outcome.version,
-                      "promoted": bool(job.promote and outcome.decision.promote),
-                      "directory": str(outcome.directory)}))  # fmt: skip
+    written = [outcome] + ([outcome.baseline] if outcome.baseline is not None else [])
+    for each in written:
+        print(text(each.report, each.model, each.version))
+    for each in written:
+        print(json.dumps({"model": each.model, "version": each.version,
+                          "promoted": bool(job.promote and each.decision.promote),
+                          "baseline": each is outcome.baseline,
+                          "directory": str(each.directory)}))  # fmt: skip
     sys.stdout.flush()
 
 

@@ -57,7 +57,8 @@ def text(report: dict[str, Any], model: str, version: str) -> str:
     """A short console summary: pooled test metrics with intervals and the decision."""
     columns = columns_of(report)
     pooled = report["test"]["pooled"]
-    lines = [f"{model} {version}: {report['promotion']['reason']}"]
+    what = f" ({report['baseline']['kind']} over the window)" if "baseline" in report else ""
+    lines = [f"{model} {version}{what}: {report['promotion']['reason']}"]
     lines.append(f"  test: {report['test']['samples']} samples, {report['test']['blocks']} days")
     for name, metrics in pooled["models"].items():
         values = "  ".join(f"{c}={cell(metrics.get(c))}" for c in columns[:2])
@@ -93,7 +94,10 @@ def paired_cell(entry: dict[str, Any] | None) -> str:
 def _name(meta: dict[str, Any]) -> str:
     """The registry name, with the preset when it differs (``direction-2y (direction)``)."""
     model, preset = meta.get("model", meta["preset"]), meta["preset"]
-    return model if model == preset else f"{model} ({preset})"
+    name = model if model == preset else f"{model} ({preset})"
+    if "baseline" in meta:  # the strong baseline over the preset's window, written as a version
+        return f"{name}: {meta['baseline']['kind']} over its window"
+    return name
 
 
 def _fit_span(meta: dict[str, Any]) -> str:
