@@ -44,6 +44,17 @@ ending at, and including, the current bar):
   fraction of its UTC day; ``dow_sin, dow_cos``: ``sin/cos(2π · d / 7)`` with
   ``d`` the UTC weekday of the open time, Monday = 0.
 
+Volume memory and the daily profile (appended after the list above, which the seed
+presets read as :data:`SEED_FEATURES`; existing names never change meaning, so a model
+trained on the shorter list is still served from the longer rows):
+
+- ``abs_ret_1 = |r|`` (this bar's absolute log return).
+- ``log_volume_mean_6, log_volume_mean_24``: mean of ``log1p(v)`` over 6 / 24, the
+  HAR-style medium and long volume levels next to ``log_volume`` (the short one).
+- ``hour_sin_k, hour_cos_k`` for ``k = 2, 3, 4``: ``sin/cos(2π · k · f)``, the higher
+  harmonics of the time of day: with ``hour_sin/cos`` a linear model can draw a daily
+  volume profile with a morning and an evening peak.
+
 Gaps (the rule both paths follow). Bars live on the full time grid of their
 timeframe; a bar missing from the grid is a row of NaN, never dropped and never
 filled, so no later bar is ever shifted into its place. A feature whose lookback
@@ -90,9 +101,15 @@ _LOOKBACK: Final[dict[str, int]] = {
     "whale_inflow_sum_6": 6, "whale_inflow_sum_24": 24, "whale_outflow_max_3": 3,
     "whale_count_12": 12, "whale_netflow_6": 6, "stable_inflow_6": 6,
     "hour_sin": 1, "hour_cos": 1, "dow_sin": 1, "dow_cos": 1,
+    # appended later: long volume memory and the daily profile (see "Volume memory" above)
+    "abs_ret_1": 2, "log_volume_mean_6": 6, "log_volume_mean_24": 24,
+    "hour_sin_2": 1, "hour_cos_2": 1, "hour_sin_3": 1, "hour_cos_3": 1,
+    "hour_sin_4": 1, "hour_cos_4": 1,
 }  # fmt: skip
 
 FEATURE_NAMES: Final[tuple[str, ...]] = tuple(_LOOKBACK)
+#: The first list, which the seed presets read; later features are appended after it.
+SEED_FEATURES: Final[tuple[str, ...]] = FEATURE_NAMES[: FEATURE_NAMES.index("dow_cos") + 1]
 
 #: Bars needed (current bar included) before a row is fully defined: the row at
 #: grid position ``t`` reads bars ``t - HISTORY_BARS + 1 .. t``.
@@ -225,16 +242,32 @@ def _calendar_features(b: _Bars) -> dict[str, Array]:
     open_ms = b.tail(b.col("open_ms"))
     day_fraction = np.mod(open_ms, _DAY_MS) / _DAY_MS
     weekday = np.mod(np.floor_divide(open_ms, _DAY_MS) + _EPOCH_WEEKDAY, 7)
-    return {
+    out = {
         "hour_sin": np.sin(2 * np.pi * day_fraction),
         "hour_cos": np.cos(2 * np.pi * day_fraction),
         "dow_sin": np.sin(2 * np.pi * weekday / 7),
         "dow_cos": np.cos(2 * np.pi * weekday / 7),
     }
+    for k in (2, 3, 4):
+        out[f"hour_sin_{k}"] = np.sin(2 * np.pi * k * day_fraction)
+        out[f"hour_cos_{k}"] = np.cos(2 * np.pi * k * day_fraction)
+    return out
+
+
+def _memory_features(b: _Bars) -> dict[str, Array]:
+    log_close = np.log(b.col("close"))
+    now, before = _step(log_close)
+    log_v = np.log1p(b.col("volume"))
+    return {
+        "abs_ret_1": np.abs(b.tail(now - before)),
+        "log_volume_mean_6": np.mean(b.windows(log_v, 6), axis=2),
+        "log_volume_mean_24": np.mean(b.windows(log_v, 24), axis=2),
+    }
 
 
 _GROUPS: Final[tuple[Callable[[_Bars], dict[str, Array]], ...]] = (
     _price_features, _volume_features, _oscillator_features, _whale_features, _calendar_features,
+    _memory_features,
 )  # fmt: skip
 
 

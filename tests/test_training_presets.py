@@ -5,18 +5,23 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from streamer.features import FEATURE_NAMES
+from streamer.features import SEED_FEATURES
 from tests.training_helpers import check_artifact, histories_fixture, settings_fixture  # noqa: F401
+from training import artifacts
+from training.dataset import TEST, TRAIN
 from training.history import SeriesHistory
 from training.jobs import make_job
+from training.linear import fit_linear
 from training.params import DEFAULTS, PresetError, resolve
 from training.presets import build
 from training.summary import results_tables
-from training.train import run
+from training.train import inputs, load_data, run
 from whalecast.artifact import list_versions, load_preprocess, read_current
 from whalecast.settings import Settings
+from whalecast.targets import VOLUME
 
 pytestmark = [pytest.mark.tf, pytest.mark.training]
 
@@ -46,7 +51,7 @@ def test_direction_presets(
 ) -> None:
     job = make_job(settings, preset, registry=tmp_path, promote=False, plots=preset == "direction")
     outcome = run(settings, job, histories)
-    check_artifact(outcome.directory, "p_up_next_bar", len(FEATURE_NAMES))
+    check_artifact(outcome.directory, "p_up_next_bar", len(SEED_FEATURES))
     report = outcome.report
     assert {"majority", "previous_bar", "reversal", "logistic"} <= set(
         report["test"]["pooled"]["models"]
@@ -71,7 +76,7 @@ def test_direction_presets(
 def test_seed_architecture_parameter_count_and_overrides() -> None:
     deep = build("direction-deep", resolve("direction-deep"), 24, 30)
     assert deep.count_params() == 134_337  # the seed's 24 x 30 input (its "~35,000" is wrong)
-    v1 = build("direction-deep", resolve("direction-deep"), 24, len(FEATURE_NAMES))
+    v1 = build("direction-deep", resolve("direction-deep"), 24, len(SEED_FEATURES))
     assert v1.count_params() == 133_825
     volume = build("volume", resolve("volume"), 24, 1)
     assert volume.count_params() == 4 * 50 * (1 + 50 + 1) + 51
@@ -80,4 +85,25 @@ def test_seed_architecture_parameter_count_and_overrides() -> None:
         resolve("direction", {"unitz": 3})
     with pytest.raises(PresetError, match="unknown preset"):
         resolve("transformer")
-    assert set(DEFAULTS) == {"volume", "direction", "direction-deep", "direction-gru", "ensemble"}
+    assert set(DEFAULTS) == {
+        "volume", "volume-wide", "direction", "direction-deep", "direction-gru", "ensemble"
+    }  # fmt: skip
+    assert resolve("direction")["features"] == list(SEED_FEATURES)
+
+
+def test_volume_wide_starts_at_the_ridge_over_its_window(
+    tmp_path: Path, settings: Settings, histories: list[SeriesHistory]
+) -> None:
+    frozen = {"epochs": 1, "learning_rate": 1e-12, "units": 4, "dense_units": 4}
+    job = make_job(settings, "volume-wide", registry=tmp_path, extra=frozen, promote=False,
+                   plots=False, publish=False)  # fmt: skip
+    assert job.params["loss"] == "mae" and "log_volume_mean_24" in job.params["features"]
+    outcome = run(settings, job, histories)
+    check_artifact(outcome.directory, "next_bar_volume", len(job.params["features"]))
+    # the residual branch starts at zero and the linear map at the ridge fit over the same
+    # window: a model that has not moved predicts what that ridge predicts
+    data = load_data(settings, job, histories)
+    fitted = fit_linear(VOLUME, *inputs(data, job, TRAIN), settings.training.seed)
+    x_test, _ = inputs(data, job, TEST)
+    served = artifacts.load(outcome.directory).model.predict(x_test, verbose=0).reshape(-1)
+    np.testing.assert_allclose(served, fitted.raw(x_test), atol=1e-4)

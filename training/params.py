@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from streamer.features import FEATURE_NAMES
+from streamer.features import SEED_FEATURES
 from whalecast.targets import DIRECTION, VOLUME, Target
 
 HyperParams = dict[str, Any]
@@ -26,7 +26,7 @@ COMMON: HyperParams = {
     "patience": 10,  # early stopping on val_loss (0: off), best weights restored
     "lr_patience": 0,  # ReduceLROnPlateau on val_loss (0: off)
     "lr_factor": 0.5,
-    "features": list(FEATURE_NAMES),
+    "features": list(SEED_FEATURES),
 }
 
 DEEP: HyperParams = {
@@ -70,8 +70,32 @@ DEFAULTS: dict[str, HyperParams] = {
     },
 }
 
+#: ``volume-wide``'s inputs: volume at three horizons (HAR-style), trading activity and the
+#: daily / weekly calendar; no whale columns (constant before Nov 2024, see the results).
+VOLUME_WIDE_FEATURES = [
+    "log_volume", "log_volume_mean_6", "log_volume_mean_24", "volume_z_24", "volume_ratio_6_24",
+    "abs_ret_1", "range_rel", "vol_6", "vol_24", "atr_14_rel",
+    "hour_sin", "hour_cos", "hour_sin_2", "hour_cos_2", "hour_sin_3", "hour_cos_3",
+    "hour_sin_4", "hour_cos_4", "dow_sin", "dow_cos",
+]  # fmt: skip
+
+DEFAULTS["volume-wide"] = {
+    # wide and deep: a linear map of the whole window (started at the ridge solution over
+    # the same window) plus an LSTM that learns what is left, fitted on the metric (MAE)
+    **COMMON,
+    "epochs": 20,
+    "patience": 4,
+    "batch_size": 256,
+    "units": 32,
+    "dense_units": 16,
+    "loss": "mae",
+    "init_linear": True,
+    "features": VOLUME_WIDE_FEATURES,
+}
+
 TARGETS: dict[str, Target] = {
     "volume": VOLUME,
+    "volume-wide": VOLUME,
     "direction": DIRECTION,
     "direction-deep": DIRECTION,
     "direction-gru": DIRECTION,

@@ -27,6 +27,18 @@ def _volume(params: HyperParams, window: int, n_features: int) -> keras.Model:
     return keras.Model(inputs, outputs, name="volume")
 
 
+def _volume_wide(params: HyperParams, window: int, n_features: int) -> keras.Model:
+    """Wide and deep: ``Dense(1)`` over the flattened window (the layer ``linear``, which the
+    trainer may start at the ridge solution) plus an LSTM branch's residual."""
+    inputs = keras.Input((window, n_features), name="window")
+    wide = layers.Dense(1, name="linear")(layers.Flatten(name="flat_window")(inputs))
+    x = layers.LSTM(params["units"], name="lstm")(inputs)
+    x = layers.Dense(params["dense_units"], activation="relu", name="dense")(x)
+    deep = layers.Dense(1, kernel_initializer="zeros", name="residual")(x)
+    outputs = layers.Add(name="log_volume_next")([wide, deep])
+    return keras.Model(inputs, outputs, name="volume_wide")
+
+
 def _direction(params: HyperParams, window: int, n_features: int) -> keras.Model:
     inputs = keras.Input((window, n_features), name="window")
     x = layers.LSTM(params["units"], name="lstm")(inputs)
@@ -60,6 +72,7 @@ def _deep(cell: type[layers.Layer], name: str) -> Callable[[HyperParams, int, in
 
 BUILDERS: dict[str, Callable[[HyperParams, int, int], keras.Model]] = {
     "volume": _volume,
+    "volume-wide": _volume_wide,
     "direction": _direction,
     "direction-deep": _deep(layers.LSTM, "direction_deep"),
     "direction-gru": _deep(layers.GRU, "direction_gru"),
@@ -73,7 +86,7 @@ def build(name: str, params: HyperParams, window: int, n_features: int) -> keras
     model = BUILDERS[name](params, window, n_features)
     optimizer = keras.optimizers.Adam(learning_rate=params["learning_rate"])
     if TARGETS[name] == VOLUME:
-        model.compile(optimizer=optimizer, loss="mse", metrics=["mae"])
+        model.compile(optimizer=optimizer, loss=params.get("loss", "mse"), metrics=["mae"])
     else:
         model.compile(
             optimizer=optimizer,

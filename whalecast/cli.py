@@ -268,7 +268,7 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     return tune_command(settings, args)
 
 
-PRESETS = ("volume", "direction", "direction-deep", "direction-gru", "ensemble")
+PRESETS = ("volume", "volume-wide", "direction", "direction-deep", "direction-gru", "ensemble")
 
 
 def _duration(text: str) -> float:

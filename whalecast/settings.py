@@ -202,7 +202,9 @@ class ShardSettings(Section):
         return self
 
 
-PresetName = Literal["volume", "direction", "direction-deep", "direction-gru", "ensemble"]
+PresetName = Literal[
+    "volume", "volume-wide", "direction", "direction-deep", "direction-gru", "ensemble"
+]
 HyperValue = int | float | bool | str | list[str]
 
 
