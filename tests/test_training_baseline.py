@@ -14,7 +14,7 @@ from streamer.features import FEATURE_NAMES
 from tests.floats import assert_float32_close
 from tests.training_helpers import histories_fixture, settings_fixture  # noqa: F401 - fixtures
 from training import artifacts
-from training.dataset import TEST, TRAIN, windows
+from training.dataset import TEST, TRAIN, VALIDATION, windows
 from training.history import SeriesHistory
 from training.jobs import make_job
 from training.linear import fit_linear
@@ -59,7 +59,8 @@ def test_baseline_version_predicts_what_the_fitted_linear_model_predicts(
     assert base.report["baseline"]["kind"] == kind  # the report says what it is, too
 
     data = load_data(s, job, histories)
-    fitted = fit_linear(target, *inputs(data, job, TRAIN), s.training.seed)  # type: ignore[arg-type]
+    split = inputs(data, job, TRAIN), inputs(data, job, VALIDATION)
+    fitted = fit_linear(target, *split, s.training.seed)  # type: ignore[arg-type]
     x_test, _ = inputs(data, job, TEST)
     loaded = artifacts.load(base.directory)
     served = np.asarray(loaded.model.predict(x_test, verbose=0)).reshape(-1)

@@ -11,7 +11,7 @@ import pytest
 from streamer.features import SEED_FEATURES
 from tests.training_helpers import check_artifact, histories_fixture, settings_fixture  # noqa: F401
 from training import artifacts
-from training.dataset import TEST, TRAIN
+from training.dataset import TEST, TRAIN, VALIDATION
 from training.history import SeriesHistory
 from training.jobs import make_job
 from training.linear import fit_linear
@@ -21,7 +21,7 @@ from training.summary import results_tables
 from training.train import inputs, load_data, run
 from whalecast.artifact import list_versions, load_preprocess, read_current
 from whalecast.settings import Settings
-from whalecast.targets import VOLUME
+from whalecast.targets import DIRECTION, VOLUME
 
 pytestmark = [pytest.mark.tf, pytest.mark.training]
 
@@ -86,24 +86,28 @@ def test_seed_architecture_parameter_count_and_overrides() -> None:
     with pytest.raises(PresetError, match="unknown preset"):
         resolve("transformer")
     assert set(DEFAULTS) == {
-        "volume", "volume-wide", "direction", "direction-deep", "direction-gru", "ensemble"
+        "volume", "volume-wide", "direction", "direction-wide", "direction-deep",
+        "direction-gru", "ensemble",
     }  # fmt: skip
     assert resolve("direction")["features"] == list(SEED_FEATURES)
 
 
-def test_volume_wide_starts_at_the_ridge_over_its_window(
-    tmp_path: Path, settings: Settings, histories: list[SeriesHistory]
+@pytest.mark.parametrize(("preset", "target"),
+                         [("volume-wide", VOLUME), ("direction-wide", DIRECTION)])  # fmt: skip
+def test_wide_presets_start_at_the_linear_fit_over_their_window(
+    tmp_path: Path, settings: Settings, histories: list[SeriesHistory], preset: str, target: str
 ) -> None:
     frozen = {"epochs": 1, "learning_rate": 1e-12, "units": 4, "dense_units": 4}
-    job = make_job(settings, "volume-wide", registry=tmp_path, extra=frozen, promote=False,
+    job = make_job(settings, preset, registry=tmp_path, extra=frozen, promote=False,
                    plots=False, publish=False)  # fmt: skip
-    assert job.params["loss"] == "mae" and "log_volume_mean_24" in job.params["features"]
+    assert "log_volume_mean_24" in job.params["features"]
     outcome = run(settings, job, histories)
-    check_artifact(outcome.directory, "next_bar_volume", len(job.params["features"]))
-    # the residual branch starts at zero and the linear map at the ridge fit over the same
-    # window: a model that has not moved predicts what that ridge predicts
+    check_artifact(outcome.directory, target, len(job.params["features"]))
+    # the residual branch starts at zero and the linear map at the ridge / logistic fit over
+    # the same window: a model that has not moved predicts what that fit predicts
     data = load_data(settings, job, histories)
-    fitted = fit_linear(VOLUME, *inputs(data, job, TRAIN), settings.training.seed)
+    split = inputs(data, job, TRAIN), inputs(data, job, VALIDATION)
+    fitted = fit_linear(target, *split, settings.training.seed)  # type: ignore[arg-type]
     x_test, _ = inputs(data, job, TEST)
     served = artifacts.load(outcome.directory).model.predict(x_test, verbose=0).reshape(-1)
     np.testing.assert_allclose(served, fitted.raw(x_test), atol=1e-4)

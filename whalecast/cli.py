@@ -268,7 +268,15 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     return tune_command(settings, args)
 
 
-PRESETS = ("volume", "volume-wide", "direction", "direction-deep", "direction-gru", "ensemble")
+PRESETS = (
+    "volume",
+    "volume-wide",
+    "direction",
+    "direction-wide",
+    "direction-deep",
+    "direction-gru",
+    "ensemble",
+)
 
 
 def _duration(text: str) -> float:

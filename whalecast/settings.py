@@ -203,7 +203,13 @@ class ShardSettings(Section):
 
 
 PresetName = Literal[
-    "volume", "volume-wide", "direction", "direction-deep", "direction-gru", "ensemble"
+    "volume",
+    "volume-wide",
+    "direction",
+    "direction-wide",
+    "direction-deep",
+    "direction-gru",
+    "ensemble",
 ]
 HyperValue = int | float | bool | str | list[str]
 
