@@ -107,3 +107,7 @@ def test_no_baseline_when_the_network_wins_or_is_forced(
                       publish=False)  # fmt: skip
     outcome = run(s, forced, histories)
     assert outcome.decision.forced and outcome.baseline is None
+    # a run that promotes nothing (an ablation, an evaluation) has no use for one either
+    quiet = make_job(s, "volume", registry=tmp_path, extra=CRIPPLED, promote=False, plots=False,
+                     publish=False)  # fmt: skip
+    assert run(s, quiet, histories).baseline is None

@@ -15,7 +15,7 @@ from training.dataset import TEST, TRAIN, VALIDATION
 from training.history import SeriesHistory
 from training.jobs import make_job
 from training.linear import fit_linear
-from training.params import DEFAULTS, PresetError, resolve
+from training.params import DEFAULTS, PresetError, resolve, without
 from training.presets import build
 from training.summary import results_tables
 from training.train import inputs, load_data, run
@@ -111,3 +111,28 @@ def test_wide_presets_start_at_the_linear_fit_over_their_window(
     x_test, _ = inputs(data, job, TEST)
     served = artifacts.load(outcome.directory).model.predict(x_test, verbose=0).reshape(-1)
     np.testing.assert_allclose(served, fitted.raw(x_test), atol=1e-4)
+
+
+def test_ablation_is_scored_against_the_full_model_in_service(
+    tmp_path: Path, settings: Settings, histories: list[SeriesHistory]
+) -> None:
+    tiny = {"epochs": 1, "units": 4, "dense_units": 4}
+    full = make_job(settings, "volume-wide", registry=tmp_path, extra=tiny, force=True,
+                    plots=False, publish=False)  # fmt: skip
+    full_run = run(settings, full, histories)
+    features = without(full.params["features"], ["calendar"])
+    assert "hour_sin_2" not in features and "log_volume_mean_6" in features
+    ablation = make_job(settings, "volume-wide", registry=tmp_path, promote=False, plots=False,
+                        extra={**tiny, "features": features}, publish=False)  # fmt: skip
+    outcome = run(settings, ablation, histories)
+    assert read_current(tmp_path, "volume-wide") == full_run.version  # the full one still serves
+    paired = outcome.report["test"]["pooled"]["paired"]["serving"]["mae"]
+    assert paired["low"] <= paired["value"] <= paired["high"]
+    runs = [
+        (o.report, json.loads((o.directory / "metadata.json").read_text()))
+        for o in (full_run, outcome)
+    ]
+    page = results_tables(runs)
+    assert "| volume-wide | calendar | mae |" in page  # the ablation table
+    assert "| **volume-wide**, last 30 days |" in page  # the full run in the main table
+    assert "volume-wide without calendar" in page  # and its fit

@@ -126,6 +126,34 @@ TARGETS: dict[str, Target] = {
 }
 
 
+#: Input groups an ablation switches off one at a time (``whalecast train --without``).
+INPUT_GROUPS: dict[str, tuple[str, ...]] = {
+    "whale": tuple(n for n in SEED_FEATURES if n.startswith(("whale_", "stable_"))),
+    "calendar": ("hour_sin", "hour_cos", "hour_sin_2", "hour_cos_2", "hour_sin_3", "hour_cos_3",
+                 "hour_sin_4", "hour_cos_4", "dow_sin", "dow_cos"),
+    "memory": ("log_volume_mean_6", "log_volume_mean_24", "volume_z_24", "volume_ratio_6_24"),
+    "activity": ("abs_ret_1", "range_rel", "vol_6", "vol_24", "atr_14_rel"),
+    "regime": ("vol_6", "vol_24", "atr_14_rel", "volume_z_24", "volume_ratio_6_24"),
+}  # fmt: skip
+
+
+def without(features: list[str], groups: list[str]) -> list[str]:
+    """``features`` minus every input of ``groups``, order kept."""
+    dropped = {name for group in groups for name in INPUT_GROUPS[group]}
+    kept = [name for name in features if name not in dropped]
+    if not kept:
+        raise PresetError(f"--without {' '.join(groups)} leaves no input")
+    return kept
+
+
+def groups_left_out(preset: str, features: list[str]) -> list[str]:
+    """The input groups of ``preset``'s default features that ``features`` leaves out."""
+    default = set(DEFAULTS[preset]["features"])
+    missing = default - set(features)
+    return [g for g, names in INPUT_GROUPS.items() if (default & set(names)) <= missing and (
+        default & set(names))]  # fmt: skip
+
+
 class PresetError(ValueError):
     """An unknown preset or hyper-parameter, or a value of the wrong type."""
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from training.params import DEFAULTS, groups_left_out
 from whalecast.targets import VOLUME
 
 VOLUME_COLUMNS = ("mae", "rmse", "mape")
@@ -97,6 +98,8 @@ def _name(meta: dict[str, Any]) -> str:
     name = model if model == preset else f"{model} ({preset})"
     if "baseline" in meta:  # the strong baseline over the preset's window, written as a version
         return f"{name}: {meta['baseline']['kind']} over its window"
+    if left_out(meta):
+        return f"{name} without {', '.join(left_out(meta))}"
     return name
 
 
@@ -105,8 +108,25 @@ def _fit_span(meta: dict[str, Any]) -> str:
     return "all history" if train_days is None else f"last {train_days:g} days"
 
 
+def left_out(meta: dict[str, Any]) -> list[str]:
+    """The input groups an ablation run left out of its preset's features (none: a full run)."""
+    preset = meta["preset"]
+    if preset not in DEFAULTS:
+        return []
+    return groups_left_out(preset, meta["hyper_parameters"]["features"])
+
+
 def results_tables(runs: list[tuple[dict[str, Any], dict[str, Any]]]) -> str:
-    """Markdown tables for (report, metadata) pairs: models beside baselines, with intervals."""
+    """Markdown tables for (report, metadata) pairs: models beside baselines, with intervals.
+
+    A run that left input groups out and was scored beside the version in service (``whalecast
+    train --without GROUP --no-promote`` under the full model's name) goes into the ablation
+    table instead, with its paired difference against that full model.
+    """
+    ablations = [
+        (r, m) for r, m in runs if left_out(m) and "serving" in r["test"]["pooled"]["models"]
+    ]
+    runs = [run for run in runs if run not in ablations]
     volume = [(r, m) for r, m in runs if r["target"] == VOLUME]
     direction = [(r, m) for r, m in runs if r["target"] != VOLUME]
     parts = []
@@ -119,8 +139,29 @@ def results_tables(runs: list[tuple[dict[str, Any], dict[str, Any]]]) -> str:
         parts.append(_table(direction, DIRECTION_COLUMNS, "logistic", naive))
         parts.append(_per_series(direction, "auc", "logistic"))
         parts.append(_backtests(direction))
-    parts.append(_fits(runs))
+    if ablations:
+        parts.append(_ablations(ablations))
+    parts.append(_fits(runs + ablations))
     return "\n".join(parts)
+
+
+def _ablations(runs: list[tuple[dict[str, Any], dict[str, Any]]]) -> str:
+    lines = [
+        "| preset | left out | metric | value | model − full model (paired) "
+        "| model − strong baseline (paired) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for report, meta in runs:
+        key = columns_of(report)[0]
+        pooled = report["test"]["pooled"]
+        strong = report["reference_baseline"]
+        lines.append(
+            f"| {meta['preset']} | {', '.join(left_out(meta))} | {key} "
+            f"| {cell(pooled['models']['model'].get(key))} "
+            f"| {paired_cell(pooled['paired']['serving'].get(key))} "
+            f"| {paired_cell(pooled['paired'][strong].get(key))} ({strong}) |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def _table(

@@ -438,14 +438,11 @@ def write_version(
 
 
 def wants_baseline(settings: Settings, job: Job, decision: Decision) -> bool:
-    """The network lost to the strong baseline, and serving the baseline is allowed."""
+    """The network lost to the strong baseline, and the run may promote the baseline instead
+    (not a forced run, nor one that promotes nothing: an ablation, an evaluation)."""
     t = settings.training
-    return (
-        t.baseline_fallback
-        and t.promote_against_baseline
-        and not job.force
-        and (not decision.beats_baseline)
-    )
+    allowed = t.baseline_fallback and t.promote_against_baseline and job.promote and not job.force
+    return allowed and not decision.beats_baseline
 
 
 def write_baseline(ctx: Context, network_version: str) -> Outcome:
