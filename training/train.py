@@ -43,7 +43,7 @@ from training.evaluate import report_of_classes, score_all, train_test_gap, trut
 from training.fit import FitResult, fit, set_seed
 from training.history import SeriesHistory
 from training.jobs import Job
-from training.linear import fit_linear, linear_model
+from training.linear import LinearFit, fit_linear, linear_model
 from training.params import TARGETS
 from training.presets import Member, build, combine, describe
 from training.promote import Decision, decide, promote
@@ -79,6 +79,8 @@ class Data:
     columns: list[int]
     scaler: Scaler
     y_scaler: Scaler | None
+    #: the linear fit over the window a wide preset started from (the baseline version reuses it)
+    linear: LinearFit | None = None
 
     def split(self, which: int) -> Samples:
         return self.samples.of(which)
@@ -123,7 +125,7 @@ def fit_preset(
         set_seed(seed)
         model = build(job.preset, job.params, *shape)
         if job.params.get("init_linear"):
-            start_at_linear(model, TARGETS[job.preset], train, val, seed)
+            data.linear = start_at_linear(model, TARGETS[job.preset], train, val, seed)
         result = fit(model, job.params, train, val, stop=stop, verbose=job.verbose)
         return result.model, {job.preset: result}
     if job.params["member_versions"]:
@@ -142,13 +144,14 @@ def fit_preset(
 
 
 def start_at_linear(model: keras.Model, target: Target, train: tuple[np.ndarray, np.ndarray],
-                    val: tuple[np.ndarray, np.ndarray], seed: int) -> None:  # fmt: skip
+                    val: tuple[np.ndarray, np.ndarray], seed: int) -> LinearFit:  # fmt: skip
     """Set the model's ``linear`` layer (Dense over the flattened window) to the linear fit
     of the strong baseline's kind on the same inputs: fitting starts from that baseline."""
     fitted = fit_linear(target, train, val, seed)
     model.get_layer("linear").set_weights(
         [fitted.coef.reshape(-1, 1).astype(np.float32), np.array([fitted.intercept], np.float32)]
     )
+    return fitted
 
 
 def preprocess_of(job: Job, data: Data) -> Preprocess:
@@ -447,12 +450,15 @@ def wants_baseline(settings: Settings, job: Job, decision: Decision) -> bool:
 
 def write_baseline(ctx: Context, network_version: str) -> Outcome:
     """The strong baseline's kind of model over the network's own window, as a version."""
-    train, val = inputs(ctx.data, ctx.job, TRAIN), inputs(ctx.data, ctx.job, VALIDATION)
     started = time.perf_counter()
-    fitted = fit_linear(TARGETS[ctx.job.preset], train, val, ctx.settings.training.seed)
+    fitted = ctx.data.linear  # the same fit on the same rows when the network started from it
+    reused = fitted is not None
+    if fitted is None:
+        train, val = inputs(ctx.data, ctx.job, TRAIN), inputs(ctx.data, ctx.job, VALIDATION)
+        fitted = fit_linear(TARGETS[ctx.job.preset], train, val, ctx.settings.training.seed)
     seconds = round(time.perf_counter() - started, 2)
-    model = linear_model(fitted, *train[0].shape[1:])
-    extra = {"baseline": {**fitted.describe(), "fit_seconds": seconds,
+    model = linear_model(fitted, ctx.job.params["window"], len(ctx.data.columns))
+    extra = {"baseline": {**fitted.describe(), "fit_seconds": seconds, "reused": reused,
                           "instead_of": network_version}}  # fmt: skip
     return write_version(ctx, model, {}, extra)
 
