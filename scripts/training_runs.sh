@@ -45,4 +45,7 @@ train direction-wide --preset direction-wide
 for group in memory calendar activity; do  # each scored against volume-wide in service
     train "volume-wide-without-$group" --preset volume-wide --without "$group" --no-promote
 done
-"$python" "$here/scripts/training_results.py" "${written[@]}"
+walk="$registry/runs/walk-forward-volume-wide.json"  # refits in 4 windows, promotes nothing
+"$python" -m whalecast train -c "$config" --candles "${candles[@]}" --whale "${whale[@]}" \
+    --preset volume-wide --walk-forward 4 --output "$walk" >"$registry/runs/walk-forward.log"
+"$python" "$here/scripts/training_results.py" "${written[@]}" "$walk"

@@ -271,3 +271,28 @@ def _fits(runs: list[tuple[dict[str, Any], dict[str, Any]]]) -> str:
                 f"| {speed} |"
             )
     return "\n".join(lines) + "\n"
+
+
+def walk_forward_table(report: dict[str, Any]) -> str:
+    """One row per fold of a ``--walk-forward`` report: the window, the model beside the
+    strong baseline, the paired difference; then the record."""
+    summary = report["summary"]
+    ref = summary["reference"]
+    metric = report["folds"][0]["metric"]
+    lines = [
+        f"`{report['preset']}`, {len(report['folds'])} folds of {report['fold_days']:g} days, "
+        f"{metric}:",
+        "",
+        f"| test window | trained from | samples | model | {ref} | model − {ref} (paired) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for fold in report["folds"]:
+        lines.append(
+            f"| {fold['test_from'][:16]} → {fold['test_to'][:16]} | {fold['train_from'][:10]} "
+            f"| {fold['samples']:,} | {cell(fold['models']['model'])} "
+            f"| {cell(fold['models'][ref])} | {paired_cell(fold['vs_reference'])} |"
+        )
+    record = ", ".join(f"{v} {n}" for n, v in summary["record"].items())
+    mean = summary["mean_difference"]
+    lines += ["", f"Mean difference {'–' if mean is None else f'{mean:+.4f}'}; folds: {record}."]
+    return "\n".join(lines) + "\n"
