@@ -18,6 +18,7 @@ from training.dataset import TEST, TRAIN, VALIDATION, windows
 from training.history import SeriesHistory
 from training.jobs import make_job
 from training.linear import fit_linear
+from training.summary import results_tables
 from training.train import Outcome, inputs, load_data, run
 from whalecast.artifact import Scaler, read_current
 from whalecast.settings import Settings
@@ -57,6 +58,9 @@ def test_baseline_version_predicts_what_the_fitted_linear_model_predicts(
     )
     assert meta["baseline"]["instead_of"] != base.version
     assert base.report["baseline"]["kind"] == kind  # the report says what it is, too
+    page = results_tables([(base.report, meta)])  # and the results page
+    assert f"| **{preset}: {kind} over its window**, last 30 days |" in page
+    assert f"({kind} fit)" in page
 
     data = load_data(s, job, histories)
     split = inputs(data, job, TRAIN), inputs(data, job, VALIDATION)

@@ -252,6 +252,19 @@ def _backtests(runs: list[tuple[dict[str, Any], dict[str, Any]]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _unfitted(meta: dict[str, Any]) -> str:
+    """What a version without a network fit holds: a linear fit, or registry members."""
+    return f"({meta['baseline']['kind']} fit)" if "baseline" in meta else "(registry members)"
+
+
+def _linear_time(meta: dict[str, Any]) -> str:
+    baseline = meta.get("baseline")
+    if not baseline:
+        return "–"
+    reused = " (the network's start, reused)" if baseline.get("reused") else ""
+    return f"{baseline['fit_seconds'] / 60:.1f} min{reused}"
+
+
 def _fits(runs: list[tuple[dict[str, Any], dict[str, Any]]]) -> str:
     lines = [
         "| model | parameters | fitted on | train / validation / test samples | network "
@@ -261,9 +274,9 @@ def _fits(runs: list[tuple[dict[str, Any], dict[str, Any]]]) -> str:
     for _report, meta in runs:
         counts = meta["data"]["samples"].values()
         totals = [sum(c[k] for c in counts) for k in ("train", "validation", "test")]
-        for name, fit in (meta["fit"] or {"(registry members)": None}).items():
+        for name, fit in (meta["fit"] or {_unfitted(meta): None}).items():
             epochs = f"{fit['epochs_run']} ({fit['best_epoch']})" if fit else "–"
-            seconds = f"{fit['seconds'] / 60:.1f} min" if fit else "–"
+            seconds = f"{fit['seconds'] / 60:.1f} min" if fit else _linear_time(meta)
             speed = f"{fit['sequences_per_second']:.0f}" if fit else "–"
             lines.append(
                 f"| {_name(meta)} | {meta['parameter_count']:,} | {_fit_span(meta)} "
