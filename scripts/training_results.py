@@ -1,8 +1,9 @@
 """Print the Markdown results tables for trained artifacts (docs/training-results.md).
 
-    python scripts/training_results.py REGISTRY/volume/<version> REGISTRY/direction/<version> ...
+    python scripts/training_results.py REGISTRY/volume/<version> ... [walk-forward.json ...]
 
-Every number comes from the artifacts' report.json and metadata.json as written.
+Every number comes from the artifacts' report.json and metadata.json as written, and from
+the JSON reports ``whalecast train --walk-forward`` writes.
 """
 
 from __future__ import annotations
@@ -13,19 +14,25 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from training.summary import results_tables
+from training.summary import results_tables, walk_forward_table
 
 
 def main(argv: list[str]) -> int:
     if not argv:
         print(__doc__, file=sys.stderr)
         return 2
-    runs = []
-    for directory in map(Path, argv):
-        report = json.loads((directory / "report.json").read_text(encoding="utf-8"))
-        meta = json.loads((directory / "metadata.json").read_text(encoding="utf-8"))
+    runs, walks = [], []
+    for path in map(Path, argv):
+        if path.is_file():
+            walks.append(json.loads(path.read_text(encoding="utf-8")))
+            continue
+        report = json.loads((path / "report.json").read_text(encoding="utf-8"))
+        meta = json.loads((path / "metadata.json").read_text(encoding="utf-8"))
         runs.append((report, meta))
-    print(results_tables(runs))
+    if runs:
+        print(results_tables(runs))
+    for walk in walks:
+        print(walk_forward_table(walk))
     return 0
 
 

@@ -64,6 +64,11 @@ def test_demo_trains_then_prints_three_whole_bars(short_tmp: Path) -> None:
     assert re.search(r"^3 bars, 24 predictions; latency median [0-9.]+ ms", out, re.M)
     assert re.search(r"^direction: live direction accuracy [0-9.]+ over \d+ scored", out, re.M)
     assert (state / "models" / "direction" / "CURRENT").is_file()
+    # what serves was promoted under the rules, never forced in, and says how it scored
+    assert "forced" not in out
+    for model, metric, baseline in (("direction", "auc", "logistic"), ("volume", "mae", "ridge")):
+        line = rf"^{model}: serving \S+ \(.+\); held-out {metric} [0-9.]+ vs {baseline} [0-9.]+ \(better"
+        assert re.search(line, out, re.M), out[-3000:]
 
     three = short_tmp / "three"
     shutil.copytree(state / "models", three / "models")  # the same models, a fresh Redis

@@ -78,7 +78,7 @@ def test_the_image_runs_whalecast() -> None:
     assert {"Dockerfile", "compose", "whalecast.service", "k8s"} <= sources, sources
     argvs = {i.argv for i in invocations()}
     assert ("train", "--preset", "direction", "--every", "6h") in argvs
-    assert ("train", "--preset", "volume", "--every", "6h") in argvs
+    assert ("train", "--preset", "volume-wide", "--name", "volume", "--every", "6h") in argvs
 
 
 @pytest.mark.parametrize("invocation", _invocation_params())

@@ -232,11 +232,13 @@ def test_a_trainer_per_model_one_run_at_a_time() -> None:
         assert cronjob["spec"]["concurrencyPolicy"] == "Forbid"
         template = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]
         (container,) = template["containers"]
-        assert container["args"][:2] == ["train", "--preset"]
-        presets[container["args"][2]] = name
+        args = container["args"]
+        assert args[:2] == ["train", "--preset"]
+        model = args[args.index("--name") + 1] if "--name" in args else args[2]
+        presets[model] = name
         mounts = {m["mountPath"] for m in container["volumeMounts"]}
         assert "/var/lib/whalecast/history" in mounts  # training.cache_dir
-    assert set(presets) == {"direction", "volume"}  # inference.models
+    assert set(presets) == {"direction", "volume"}  # inference.models (volume: volume-wide)
     schedules = {c["spec"]["schedule"] for c in cronjobs.values()}
     assert len(schedules) == len(cronjobs), "trainers do not start together"
 
@@ -246,7 +248,7 @@ def test_trainers_differ_only_in_name_schedule_and_preset() -> None:
     for cronjob in cronjobs:
         cronjob["metadata"].pop("name")
         cronjob["spec"].pop("schedule")
-        cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["args"].pop()
+        del cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["args"][2:]
     first, *others = cronjobs
     assert others
     assert all(other == first for other in others)

@@ -15,6 +15,7 @@ from streamer.features import (
     FEATURE_NAMES,
     FEATURE_VERSION,
     HISTORY_BARS,
+    SEED_FEATURES,
     compute_features,
     feature_rows,
     latest_features,
@@ -30,6 +31,9 @@ CONTRACT_NAMES = (
     "whale_outflow_log", "whale_inflow_sum_6", "whale_inflow_sum_24", "whale_outflow_max_3",
     "whale_count_12", "whale_netflow_6", "stable_inflow_6", "hour_sin", "hour_cos",
     "dow_sin", "dow_cos",
+    # appended: volume memory and the daily profile's harmonics
+    "abs_ret_1", "log_volume_mean_6", "log_volume_mean_24", "hour_sin_2", "hour_cos_2",
+    "hour_sin_3", "hour_cos_3", "hour_sin_4", "hour_cos_4",
 )  # fmt: skip
 
 
@@ -43,6 +47,7 @@ def btc() -> pd.DataFrame:
 def test_contract_names_and_shape(btc: pd.DataFrame) -> None:
     assert FEATURE_VERSION == 1
     assert FEATURE_NAMES == CONTRACT_NAMES
+    assert CONTRACT_NAMES[:29] == SEED_FEATURES  # what the seed presets read, unchanged
     assert HISTORY_BARS == 25
     features = compute_features(btc, "1h")
     assert list(features.columns) == list(FEATURE_NAMES)
@@ -70,6 +75,11 @@ def test_definitions_by_hand(btc: pd.DataFrame) -> None:
     expected = np.sign(net) * np.log1p(abs(net))
     assert features.at[i, "whale_netflow_6"] == pytest.approx(expected, rel=1e-12)
     assert features.at[i, "whale_count_12"] == btc["whale_count"][i - 11 : i + 1].sum()
+    assert features.at[i, "abs_ret_1"] == pytest.approx(abs(np.log(c[i] / c[i - 1])), rel=1e-12)
+    log_v = np.log1p(v)
+    for n in (6, 24):
+        expected = log_v[i - n + 1 : i + 1].mean()
+        assert features.at[i, f"log_volume_mean_{n}"] == pytest.approx(expected, rel=1e-12)
 
 
 def test_calendar_is_utc_hour_and_monday_first() -> None:
@@ -81,6 +91,11 @@ def test_calendar_is_utc_hour_and_monday_first() -> None:
     assert named["hour_cos"] == pytest.approx(0.0, abs=1e-12)
     assert named["dow_sin"] == pytest.approx(0.0, abs=1e-12)
     assert named["dow_cos"] == pytest.approx(1.0)
+    # harmonics of 06:00 (a quarter turn): k quarter turns
+    assert named["hour_sin_2"] == pytest.approx(0.0, abs=1e-12)
+    assert named["hour_cos_2"] == pytest.approx(-1.0)
+    assert named["hour_sin_3"] == pytest.approx(-1.0)
+    assert named["hour_cos_4"] == pytest.approx(1.0)
     # flat prices: no movement gives RSI 50, zero volume z-score, ratio 1
     assert named["rsi_14"] == 50.0
     assert named["volume_z_24"] == 0.0

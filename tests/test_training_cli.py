@@ -11,8 +11,10 @@ from typing import get_args
 
 import pytest
 
-from whalecast.cli import PRESETS
-from whalecast.settings import PresetName
+from training.commands import ablated
+from training.params import groups_left_out
+from whalecast.cli import PRESETS, build_parser
+from whalecast.settings import PresetName, Settings
 
 pytestmark = [pytest.mark.tf, pytest.mark.training]
 
@@ -79,3 +81,12 @@ def test_bad_hyper_parameter_is_a_clear_error(tmp_path: Path, redis_url: str) ->
                        "--candles", *SLICE, "--set", "unitz=3")  # fmt: skip
     assert result.returncode != 0
     assert "no hyper-parameter 'unitz'" in result.stderr
+
+
+def test_without_takes_input_groups_out_of_the_preset_features() -> None:
+    args = build_parser().parse_args(
+        ["train", "--preset", "volume-wide", "--without", "calendar", "--without", "memory"]
+    )
+    features = ablated(Settings(), "volume-wide", args)["features"]
+    assert features == ["log_volume", "abs_ret_1", "range_rel", "vol_6", "vol_24", "atr_14_rel"]
+    assert groups_left_out("volume-wide", features) == ["calendar", "memory"]

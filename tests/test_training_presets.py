@@ -5,18 +5,23 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from streamer.features import FEATURE_NAMES
+from streamer.features import SEED_FEATURES
 from tests.training_helpers import check_artifact, histories_fixture, settings_fixture  # noqa: F401
+from training import artifacts
+from training.dataset import TEST, TRAIN, VALIDATION
 from training.history import SeriesHistory
 from training.jobs import make_job
-from training.params import DEFAULTS, PresetError, resolve
+from training.linear import fit_linear
+from training.params import DEFAULTS, PresetError, resolve, without
 from training.presets import build
 from training.summary import results_tables
-from training.train import run
+from training.train import inputs, load_data, run
 from whalecast.artifact import list_versions, load_preprocess, read_current
 from whalecast.settings import Settings
+from whalecast.targets import DIRECTION, VOLUME
 
 pytestmark = [pytest.mark.tf, pytest.mark.training]
 
@@ -46,7 +51,7 @@ def test_direction_presets(
 ) -> None:
     job = make_job(settings, preset, registry=tmp_path, promote=False, plots=preset == "direction")
     outcome = run(settings, job, histories)
-    check_artifact(outcome.directory, "p_up_next_bar", len(FEATURE_NAMES))
+    check_artifact(outcome.directory, "p_up_next_bar", len(SEED_FEATURES))
     report = outcome.report
     assert {"majority", "previous_bar", "reversal", "logistic"} <= set(
         report["test"]["pooled"]["models"]
@@ -71,7 +76,7 @@ def test_direction_presets(
 def test_seed_architecture_parameter_count_and_overrides() -> None:
     deep = build("direction-deep", resolve("direction-deep"), 24, 30)
     assert deep.count_params() == 134_337  # the seed's 24 x 30 input (its "~35,000" is wrong)
-    v1 = build("direction-deep", resolve("direction-deep"), 24, len(FEATURE_NAMES))
+    v1 = build("direction-deep", resolve("direction-deep"), 24, len(SEED_FEATURES))
     assert v1.count_params() == 133_825
     volume = build("volume", resolve("volume"), 24, 1)
     assert volume.count_params() == 4 * 50 * (1 + 50 + 1) + 51
@@ -80,4 +85,54 @@ def test_seed_architecture_parameter_count_and_overrides() -> None:
         resolve("direction", {"unitz": 3})
     with pytest.raises(PresetError, match="unknown preset"):
         resolve("transformer")
-    assert set(DEFAULTS) == {"volume", "direction", "direction-deep", "direction-gru", "ensemble"}
+    assert set(DEFAULTS) == {
+        "volume", "volume-wide", "direction", "direction-wide", "direction-deep",
+        "direction-gru", "ensemble",
+    }  # fmt: skip
+    assert resolve("direction")["features"] == list(SEED_FEATURES)
+
+
+@pytest.mark.parametrize(("preset", "target"),
+                         [("volume-wide", VOLUME), ("direction-wide", DIRECTION)])  # fmt: skip
+def test_wide_presets_start_at_the_linear_fit_over_their_window(
+    tmp_path: Path, settings: Settings, histories: list[SeriesHistory], preset: str, target: str
+) -> None:
+    frozen = {"epochs": 1, "learning_rate": 1e-12, "units": 4, "dense_units": 4}
+    job = make_job(settings, preset, registry=tmp_path, extra=frozen, promote=False,
+                   plots=False, publish=False)  # fmt: skip
+    assert "log_volume_mean_24" in job.params["features"]
+    outcome = run(settings, job, histories)
+    check_artifact(outcome.directory, target, len(job.params["features"]))
+    # the residual branch starts at zero and the linear map at the ridge / logistic fit over
+    # the same window: a model that has not moved predicts what that fit predicts
+    data = load_data(settings, job, histories)
+    split = inputs(data, job, TRAIN), inputs(data, job, VALIDATION)
+    fitted = fit_linear(target, *split, settings.training.seed)  # type: ignore[arg-type]
+    x_test, _ = inputs(data, job, TEST)
+    served = artifacts.load(outcome.directory).model.predict(x_test, verbose=0).reshape(-1)
+    np.testing.assert_allclose(served, fitted.raw(x_test), atol=1e-4)
+
+
+def test_ablation_is_scored_against_the_full_model_in_service(
+    tmp_path: Path, settings: Settings, histories: list[SeriesHistory]
+) -> None:
+    tiny = {"epochs": 1, "units": 4, "dense_units": 4}
+    full = make_job(settings, "volume-wide", registry=tmp_path, extra=tiny, force=True,
+                    plots=False, publish=False)  # fmt: skip
+    full_run = run(settings, full, histories)
+    features = without(full.params["features"], ["calendar"])
+    assert "hour_sin_2" not in features and "log_volume_mean_6" in features
+    ablation = make_job(settings, "volume-wide", registry=tmp_path, promote=False, plots=False,
+                        extra={**tiny, "features": features}, publish=False)  # fmt: skip
+    outcome = run(settings, ablation, histories)
+    assert read_current(tmp_path, "volume-wide") == full_run.version  # the full one still serves
+    paired = outcome.report["test"]["pooled"]["paired"]["serving"]["mae"]
+    assert paired["low"] <= paired["value"] <= paired["high"]
+    runs = [
+        (o.report, json.loads((o.directory / "metadata.json").read_text()))
+        for o in (full_run, outcome)
+    ]
+    page = results_tables(runs)
+    assert "| volume-wide | calendar | mae |" in page  # the ablation table
+    assert "| **volume-wide**, last 30 days |" in page  # the full run in the main table
+    assert "volume-wide without calendar" in page  # and its fit

@@ -97,8 +97,11 @@ def test_point_estimate_alone_does_not_promote() -> None:
 
     loose = decide("auc", 0.533, ("logistic", 0.527), None, verdicts={"logistic": "no difference"})
     assert not loose.promote and "not significantly better than logistic" in loose.reason
+    assert not loose.beats_baseline
     sure = decide("auc", 0.533, ("logistic", 0.527), None, verdicts={"logistic": "better"})
-    assert sure.promote
+    assert sure.promote and sure.beats_baseline
+    ungated = decide("auc", 0.52, ("logistic", 0.527), None, against_baseline=False)
+    assert ungated.promote and not ungated.beats_baseline  # what the fallback asks
     serving = decide(
         "mae",
         0.30,

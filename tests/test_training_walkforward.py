@@ -16,6 +16,7 @@ from tests.training_helpers import histories_fixture, settings_fixture
 from training.dataset import DAY_MS
 from training.history import SeriesHistory
 from training.jobs import make_job
+from training.summary import walk_forward_table
 from training.walkforward import fold_ends, run, truncated
 from whalecast.settings import Settings
 
@@ -64,6 +65,9 @@ def test_walk_forward_refits_each_fold_on_its_past(
     mean_auc = sum(f["models"]["model"]["value"] for f in folds) / 3
     assert summary["mean"]["model"] == pytest.approx(mean_auc)
     assert not (tmp_path / "models").exists()  # an evaluation: nothing written, nothing promoted
+    table = walk_forward_table(report)  # the results page's rendering of it
+    assert table.count("\n| 2") == 3 and "| model − logistic (paired) |" in table
+    assert f"folds: {summary['record']['better']} better" in table
 
 
 def test_registry_ensemble_is_refused(

@@ -39,6 +39,7 @@ def histories_fixture() -> list[SeriesHistory]:
 def settings_fixture() -> Settings:
     training = TrainingSettings(
         test_days=10, validation_fraction=0.2, train_days=30, bootstrap_samples=50,
+        baseline_fallback=False,  # on in tests.test_training_baseline
         presets={name: {**TINY, **net} for name, net in TINY_NET.items()},  # type: ignore[misc]
     )  # fmt: skip
     return Settings(training=training)

@@ -20,8 +20,8 @@ from typing import Any
 
 from streamer.whale_rule import WhaleRule
 from training.history import HistoryError, SeriesHistory, from_csv, from_rest
-from training.jobs import Job, TrainingInterrupted, make_job, narrowed, select
-from training.params import DEFAULTS
+from training.jobs import Job, TrainingInterrupted, make_job, narrowed, resolve_params, select
+from training.params import DEFAULTS, without
 from whalecast.artifact import ArtifactError
 from whalecast.logs import get_logger
 from whalecast.settings import Settings
@@ -122,11 +122,21 @@ def list_presets() -> str:
     return "\n".join(lines)
 
 
+def ablated(settings: Settings, preset: str, args: argparse.Namespace) -> dict[str, Any]:
+    """The overrides, with ``--without`` groups taken out of the resolved features."""
+    extra = overrides(args)
+    if getattr(args, "without", None):
+        features = resolve_params(settings, preset, extra)["features"]
+        extra["features"] = without(features, args.without)
+    return extra
+
+
 def train_once(settings: Settings, args: argparse.Namespace, stop: threading.Event) -> None:
     chosen = select(settings.training, args.job, args.preset, args.name)
     job = make_job(
         settings, chosen.preset, registry=args.registry,
-        model_name=chosen.model_name, extra=overrides(args), force=args.force,
+        model_name=chosen.model_name, extra=ablated(settings, chosen.preset, args),
+        force=args.force,
         promote=not args.no_promote, verbose=1 if args.progress else 0,
     )  # fmt: skip
     from training.summary import text  # noqa: PLC0415 - TensorFlow only once a job is valid
@@ -138,10 +148,14 @@ def train_once(settings: Settings, args: argparse.Namespace, stop: threading.Eve
         walk_forward(settings, args, job, load_histories(settings, args, chosen.symbols), stop)
         return
     outcome = run(settings, job, load_histories(settings, args, chosen.symbols), stop)
-    print(text(outcome.report, outcome.model, outcome.version))
-    print(json.dumps({"model": outcome.model, "version": outcome.version,
-                      "promoted": bool(job.promote and outcome.decision.promote),
-                      "directory": str(outcome.directory)}))  # fmt: skip
+    written = [outcome] + ([outcome.baseline] if outcome.baseline is not None else [])
+    for each in written:
+        print(text(each.report, each.model, each.version))
+    for each in written:
+        print(json.dumps({"model": each.model, "version": each.version,
+                          "promoted": bool(job.promote and each.decision.promote),
+                          "baseline": each is outcome.baseline,
+                          "directory": str(each.directory)}))  # fmt: skip
     sys.stdout.flush()
 
 

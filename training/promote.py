@@ -41,6 +41,7 @@ class Decision:
     serving_version: str | None
     forced: bool
     reason: str
+    beats_baseline: bool = False  # by the rule's margin (and interval, when required)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -73,9 +74,11 @@ def decide(
     baseline_name, baseline_value = baseline
     serving_version, serving_value = serving if serving is not None else (None, None)
     failures = []
-    if against_baseline and not better(metric, new, baseline_value, margin):
+    point = better(metric, new, baseline_value, margin)
+    beats = point and (verdicts is None or verdicts.get(baseline_name) == "better")
+    if against_baseline and not point:
         failures.append(f"not better than {baseline_name} ({new:.5f} vs {baseline_value:.5f})")
-    elif against_baseline and verdicts is not None and verdicts.get(baseline_name) != "better":
+    elif against_baseline and not beats:
         failures.append(_not_significant(baseline_name, new, baseline_value))
     if serving_value is not None and not better(metric, new, serving_value, margin):
         failures.append(
@@ -104,6 +107,7 @@ def decide(
         serving_version=serving_version,
         forced=force and bool(failures),
         reason=reason,
+        beats_baseline=beats,
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from training.params import DEFAULTS, groups_left_out
 from whalecast.targets import VOLUME
 
 VOLUME_COLUMNS = ("mae", "rmse", "mape")
@@ -57,7 +58,8 @@ def text(report: dict[str, Any], model: str, version: str) -> str:
     """A short console summary: pooled test metrics with intervals and the decision."""
     columns = columns_of(report)
     pooled = report["test"]["pooled"]
-    lines = [f"{model} {version}: {report['promotion']['reason']}"]
+    what = f" ({report['baseline']['kind']} over the window)" if "baseline" in report else ""
+    lines = [f"{model} {version}{what}: {report['promotion']['reason']}"]
     lines.append(f"  test: {report['test']['samples']} samples, {report['test']['blocks']} days")
     for name, metrics in pooled["models"].items():
         values = "  ".join(f"{c}={cell(metrics.get(c))}" for c in columns[:2])
@@ -93,7 +95,12 @@ def paired_cell(entry: dict[str, Any] | None) -> str:
 def _name(meta: dict[str, Any]) -> str:
     """The registry name, with the preset when it differs (``direction-2y (direction)``)."""
     model, preset = meta.get("model", meta["preset"]), meta["preset"]
-    return model if model == preset else f"{model} ({preset})"
+    name = model if model == preset else f"{model} ({preset})"
+    if "baseline" in meta:  # the strong baseline over the preset's window, written as a version
+        return f"{name}: {meta['baseline']['kind']} over its window"
+    if left_out(meta):
+        return f"{name} without {', '.join(left_out(meta))}"
+    return name
 
 
 def _fit_span(meta: dict[str, Any]) -> str:
@@ -101,8 +108,25 @@ def _fit_span(meta: dict[str, Any]) -> str:
     return "all history" if train_days is None else f"last {train_days:g} days"
 
 
+def left_out(meta: dict[str, Any]) -> list[str]:
+    """The input groups an ablation run left out of its preset's features (none: a full run)."""
+    preset = meta["preset"]
+    if preset not in DEFAULTS:
+        return []
+    return groups_left_out(preset, meta["hyper_parameters"]["features"])
+
+
 def results_tables(runs: list[tuple[dict[str, Any], dict[str, Any]]]) -> str:
-    """Markdown tables for (report, metadata) pairs: models beside baselines, with intervals."""
+    """Markdown tables for (report, metadata) pairs: models beside baselines, with intervals.
+
+    A run that left input groups out and was scored beside the version in service (``whalecast
+    train --without GROUP --no-promote`` under the full model's name) goes into the ablation
+    table instead, with its paired difference against that full model.
+    """
+    ablations = [
+        (r, m) for r, m in runs if left_out(m) and "serving" in r["test"]["pooled"]["models"]
+    ]
+    runs = [run for run in runs if run not in ablations]
     volume = [(r, m) for r, m in runs if r["target"] == VOLUME]
     direction = [(r, m) for r, m in runs if r["target"] != VOLUME]
     parts = []
@@ -115,8 +139,29 @@ def results_tables(runs: list[tuple[dict[str, Any], dict[str, Any]]]) -> str:
         parts.append(_table(direction, DIRECTION_COLUMNS, "logistic", naive))
         parts.append(_per_series(direction, "auc", "logistic"))
         parts.append(_backtests(direction))
-    parts.append(_fits(runs))
+    if ablations:
+        parts.append(_ablations(ablations))
+    parts.append(_fits(runs + ablations))
     return "\n".join(parts)
+
+
+def _ablations(runs: list[tuple[dict[str, Any], dict[str, Any]]]) -> str:
+    lines = [
+        "| preset | left out | metric | value | model − full model (paired) "
+        "| model − strong baseline (paired) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for report, meta in runs:
+        key = columns_of(report)[0]
+        pooled = report["test"]["pooled"]
+        strong = report["reference_baseline"]
+        lines.append(
+            f"| {meta['preset']} | {', '.join(left_out(meta))} | {key} "
+            f"| {cell(pooled['models']['model'].get(key))} "
+            f"| {paired_cell(pooled['paired']['serving'].get(key))} "
+            f"| {paired_cell(pooled['paired'][strong].get(key))} ({strong}) |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def _table(
@@ -207,6 +252,19 @@ def _backtests(runs: list[tuple[dict[str, Any], dict[str, Any]]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _unfitted(meta: dict[str, Any]) -> str:
+    """What a version without a network fit holds: a linear fit, or registry members."""
+    return f"({meta['baseline']['kind']} fit)" if "baseline" in meta else "(registry members)"
+
+
+def _linear_time(meta: dict[str, Any]) -> str:
+    baseline = meta.get("baseline")
+    if not baseline:
+        return "–"
+    reused = " (the network's start, reused)" if baseline.get("reused") else ""
+    return f"{baseline['fit_seconds'] / 60:.1f} min{reused}"
+
+
 def _fits(runs: list[tuple[dict[str, Any], dict[str, Any]]]) -> str:
     lines = [
         "| model | parameters | fitted on | train / validation / test samples | network "
@@ -216,13 +274,38 @@ def _fits(runs: list[tuple[dict[str, Any], dict[str, Any]]]) -> str:
     for _report, meta in runs:
         counts = meta["data"]["samples"].values()
         totals = [sum(c[k] for c in counts) for k in ("train", "validation", "test")]
-        for name, fit in (meta["fit"] or {"(registry members)": None}).items():
+        for name, fit in (meta["fit"] or {_unfitted(meta): None}).items():
             epochs = f"{fit['epochs_run']} ({fit['best_epoch']})" if fit else "–"
-            seconds = f"{fit['seconds'] / 60:.1f} min" if fit else "–"
+            seconds = f"{fit['seconds'] / 60:.1f} min" if fit else _linear_time(meta)
             speed = f"{fit['sequences_per_second']:.0f}" if fit else "–"
             lines.append(
                 f"| {_name(meta)} | {meta['parameter_count']:,} | {_fit_span(meta)} "
                 f"| {' / '.join(f'{t:,}' for t in totals)} | {name} | {epochs} | {seconds} "
                 f"| {speed} |"
             )
+    return "\n".join(lines) + "\n"
+
+
+def walk_forward_table(report: dict[str, Any]) -> str:
+    """One row per fold of a ``--walk-forward`` report: the window, the model beside the
+    strong baseline, the paired difference; then the record."""
+    summary = report["summary"]
+    ref = summary["reference"]
+    metric = report["folds"][0]["metric"]
+    lines = [
+        f"`{report['preset']}`, {len(report['folds'])} folds of {report['fold_days']:g} days, "
+        f"{metric}:",
+        "",
+        f"| test window | trained from | samples | model | {ref} | model − {ref} (paired) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for fold in report["folds"]:
+        lines.append(
+            f"| {fold['test_from'][:16]} → {fold['test_to'][:16]} | {fold['train_from'][:10]} "
+            f"| {fold['samples']:,} | {cell(fold['models']['model'])} "
+            f"| {cell(fold['models'][ref])} | {paired_cell(fold['vs_reference'])} |"
+        )
+    record = ", ".join(f"{v} {n}" for n, v in summary["record"].items())
+    mean = summary["mean_difference"]
+    lines += ["", f"Mean difference {'–' if mean is None else f'{mean:+.4f}'}; folds: {record}."]
     return "\n".join(lines) + "\n"

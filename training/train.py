@@ -8,6 +8,7 @@ settings and command-line flags, loads history (CSV or REST) and calls :func:`ru
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +43,7 @@ from training.evaluate import report_of_classes, score_all, train_test_gap, trut
 from training.fit import FitResult, fit, set_seed
 from training.history import SeriesHistory
 from training.jobs import Job
+from training.linear import LinearFit, fit_linear, linear_model
 from training.params import TARGETS
 from training.presets import Member, build, combine, describe
 from training.promote import Decision, decide, promote
@@ -56,7 +58,7 @@ from whalecast.artifact import (
 )
 from whalecast.logs import get_logger
 from whalecast.settings import Settings
-from whalecast.targets import VOLUME
+from whalecast.targets import VOLUME, Target
 
 log = get_logger(__name__)
 
@@ -78,6 +80,8 @@ class Data:
     columns: list[int]
     scaler: Scaler
     y_scaler: Scaler | None
+    #: the linear fit over the window a wide preset started from (the baseline version reuses it)
+    linear: LinearFit | None = None
 
     def split(self, which: int) -> Samples:
         return self.samples.of(which)
@@ -121,6 +125,8 @@ def fit_preset(
     if job.preset != "ensemble":
         set_seed(seed)
         model = build(job.preset, job.params, *shape)
+        if job.params.get("init_linear"):
+            data.linear = start_at_linear(model, TARGETS[job.preset], train, val, seed)
         result = fit(model, job.params, train, val, stop=stop, verbose=job.verbose)
         return result.model, {job.preset: result}
     if job.params["member_versions"]:
@@ -136,6 +142,17 @@ def fit_preset(
         fits[name] = fit(model, params, train, val, stop=stop, verbose=job.verbose)
     members = [Member(name, r.model) for name, r in fits.items()]
     return combine(members, *shape), fits
+
+
+def start_at_linear(model: keras.Model, target: Target, train: tuple[np.ndarray, np.ndarray],
+                    val: tuple[np.ndarray, np.ndarray], seed: int) -> LinearFit:  # fmt: skip
+    """Set the model's ``linear`` layer (Dense over the flattened window) to the linear fit
+    of the strong baseline's kind on the same inputs: fitting starts from that baseline."""
+    fitted = fit_linear(target, train, val, seed)
+    model.get_layer("linear").set_weights(
+        [fitted.coef.reshape(-1, 1).astype(np.float32), np.array([fitted.intercept], np.float32)]
+    )
+    return fitted
 
 
 def preprocess_of(job: Job, data: Data) -> Preprocess:
@@ -357,6 +374,95 @@ class Outcome:
     decision: Decision
     report: dict[str, Any]
     published: bool = False
+    #: the strong baseline written as a version because the network did not beat it
+    baseline: Outcome | None = None
+
+
+@dataclass(frozen=True)
+class Context:
+    """What every version written by one run shares: its inputs and the version in service."""
+
+    settings: Settings
+    job: Job
+    data: Data
+    histories: Sequence[SeriesHistory]
+    serving: artifacts.Loaded | None
+    code: dict[str, Any]
+
+
+def write_version(
+    ctx: Context,
+    model: keras.Model,
+    fits: dict[str, FitResult],
+    extra_metadata: dict[str, Any] | None = None,
+) -> Outcome:
+    """Save ``model`` as a new version, score it from the saved files, decide and promote."""
+    settings, job, data, serving = ctx.settings, ctx.job, ctx.data, ctx.serving
+    preprocess = preprocess_of(job, data)
+    result: dict[str, Any] = {}
+
+    # evaluate + save: scored from the saved files, reloaded in safe mode, beside baselines
+    def fill(directory: Path) -> None:
+        artifacts.save(directory, model, preprocess)
+        add_onnx_graphs(directory, model, preprocess)
+        loaded = artifacts.load(directory)
+        report, preds = evaluate(settings, job, data, loaded, serving)
+        decision = promotion_decision(
+            settings, job, report, serving.directory.name if serving else None
+        )
+        report["promotion"] = decision.as_dict()
+        report["plots"] = write_plots(directory, report, fits, data, preds) if job.plots else []
+        report.pop("_curve", None)
+        meta = metadata(settings, job, model, data, fits, histories=ctx.histories, code=ctx.code)
+        if extra_metadata:
+            meta.update(extra_metadata)
+            report.update(extra_metadata)
+        write_json(directory / REPORT_FILE, report)
+        write_json(directory / METADATA_FILE, meta)
+        result.update(report=report, decision=decision)
+
+    version, directory = write_artifact(job.registry, job.model_name, fill)
+    decision: Decision = result["decision"]
+    log.info(
+        "model_written",
+        model=job.model_name,
+        version=version,
+        promote=decision.promote,
+        reason=decision.reason,
+        **({"baseline": extra_metadata["baseline"]["kind"]} if extra_metadata else {}),
+    )
+
+    # promote: only when better (or forced), then tell the daemon
+    published = False
+    if job.promote and decision.promote:
+        published = promote(
+            job.registry, job.model_name, version, settings.redis if job.publish else None,
+            sync_artifact=settings.inference.registry_sync == "redis",
+        )  # fmt: skip
+    return Outcome(job.model_name, version, directory, decision, result["report"], published)
+
+
+def wants_baseline(settings: Settings, job: Job, decision: Decision) -> bool:
+    """The network lost to the strong baseline, and the run may promote the baseline instead
+    (not a forced run, nor one that promotes nothing: an ablation, an evaluation)."""
+    t = settings.training
+    allowed = t.baseline_fallback and t.promote_against_baseline and job.promote and not job.force
+    return allowed and not decision.beats_baseline
+
+
+def write_baseline(ctx: Context, network_version: str) -> Outcome:
+    """The strong baseline's kind of model over the network's own window, as a version."""
+    started = time.perf_counter()
+    fitted = ctx.data.linear  # the same fit on the same rows when the network started from it
+    reused = fitted is not None
+    if fitted is None:
+        train, val = inputs(ctx.data, ctx.job, TRAIN), inputs(ctx.data, ctx.job, VALIDATION)
+        fitted = fit_linear(TARGETS[ctx.job.preset], train, val, ctx.settings.training.seed)
+    seconds = round(time.perf_counter() - started, 2)
+    model = linear_model(fitted, ctx.job.params["window"], len(ctx.data.columns))
+    extra = {"baseline": {**fitted.describe(), "fit_seconds": seconds, "reused": reused,
+                          "instead_of": network_version}}  # fmt: skip
+    return write_version(ctx, model, {}, extra)
 
 
 def add_onnx_graphs(directory: Path, model: Any, preprocess: Preprocess) -> None:
@@ -394,44 +500,13 @@ def run(
 
     # model + fit
     model, fits = fit_preset(data, job, settings.training.seed, stop)
-    preprocess = preprocess_of(job, data)
 
-    # evaluate + save: scored from the saved files, reloaded in safe mode, beside baselines
-    result: dict[str, Any] = {}
+    # save, evaluate, decide, promote
+    ctx = Context(settings, job, data, histories, serving, code)
+    outcome = write_version(ctx, model, fits)
 
-    def fill(directory: Path) -> None:
-        artifacts.save(directory, model, preprocess)
-        add_onnx_graphs(directory, model, preprocess)
-        loaded = artifacts.load(directory)
-        report, preds = evaluate(settings, job, data, loaded, serving)
-        decision = promotion_decision(
-            settings, job, report, serving.directory.name if serving else None
-        )
-        report["promotion"] = decision.as_dict()
-        report["plots"] = write_plots(directory, report, fits, data, preds) if job.plots else []
-        report.pop("_curve", None)
-        write_json(directory / REPORT_FILE, report)
-        write_json(
-            directory / METADATA_FILE,
-            metadata(settings, job, model, data, fits, histories=histories, code=code),
-        )
-        result.update(report=report, decision=decision)
-
-    version, directory = write_artifact(job.registry, job.model_name, fill)
-    decision: Decision = result["decision"]
-    log.info(
-        "model_written",
-        model=job.model_name,
-        version=version,
-        promote=decision.promote,
-        reason=decision.reason,
-    )
-
-    # promote: only when better (or forced), then tell the daemon
-    published = False
-    if job.promote and decision.promote:
-        published = promote(
-            job.registry, job.model_name, version, settings.redis if job.publish else None,
-            sync_artifact=settings.inference.registry_sync == "redis",
-        )  # fmt: skip
-    return Outcome(job.model_name, version, directory, decision, result["report"], published)
+    # never serve worse than the best simple model: when the network lost to it, the
+    # baseline itself becomes a version, under the same promotion rules
+    if wants_baseline(settings, job, outcome.decision):
+        outcome.baseline = write_baseline(ctx, outcome.version)
+    return outcome

@@ -301,7 +301,15 @@ def _cmd_export_onnx(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-PRESETS = ("volume", "direction", "direction-deep", "direction-gru", "ensemble")
+PRESETS = (
+    "volume",
+    "volume-wide",
+    "direction",
+    "direction-wide",
+    "direction-deep",
+    "direction-gru",
+    "ensemble",
+)
 
 
 def _duration(text: str) -> float:
@@ -502,6 +510,14 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--job", type=int, metavar="INDEX",
                        help="train entry INDEX of training.jobs (default: training.job_index)")  # fmt: skip
     train.add_argument("--force", action="store_true", help="promote even if not better")
+    train.add_argument(
+        "--without",
+        action="append",
+        metavar="GROUP",
+        choices=("whale", "calendar", "memory", "activity", "regime"),
+        help="leave an input group out of the preset's features (ablation; "
+        "repeatable): whale, calendar, memory, activity, regime",
+    )
     train.add_argument("--no-promote", action="store_true", dest="no_promote",
                        help="write the artifact but leave CURRENT alone")  # fmt: skip
     train.add_argument("--every", type=_duration, metavar="DURATION",

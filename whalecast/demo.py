@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import statistics
 import sys
@@ -23,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from whalecast.artifact import read_current
+from whalecast.artifact import REPORT_FILE, read_current, version_dir
 from whalecast.settings import LogSettings, Settings, load_settings
 
 DEMO_MODELS = ("direction", "volume")
@@ -83,6 +84,10 @@ def ensure_models(settings: Settings, out: TextIO) -> None:
     train_quick(settings, registry, missing, publish=False,
                 progress=lambda m: print(f"  {m}", file=out, flush=True))  # fmt: skip
     print(f"  trained in {time.monotonic() - started:.0f} s", file=out)
+    for model in missing:
+        if read_current(registry, model) is None:
+            print(f"  {model}: nothing beat the strong baseline on the slice's test period; "
+                  "no model of it is served", file=out)  # fmt: skip
 
 
 class Table:
@@ -91,9 +96,12 @@ class Table:
     ``bars`` holds the bars whose every series (``series_count``) has been printed.
     """
 
-    def __init__(self, out: TextIO, series_count: int) -> None:
+    def __init__(
+        self, out: TextIO, series_count: int, models: tuple[str, ...] = DEMO_MODELS
+    ) -> None:
         self.out = out
         self.series_count = series_count
+        self.models = models  # the models in service: a row waits for each of them
         self.rows: dict[tuple[str, int], dict[str, Any]] = defaultdict(dict)
         self.printed: Counter[int] = Counter()
         self.bars: set[int] = set()
@@ -111,13 +119,15 @@ class Table:
         row = self.rows[key]
         row[message["model"]] = message["value"]
         row["latency"] = max(row.get("latency", 0.0), float(message["latency_ms"]))
-        if all(m in row for m in DEMO_MODELS):
+        if all(m in row for m in self.models):
             self.printed[key[1]] += 1
             if self.printed[key[1]] == self.series_count:
                 self.bars.add(key[1])
             bar = datetime.fromtimestamp(key[1] / 1000, UTC).strftime("%Y-%m-%d %H:%M")
-            print(f"{key[0]:<22} {bar:<17} {row['direction']:>9.3f} {row['volume']:>13,.1f} "
-                  f"{row['latency']:>7.1f}ms", file=self.out, flush=True)  # fmt: skip
+            p_up = f"{row['direction']:>9.3f}" if "direction" in row else f"{'–':>9}"
+            volume = f"{row['volume']:>13,.1f}" if "volume" in row else f"{'–':>13}"
+            print(f"{key[0]:<22} {bar:<17} {p_up} {volume} {row['latency']:>7.1f}ms",
+                  file=self.out, flush=True)  # fmt: skip
             del self.rows[key]
 
 
@@ -126,8 +136,6 @@ async def _follow(
 ) -> None:
     pubsub = daemon.redis.pubsub()
     await pubsub.subscribe(daemon.keys.predictions_channel)
-    import json
-
     try:
         async for message in pubsub.listen():
             if message["type"] != "message":
@@ -142,6 +150,26 @@ async def _follow(
         await pubsub.aclose()
 
 
+def held_out(registry: Path, model: str) -> str | None:
+    """What the version in service scored on its held-out test period, beside the strong
+    baseline, and why it was promoted (from its ``report.json``)."""
+    version = read_current(registry, model)
+    if version is None:
+        return None
+    try:
+        report = json.loads((version_dir(registry, model, version) / REPORT_FILE).read_text())
+        promotion = report["promotion"]
+    except (OSError, ValueError, KeyError):
+        return f"{model}: serving {version} (no report)"
+    baseline = report.get("baseline")
+    what = f"{baseline['kind']} over its window" if baseline else "network"
+    metric = promotion["metric"]
+    return (
+        f"{model}: serving {version} ({what}); held-out {metric} {promotion['new']:.4f} vs "
+        f"{promotion['baseline_name']} {promotion['baseline']:.4f} ({promotion['reason']})"
+    )
+
+
 def summary(table: Table, daemon: Any, out: TextIO) -> None:
     lat = sorted(table.latencies) or [0.0]
     p99 = lat[min(len(lat) - 1, int(0.99 * len(lat)))]
@@ -153,6 +181,10 @@ def summary(table: Table, daemon: Any, out: TextIO) -> None:
         scored = int(daemon.metrics.live_scored.labels(model)._value.get())
         if score is not None:
             print(f"{model}: {what} {score:.3f} over {scored} scored predictions", file=out)
+    for model in DEMO_MODELS:
+        line = held_out(daemon.settings.inference.registry, model)
+        if line is not None:
+            print(line, file=out)
 
 
 async def _drive(daemon: Any, sim: Any, options: DemoOptions, stop: asyncio.Event) -> None:
@@ -195,12 +227,20 @@ async def run_demo(options: DemoOptions) -> int:
         configure_logging(settings.log)
         logging.getLogger("tensorflow").setLevel(logging.ERROR)  # retracing chatter while training
         await asyncio.to_thread(ensure_models, settings, options.out)
+        registry = settings.inference.registry
+        served = tuple(m for m in DEMO_MODELS if read_current(registry, m) is not None)
+        if not served:
+            print("no model to serve", file=options.out)
+            return 1
+        # only what is in service: the daemon is ready when each configured model is
+        inference = settings.inference.model_copy(update={"models": list(served)})
+        settings = settings.model_copy(update={"inference": inference})
         print(f"replaying {', '.join(sim.symbols)} 1h on {', '.join(sim.exchanges)} from "
               f"{datetime.fromtimestamp(start_ms / 1000, UTC):%Y-%m-%d %H:%M} UTC, "
               f"one bar every {options.bar_seconds:g} s", file=options.out)  # fmt: skip
         stop = asyncio.Event()
         install_signal_handlers(stop)
-        table = Table(options.out, len(sim.symbols) * len(sim.exchanges))
+        table = Table(options.out, len(sim.symbols) * len(sim.exchanges), served)
         holder: dict[str, Any] = {}
 
         async def started(daemon: Any) -> None:

@@ -202,7 +202,15 @@ class ShardSettings(Section):
         return self
 
 
-PresetName = Literal["volume", "direction", "direction-deep", "direction-gru", "ensemble"]
+PresetName = Literal[
+    "volume",
+    "volume-wide",
+    "direction",
+    "direction-wide",
+    "direction-deep",
+    "direction-gru",
+    "ensemble",
+]
 HyperValue = int | float | bool | str | list[str]
 
 
@@ -243,6 +251,9 @@ class TrainingSettings(Section):
     promote_min_improvement: float = Field(0.0, ge=0)
     promote_requires_significance: bool = True
     promote_against_baseline: bool = True
+    # when the network does not beat the strong baseline, also write that baseline (fitted
+    # over the same window) as a version of the model, promoted under the same rules
+    baseline_fallback: bool = True
     refresh_every_seconds: PositiveSeconds | None = None
     tune_trials: int = Field(20, gt=0)
     tune_epochs: int = Field(10, gt=0)
