@@ -65,8 +65,6 @@ RUN groupadd --system --gid 10001 whalecast \
        /var/lib/whalecast/models /var/lib/whalecast/history \
     && install -d -m 0755 /etc/whalecast
 COPY --from=builder /opt/whalecast /opt/whalecast
-# MALLOC_ARENA_MAX=2: glibc's per-thread malloc arenas (up to 8 per core) keep freed
-# memory; with two, the onnx daemon's RSS at 1,000 series was 16 MiB lower (one run each).
 # HOME, Keras' and matplotlib's caches point at /tmp so a read-only root filesystem works
 # (Kubernetes mounts an emptyDir there). The metrics server listens on all interfaces
 # inside the container (this variable overrides metrics.host of the config file);
@@ -80,7 +78,6 @@ ENV PATH=/opt/whalecast/bin:$PATH \
     KERAS_HOME=/tmp/.keras \
     MPLCONFIGDIR=/tmp/matplotlib \
     TF_CPP_MIN_LOG_LEVEL=2 \
-    MALLOC_ARENA_MAX=2 \
     WHALECAST_CONFIG=/etc/whalecast/config.yml \
     WHALECAST_METRICS__HOST=0.0.0.0
 USER 10001:10001
