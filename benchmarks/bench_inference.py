@@ -47,7 +47,7 @@ from benchmarks.benchmodels import build_seed004_model, preprocess_for, write_mo
 from inference.backends import BACKENDS, usable_cores
 from inference.looplag import LoopLagMonitor
 from inference.runtime import DEFAULT_BUCKETS, ModelRuntime
-from streamer.features import FEATURE_NAMES
+from streamer.features import FEATURE_NAMES, SEED_FEATURES
 from whalecast.metrics import Metrics
 
 BENCH_MODEL = "bench-seed004"
@@ -101,7 +101,7 @@ class BenchContext:
     def model(self) -> Any:
         """The seed-004 model, built once and written as an artifact for the runtime."""
         if self.keras_model is None:
-            self.keras_model = build_seed004_model(self.options.window, len(FEATURE_NAMES))
+            self.keras_model = build_seed004_model(self.options.window, len(SEED_FEATURES))
             self.version = write_bench_artifact(self.workdir, self.keras_model, self.options.window)
         return self.keras_model
 
@@ -122,7 +122,7 @@ def flops_per_sample(model: Any) -> float:
 
 
 def write_bench_artifact(registry: Path, model: Any, window: int) -> str:
-    preprocess = preprocess_for(FEATURE_NAMES, window=window)
+    preprocess = preprocess_for(SEED_FEATURES, window=window)
     return write_model_artifact(
         registry, BENCH_MODEL, model, preprocess, current=False, graphs=True
     )
@@ -222,7 +222,7 @@ def bench_per_series(ctx: BenchContext) -> dict[str, Any]:
     model = ctx.model()
     opts = ctx.options
     rng = np.random.default_rng(2)
-    sample = rng.standard_normal((opts.per_series_sample, opts.window, len(FEATURE_NAMES)))
+    sample = rng.standard_normal((opts.per_series_sample, opts.window, len(SEED_FEATURES)))
     sample = sample.astype(np.float32)
     model.predict(sample[:1], verbose=0)
     times = [_timed(lambda i=i: model.predict(sample[i : i + 1], verbose=0)) for i in range(len(sample))]  # type: ignore[misc]  # fmt: skip

@@ -26,7 +26,7 @@ from typing import Any
 
 import keras
 
-from streamer.features import FEATURE_NAMES, FEATURE_VERSION
+from streamer.features import FEATURE_VERSION, SEED_FEATURES
 from training.onnx_export import write_for
 from training.params import DEFAULTS
 from training.presets import BUILDERS
@@ -50,7 +50,7 @@ def build_seed004_model(window: int = WINDOW, n_features: int | None = None, see
     """Seed 004's network as the trainer's ``direction-deep`` preset builds it (its
     default hyper-parameters): LSTM(128)-BN-Dropout, LSTM(64)-BN-Dropout, Dense 32/16/1."""
     keras.utils.set_random_seed(seed)
-    features = len(FEATURE_NAMES) if n_features is None else n_features
+    features = len(SEED_FEATURES) if n_features is None else n_features
     return BUILDERS[DIRECTION_DEEP](DEFAULTS[DIRECTION_DEEP], window, features)
 
 
@@ -126,14 +126,14 @@ def write_model_artifact(
 
 def write_bench_models(registry: Path, window: int = WINDOW, seed: int = 0) -> dict[str, str]:
     """The two served models of the end-to-end benchmark; model name -> version."""
-    deep = build_seed004_model(window, len(FEATURE_NAMES), seed=seed)
+    deep = build_seed004_model(window, len(SEED_FEATURES), seed=seed)
     volume = build_volume_model(window, len(VOLUME_FEATURES), seed=seed + 1)
     return {
         DIRECTION_DEEP: write_model_artifact(
             registry,
             DIRECTION_DEEP,
             deep,
-            preprocess_for(FEATURE_NAMES, window=window),
+            preprocess_for(SEED_FEATURES, window=window),
             graphs=True,
         ),
         VOLUME: write_model_artifact(

@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import pytest
 
-from streamer.features import FEATURE_NAMES
+from streamer.features import SEED_FEATURES
 from tests.training_helpers import check_artifact, histories_fixture, settings_fixture  # noqa: F401 - fixtures
 from training.artifacts import load, predict
 from training.dataset import TEST, build_samples, make_cuts, prepare
@@ -32,7 +32,7 @@ def gru(registry: Path, settings: Settings, histories: list[SeriesHistory]) -> O
 
 
 def test_gru_preset(gru: Outcome) -> None:
-    check_artifact(gru.directory, "p_up_next_bar", len(FEATURE_NAMES))
+    check_artifact(gru.directory, "p_up_next_bar", len(SEED_FEATURES))
     model = keras.saving.load_model(gru.directory / "model.keras", safe_mode=True)
     assert [type(layer).__name__ for layer in model.layers].count("GRU") == 2
 
@@ -53,7 +53,7 @@ def test_ensemble_of_registry_versions_with_different_scalers(
                    extra={"member_versions": refs})  # fmt: skip
     assert job.member_params == {}
     outcome = run(settings, job, histories)
-    check_artifact(outcome.directory, "p_up_next_bar", len(FEATURE_NAMES))
+    check_artifact(outcome.directory, "p_up_next_bar", len(SEED_FEATURES))
     ensemble = load(outcome.directory)
     assert [type(x).__name__ for x in ensemble.model.layers].count("Normalization") == 1
     # each member still sees exactly the input it was trained on
