@@ -131,7 +131,7 @@ async def test_unreachable_exchange_and_no_model_are_named_with_since_when(
     assert summary == [{
         "event": "daemon started", "exchanges": ["binance"], "series": 1, "shard": "0/1",
         "models": {}, "models_missing": ["direction", "volume"], "backend": "tf-function",
-        "redis": redis_url, "metrics_port": daemon.http.port if daemon.http else ANY,
+        "frameworks": ANY, "redis": redis_url, "metrics_port": daemon.http.port if daemon.http else ANY,
         "startup_seconds": ANY, "log_level": "info",
     }]  # fmt: skip
 
@@ -182,6 +182,6 @@ async def test_windows_gate_readiness_and_an_unfillable_series_is_named(
     assert summary == [{
         "event": "daemon started", "exchanges": ["binance"], "series": len(tags),
         "shard": "0/1", "models": versions, "models_missing": [], "backend": "tf-function",
-        "redis": redis_url, "metrics_port": ANY, "startup_seconds": ANY, "log_level": "info",
+        "frameworks": ANY, "redis": redis_url, "metrics_port": ANY, "startup_seconds": ANY, "log_level": "info",
     }]  # fmt: skip
     assert 0 < summary[0]["startup_seconds"] < now - started

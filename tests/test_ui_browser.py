@@ -93,12 +93,14 @@ async def test_the_page_shows_live_predictions_models_feeds_and_a_chart(
                 await page.wait_for(
                     f"({ROW_NAMES}).includes({json.dumps('binance:' + HOSTILE_SYMBOL)})"
                 )
-                await page.evaluate(
-                    "[...document.querySelectorAll('#grid-rows .row')].find(r => "
-                    f"r.querySelector('.name').textContent === {json.dumps('binance:' + HOSTILE_SYMBOL)}).click()"
-                )
+                # clicked until the detail shows it: a live update can re-render the grid
+                # between finding the row and the click, and the click then hits a row
+                # that is no longer on the page
                 await page.wait_for(
-                    f"document.getElementById('detail-title').textContent.includes({json.dumps(HOSTILE_SYMBOL)})"
+                    "(() => { const row = [...document.querySelectorAll('#grid-rows .row')].find(r => "
+                    f"r.querySelector('.name').textContent === {json.dumps('binance:' + HOSTILE_SYMBOL)}); "
+                    "if (row) row.click(); "
+                    f"return document.getElementById('detail-title').textContent.includes({json.dumps(HOSTILE_SYMBOL)}); }})()"
                 )
                 assert await page.evaluate("document.querySelectorAll('img').length") == 0
                 assert await page.evaluate("window.pwned === undefined")

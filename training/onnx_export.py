@@ -74,7 +74,10 @@ def export(model: Any, window: int, features: int) -> Exported:
     spec = (tf.TensorSpec((None, window, features), tf.float32, name="windows"),)
     full = tf.function(lambda x: model(x, training=False), input_signature=spec)
     graphs = {FULL_GRAPH: convert(full, spec)}
-    worst = _worst(lambda b: run(graphs[FULL_GRAPH], {"windows": b})[0], batches, wanted)
+    try:
+        worst = _worst(lambda b: run(graphs[FULL_GRAPH], {"windows": b})[0], batches, wanted)
+    except Exception as e:  # onnxruntime refusing a converted graph: the export failed
+        raise ArtifactError(f"the ONNX graph does not run: {type(e).__name__}: {e}") from e
     if worst > TOLERANCE:
         raise ArtifactError(f"the ONNX graph differs from Keras by {worst:.3g}")
     states, off = _export_split(
