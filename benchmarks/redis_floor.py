@@ -159,7 +159,7 @@ async def read_shape(
 def _args(mode: str, shape: BarShape, open_ms: int) -> list[Any]:
     return [
         mode, FLOOR_PREFIX, shape.series, shape.models, shape.row_bytes, shape.window_rows,
-        max(shape.member_bytes - 13, 0), shape.message_bytes, shape.stream_maxlen, open_ms,
+        max(shape.member_bytes - len(str(open_ms)), 0), shape.message_bytes, shape.stream_maxlen, open_ms,
         shape.bar_ms, shape.bars_kept, STREAM_FIELD,
     ]  # fmt: skip
 
