@@ -22,7 +22,7 @@ test: setup
 	$(PY) -m pytest
 
 test-fast: setup
-	$(PY) -m pytest -n auto -m "$(FAST)"
+	$(PY) -m pytest -n auto --dist worksteal -m "$(FAST)"
 
 # Drift on purpose: the newest release of every dependency in a venv of its own.
 test-latest:

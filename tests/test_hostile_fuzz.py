@@ -15,6 +15,9 @@ from fuzz.targets import TARGETS
 from testkit.process import ROOT
 from testkit.redis_servers import IN_CI
 
+# Fuzz campaigns, run as processes: outside the fast tier.
+pytestmark = pytest.mark.slow
+
 RUNS = {"candles": 20_000, "whale": 10_000, "config": 2_000}
 
 

@@ -94,6 +94,7 @@ def test_batches_larger_than_a_chunk_prime_and_step_like_keras(
     assert_float32_close(runtime.predict(history[:, 1:]), want)
 
 
+@pytest.mark.slow  # the CLI in a process of its own, importing TensorFlow and the converter
 def test_export_onnx_adds_the_graphs_to_a_version_trained_before_them(
     registry: Path,
 ) -> None:
