@@ -277,6 +277,11 @@ class BarLoop:
         log.info("redis back, everything kept has been written")
 
     # -------------------------------------------------------------- lifecycle
+    @property
+    def busy(self) -> bool:
+        """A bar is being predicted and published (its priming starts when it is done)."""
+        return self._lock.locked()
+
     async def drain(self, timeout_seconds: float) -> bool:
         """Stop taking bars; finish what is in flight. True if it finished in time."""
         self.stopping = True

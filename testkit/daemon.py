@@ -155,6 +155,21 @@ async def clocks_caught_up(sim: Simulator, *daemons: Daemon, timeout_seconds: fl
                     await asyncio.sleep(0.01)
 
 
+async def bar_settled(daemon: Daemon, timeout_seconds: float = 30.0) -> None:
+    """Until the bar loop holds no bar and the forward passes it started (early passes,
+    priming) are done: the state a bar an hour after the last one finds. A test that
+    wants the next bar stepped from primed states waits for this before it sends the bar,
+    because the daemon primes only after publishing, and the next bar's pass would
+    otherwise take the worker first and run full windows (right values, no steps)."""
+
+    def idle() -> bool:
+        loop = daemon.bar_loop
+        return loop is not None and not loop.busy
+
+    await wait_until(idle, timeout_seconds, "the bar loop to finish its bar")
+    await daemon.predictor.settle()
+
+
 async def wait_until_ready(
     daemon: Daemon, timeout_seconds: float = 30.0, series: Sequence[Series] | None = None
 ) -> None:

@@ -13,6 +13,7 @@ import redis.asyncio as aioredis
 from streamer.simulator import Simulator, SimulatorConfig
 from testkit.daemon import (
     Subscriber,
+    bar_settled,
     daemon_settings,
     metric,
     running_daemon,
@@ -47,8 +48,10 @@ async def test_one_prediction_per_series_model_and_bar(
         running_daemon(settings, redis_client) as daemon,
     ):
         await wait_until_ready(daemon)
+        await sub.wait_for(2 * series_count)  # the bar that had just closed at start
         for _ in range(BARS):
             expected = len(sub.messages) + 2 * series_count
+            await bar_settled(daemon)  # primed, as an hour later: the next bar steps
             await sim.advance(bars=1)
             await sub.wait_for(expected)
         messages = sub.messages
@@ -113,6 +116,7 @@ async def test_a_restarted_daemon_steps_its_first_bar_from_the_stored_windows(
             await sub.wait_for(2 * expected)  # the bar closed at start, then one more
         async with running_daemon(settings, redis_client) as second:
             await wait_until_ready(second)
+            await bar_settled(second)  # primed at start-up, as an hour later
             await sim.advance(bars=1)  # the bar after the last one stored
             await sub.wait_for(3 * expected)
             paths = {

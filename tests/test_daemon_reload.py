@@ -15,6 +15,7 @@ from inference.daemon import Daemon
 from streamer.features import FEATURE_NAMES
 from testkit.daemon import (
     Running,
+    bar_settled,
     captured_logs,
     metric,
     simulated_daemon,
@@ -81,6 +82,7 @@ async def test_notice_swaps_between_bars_and_never_inside_one(
         await wait_until(loaded(daemon, 2), what="the new version loaded")
         assert daemon.models.runtime("direction").version == old, "parked, not swapped yet"
 
+        await bar_settled(daemon)  # the parked version's priming done, as an hour later
         full_before = full_windows(daemon)
         bar_next = sim.now_ms
         await run.step()
