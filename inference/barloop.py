@@ -69,7 +69,7 @@ class BarLoop:
             self.series, store, grace_seconds=grace_seconds, predicted_through=predicted_through,
             stored_upto={s: store.last_open_ms(s) for s in self.series},
         )  # fmt: skip
-        self._lock = asyncio.Lock()
+        self.busy = asyncio.Lock()  # held while a bar is stored, or predicted and published
         self._flushes: set[asyncio.Task[None]] = set()
         self.stopping = False
         self.outbox: Outbox[BarRecord] = Outbox(retry_initial_seconds)
@@ -93,7 +93,7 @@ class BarLoop:
     async def _store_backlog(self) -> bool:
         """Store (and predict) the backlog one bar at a time, oldest first; False if Redis failed."""
         while True:
-            async with self._lock:
+            async with self.busy:
                 group = self.outbox.next_bar()
                 if group is None:
                     return True
@@ -182,7 +182,7 @@ class BarLoop:
         """
         arrival = time.time()
         for open_ms in sorted({c.open_ms for c in candles}):
-            async with self._lock:
+            async with self.busy:
                 bar = [c for c in candles if c.open_ms == open_ms]
                 for candle in bar:
                     self.metrics.bars_caught_up.labels(candle.timeframe).inc()
@@ -198,7 +198,7 @@ class BarLoop:
     # ----------------------------------------------------------------- output
     async def _flush_locked(self, key: BarKey) -> None:
         try:
-            async with self._lock:
+            async with self.busy:
                 await self._flush(key)
         except Exception as e:  # noqa: BLE001 - loop boundary: one bad bar must not stop the daemon
             log.error("bar failed", timeframe=key[0], bar_open_ms=key[1], error=repr(e))
@@ -270,18 +270,13 @@ class BarLoop:
         delays = self.outbox.retry_delays()
         while not self.outbox.empty:
             await asyncio.sleep(next(delays))
-            async with self._lock:
+            async with self.busy:
                 await self._publish([])
             if self.outbox.may_store:
                 await self._store_backlog()
         log.info("redis back, everything kept has been written")
 
     # -------------------------------------------------------------- lifecycle
-    @property
-    def busy(self) -> bool:
-        """A bar is being predicted and published (its priming starts when it is done)."""
-        return self._lock.locked()
-
     async def drain(self, timeout_seconds: float) -> bool:
         """Stop taking bars; finish what is in flight. True if it finished in time."""
         self.stopping = True

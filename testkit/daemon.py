@@ -164,7 +164,7 @@ async def bar_settled(daemon: Daemon, timeout_seconds: float = 30.0) -> None:
 
     def idle() -> bool:
         loop = daemon.bar_loop
-        return loop is not None and not loop.busy
+        return loop is not None and not loop.busy.locked()
 
     await wait_until(idle, timeout_seconds, "the bar loop to finish its bar")
     await daemon.predictor.settle()
