@@ -29,7 +29,8 @@ from typing import Any, NoReturn
 import structlog
 
 from streamer.backoff import Backoff
-from streamer.exchange import ExchangeAdapter, Row, close_within, consume_outcome
+from streamer.ccxt_ports import Row, WsClient
+from streamer.exchange import ExchangeAdapter, close_within, consume_outcome
 from streamer.link import LinkStatus
 from streamer.reconnect import FeedLabels, ReconnectLoop, SessionLost, session_over
 from whalecast.logs import get_logger
@@ -64,7 +65,7 @@ class SubscribeLimiter:
 
 
 class Connection:
-    """Keeps one subscription (``pairs``) alive; a :class:`~streamer.exchange.KlineSink`,
+    """Keeps one subscription (``pairs``) alive; a :class:`~streamer.ccxt_ports.KlineSink`,
     and the candle side of a :class:`~streamer.reconnect.FeedSession`."""
 
     def __init__(
@@ -164,7 +165,7 @@ class Connection:
             self._loop.down()
             await close_within(client, self._bound)
 
-    async def _session(self, client: Any) -> str:
+    async def _session(self, client: WsClient) -> str:
         started = time.monotonic()
         generic = not self._adapter.has_closed_flag
         watches: dict[tuple[tuple[str, str], ...], asyncio.Future[Any]] = {}
@@ -202,7 +203,7 @@ class Connection:
 
     async def _subscribe(
         self,
-        client: Any,
+        client: WsClient,
         watches: dict[tuple[tuple[str, str], ...], asyncio.Future[Any]],
         renew: bool,
     ) -> None:
@@ -218,7 +219,7 @@ class Connection:
 
     def _check(
         self,
-        client: Any,
+        client: WsClient,
         watches: dict[tuple[tuple[str, str], ...], asyncio.Future[Any]],
         renew: bool,
     ) -> None:
@@ -237,7 +238,7 @@ class Connection:
         if self._lost.is_set():
             raise ConnectionLost(repr(self._lost_error) if self._lost_error else "closed")
 
-    def _scan_cache(self, client: Any) -> None:
+    def _scan_cache(self, client: WsClient) -> None:
         """Exchanges without a closed flag: feed new cached rows, oldest first, so the next
         bar's appearance closes the previous one with its final values."""
         for pair in self.pairs:
