@@ -54,7 +54,11 @@ async def _send_round(
     for group, reply in zip(groups, await script.execute(queue), strict=True):
         answers = array(reply)  # status and value of each series of the call
         for k, j in enumerate(group):
-            replies[j] = (text(answers[2 * k]), integer(answers[2 * k + 1]))
+            status, value = answers[2 * k], answers[2 * k + 1]
+            if isinstance(status, bytes) and isinstance(value, int):  # as store.lua answers
+                replies[j] = (status.decode(), value)
+            else:  # read strictly: raises on another shape
+                replies[j] = (text(status), integer(value))
     statuses = [status for status, _ in replies]
     if statuses != planned.expected:
         return await _resync(script, planned, allow_gap, statuses, retry)
