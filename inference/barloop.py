@@ -86,7 +86,7 @@ class BarLoop:
         arrival = time.time()
         # the whale aggregates as they are now, even if Redis takes it later
         self.outbox.keep(
-            (BarRecord(c, self.whale_for(c.series, c.open_ms)) for c in candles), arrival
+            [BarRecord(c, self.whale_for(c.series, c.open_ms)) for c in candles], arrival
         )
         await self._store_backlog()
 
@@ -118,7 +118,7 @@ class BarLoop:
             # (the store counted the gap when it reported it)
             for r, res in zip(retry, await self.store.append(retry, allow_gap=True), strict=True):
                 status[id(r)] = res.status
-        fresh = self.bars.fresh((r.candle, status[id(r)]) for r in records)
+        fresh = self.bars.fresh([(r.candle, status[id(r)]) for r in records])
         if self.scorer is not None:  # scored after the next publish, off the critical path
             self.scorer.stored(fresh)
         for candle in fresh:

@@ -26,15 +26,16 @@ the stream.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from importlib import resources
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Final
 
 from redis.crc import key_slot
 
 from inference.handover import Mark, PredictionMarks
 from whalecast.domain import Series
 from whalecast.keys import STREAM_FIELD, Keys
+from whalecast.redis_ports import RedisClient, RedisPipeline, array, integer
 from whalecast.redisconn import run_script_pipeline
 
 if TYPE_CHECKING:
@@ -51,7 +52,9 @@ Entry = tuple[Mark, Series, list[Message]]
 class ClusterPublish:
     """The two steps above for one publisher (its keys, stream cap and marks)."""
 
-    def __init__(self, redis: Any, keys: Keys, stream_maxlen: int, marks: PredictionMarks) -> None:
+    def __init__(
+        self, redis: RedisClient, keys: Keys, stream_maxlen: int, marks: PredictionMarks
+    ) -> None:
         self.redis = redis
         self.keys = keys
         self.stream_maxlen = stream_maxlen
@@ -71,8 +74,8 @@ class ClusterPublish:
 
     async def _slot_step(self, slots: list[list[Entry]]) -> list[Message]:
         replies = await run_script_pipeline(self.redis, SLOT_SCRIPT, lambda pipe: self._queue_slots(pipe, slots))  # fmt: skip
-        skipped = {id(entries[int(k) - 1]) for entries, reply in zip(slots, replies, strict=True)
-                   for k in reply[1:]}  # fmt: skip
+        skipped = {id(entries[integer(k) - 1]) for entries, reply in zip(slots, replies, strict=True)
+                   for k in array(reply)[1:]}  # fmt: skip
         return [m for entries in slots for e in entries if id(e) not in skipped for m in e[2]]
 
     async def not_yet_published(self, predictions: Sequence[PredictionOut]) -> list[PredictionOut]:
@@ -91,7 +94,7 @@ class ClusterPublish:
             out.append([(mark, s, items) for mark, (s, items) in zip(marks, by_series.items(), strict=True)])  # fmt: skip
         return out
 
-    def _queue_stream(self, pipe: Any, bars: list[list[Entry]]) -> None:
+    def _queue_stream(self, pipe: RedisPipeline, bars: list[list[Entry]]) -> None:
         keys = self.keys
         latest: dict[str, dict[str, str]] = {}
         for entries in bars:
@@ -105,9 +108,11 @@ class ClusterPublish:
             pipe.execute_command("EVALSHA", self._stream_sha, 2, keys.predictions_stream,
                                  keys.predictions_streamed, *args)  # fmt: skip
         for model, mapping in latest.items():  # run again after a NOSCRIPT retry: the same values
-            pipe.hset(keys.latest(model), mapping=mapping)
+            pipe.execute_command(
+                "HSET", keys.latest(model), *(x for kv in mapping.items() for x in kv)
+            )
 
-    def _queue_slots(self, pipe: Any, slots: list[list[Entry]]) -> None:
+    def _queue_slots(self, pipe: RedisPipeline, slots: list[list[Entry]]) -> None:
         for entries in slots:
             args: list[str | int] = [self.keys.predictions_channel]
             for mark, _series, items in entries:
@@ -116,7 +121,7 @@ class ClusterPublish:
                                  *(e[0].key for e in entries), *args)  # fmt: skip
 
 
-def _by_slot(entries: Any) -> list[list[Entry]]:
+def _by_slot(entries: Iterable[Entry]) -> list[list[Entry]]:
     """Entries grouped by their mark's hash slot, each group in the given (bar) order."""
     slots: dict[int, list[Entry]] = {}
     for entry in entries:

@@ -33,7 +33,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from importlib import resources
-from typing import Any, Final, NamedTuple
+from typing import Final, NamedTuple
 
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
@@ -44,6 +44,7 @@ from whalecast.domain import Series
 from whalecast.keys import STREAM_FIELD, Keys
 from whalecast.logs import get_logger
 from whalecast.metrics import Metrics
+from whalecast.redis_ports import RedisClient, RedisPipeline, Reply, array, blob, text
 from whalecast.redisconn import run_script_pipeline
 from whalecast.schema import encode_prediction
 
@@ -74,7 +75,7 @@ class PredictionOut(NamedTuple):
 class Publisher:
     def __init__(
         self,
-        redis: Any,
+        redis: RedisClient,
         keys: Keys,
         stream_maxlen: int,
         metrics: Metrics,
@@ -142,13 +143,13 @@ class Publisher:
 
     @staticmethod
     def _not_skipped(
-        messages: list[tuple[PredictionOut, str]], replies: list[Any]
+        messages: list[tuple[PredictionOut, str]], replies: list[Reply]
     ) -> list[tuple[PredictionOut, str]]:
         """The messages the script sent: not those of series another replica had published."""
         skipped = {
-            (bar[0][0].bar_open_ms, tag.decode() if isinstance(tag, bytes) else tag)
+            (bar[0][0].bar_open_ms, text(tag))
             for bar, reply in zip(_by_bar(messages).values(), replies, strict=True)
-            for tag in reply[1:]
+            for tag in array(reply)[1:]
         }
         if not skipped:
             return messages
@@ -166,7 +167,7 @@ class Publisher:
             newest[prediction.series] = max(prediction.bar_open_ms, seen)
         return self.marks.marks(newest)
 
-    def _queue_bars(self, pipe: Any, messages: list[tuple[PredictionOut, str]]) -> None:
+    def _queue_bars(self, pipe: RedisPipeline, messages: list[tuple[PredictionOut, str]]) -> None:
         """One script call per bar, in order, all in one request: a backlog of many bars
         after an outage never holds the server in one long script, and each bar's
         outputs and marks still go in one atomic call."""
@@ -174,7 +175,7 @@ class Publisher:
             self._queue_script(pipe, group, self._marks(group))
 
     def _queue_script(
-        self, pipe: Any, messages: list[tuple[PredictionOut, str]], marks: list[Mark]
+        self, pipe: RedisPipeline, messages: list[tuple[PredictionOut, str]], marks: list[Mark]
     ) -> None:
         hashes: dict[str, int] = {}  # model -> its latest hash's index in KEYS
         body: list[str | int] = []
@@ -215,7 +216,7 @@ class Publisher:
         replies = await pipe.execute()
         shown: dict[tuple[str, str], int] = {}
         for (model, names), values in zip(tags.items(), replies, strict=True):
-            for tag, value in zip(names, values, strict=True):
+            for tag, value in zip(names, map(blob, array(values)), strict=True):
                 if value is not None:
                     shown[(model, tag)] = int(json.loads(value)["bar_open_ms"])
         return [p for p in predictions if shown.get((p.model, p.series.tag), -1) < p.bar_open_ms]

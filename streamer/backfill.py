@@ -19,11 +19,11 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import Any
 
 import ccxt
 
 from streamer.backoff import Backoff
+from streamer.ccxt_ports import RestClient, Row
 from streamer.clock import Clock
 from streamer.exchange import (
     RATE_LIMIT_ERRORS,
@@ -60,14 +60,14 @@ class RestSession:
         self._monotonic = monotonic
         self._max_age = feed.client_recreate_seconds
         self._close_seconds = feed.stale_after_seconds  # the feed's one bound on the client
-        self._client: Any = None
+        self._client: RestClient | None = None
         self._created = 0.0
         self._errors = 0
         self._in_use: dict[int, int] = {}
-        self._retired: list[Any] = []
+        self._retired: list[RestClient] = []
 
     @property
-    def client(self) -> Any:
+    def client(self) -> RestClient:
         now = self._monotonic()
         if self._client is not None and (
             now - self._created > self._max_age or self._errors >= ERRORS_BEFORE_RECREATE
@@ -81,7 +81,7 @@ class RestSession:
         return self._client
 
     @contextlib.asynccontextmanager
-    async def use(self) -> AsyncIterator[Any]:
+    async def use(self) -> AsyncIterator[RestClient]:
         client = self.client
         self._in_use[id(client)] = self._in_use.get(id(client), 0) + 1
         try:
@@ -154,7 +154,7 @@ class Backfiller:
     def _collect(
         self,
         series: Series,
-        rows: list[Any],
+        rows: list[Row],
         window: tuple[int, int],
         found: dict[int, Candle],
         seen: set[int],
@@ -177,7 +177,7 @@ class Backfiller:
             found.setdefault(candle.open_ms, candle)
         return newest
 
-    async def _request(self, series: Series, since_ms: int, limit: int) -> list[Any]:
+    async def _request(self, series: Series, since_ms: int, limit: int) -> list[Row]:
         backoff = Backoff.from_settings(self._feed)
         for attempt in range(self._retries + 1):
             async with self._session.use() as client:

@@ -1,6 +1,6 @@
 """Capped, jittered exponential backoff that resets after a healthy period.
 
-Used by every reconnect loop (candle connections, the whale feed), by REST
+Used by the reconnect loop both feeds run (:mod:`streamer.reconnect`), by REST
 retries and by the bar loop's Redis outbox; the sequencer's REST re-asks and the
 trainer's history download wait the :func:`ceiling` without jitter. Delays are
 wall-clock seconds: they pace our own traffic, whatever the exchange clock says.

@@ -14,14 +14,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Mapping
-from typing import Any
 
 from streamer.backfill import Backfiller, BackfillFailed, RestSession
 from streamer.backoff import Backoff
 from streamer.batches import CloseBatches, OnClosed
+from streamer.ccxt_ports import RestClient, Row
 from streamer.clock import Clock, LiveClock, ReplayClock, measure_skew_ms
 from streamer.connection import Connection, SubscribeLimiter
-from streamer.exchange import ExchangeAdapter, FeedConfigError, Row
+from streamer.exchange import ExchangeAdapter, FeedConfigError
 from streamer.link import FeedFacts, LinkStatus, combined, iso
 from streamer.sequencer import Sequencer
 from streamer.validation import CandleValidator, candle_from_row
@@ -155,7 +155,7 @@ class CandleFeed:
         self._seq.startup(clock.now_ms())
         self._build_connections()
 
-    async def _make_clock(self, rest: Any) -> Clock:
+    async def _make_clock(self, rest: RestClient) -> Clock:
         if self.feed.clock == "replay":
             # through the session, not this client: the session replaces a failing client
             clock = ReplayClock(self._fetch_time, self.feed.replay_clock_poll_seconds)

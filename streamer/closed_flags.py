@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from streamer.exchange import KlineSink
+    from streamer.ccxt_ports import KlineSink
 
 MAX_NAMES = 100_000
 Names = dict[tuple[Any, Any], tuple[str, str]]

@@ -5,7 +5,9 @@ drops every cache ccxt built. A session ends on a transport error, on the
 staleness watchdog (no message for ``stale_after_seconds``), or proactively at
 ``connection_lifetime_seconds`` / ``client_recreate_seconds``; the next one
 starts after a capped, jittered backoff (none for the proactive causes) and
-tells the feed, which backfills whatever closed in between.
+tells the feed, which backfills whatever closed in between. The loop around the
+sessions is the one both feeds run (:mod:`streamer.reconnect`); this class is
+its candle side.
 
 Nothing here waits on the ccxt client without a bound, because ccxt's futures can
 stay pending for good (after a refused handshake the client's connect future is never
@@ -22,26 +24,26 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import structlog
 
 from streamer.backoff import Backoff
-from streamer.exchange import ExchangeAdapter, Row, close_within, consume_outcome
-from streamer.link import LinkStatus, iso
+from streamer.ccxt_ports import Row, WsClient
+from streamer.exchange import ExchangeAdapter, close_within, consume_outcome
+from streamer.link import LinkStatus
+from streamer.reconnect import FeedLabels, ReconnectLoop, SessionLost, session_over
 from whalecast.logs import get_logger
 from whalecast.metrics import Metrics
 from whalecast.settings import FeedSettings
 
 log = get_logger(__name__)
 
-PROACTIVE = ("lifetime", "recreate")
 SCAN_ROWS = 5
-CAUSES = ("error", "stale", *PROACTIVE)  # why a session ended (reconnects' cause label)
 KlineHandler = Callable[[str, str, Row, "bool | None", "int | None"], None]
 
 
-class ConnectionLost(Exception):
+class ConnectionLost(SessionLost):
     """The exchange closed the socket or it failed."""
 
 
@@ -63,7 +65,8 @@ class SubscribeLimiter:
 
 
 class Connection:
-    """Keeps one subscription (``pairs``) alive; a :class:`~streamer.exchange.KlineSink`."""
+    """Keeps one subscription (``pairs``) alive; a :class:`~streamer.ccxt_ports.KlineSink`,
+    and the candle side of a :class:`~streamer.reconnect.FeedSession`."""
 
     def __init__(
         self,
@@ -89,27 +92,22 @@ class Connection:
         self._on_connected_cb = on_connected
         exchange = adapter.settings.id
         self._messages = metrics.feed_messages.labels(exchange, "candles")
-        self._connected_gauge = metrics.feed_connected.labels(exchange, "candles")
         self._last_message_gauge = metrics.feed_last_message.labels(exchange, "candles")
-        self._reconnects = metrics.feed_reconnects
-        for cause in CAUSES:
-            metrics.feed_reconnects.labels(exchange, "candles", cause)
         self._exchange = exchange
-        self._backoff = Backoff.from_settings(feed)
         self._tick = min(0.25, feed.stale_after_seconds / 4)
         self._bound = feed.stale_after_seconds  # the longest wait on the client, anywhere
         self._lost = asyncio.Event()
         self._lost_error: BaseException | None = None
         self._unsent_messages = 0
         self._last_message = time.monotonic()
-        self._last_message_wall = 0.0
-        self._is_connected = False
-        self._sessions = 0
+        self._fed: dict[tuple[str, str], int] = {}
         where = adapter.settings.ws_url or f"{adapter.settings.id}'s websocket"
         self.link = LinkStatus(
             time.time() if down_since_s is None else down_since_s,
             f"subscribe {len(self.pairs)} candle stream(s) on {where}",
         )
+        labels = FeedLabels(exchange, "candles", "candle feed reconnecting")
+        self._loop = ReconnectLoop(labels, self.link, Backoff.from_settings(feed), metrics)
 
     # -- KlineSink (called from inside ccxt's message handling) -------------------
     def on_message(self) -> None:
@@ -126,64 +124,48 @@ class Connection:
 
     @property
     def connected(self) -> bool:
-        return self._is_connected
+        return self._loop.connected
 
     def on_connected(self) -> None:
-        if not self._is_connected:
-            self._is_connected = True
-            self._connected_gauge.inc()
-            self._backoff.healthy()
-            self.link.succeeded(time.time())
+        if not self._loop.connected:
+            self._loop.up()
             self._last_message = time.monotonic()
-            self._on_connected_cb(self, self._sessions > 1)
+            self._on_connected_cb(self, self._loop.sessions > 1)
 
     def on_lost(self, error: BaseException | None) -> None:
         self._lost_error = error
         self._lost.set()
 
-    # -- the loop ------------------------------------------------------------------
-    async def run(self) -> None:
+    # -- the feed's part of the reconnect loop ------------------------------------
+    async def run(self) -> NoReturn:
         """Runs sessions forever (until cancelled)."""
-        cause: str | None = None
         with structlog.contextvars.bound_contextvars(
             exchange=self._exchange, connection=self.index, streams=len(self.pairs)
         ):
-            while True:
-                if cause is not None and cause not in PROACTIVE:
-                    await asyncio.sleep(self._backoff.delay())
-                await self._limiter.acquire()
-                started = time.monotonic()
-                cause, error = await self._one_session()
-                self._reconnects.labels(self._exchange, "candles", cause).inc()
-                self.link.failed(error or cause, time.time())
-                log.info("candle feed reconnecting", cause=cause, error=error,
-                         session_seconds=round(time.monotonic() - started, 3),
-                         sessions=self._sessions, down_since=iso(self.link.since_s),
-                         failed_attempts=self.link.attempts, tried=self.link.last_tried)  # fmt: skip
+            await self._loop.run(self)
 
-    async def _one_session(self) -> tuple[str, str | None]:
-        self._sessions += 1
+    async def before_session(self) -> None:
+        await self._limiter.acquire()
+
+    def redact(self, text: str) -> str:
+        return text  # nothing secret in a public candle stream's errors
+
+    async def session(self) -> str:
+        """One session on a fresh client; the watchdog's cause, or raises its error."""
         self._lost = asyncio.Event()
         self._lost_error = None
         self._last_message = time.monotonic()
-        self._fed: dict[tuple[str, str], int] = {}
+        self._fed = {}
         client = self._adapter.ws_client(self)
         try:
-            cause = await self._session(client)
-            return cause, None
-        except ConnectionLost as e:
-            return "error", str(e)
-        except Exception as e:  # noqa: BLE001 - connection boundary: classify, count, reconnect
-            return "error", f"{type(e).__name__}: {e}"
+            return await self._session(client)
         finally:
             self.flush_counters()
             client.whalecast_sink = None
-            if self._is_connected:
-                self._is_connected = False
-                self._connected_gauge.dec()
+            self._loop.down()
             await close_within(client, self._bound)
 
-    async def _session(self, client: Any) -> str:
+    async def _session(self, client: WsClient) -> str:
         started = time.monotonic()
         generic = not self._adapter.has_closed_flag
         watches: dict[tuple[tuple[str, str], ...], asyncio.Future[Any]] = {}
@@ -197,7 +179,7 @@ class Connection:
                 if generic:
                     self._scan_cache(client)
                 self.flush_counters()
-                cause = self._session_over(started)
+                cause = session_over(self._feed, time.monotonic(), started, self._last_message)
                 if cause is not None:
                     return cause
         finally:
@@ -221,7 +203,7 @@ class Connection:
 
     async def _subscribe(
         self,
-        client: Any,
+        client: WsClient,
         watches: dict[tuple[tuple[str, str], ...], asyncio.Future[Any]],
         renew: bool,
     ) -> None:
@@ -237,7 +219,7 @@ class Connection:
 
     def _check(
         self,
-        client: Any,
+        client: WsClient,
         watches: dict[tuple[tuple[str, str], ...], asyncio.Future[Any]],
         renew: bool,
     ) -> None:
@@ -256,7 +238,7 @@ class Connection:
         if self._lost.is_set():
             raise ConnectionLost(repr(self._lost_error) if self._lost_error else "closed")
 
-    def _scan_cache(self, client: Any) -> None:
+    def _scan_cache(self, client: WsClient) -> None:
         """Exchanges without a closed flag: feed new cached rows, oldest first, so the next
         bar's appearance closes the previous one with its final values."""
         for pair in self.pairs:
@@ -265,17 +247,6 @@ class Connection:
                 if isinstance(row[0], int) and row[0] >= newest_fed:
                     self._fed[pair] = newest_fed = row[0]
                     self._on_kline(pair[0], pair[1], list(row), None, None)
-
-    def _session_over(self, started: float) -> str | None:
-        now = time.monotonic()
-        if now - self._last_message > self._feed.stale_after_seconds:
-            return "stale"
-        age = now - started
-        if age > self._feed.connection_lifetime_seconds:
-            return "lifetime"
-        if age > self._feed.client_recreate_seconds:
-            return "recreate"
-        return None
 
     def flush_counters(self) -> None:
         if self._unsent_messages:

@@ -18,39 +18,23 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any, cast
 
 import ccxt
 import ccxt.pro
 
+from streamer.ccxt_ports import KlineSink, RestClient, Row, WsClient
 from streamer.venues import venue_for
 from whalecast.logs import get_logger
 from whalecast.settings import ExchangeCredentials, ExchangeSettings, FeedSettings
 
 log = get_logger(__name__)
 
-Row = list[Any]
 RATE_LIMIT_ERRORS = (ccxt.RateLimitExceeded, ccxt.DDoSProtection)
 
 
 class FeedConfigError(Exception):
     """The configured exchange or its symbols cannot be served."""
-
-
-class KlineSink(Protocol):
-    """Receives one connection's traffic (called from ccxt's message handlers)."""
-
-    def on_message(self) -> None: ...
-
-    def on_kline(
-        self, symbol: str, timeframe: str, row: Row, closed: bool | None, event_ms: int | None
-    ) -> None: ...
-
-    def on_malformed(self) -> None: ...
-
-    def on_connected(self) -> None: ...
-
-    def on_lost(self, error: BaseException | None) -> None: ...
 
 
 class _Hooks:
@@ -159,30 +143,30 @@ class ExchangeAdapter:
                 config["secret"] = self.credentials.secret.get_secret_value()
         return config
 
-    def _apply_urls(self, client: Any) -> None:
+    def _apply_urls(self, client: RestClient | WsClient) -> None:
         rest, ws = self.settings.rest_url, self.settings.ws_url
         self.venue.set_urls(client.urls.setdefault("api", {}), rest and rest.rstrip("/"),
                             ws and ws.rstrip("/"))  # fmt: skip
 
-    def rest_client(self) -> Any:
+    def rest_client(self) -> RestClient:
         """A client for REST calls (markets, server time, OHLCV backfill)."""
-        client = self._base(self._config())
+        client = cast(RestClient, self._base(self._config()))
         self._apply_urls(client)
         if self.markets is not None:
             client.set_markets(self.markets, self.currencies)
         return client
 
-    def ws_client(self, sink: KlineSink) -> Any:
+    def ws_client(self, sink: KlineSink) -> WsClient:
         """A fresh websocket client (one connection's worth) reporting to ``sink``."""
         if self.markets is None:
             raise RuntimeError("load_markets() first")
-        client = self._ws_class(self._config())
+        client = cast(WsClient, self._ws_class(self._config()))
         self._apply_urls(client)
         client.set_markets(self.markets, self.currencies)
         client.whalecast_sink = sink
         return client
 
-    async def load_markets(self, rest: Any) -> None:
+    async def load_markets(self, rest: RestClient) -> None:
         """Loads markets once and checks every configured symbol is listed."""
         markets = await rest.load_markets()
         missing = [s for s in self.settings.symbols if s not in markets]
@@ -207,7 +191,7 @@ class ExchangeAdapter:
             return {"until": since_ms + (limit - 1) * bar_ms}
         return {}
 
-    async def watch(self, client: Any, pairs: Sequence[tuple[str, str]]) -> Any:
+    async def watch(self, client: WsClient, pairs: Sequence[tuple[str, str]]) -> object:
         """One watch call; the first one subscribes. With ``watchOHLCVForSymbols`` one call
         (one subscription message) covers up to :attr:`subscribe_batch` pairs, else
         ``pairs`` is a single pair."""
@@ -222,7 +206,7 @@ class ExchangeAdapter:
         return await client.watch_ohlcv(symbol, timeframe)
 
     @staticmethod
-    def cached_rows(client: Any, symbol: str, timeframe: str, count: int) -> list[Row]:
+    def cached_rows(client: WsClient, symbol: str, timeframe: str, count: int) -> list[Row]:
         """The newest ``count`` rows of ccxt's own OHLCV cache for one symbol."""
         stored = client.ohlcvs.get(symbol, {}).get(timeframe)
         if not stored:
@@ -232,7 +216,7 @@ class ExchangeAdapter:
         return rows
 
 
-async def close_within(client: Any, seconds: float) -> bool:
+async def close_within(client: RestClient | WsClient, seconds: float) -> bool:
     """Closes a ccxt client, waiting at most ``seconds``; True when it closed cleanly.
 
     A close can hang (a websocket close handshake nobody answers, a connection still in
@@ -260,7 +244,7 @@ def consume_outcome(future: asyncio.Future[Any]) -> None:
         future.exception()
 
 
-def retry_after_seconds(client: Any, now_ms: float | None = None) -> float | None:
+def retry_after_seconds(client: RestClient, now_ms: float | None = None) -> float | None:
     """How long the client's last HTTP response asked to wait, if it said: Retry-After
     (seconds; Binance), else X-Bapi-Limit-Reset-Timestamp (ms, wall clock; Bybit)."""
     headers = {

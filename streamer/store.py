@@ -23,7 +23,6 @@ writing back what Redis lost, is :mod:`streamer.store_load`.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 
@@ -36,6 +35,7 @@ from streamer.store_script import STORE_OPERATIONS, StoreScript
 from whalecast.domain import Candle, Series
 from whalecast.keys import Keys
 from whalecast.metrics import Metrics
+from whalecast.redis_ports import RedisClient
 from whalecast.redisconn import mget
 
 
@@ -44,7 +44,7 @@ class WindowStore:
 
     def __init__(
         self,
-        redis: Any,
+        redis: RedisClient,
         keys: Keys,
         series: Sequence[Series],
         window: int = 24,

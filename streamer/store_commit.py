@@ -9,12 +9,13 @@ disagreement is a :class:`StoreConflict`.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, cast
+from typing import cast
 
 from streamer.store_format import AppendResult, BarRecord, Status
 from streamer.store_load import load
 from streamer.store_plan import AppendPlan, Round, plan_round
 from streamer.store_script import StoreScript
+from whalecast.redis_ports import RedisPipeline, array, integer, text
 
 
 class StoreConflict(RuntimeError):
@@ -45,19 +46,24 @@ async def _send_round(
     records, positions = planned.records, planned.positions
     groups = script.call_groups(positions)
 
-    def queue(pipe: Any) -> None:
+    def queue(pipe: RedisPipeline) -> None:
         for group in groups:
             script.queue_append(pipe, group, positions, planned.new, planned.rows, allow_gap=allow_gap)  # fmt: skip
 
-    replies: list[Any] = [None] * len(records)
+    replies: list[tuple[str, int]] = [("", 0)] * len(records)
     for group, reply in zip(groups, await script.execute(queue), strict=True):
+        answers = array(reply)  # status and value of each series of the call
         for k, j in enumerate(group):
-            replies[j] = (reply[2 * k], reply[2 * k + 1])
-    statuses = [reply[0].decode() for reply in replies]
+            status, value = answers[2 * k], answers[2 * k + 1]
+            if isinstance(status, bytes) and isinstance(value, int):  # as store.lua answers
+                replies[j] = (status.decode(), value)
+            else:  # read strictly: raises on another shape
+                replies[j] = (text(status), integer(value))
+    statuses = [status for status, _ in replies]
     if statuses != planned.expected:
         return await _resync(script, planned, allow_gap, statuses, retry)
     script.mirror.commit(planned.advance)
-    return [_result(r, s, int(reply[1])) for r, s, reply in zip(records, statuses, replies, strict=True)]  # fmt: skip
+    return [_result(r, s, value) for r, (s, value) in zip(records, replies, strict=True)]
 
 
 async def _resync(

@@ -19,6 +19,7 @@ from streamer.store_plan import bar_matrix
 from streamer.store_script import SCRIPT, StoreScript
 from whalecast.domain import Series
 from whalecast.logs import get_logger
+from whalecast.redis_ports import array, blob, strings
 
 log = get_logger(__name__)
 
@@ -36,14 +37,16 @@ async def load(script: StoreScript, positions: Sequence[int]) -> None:
     pipe = script.redis.pipeline(transaction=False)
     for p in positions:
         bars_key, window_key, meta_key = script.keys[p]
-        pipe.hmget(meta_key, "last_open_ms", "feature_version", "window_rows")
+        pipe.hmget(meta_key, ["last_open_ms", "feature_version", "window_rows"])
         pipe.zrange(bars_key, 0, -1)
         pipe.get(window_key)
     replies = await pipe.execute()
     rows_text = str(mirror.window).encode()
     stale, lost = [], []
     for j, p in enumerate(positions):
-        (last, version, rows_meta), members, blob = replies[3 * j : 3 * j + 3]
+        meta, stored, window = replies[3 * j : 3 * j + 3]
+        last, version, rows_meta = strings(array(meta))
+        members = [m for m in strings(array(stored)) if m is not None]
         if last is None or not members:
             if mirror.last[p] == EMPTY:
                 mirror.clear(p)
@@ -52,7 +55,7 @@ async def load(script: StoreScript, positions: Sequence[int]) -> None:
             continue
         grid = merged_grid(unpack_bars(members), mirror.series[p].timeframe, mirror.bars_kept)
         current = version == str(FEATURE_VERSION).encode() and rows_meta == rows_text
-        rows = unpack_window(blob, mirror.window) if current else None
+        rows = unpack_window(blob(window), mirror.window) if current else None
         if rows is None:
             stale.append(p)
             rows = window_rows(grid, mirror.window)

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from importlib import resources
-from typing import Any, Final
+from typing import Final
 
 import numpy as np
 from redis.asyncio.cluster import RedisCluster
@@ -25,6 +25,7 @@ from streamer.mirror import EMPTY, FloatArray, IntArray, Mirror
 from streamer.store_format import BAR_DTYPE, WINDOW_HEADER, key_ttl_ms, pack_bars, pack_window
 from whalecast.keys import Keys
 from whalecast.metrics import Metrics
+from whalecast.redis_ports import RedisClient, RedisPipeline, Reply
 from whalecast.redisconn import run_script_pipeline
 
 SCRIPT: Final = resources.files("streamer").joinpath("store.lua").read_text()
@@ -38,7 +39,12 @@ class StoreScript:
     """Queues ``store.lua`` calls for the mirror's series and runs them in one pipeline."""
 
     def __init__(
-        self, redis: Any, keys: Keys, mirror: Mirror, metrics: Metrics | None, ttl_seconds: float
+        self,
+        redis: RedisClient,
+        keys: Keys,
+        mirror: Mirror,
+        metrics: Metrics | None,
+        ttl_seconds: float,
     ) -> None:
         self.redis = redis
         self.mirror = mirror
@@ -62,20 +68,20 @@ class StoreScript:
             else None
         )
 
-    async def execute(self, queue: Callable[[Any], object]) -> list[Any]:
+    async def execute(self, queue: Callable[[RedisPipeline], object]) -> list[Reply]:
         return await run_script_pipeline(self.redis, SCRIPT, queue)
 
     async def replace(self, positions: Sequence[int]) -> None:
         """Write the mirror's state of these series over the stored one, one pipeline."""
         if positions:
 
-            def queue(pipe: Any) -> None:
+            def queue(pipe: RedisPipeline) -> None:
                 for p in positions:
                     self._queue_replace(pipe, p)
 
             await self.execute(queue)
 
-    def _queue_replace(self, pipe: Any, p: int) -> None:
+    def _queue_replace(self, pipe: RedisPipeline, p: int) -> None:
         bars = self.mirror.present_bars(p)
         pairs: list[bytes | int] = []
         for open_ms, member in zip(bars[:, 0].astype(np.int64), pack_bars(bars), strict=True):
@@ -98,7 +104,7 @@ class StoreScript:
 
     def queue_append(
         self,
-        pipe: Any,
+        pipe: RedisPipeline,
         group: list[int],
         positions: IntArray,
         bars: FloatArray,

@@ -6,7 +6,7 @@ sends ``subscribe_alerts`` with the configured filters, waits for
 records (one per ``amounts`` entry, :mod:`streamer.whale_alert`), each stamped with its knowledge time (the bar
 it counts in: :mod:`streamer.whale_rule`), and hands them to ``on_transfers``.
 Keepalive is websocket ping/pong; a lost connection comes back after a jittered
-backoff. Bad messages, duplicates and alerts the rule refuses (``below_min_value``:
+backoff, in the reconnect loop both feeds run (:mod:`streamer.reconnect`). Bad messages, duplicates and alerts the rule refuses (``below_min_value``:
 the server sent an alert under ``min_value_usd`` anyway; ``from_future``; ``late``)
 are counted in ``feed_rejected{feed="whale", reason}`` and dropped; every alert's
 delay (knowledge minus block time) goes to ``whalecast_whale_delay_seconds``.
@@ -21,7 +21,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import structlog
@@ -29,7 +29,8 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from streamer.backoff import Backoff
 from streamer.clock import LiveClock, TimeSource
-from streamer.link import FeedFacts, LinkStatus, iso
+from streamer.link import FeedFacts, LinkStatus
+from streamer.reconnect import FeedLabels, ReconnectLoop, SessionLost
 from streamer.whale_alert import WhaleReject, parse_alert, transfer_key
 from streamer.whale_rule import WhaleRule
 from whalecast.domain import WhaleTransfer
@@ -51,12 +52,13 @@ def _unchanged(now_ms: int) -> int:
     return now_ms
 
 
-class SubscriptionRefused(Exception):
+class SubscriptionRefused(SessionLost):
     """The server answered ``subscribe_alerts`` with an error."""
 
 
 class WhaleFeed:
-    """Keeps a Whale Alert websocket subscription alive and hands on classified transfers."""
+    """Keeps a Whale Alert websocket subscription alive and hands on classified transfers
+    (the whale side of a :class:`~streamer.reconnect.FeedSession`)."""
 
     def __init__(
         self,
@@ -80,13 +82,13 @@ class WhaleFeed:
         self._rejected = {r: metrics.feed_rejected.labels("whale", r) for r in REJECT_REASONS}
         self._delay = metrics.whale_delay
         self._messages = metrics.feed_messages.labels("whale", "alerts")
-        self._connected = metrics.feed_connected.labels("whale", "alerts")
         self._last_message = metrics.feed_last_message.labels("whale", "alerts")
-        self._reconnects = metrics.feed_reconnects
-        self._reconnects.labels("whale", "alerts", "error")  # its only cause
         self._seen: OrderedDict[tuple[str, str], None] = OrderedDict()
-        self._backoff = Backoff.from_settings(feed_settings)
         self.link = LinkStatus(time.time(), f"connect to {self.public_url} and subscribe")
+        labels = FeedLabels("whale", "alerts", "whale feed reconnecting")
+        backoff = Backoff.from_settings(feed_settings)
+        # its only cause: ping/pong is its watchdog, and it has no proactive ends
+        self._loop = ReconnectLoop(labels, self.link, backoff, metrics, causes=("error",))
         self.channel_id: str | None = None
 
     @property
@@ -100,7 +102,7 @@ class WhaleFeed:
         query = "&".join(q for q in (parts.query, urlencode({"api_key": self._key})) if q)
         return urlunsplit((parts.scheme, parts.netloc, parts.path, query, ""))
 
-    def _safe(self, text: str) -> str:
+    def redact(self, text: str) -> str:
         return text.replace(self._key, "**********") if self._key else text
 
     def subscribe_message(self) -> dict[str, Any]:
@@ -113,38 +115,27 @@ class WhaleFeed:
         """Connected, or since when not, and the last error (for /readyz)."""
         return self.link.facts("whale")
 
-    async def run(self) -> None:
+    async def run(self) -> NoReturn:
         """Runs until cancelled."""
         with structlog.contextvars.bound_contextvars(feed="whale", url=self.public_url):
-            while True:
-                cause, error = await self._one_session()
-                self._reconnects.labels("whale", "alerts", cause).inc()
-                self.link.failed(error, time.time())
-                delay = self._backoff.delay()
-                log.info("whale feed reconnecting", cause=cause, error=error,
-                         retry_seconds=round(delay, 3), down_since=iso(self.link.since_s),
-                         failed_attempts=self.link.attempts)  # fmt: skip
-                await asyncio.sleep(delay)
+            await self._loop.run(self)
 
-    async def _one_session(self) -> tuple[str, str]:
+    async def before_session(self) -> None:
+        """Nothing to wait for: the backoff paces the reconnects."""
+
+    async def session(self) -> str:
+        """One connection: subscribe, then every message until it ends (always a failure)."""
         ping = self.settings.ping_interval_seconds
-        try:
-            async with connect(self._url(), ping_interval=ping, ping_timeout=ping,
-                               max_size=4 * MAX_MESSAGE_BYTES, open_timeout=10.0) as ws:  # fmt: skip
-                await self._subscribe(ws)
-                self._connected.inc()
-                self.link.succeeded(time.time())
-                try:
-                    self._backoff.healthy()
-                    async for raw in ws:
-                        await self.handle(raw)
-                finally:
-                    self._connected.dec()
-            return "error", "closed by the server"
-        except SubscriptionRefused as e:
-            return "error", self._safe(str(e))
-        except Exception as e:  # noqa: BLE001 - connection boundary: classify, count, reconnect
-            return "error", self._safe(f"{type(e).__name__}: {e}")
+        async with connect(self._url(), ping_interval=ping, ping_timeout=ping,
+                           max_size=4 * MAX_MESSAGE_BYTES, open_timeout=10.0) as ws:  # fmt: skip
+            await self._subscribe(ws)
+            self._loop.up()
+            try:
+                async for raw in ws:
+                    await self.handle(raw)
+            finally:
+                self._loop.down()
+        raise SessionLost("closed by the server")
 
     async def _subscribe(self, ws: ClientConnection) -> None:
         await ws.send(json.dumps(self.subscribe_message()))
@@ -194,7 +185,7 @@ class WhaleFeed:
         elif kind == "subscribed_alerts":
             self.channel_id = str(message.get("channel_id"))
         elif kind == "error" or "error" in message:
-            log.warning("whale feed error message", message=self._safe(str(message))[:500])
+            log.warning("whale feed error message", message=self.redact(str(message))[:500])
         else:
             self._rejected["unknown_type"].inc()
 

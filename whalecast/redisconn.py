@@ -36,6 +36,7 @@ from redis.utils import HIREDIS_AVAILABLE
 if HIREDIS_AVAILABLE:
     import hiredis
 
+from whalecast.redis_ports import RedisClient, RedisPipeline, Reply, strings
 from whalecast.settings import RedisSettings
 
 INSTALL_HINT = (
@@ -209,8 +210,8 @@ def with_fast_packing(client: Redis) -> Redis:
 
 
 async def run_script_pipeline(
-    client: Any, script: str, queue: Callable[[Any], object]
-) -> list[Any]:
+    client: RedisClient, script: str, queue: Callable[[RedisPipeline], object]
+) -> list[Reply]:
     """Run the ``EVALSHA`` calls ``queue(pipe)`` adds in one non-transactional pipeline.
 
     When the server lost the script (restart, failover, ``SCRIPT FLUSH``) every
@@ -229,13 +230,13 @@ async def run_script_pipeline(
     raise AssertionError("unreachable")
 
 
-async def mget(client: Any, keys: Sequence[str]) -> list[Any]:
+async def mget(client: RedisClient, keys: Sequence[str]) -> list[bytes | None]:
     """``MGET`` of keys that may live in different Cluster slots (one request per node)."""
     if not keys:
         return []
     if isinstance(client, RedisCluster):
-        return list(await client.mget_nonatomic(keys))
-    return list(await client.mget(keys))
+        return strings(await client.mget_nonatomic(keys))
+    return strings(await client.mget(keys))
 
 
 class RedisHandle:
