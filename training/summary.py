@@ -123,6 +123,7 @@ def results_tables(runs: list[tuple[dict[str, Any], dict[str, Any]]]) -> str:
     train --without GROUP --no-promote`` under the full model's name) goes into the ablation
     table instead, with its paired difference against that full model.
     """
+    runs = [(r, m) for r, m in runs if "horizons" not in r]  # see training.horizon_summary
     ablations = [
         (r, m) for r, m in runs if left_out(m) and "serving" in r["test"]["pooled"]["models"]
     ]
@@ -141,7 +142,8 @@ def results_tables(runs: list[tuple[dict[str, Any], dict[str, Any]]]) -> str:
         parts.append(_backtests(direction))
     if ablations:
         parts.append(_ablations(ablations))
-    parts.append(_fits(runs + ablations))
+    if runs:
+        parts.append(_fits(runs + ablations))
     return "\n".join(parts)
 
 
