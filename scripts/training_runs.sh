@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# The training runs behind docs/training-results.md ("Models worth serving"), then its tables.
+# The training runs behind docs/training-results.md ("Models worth serving" and "Several
+# horizons and volume quantiles"), then its tables.
 #
 #   scripts/training_runs.sh DATA_DIR REGISTRY [CONFIG]
+#   RUNS=horizons scripts/training_runs.sh DATA_DIR REGISTRY [CONFIG]
 #
+# RUNS=horizons trains only the multi-horizon presets (their section of the page).
 # DATA_DIR holds the Binance 1h candle files of BTC, ETH, SOL and XRP and the Whale Alert
 # hourly flows of BTC and ETH (the names below); REGISTRY is where the versions go (a fresh
 # directory: the ablations are scored against the full model in service there). CONFIG
@@ -40,6 +43,21 @@ train() {  # train NAME ARGS...: one run; the versions it wrote are rendered at 
             'import json, sys; [print(json.loads(line)["directory"]) for line in sys.stdin]')
 }
 
+render() {
+    "$python" "$here/scripts/training_results.py" "$@"
+}
+
+if [ "${RUNS:-all}" = horizons ]; then
+    for preset in volume-horizons direction-horizons; do
+        started=$(date +%s)
+        train "$preset" --preset "$preset"
+        echo "$preset: $(($(date +%s) - started)) s of wall time" >>"$registry/runs/wall-times.txt"
+    done
+    render "${written[@]}"
+    cat "$registry/runs/wall-times.txt"
+    exit 0
+fi
+
 train volume-wide --preset volume-wide
 train direction-wide --preset direction-wide
 # each scored against the volume-wide version in service (the ablation table needs one: when
@@ -50,4 +68,6 @@ done
 walk="$registry/runs/walk-forward-volume-wide.json"  # refits in 4 windows, promotes nothing
 "$python" -m whalecast train -c "$config" --candles "${candles[@]}" --whale "${whale[@]}" \
     --preset volume-wide --walk-forward 4 --output "$walk" >"$registry/runs/walk-forward.log"
-"$python" "$here/scripts/training_results.py" "${written[@]}" "$walk"
+train volume-horizons --preset volume-horizons
+train direction-horizons --preset direction-horizons
+render "${written[@]}" "$walk"

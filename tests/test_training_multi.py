@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 
 from tests.training_helpers import histories_fixture, settings_fixture  # noqa: F401 - fixtures
-from training import artifacts
+from training import artifacts, walkforward
 from training.dataset import TEST, TRAIN
 from training.history import SeriesHistory
 from training.horizon_summary import tables, text
 from training.jobs import Job, make_job
+from training.summary import walk_forward_table
 from training.train import Outcome, load_data, run
 from whalecast.artifact import load_preprocess
 from whalecast.settings import Settings
@@ -98,3 +99,22 @@ def test_direction_horizons_writes_two_probabilities(
         load_data(settings, job, histories).split(TEST),
     )
     assert p.shape[1] == 2 and ((p > 0) & (p < 1)).all() and np.isfinite(p).all()
+
+
+def test_walk_forward_of_volume_horizons_reports_each_horizon(
+    tmp_path: Path, settings: Settings, histories: list[SeriesHistory]
+) -> None:
+    job = make_job(settings, "volume-horizons", registry=tmp_path / "models", extra=TINY)
+    report = walkforward.run(settings, job, histories, folds=2, fold_days=3)
+    assert [r["preset"] for r in report["horizons"]] == [
+        "volume-horizons (1 bars)", "volume-horizons (6 bars)", "volume-horizons (24 bars)"
+    ]  # fmt: skip
+    for each in report["horizons"]:
+        assert len(each["folds"]) == 2 and each["summary"]["reference"] == "ridge"
+        for fold in each["folds"]:
+            assert fold["metric"] == "mae" and 0 <= fold["coverage_90"]["value"] <= 1
+            assert {"model", "ridge", "persistence", "seasonal_profile"} == set(fold["models"])
+    assert not (tmp_path / "models").exists()
+    table = walk_forward_table(report)
+    assert table.count("model p90 coverage") == 3
+    assert "24 bars" in walkforward.text(report)

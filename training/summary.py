@@ -290,22 +290,28 @@ def _fits(runs: list[tuple[dict[str, Any], dict[str, Any]]]) -> str:
 
 def walk_forward_table(report: dict[str, Any]) -> str:
     """One row per fold of a ``--walk-forward`` report: the window, the model beside the
-    strong baseline, the paired difference; then the record."""
+    strong baseline, the paired difference; then the record (per horizon, for a
+    multi-horizon preset, with the p90 coverage of each fold)."""
+    if "horizons" in report:
+        return "\n".join(walk_forward_table(each) for each in report["horizons"])
     summary = report["summary"]
     ref = summary["reference"]
     metric = report["folds"][0]["metric"]
+    coverage = "coverage_90" in report["folds"][0]
     lines = [
         f"`{report['preset']}`, {len(report['folds'])} folds of {report['fold_days']:g} days, "
         f"{metric}:",
         "",
-        f"| test window | trained from | samples | model | {ref} | model − {ref} (paired) |",
-        "|---|---|---|---|---|---|",
+        f"| test window | trained from | samples | model | {ref} | model − {ref} (paired) |"
+        + (" model p90 coverage |" if coverage else ""),
+        "|---|---|---|---|---|---|" + ("---|" if coverage else ""),
     ]
     for fold in report["folds"]:
         lines.append(
             f"| {fold['test_from'][:16]} → {fold['test_to'][:16]} | {fold['train_from'][:10]} "
             f"| {fold['samples']:,} | {cell(fold['models']['model'])} "
             f"| {cell(fold['models'][ref])} | {paired_cell(fold['vs_reference'])} |"
+            + (f" {cell(fold['coverage_90'], 3)} |" if coverage else "")
         )
     record = ", ".join(f"{v} {n}" for n, v in summary["record"].items())
     mean = summary["mean_difference"]
