@@ -145,3 +145,20 @@ def test_samples_with_horizons_carry_sums_of_the_real_bars_inside_their_split() 
     last = cuts.split_of(samples.target_ms + 23 * HOUR)
     assert np.array_equal(last, samples.split)  # no 24-bar target runs into the next split
     assert plain.y_volume_sum.shape == (len(plain), 0)
+
+
+def test_without_significance_the_p50_is_judged_on_its_point_value() -> None:
+    def entry(value: float) -> dict[str, float]:
+        return {"value": value, "low": value - 0.01, "high": value + 0.01}
+
+    pooled = {
+        "models": {
+            "model": {"mae": entry(0.300), "pinball_90": entry(0.08), COVERAGE: entry(0.9)},
+            "ridge": {"mae": entry(0.301), "pinball_90": entry(0.09), COVERAGE: entry(0.88)},
+        },
+        "paired": {"ridge": {"mae": {**entry(-0.001), "verdict": "no difference"}}},
+    }
+    assert not judge_horizon(1, pooled, ["ridge"]).passes
+    assert judge_horizon(1, pooled, ["ridge"], significance=False).passes
+    pooled["models"]["model"]["mae"] = entry(0.302)
+    assert not judge_horizon(1, pooled, ["ridge"], significance=False).passes

@@ -22,7 +22,7 @@ from training.horizon_fit import outputs_of
 from training.params import HyperParams
 from training.promote import Decision
 from training.quantile_scoring import judge_horizon, score_quantiles, verdicts_as_dicts
-from training.scoring import DIRECTION_METRICS, BlockBootstrap, score
+from training.scoring import DIRECTION_METRICS, BlockBootstrap, better, score
 
 Scorer = Callable[[np.ndarray, Mapping[str, np.ndarray], BlockBootstrap], dict[str, Any]]
 
@@ -98,10 +98,20 @@ def evaluate_horizons(
     return out
 
 
+def _value(pooled: Mapping[str, Any], name: str, metric: str) -> float:
+    return float(pooled["models"][name][metric]["value"])
+
+
 def decide_horizons(
-    params: HyperParams, scores: Mapping[int, Mapping[str, Any]], metric: str, force: bool
+    params: HyperParams,
+    scores: Mapping[int, Mapping[str, Any]],
+    metric: str,
+    *,
+    force: bool,
+    significance: bool = True,
 ) -> tuple[Decision, list[dict[str, Any]]]:
-    """The promotion decision over every horizon and each horizon's verdict."""
+    """The promotion decision over every horizon and each horizon's verdict (with
+    ``significance`` off, "better" is judged on the point values)."""
     quantile = bool(params.get("quantiles"))
     per: list[dict[str, Any]] = []
     failures: list[str] = []
@@ -109,9 +119,12 @@ def decide_horizons(
         pooled = scored["pooled"]
         baselines = [n for n in pooled["models"] if n != "model"]
         if quantile:
-            verdict = verdicts_as_dicts([judge_horizon(h, pooled, baselines)])[0]
+            verdict = verdicts_as_dicts([judge_horizon(h, pooled, baselines, significance)])[0]
         else:
             said = str(pooled["paired"]["logistic"][metric]["verdict"])
+            if not significance and better(metric, _value(pooled, "model", metric),
+                                           _value(pooled, "logistic", metric)):  # fmt: skip
+                said = "better"  # on the point values
             fail = [] if said == "better" else [f"{h}-bar {metric} not better than logistic"]
             verdict = {"horizon_bars": h, "metric": metric, "verdict": said,
                        "passes": not fail, "failures": fail}  # fmt: skip

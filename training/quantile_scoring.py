@@ -86,10 +86,12 @@ class HorizonVerdict:
     failures: list[str]
 
 
-def judge_horizon(horizon: int, pooled: Mapping[str, Any], baselines: list[str]) -> HorizonVerdict:
+def judge_horizon(
+    horizon: int, pooled: Mapping[str, Any], baselines: list[str], significance: bool = True
+) -> HorizonVerdict:
     """The rule on one horizon's pooled scores: the p50 beats the best baseline's on a paired
-    interval below zero, the p90 pinball loss is below the best baseline's, and the p90
-    coverage lies in :data:`COVERAGE_BAND`."""
+    interval below zero (with ``significance`` off, on the point values), the p90 pinball
+    loss is below the best baseline's, and the p90 coverage lies in :data:`COVERAGE_BAND`."""
     models = pooled["models"]
 
     def value(name: str, metric: str) -> float:
@@ -98,6 +100,8 @@ def judge_horizon(horizon: int, pooled: Mapping[str, Any], baselines: list[str])
     best_p50 = min(baselines, key=lambda b: value(b, "mae"))
     best_p90 = min(baselines, key=lambda b: value(b, "pinball_90"))
     verdict = str(pooled["paired"][best_p50]["mae"]["verdict"])
+    if not significance and value("model", "mae") < value(best_p50, "mae"):
+        verdict = "better"  # on the point values
     mine, theirs = value("model", "pinball_90"), value(best_p90, "pinball_90")
     coverage = value("model", COVERAGE)
     failures = []

@@ -265,7 +265,8 @@ def evaluate_multi(
         seed=t.seed,
     )  # fmt: skip
     metric = promotion_metric(settings, DIRECTION)
-    decision, verdicts = decide_horizons(job.params, scores, metric, job.force)
+    decision, verdicts = decide_horizons(job.params, scores, metric, force=job.force,
+                                         significance=t.promote_requires_significance)  # fmt: skip
     report = {
         "target": TARGETS[job.preset],
         "outputs": [{"horizon_bars": h, "quantile": q} for h, q in outputs_of(job.params)],
