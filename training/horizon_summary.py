@@ -59,7 +59,8 @@ def _pooled(report: dict[str, Any], columns: tuple[str, ...], paired: tuple[str,
     lines = []
     for scored in report["horizons"]:
         h, pooled = scored["horizon_bars"], scored["pooled"]
-        for name, metrics in pooled["models"].items():
+        for name in sorted(pooled["models"], key=lambda n: (n != "model", n)):
+            metrics = pooled["models"][name]
             label = f"**{name}**" if name == "model" else name
             diff = pooled["paired"].get(name, {})
             cells = [cell(metrics.get(c)) for c in columns]
