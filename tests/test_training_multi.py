@@ -4,12 +4,16 @@ scored per horizon beside its baselines, an artifact that follows the outputs co
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
 
+from tests.test_training_cli import ROOT, SLICE, last_json
 from tests.training_helpers import histories_fixture, settings_fixture  # noqa: F401 - fixtures
 from training import artifacts, walkforward
 from training.dataset import TEST, TRAIN
@@ -118,3 +122,23 @@ def test_walk_forward_of_volume_horizons_reports_each_horizon(
     table = walk_forward_table(report)
     assert table.count("model p90 coverage") == 3
     assert "24 bars" in walkforward.text(report)
+
+
+def test_the_results_script_trains_a_multi_horizon_preset_like_whalecast_train(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "train.yml"
+    config.write_text(f"inference: {{registry: {tmp_path / 'models'}}}\n"
+                      "training: {test_days: 10, train_days: 30, bootstrap_samples: 20, "
+                      "epochs: 1}\n")  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "train_preset.py"), "-c", str(config),
+         "--preset", "direction-horizons", "--candles", *SLICE, "--no-promote"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    written = last_json(done.stdout)
+    assert written["model"] == "direction-horizons" and written["promoted"] is False
+    assert "6 bars:" in done.stdout
+    assert load_preprocess(Path(str(written["directory"]))).target == DIRECTION_AT
