@@ -24,6 +24,16 @@ class RefusalReason(Exception):
     """Internal: a check failed; :meth:`ModelRuntime.load` turns it into ModelRefused."""
 
 
+def check_outputs(units: int, preprocess: Preprocess) -> None:
+    """The model's last layer has one unit per output ``preprocess.json`` declares."""
+    declared = len(preprocess.output_specs())
+    if units != declared:
+        raise RefusalReason(
+            f"the model returns {units} values per sample, preprocess.json declares "
+            f"{declared} output{'s' if declared != 1 else ''}"
+        )
+
+
 def warmup_batch(preprocess: Preprocess, rows: int, seed: int = 0) -> np.ndarray:
     """Scaled-space input (standard normal, like real scaled features)."""
     return check_batch(preprocess.window, len(preprocess.features), rows, seed)
@@ -42,6 +52,8 @@ class Reference:
         difference; None when every batch matches."""
         for batch, want in zip(self.batches, self.outputs, strict=True):
             got = run(batch)
+            if got.shape != want.shape:
+                raise RefusalReason(f"output shape {got.shape}, the reference's {want.shape}")
             if not np.allclose(got, want, rtol=TOLERANCE, atol=TOLERANCE):
                 return len(batch), float(np.max(np.abs(got.astype(np.float64) - want)))
         return None

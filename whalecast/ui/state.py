@@ -18,6 +18,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from whalecast.domain import Series
+from whalecast.keys import output_label
 from whalecast.schema import Prediction
 from whalecast.targets import DIRECTION, VOLUME
 
@@ -71,6 +72,14 @@ class History:
         }
 
 
+def history_key(m: Prediction) -> str:
+    """The series chart's line of a message: its target, and for a horizon output its
+    horizon and quantile too (``volume_next_bars|6|0.9``)."""
+    if m.horizon_bars is None:
+        return m.target
+    return output_label(m.target, m.horizon_bars, m.quantile)
+
+
 class Board:
     def __init__(self, history_bars: int) -> None:
         self.history_bars = history_bars
@@ -95,9 +104,9 @@ class Board:
         if row is None:
             row = self.rows[tag] = Row(series)
             self.histories[tag] = History(self.history_bars)
-        self.histories[tag].add(m.target, m.bar_open_ms, m.value, m.model_version)
-        if m.bar_open_ms < row.bar_open_ms:
-            return tag  # an older bar (backfill from the stream): history only
+        self.histories[tag].add(history_key(m), m.bar_open_ms, m.value, m.model_version)
+        if m.bar_open_ms < row.bar_open_ms or m.horizon_bars is not None:
+            return tag  # an older bar (backfill from the stream) or a horizon: history only
         if m.bar_open_ms > row.bar_open_ms:
             row.bar_open_ms = m.bar_open_ms
             row.p_up = row.volume = None
