@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 
@@ -57,3 +59,14 @@ class Reference:
             if not np.allclose(got, want, rtol=TOLERANCE, atol=TOLERANCE):
                 return len(batch), float(np.max(np.abs(got.astype(np.float64) - want)))
         return None
+
+
+def parse_trained_at(metadata: dict[str, Any]) -> datetime:
+    raw = metadata.get("trained_at")
+    try:
+        moment = datetime.fromisoformat(str(raw))
+    except ValueError as e:
+        raise RefusalReason(f"metadata.json trained_at {raw!r} is not an ISO time") from e
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)

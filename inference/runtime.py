@@ -39,14 +39,14 @@ import functools
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from inference.backends import TF_BACKENDS, Backend, BackendError
-from inference.checks import RefusalReason
+from inference.checks import RefusalReason, parse_trained_at
 from inference.incremental import StateCache, Stepper
 from inference.publisher import Published
 from inference.safety import UnsafeArtifact, check_directory
@@ -250,17 +250,6 @@ def feature_columns(
             f"window {preprocess.window} is longer than the {full_window} rows the daemon keeps"
         )
     return np.asarray([position[name] for name in preprocess.features], dtype=np.intp)
-
-
-def parse_trained_at(metadata: dict[str, Any]) -> datetime:
-    raw = metadata.get("trained_at")
-    try:
-        moment = datetime.fromisoformat(str(raw))
-    except ValueError as e:
-        raise RefusalReason(f"metadata.json trained_at {raw!r} is not an ISO time") from e
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
 
 
 def load_backend(

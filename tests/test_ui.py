@@ -78,8 +78,10 @@ def test_a_horizon_output_is_a_line_of_the_series_chart_and_leaves_the_row() -> 
     del fields["schema"]
     fields.update(target="volume_next_bars", value=80.0, horizon_bars=6, quantile=0.9)
     horizon = encode_prediction(**fields)
+    board.take_changed()
     assert board.add_raw(horizon) == BTC.tag and board.malformed == 0
     assert board.rows[BTC.tag].volume == 5.0
+    assert [r.series for r in board.take_changed()] == [BTC]  # the series view has news
     lines = board.histories[BTC.tag].as_json()
     assert [h["value"] for h in lines["volume_next_bars|6|0.9"]] == [80.0]
     assert [h["value"] for h in lines["next_bar_volume"]] == [5.0]
