@@ -125,6 +125,11 @@ def latest_field(
     """
     if horizon_bars is None:
         return series_tag
+    return f"{series_tag}|{output_label(target, horizon_bars, quantile)}"
+
+
+def output_label(target: str, horizon_bars: int, quantile: float | None) -> str:
+    """One output of a model, ``volume_next_bars|6|0.9`` or ``p_up_in_bars|6``."""
     if quantile is None:
-        return f"{series_tag}|{target}|{horizon_bars}"
-    return f"{series_tag}|{target}|{horizon_bars}|{quantile!r}"
+        return f"{target}|{horizon_bars}"
+    return f"{target}|{horizon_bars}|{quantile!r}"
