@@ -13,16 +13,19 @@ import keras
 import numpy as np
 import pytest
 
+from inference.runtime import ModelRuntime
+from streamer.features import FEATURE_NAMES
+from tests.floats import assert_float32_close
 from tests.test_training_cli import ROOT, SLICE, last_json
 from tests.training_helpers import histories_fixture, settings_fixture  # noqa: F401 - fixtures
 from training import artifacts, walkforward
-from training.dataset import TEST, TRAIN
+from training.dataset import TEST, TRAIN, windows
 from training.history import SeriesHistory
 from training.horizon_summary import tables, text
 from training.jobs import Job, make_job
 from training.summary import walk_forward_table
 from training.train import Outcome, load_data, run
-from whalecast.artifact import load_preprocess
+from whalecast.artifact import Scaler, load_preprocess
 from whalecast.settings import Settings
 from whalecast.targets import DIRECTION_AT, VOLUME_SUM
 
@@ -142,3 +145,20 @@ def test_the_results_script_trains_a_multi_horizon_preset_like_whalecast_train(
     assert written["model"] == "direction-horizons" and written["promoted"] is False
     assert "6 bars:" in done.stdout
     assert load_preprocess(Path(str(written["directory"]))).target == DIRECTION_AT
+
+
+@pytest.mark.parametrize("backend", ["keras", "onnx"])
+def test_the_daemon_serves_every_output_the_trainer_scored(
+    tmp_path: Path, settings: Settings, histories: list[SeriesHistory], backend: str
+) -> None:
+    job, outcome = trained(settings, histories, "volume-horizons", tmp_path)
+    runtime = ModelRuntime.load(tmp_path, job.model_name, outcome.version, backend)
+    data = load_data(settings, job, histories)
+    test = data.split(TEST)
+    every = list(range(len(FEATURE_NAMES)))
+    plain = Scaler(mean=[0.0] * len(every), scale=[1.0] * len(every))
+    raw = windows(data.series, test, every, 24, plain)  # what the store hands the runtime
+    values = runtime.predict(raw)
+    scored = artifacts.predict_outputs(artifacts.load(outcome.directory), data.series, test)
+    assert values.shape == (len(test), 6)
+    assert_float32_close(values, np.expm1(scored))  # volume units, every output
