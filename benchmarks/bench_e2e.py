@@ -75,11 +75,12 @@ class E2EOptions:
     bar_timeout_seconds: float = 120.0
     stream_maxlen: int = 100_000  # redis.stream_maxlen (the default)
     bar_gap_seconds: float = 0.5
+    horizons: bool = False  # also serve a volume model of six outputs
 
 
 def bench_settings(sim: Simulator, redis_url: str, registry: Path, opts: E2EOptions) -> Settings:
     """The daemon's settings for the run: defaults, pointed at the simulator and the registry."""
-    models = list(write_bench_models(registry, opts.window))
+    models = list(write_bench_models(registry, opts.window, horizons=opts.horizons))
     return load_settings(
         None,
         redis={"url": redis_url, "prefix": PREFIX, "stream_maxlen": opts.stream_maxlen},
@@ -269,7 +270,8 @@ class BenchRun:
         """Play one bar and wait until the daemon published every prediction of it."""
         bar_ms = timeframe_ms(self.sim.timeframe)
         forming = self.sim.now_ms - self.sim.now_ms % bar_ms  # the bar the step closes
-        expected = len(self.daemon.series) * len(self.settings.inference.models)
+        outputs = sum(len(r.published) for r in self.daemon.models.serving().values())
+        expected = len(self.daemon.series) * outputs  # one message per series and output
         self.probe.start_bar(forming, expected)
         await self.sim.advance(1)
         async with asyncio.timeout(limit_seconds):

@@ -214,7 +214,7 @@ async def measure_parts(
             parts[f"{runtime.model}_cpu"].append(time.process_time() - cpu)
             out += [PredictionOut(s, int(rows[t][0]), int(rows[t][0]) + s.bar_ms, runtime.model,
                                   runtime.version, runtime.target, float(v), time.time())
-                    for s, v in zip(series, values, strict=True)]  # fmt: skip
+                    for s, v in zip(series, values[:, 0], strict=True)]  # fmt: skip
         started = time.thread_time()
         await publisher.publish(out)
         parts["publish_cpu"].append(time.thread_time() - started)

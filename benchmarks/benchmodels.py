@@ -6,7 +6,10 @@ depends on the architecture, not on trained weights.
 - :func:`build_seed004_model`: seed 004's ``direction-deep`` network over every
   v1 feature (LSTM 128 and 64 with batch norm and dropout, Dense 32/16/1, sigmoid);
 - :func:`build_volume_model`: seed 000's ``LSTM(50, relu) -> Dense(1)`` on one
-  feature (``log_volume``), a ``next_bar_volume`` target through ``log1p``.
+  feature (``log_volume``), a ``next_bar_volume`` target through ``log1p``;
+- :func:`build_volume_horizons_model`: the same network with a head of six outputs
+  (``volume_next_bars`` over 1, 6 and 24 bars at p50 and p90), served beside the two
+  with ``whalecast bench --e2e-horizons``.
 
 Both come from the trainer's own preset builders with their default hyper-parameters,
 so what is benchmarked is what is trained.
@@ -44,6 +47,13 @@ WINDOW = 24
 DIRECTION_DEEP = "direction-deep"
 VOLUME = "volume"
 VOLUME_FEATURES = ("log_volume",)
+VOLUME_HORIZONS = "volume-horizons"
+#: What the ``volume-horizons`` benchmark model's outputs are.
+VOLUME_HORIZON_OUTPUTS = [
+    {"target": targets.VOLUME_SUM, "horizon_bars": h, "quantile": q}
+    for h in (1, 6, 24)
+    for q in (0.5, 0.9)
+]
 
 
 def build_seed004_model(window: int = WINDOW, n_features: int | None = None, seed: int = 0) -> Any:
@@ -124,10 +134,40 @@ def write_model_artifact(
     return written
 
 
-def write_bench_models(registry: Path, window: int = WINDOW, seed: int = 0) -> dict[str, str]:
-    """The two served models of the end-to-end benchmark; model name -> version."""
+def build_volume_horizons_model(window: int = WINDOW, n_features: int = 1, seed: int = 0) -> Any:
+    """The ``volume`` preset's network with one unit per output of
+    :data:`VOLUME_HORIZON_OUTPUTS` (six: 1, 6 and 24 bars at the median and the 90th
+    percentile): the cost of a horizon head over the same LSTM."""
+    keras.utils.set_random_seed(seed)
+    params = DEFAULTS[VOLUME]
+    inputs = keras.Input((window, n_features), name="window")
+    x = keras.layers.LSTM(params["units"], activation=params["activation"], name="lstm")(inputs)
+    outputs = keras.layers.Dense(len(VOLUME_HORIZON_OUTPUTS), name="log_volume_sums")(x)
+    return keras.Model(inputs, outputs, name="volume_horizons")
+
+
+def volume_horizons_preprocess(window: int = WINDOW) -> dict[str, Any]:
+    n = len(VOLUME_HORIZON_OUTPUTS)
+    return preprocess_for(
+        VOLUME_FEATURES, window=window, target=targets.VOLUME_SUM, target_transform="log1p",
+        target_scaler={"mean": [5.0] * n, "scale": [1.0] * n}, outputs=VOLUME_HORIZON_OUTPUTS,
+    )  # fmt: skip
+
+
+def write_bench_models(
+    registry: Path, window: int = WINDOW, seed: int = 0, horizons: bool = False
+) -> dict[str, str]:
+    """The served models of the end-to-end benchmark (with ``horizons``, also a volume model
+    of six outputs); model name -> version."""
     deep = build_seed004_model(window, len(SEED_FEATURES), seed=seed)
     volume = build_volume_model(window, len(VOLUME_FEATURES), seed=seed + 1)
+    written = {} if not horizons else {
+        VOLUME_HORIZONS: write_model_artifact(
+            registry, VOLUME_HORIZONS,
+            build_volume_horizons_model(window, len(VOLUME_FEATURES), seed=seed + 2),
+            volume_horizons_preprocess(window), graphs=True,
+        )
+    }  # fmt: skip
     return {
         DIRECTION_DEEP: write_model_artifact(
             registry,
@@ -139,4 +179,5 @@ def write_bench_models(registry: Path, window: int = WINDOW, seed: int = 0) -> d
         VOLUME: write_model_artifact(
             registry, VOLUME, volume, volume_preprocess(window), graphs=True
         ),
+        **written,
     }

@@ -1,7 +1,8 @@
 """Ways to run one model over a batch of scaled windows.
 
 Every backend maps a float32 array ``(n, window, features)`` to the model's raw
-output ``(n,)`` and is checked against the Keras model's output by the runtime.
+output ``(n, outputs)`` (one column per unit of its last layer) and is checked
+against the Keras model's output by the runtime.
 
 - ``onnx``: the artifact's ONNX full-window graph (:mod:`whalecast.graphs`, exported
   by the trainer) run by onnxruntime with one intra-op thread per usable core; no
@@ -43,7 +44,7 @@ class Backend(ABC):
 
     @abstractmethod
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        """Raw model output, shape ``(n,)`` float32, for scaled windows ``x``."""
+        """Raw model output, shape ``(n, outputs)`` float32, for scaled windows ``x``."""
 
 
 def usable_cores() -> int:
@@ -78,7 +79,7 @@ class ChunkedBackend(Backend):
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         n = len(x)
-        out = np.empty(n, dtype=np.float32)
+        parts: list[np.ndarray] = []
         step = self.step
         for start in range(0, n, step):
             chunk = x[start : start + step]
@@ -89,8 +90,11 @@ class ChunkedBackend(Backend):
                     padded = np.zeros((size, *chunk.shape[1:]), dtype=np.float32)
                     padded[:rows] = chunk
                     chunk = padded
-            out[start : start + rows] = self.run(np.ascontiguousarray(chunk)).reshape(-1)[:rows]
-        return out
+            out = self.run(np.ascontiguousarray(chunk))
+            parts.append(out.reshape(len(chunk), -1)[:rows])
+        if len(parts) == 1:
+            return parts[0]
+        return np.concatenate(parts) if parts else np.empty((0, 1), dtype=np.float32)
 
     @abstractmethod
     def run(self, chunk: np.ndarray) -> np.ndarray: ...

@@ -104,7 +104,7 @@ class ClusterPublish:
             for _mark, series, items in entries:
                 args += [series.tag, len(items), *(message for _, message in items)]
                 for prediction, message in items:
-                    latest.setdefault(prediction.model, {})[series.tag] = message
+                    latest.setdefault(prediction.model, {})[prediction.field] = message
             pipe.execute_command("EVALSHA", self._stream_sha, 2, keys.predictions_stream,
                                  keys.predictions_streamed, *args)  # fmt: skip
         for model, mapping in latest.items():  # run again after a NOSCRIPT retry: the same values

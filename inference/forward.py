@@ -26,12 +26,13 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
+from inference.publisher import Published
 from whalecast.domain import Series
 from whalecast.logs import get_logger
 from whalecast.metrics import Metrics
@@ -54,6 +55,9 @@ class Runtime(Protocol):
 
     @property
     def target(self) -> str: ...
+
+    @property
+    def published(self) -> Sequence[Published]: ...
 
     def predict_bar(self, windows: np.ndarray, positions: np.ndarray) -> tuple[np.ndarray, int]: ...
 

@@ -16,7 +16,14 @@ import keras
 import numpy as np
 
 from inference.backends import Backend, BackendError
-from inference.checks import TOLERANCE, WARMUP_SIZES, Reference, RefusalReason, warmup_batch
+from inference.checks import (
+    TOLERANCE,
+    WARMUP_SIZES,
+    Reference,
+    RefusalReason,
+    check_outputs,
+    warmup_batch,
+)
 from inference.incremental import Stepper
 from inference.safety import read_model_archive
 from inference.tf_backends import make_tf_backend
@@ -57,8 +64,11 @@ def check_shapes(model: Any, preprocess: Preprocess) -> None:
     if found != expected:
         raise RefusalReason(f"input shape {found} does not match (window, features) {expected}")
     out = tuple(model.outputs[0].shape[1:])
-    if out not in ((1,), ()):
-        raise RefusalReason(f"output shape {out} is not one value per sample")
+    if out == ():
+        out = (1,)
+    if len(out) != 1 or out[0] is None:
+        raise RefusalReason(f"output shape {out} is not a vector of values per sample")
+    check_outputs(int(out[0]), preprocess)
 
 
 def build_verified_backend(

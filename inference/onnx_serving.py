@@ -4,7 +4,8 @@
 against its manifest's checksum), and
 
 - refuses the version when the full-window graph's input is not ``(window, features)``
-  of its ``preprocess.json``, or its output differs from the Keras output stored with
+  of its ``preprocess.json``, or the stored Keras output has another number of
+  columns than its outputs, or the graph's output differs from the Keras output stored with
   the check batches by more than :data:`~inference.checks.TOLERANCE`, or is not finite;
 - serves incremental steps from the prime and step graphs when the artifact has them
   and prime-then-step matches the full-window graph on the check batches to the same
@@ -23,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from inference.backends import ONNX_MAX_CHUNK, Backend, BackendError, OnnxBackend, onnx_session
-from inference.checks import TOLERANCE, Reference, RefusalReason
+from inference.checks import TOLERANCE, Reference, RefusalReason, check_outputs
 from inference.incremental import Stepper
 from whalecast.artifact import Preprocess
 from whalecast.graphs import Graphs, read_graphs
@@ -54,11 +55,12 @@ class OnnxSplit:
         ]
 
     def step(self, newest: np.ndarray, states: Sequence[np.ndarray]) -> np.ndarray:
-        """Raw model output ``(n,)`` for the newest scaled rows ``(n, 1, f)`` from ``states``."""
+        """Raw model output ``(n, outputs)`` for the newest scaled rows ``(n, 1, f)`` from
+        ``states``."""
         feed = {self._newest: np.ascontiguousarray(newest)}
         feed.update(zip(self._states, (np.ascontiguousarray(s) for s in states), strict=True))
         out = self._step.run(None, feed)[0]
-        return np.asarray(out, dtype=np.float32).reshape(len(newest))
+        return np.asarray(out, dtype=np.float32).reshape(len(newest), -1)
 
 
 def load_verified(
@@ -72,6 +74,7 @@ def load_verified(
     check_shapes(graphs, preprocess)
     batches = graphs.check_batches()
     reference = Reference([b for b, _ in batches], [w for _, w in batches])
+    check_outputs(reference.outputs[0].shape[1], preprocess)
     if not all(np.isfinite(w).all() for w in reference.outputs):
         raise RefusalReason("non-finite Keras output stored with the check batches")
     backend = OnnxBackend(graphs.full, buckets)

@@ -159,9 +159,23 @@ class Predictor:
 def _outputs(
     runtime: Runtime, batch: list[Series], values: np.ndarray, take: Take
 ) -> list[PredictionOut]:
+    """One prediction per series and output (``values`` ``(n, outputs)``)."""
     candles, arrived, open_ms = take.candles, take.arrived, take.key[1]
-    model, version, target = runtime.model, runtime.version, runtime.target
+    model, version = runtime.model, runtime.version
+    published = runtime.published
     return [
-        PredictionOut(s, open_ms, candles[s].close_ms, model, version, target, value, arrived[s])
-        for s, value in zip(batch, values.tolist(), strict=True)
+        PredictionOut(
+            s,
+            open_ms,
+            candles[s].close_ms,
+            model,
+            version,
+            out.target,
+            value,
+            arrived[s],
+            out.horizon_bars,
+            out.quantile,
+        )
+        for s, row in zip(batch, values.tolist(), strict=True)
+        for out, value in zip(published, row, strict=True)
     ]

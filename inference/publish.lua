@@ -5,11 +5,12 @@
 -- model; KEYS[H + 2 ..] the handover marks, one per series.
 -- ARGV[1] the pub/sub channel, ARGV[2] the stream's MAXLEN (approximate), ARGV[3] the
 -- stream entry's field, ARGV[4] the number of hashes H, ARGV[5] the number of messages
--- N, then N triples: hash (index into KEYS, 2 .. H + 1), series tag, message; then one
--- pair per mark key, in KEYS order: bar open time (ms), TTL (ms).
+-- N, then N quadruples: hash (index into KEYS, 2 .. H + 1), series tag, the message's
+-- field in the hash, message; then one pair per mark key, in KEYS order: bar open time
+-- (ms), TTL (ms).
 --
 -- Each message, in order: PUBLISH channel message; XADD stream MAXLEN ~ N * field
--- message; then HSET hash tag message (gathered per hash, several pairs per HSET, each
+-- message; then HSET hash field message (gathered per hash, several pairs per HSET, each
 -- HSET after the PUBLISH and XADD of its messages: a hash showing a bar means the bar
 -- went out on the channel and the stream). The marks come last, SET key open_ms PX
 -- ttl, after every output: never a mark without its prediction. Series whose mark
@@ -29,7 +30,7 @@ local function flush(index)
   end
 end
 
-local last_message = 5 + 3 * count
+local last_message = 5 + 4 * count
 
 -- A series whose mark already shows this bar (or a later one) was published by
 -- another replica (two overlap during a rolling update): nothing of it goes out
@@ -45,8 +46,8 @@ for k = hashes + 1, #KEYS do
 end
 
 local published = 0
-for i = 6, last_message, 3 do
-  local index, tag, message = tonumber(ARGV[i]), ARGV[i + 1], ARGV[i + 2]
+for i = 6, last_message, 4 do
+  local index, tag, message = tonumber(ARGV[i]), ARGV[i + 1], ARGV[i + 3]
   if not skipped[tag] then
     published = published + 1
     redis.call('PUBLISH', channel, message)
@@ -56,7 +57,7 @@ for i = 6, last_message, 3 do
       pairs = {}
       pending[index] = pairs
     end
-    pairs[#pairs + 1] = tag
+    pairs[#pairs + 1] = ARGV[i + 2]
     pairs[#pairs + 1] = message
     if #pairs >= 2 * PAIRS_PER_HSET then flush(index) end
   end

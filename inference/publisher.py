@@ -5,7 +5,7 @@ unchanged to three places::
 
     PUBLISH <prefix>:predictions <json>
     XADD    <prefix>:predictions:stream MAXLEN ~ N * data <json>
-    HSET    <prefix>:latest:<model> <series tag> <json> [<series tag> <json> ...]
+    HSET    <prefix>:latest:<model> <field> <json> [<field> <json> ...]
     SET     <prefix>:{<series tag>}:predicted <bar open ms> PX <ttl>   (one per series)
 
 On a plain server all of one bar go in ONE script call (``publish.lua`` runs
@@ -16,8 +16,11 @@ different nodes: :mod:`inference.cluster_publish` sends the same commands in two
 steps of per-slot script calls, each checking what went out before, so a message
 still goes out once.
 
-The stream entry has one field, ``data``, holding the JSON. The latest hash is
-keyed by the series tag (``binance:BTC/USDT:1h``), one HSET per model per bar,
+The stream entry has one field, ``data``, holding the JSON. A model with several
+outputs publishes one message per output. The latest hash's field is the series tag
+(``binance:BTC/USDT:1h``) for a v1 model's message, and the tag, target, horizon and
+quantile for a horizon output's (``binance:BTC/USDT:1h|volume_next_bars|6|0.9``, see
+:func:`whalecast.keys.latest_field`), one HSET per model per bar,
 written after the channel and the stream (:meth:`Publisher.not_yet_published`
 relies on it). The last line is the handover mark (:mod:`inference.handover`),
 written after every output, never a mark without its prediction; a series whose
@@ -41,7 +44,7 @@ from redis.exceptions import RedisError
 from inference.cluster_publish import ClusterPublish
 from inference.handover import Mark, PredictionMarks
 from whalecast.domain import Series
-from whalecast.keys import STREAM_FIELD, Keys
+from whalecast.keys import STREAM_FIELD, Keys, latest_field
 from whalecast.logs import get_logger
 from whalecast.metrics import Metrics
 from whalecast.redis_ports import RedisClient, RedisPipeline, Reply, array, blob, text
@@ -53,11 +56,22 @@ log = get_logger(__name__)
 SCRIPT: Final = resources.files("inference").joinpath("publish.lua").read_text()
 
 
+class Published(NamedTuple):
+    """What one output of a model is published as: its target, and the ``horizon_bars``
+    and ``quantile`` its messages carry (``None``: not written, as in a v1 message)."""
+
+    target: str
+    horizon_bars: int | None
+    quantile: float | None
+
+
 class PredictionOut(NamedTuple):
-    """One model's prediction for one series, made from the closed bar ``bar_open_ms``.
+    """One model's prediction for one series and output, made from the closed bar
+    ``bar_open_ms``.
 
     ``known_at`` is the wall time (``time.time()``) at which that bar's close was
     known (its last closed candle came in); latency is measured from it at publishing.
+    ``horizon_bars`` and ``quantile`` are set for a horizon output only.
     A named tuple: thousands are made per bar on the critical path, about 3.5x faster
     than a frozen dataclass here.
     """
@@ -70,6 +84,13 @@ class PredictionOut(NamedTuple):
     target: str
     value: float
     known_at: float
+    horizon_bars: int | None = None
+    quantile: float | None = None
+
+    @property
+    def field(self) -> str:
+        """Its field in the model's latest-value hash (:func:`whalecast.keys.latest_field`)."""
+        return latest_field(self.series.tag, self.target, self.horizon_bars, self.quantile)
 
 
 class Publisher:
@@ -110,6 +131,8 @@ class Publisher:
             value=prediction.value,
             published_ms=int(now * 1000),
             latency_ms=max(0.0, (now - prediction.known_at) * 1000.0),
+            horizon_bars=prediction.horizon_bars,
+            quantile=prediction.quantile,
         )
 
     async def publish(self, predictions: Sequence[PredictionOut]) -> int:
@@ -181,7 +204,9 @@ class Publisher:
         body: list[str | int] = []
         for prediction, message in messages:
             index = hashes.setdefault(prediction.model, len(hashes) + 2)
-            body += [index, prediction.series.tag, message]
+            tag = prediction.series.tag
+            field = tag if prediction.horizon_bars is None else prediction.field
+            body += [index, tag, field, message]
         keys = [self.keys.predictions_stream, *(self.keys.latest(model) for model in hashes)]
         args: list[str | int] = [self.keys.predictions_channel, self.stream_maxlen, STREAM_FIELD,
                                  len(hashes), len(messages), *body]  # fmt: skip
@@ -207,19 +232,19 @@ class Publisher:
             raise
 
     async def _not_in_latest(self, predictions: Sequence[PredictionOut]) -> list[PredictionOut]:
-        tags: dict[str, list[str]] = {}
+        fields: dict[str, list[str]] = {}
         for prediction in predictions:
-            tags.setdefault(prediction.model, []).append(prediction.series.tag)
+            fields.setdefault(prediction.model, []).append(prediction.field)
         pipe = self.redis.pipeline(transaction=False)
-        for model, names in tags.items():
+        for model, names in fields.items():
             pipe.hmget(self.keys.latest(model), names)
         replies = await pipe.execute()
         shown: dict[tuple[str, str], int] = {}
-        for (model, names), values in zip(tags.items(), replies, strict=True):
-            for tag, value in zip(names, map(blob, array(values)), strict=True):
+        for (model, names), values in zip(fields.items(), replies, strict=True):
+            for field, value in zip(names, map(blob, array(values)), strict=True):
                 if value is not None:
-                    shown[(model, tag)] = int(json.loads(value)["bar_open_ms"])
-        return [p for p in predictions if shown.get((p.model, p.series.tag), -1) < p.bar_open_ms]
+                    shown[(model, field)] = int(json.loads(value)["bar_open_ms"])
+        return [p for p in predictions if shown.get((p.model, p.field), -1) < p.bar_open_ms]
 
     def _drop(self, prediction: PredictionOut) -> None:
         self.metrics.predictions_dropped.labels(prediction.model, "non_finite").inc()

@@ -10,7 +10,8 @@
 - declares a feature version other than the daemon's, or a feature the daemon
   does not compute, or a window longer than the daemon keeps;
 - has an input shape other than ``(window, len(features))`` or an output other
-  than one value per sample;
+  than one value per sample for each of its outputs (``preprocess.json``'s
+  ``outputs``, one unless it says otherwise);
 - returns a non-finite value on a warm-up batch;
 - runs under a backend whose output differs from the Keras model's by more
   than 1e-5 (absolute or relative) on warm-up batches, including sizes that are
@@ -20,8 +21,8 @@
 :meth:`ModelRuntime.predict` takes the daemon's full windows ``(n, W, F)`` (all
 v1 features, oldest row first), keeps the model's newest ``window`` rows and its
 own columns in its own order, applies the stored scaler, runs the backend, and
-maps the output to the target's value: a probability as is, a volume through the
-inverse target scaler and ``expm1`` (never below zero).
+maps the output ``(n, outputs)`` to each output's value: a probability as is, a
+volume through the inverse target scaler (its column) and ``expm1`` (never below zero).
 
 Incremental passes (:mod:`inference.incremental`, on unless ``incremental=False``):
 a recurrent model that can be split, and whose split matches the Keras model (under
@@ -34,29 +35,32 @@ full window elsewhere). A model that cannot be split is served by full passes on
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from inference.backends import TF_BACKENDS, Backend, BackendError
-from inference.checks import RefusalReason
+from inference.checks import RefusalReason, parse_trained_at
 from inference.incremental import StateCache, Stepper
+from inference.publisher import Published
 from inference.safety import UnsafeArtifact, check_directory
 from streamer.features import FEATURE_NAMES, FEATURE_VERSION
 from whalecast.artifact import (
     METADATA_FILE,
     ArtifactError,
+    OutputSpec,
     Preprocess,
     load_preprocess,
     read_json,
     version_dir,
 )
-from whalecast.targets import VOLUME
+from whalecast.targets import VOLUME_TARGETS
 
 DEFAULT_BUCKETS = (1, 8, 32, 128, 512, 1024, 4096)
 
@@ -90,6 +94,19 @@ class ModelRuntime:
     @property
     def target(self) -> str:
         return self.preprocess.target
+
+    @property
+    def outputs(self) -> list[OutputSpec]:
+        """What each column of :meth:`predict` is, in order."""
+        return self.preprocess.output_specs()
+
+    @functools.cached_property
+    def published(self) -> list[Published]:
+        """How each column is published: its target, and its ``horizon_bars`` and
+        ``quantile`` (``None`` for a v1 model, whose messages do not carry them)."""
+        if self.preprocess.outputs is None:
+            return [Published(self.target, None, None)]
+        return [Published(o.target, o.horizon_bars, o.quantile) for o in self.outputs]
 
     @property
     def window(self) -> int:
@@ -141,10 +158,10 @@ class ModelRuntime:
         )
 
     def predict(self, windows: np.ndarray) -> np.ndarray:
-        """Target values ``(n,)`` float64 for full feature windows ``(n, W, F)``."""
+        """Target values ``(n, outputs)`` float64 for full feature windows ``(n, W, F)``."""
         self.check_windows(windows)
         if len(windows) == 0:
-            return np.empty(0, dtype=np.float64)
+            return np.empty((0, len(self.outputs)), dtype=np.float64)
         x = self.prepare(windows)
         return self.to_target(self.backend(x))
 
@@ -157,7 +174,7 @@ class ModelRuntime:
         self.check_windows(windows)
         x = self.prepare(windows)
         hit = self.states.match(positions, x[:, :-1])
-        raw = np.empty(len(x), dtype=np.float32)
+        raw = np.empty((len(x), len(self.outputs)), dtype=np.float32)
         if hit.any():
             raw[hit] = self.incremental.step(x[hit, -1:], self.states.states(positions[hit]))
         if not hit.all():
@@ -203,6 +220,7 @@ class ModelRuntime:
             "version": self.version,
             "backend": self.backend_name,
             "target": self.target,
+            "outputs": len(self.outputs),
             "features": len(self.preprocess.features),
             "window": self.window,
             "trained_at": self.trained_at.isoformat(),
@@ -234,17 +252,6 @@ def feature_columns(
     return np.asarray([position[name] for name in preprocess.features], dtype=np.intp)
 
 
-def parse_trained_at(metadata: dict[str, Any]) -> datetime:
-    raw = metadata.get("trained_at")
-    try:
-        moment = datetime.fromisoformat(str(raw))
-    except ValueError as e:
-        raise RefusalReason(f"metadata.json trained_at {raw!r} is not an ISO time") from e
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
-
-
 def load_backend(
     directory: Path, preprocess: Preprocess, name: str, buckets: Sequence[int], incremental: bool
 ) -> tuple[Backend, Stepper | None, str]:
@@ -267,12 +274,19 @@ def load_backend(
 
 
 def output_to_target(raw: np.ndarray, preprocess: Preprocess) -> np.ndarray:
-    """Raw model output to the target's value (inverse target scaler, then transform)."""
-    value = raw.astype(np.float64)
+    """Raw model output ``(n, outputs)`` to each output's value (inverse target scaler,
+    per column, then the transform; volumes never below zero)."""
+    value = raw.astype(np.float64).reshape(len(raw), -1)
     if preprocess.target_scaler is not None:
-        value = value * preprocess.target_scaler.scale[0] + preprocess.target_scaler.mean[0]
+        value *= np.asarray(preprocess.target_scaler.scale)
+        value += np.asarray(preprocess.target_scaler.mean)
     if preprocess.target_transform == "log1p":
         value = np.expm1(value)
-    if preprocess.target == VOLUME:
+    volume = [
+        i for i, spec in enumerate(preprocess.output_specs()) if spec.target in VOLUME_TARGETS
+    ]
+    if len(volume) == value.shape[1]:
         value = np.maximum(value, 0.0)
+    elif volume:
+        value[:, volume] = np.maximum(value[:, volume], 0.0)
     return value

@@ -10,6 +10,12 @@ Scores roll over the last ``scoring_window`` per model into
 ``whalecast_live_accuracy_ratio`` / ``whalecast_live_log_volume_mae`` (and
 ``whalecast_live_scored_total``), so drift shows in Grafana.
 
+A horizon output (``horizon_bars`` ``h`` set) waits for the ``h``-th bar after the one it
+is about, and is scored then by :mod:`inference.horizon_scores` (pinball loss and
+coverage of volume quantiles, Brier score and hit rate of direction): the scorer keeps
+each series' last volumes, as many as the longest horizon waiting, and a prediction
+whose ``h`` bars are not all there (a gap) is dropped, not scored.
+
 The bar loop hands every stored bar to :meth:`LiveScorer.stored` and, after
 each publish, what it published to :meth:`LiveScorer.published`: the bars are
 scored then (off the bar's critical path), before the new predictions are kept
@@ -26,10 +32,14 @@ from collections import OrderedDict, deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from inference.horizon_scores import HorizonScores, Output
 from inference.publisher import PredictionOut
+from inference.score_math import Rolling, direction_hit, log_volume_error
 from whalecast.domain import Candle, Series
 from whalecast.metrics import Metrics
-from whalecast.targets import DIRECTION
+from whalecast.targets import DIRECTION, PROBABILITY_TARGETS
+
+__all__ = ["HELD_MAX", "LiveScorer", "Pending", "Rolling", "direction_hit", "log_volume_error"]
 
 #: Stored bars held until the next publish, at most (a long backfill publishes nothing).
 HELD_MAX = 100_000
@@ -37,44 +47,14 @@ HELD_MAX = 100_000
 
 @dataclass(frozen=True, slots=True)
 class Pending:
+    """A published prediction waiting for its outcome; ``horizon`` None for a v1 output."""
+
     model: str
     target: str
     value: float
     close: float
-
-
-class Rolling:
-    """Mean of the last ``size`` scores, O(1) per score.
-
-    A running sum; it is recomputed exactly every ``size`` scores, so rounding
-    errors cannot pile up over a long run.
-    """
-
-    def __init__(self, size: int) -> None:
-        self.values: deque[float] = deque(maxlen=size)
-        self.total = 0.0
-        self._since_exact = 0
-
-    def add(self, value: float) -> None:
-        if len(self.values) == self.values.maxlen:
-            self.total -= self.values[0]
-        self.values.append(value)
-        self.total += value
-        self._since_exact += 1
-        if self._since_exact >= len(self.values):
-            self.total = math.fsum(self.values)
-            self._since_exact = 0
-
-    def mean(self) -> float:
-        return self.total / len(self.values)
-
-
-def direction_hit(p_up: float, close: float, close_next: float) -> float:
-    return 1.0 if (p_up >= 0.5) == (close_next > close) else 0.0
-
-
-def log_volume_error(predicted: float, actual: float) -> float:
-    return abs(math.log1p(max(predicted, 0.0)) - math.log1p(max(actual, 0.0)))
+    horizon: int | None = None
+    quantile: float | None = None
 
 
 class LiveScorer:
@@ -88,6 +68,9 @@ class LiveScorer:
         self._count = 0
         self._scores: dict[str, Rolling] = {}
         self._held: list[tuple[Series, int, float, float]] = []  # stored, not observed yet
+        self.horizons = HorizonScores(window, metrics)
+        self._longest = 1  # the longest horizon seen: how many volumes each series keeps
+        self._volumes: dict[str, deque[tuple[int, float]]] = {}  # tag -> (open ms, volume)
 
     @property
     def pending(self) -> int:
@@ -112,15 +95,52 @@ class LiveScorer:
     def observe_bars(self, bars: Iterable[tuple[Series, int, float, float]]) -> int:
         """:meth:`observe_bar` for many ``(series, open_ms, close, volume)``; the gauges are
         set once per model at the end (a bar of a thousand series is one call)."""
-        scored: dict[tuple[str, str], int] = {}
+        scored: dict[str, int] = {}
+        v1: set[tuple[str, str]] = set()
+        outputs: set[Output] = set()
         for series, open_ms, close, volume in bars:
+            if self._longest > 1:
+                self._keep_volume(series.tag, open_ms, volume)
             for item in self._due(series.tag, open_ms, close):
-                self._score(item, close, volume)
-                scored[item.model, item.target] = scored.get((item.model, item.target), 0) + 1
-        for (model, target), count in scored.items():
+                if item.horizon is None:
+                    self._score(item, close, volume)
+                    v1.add((item.model, item.target))
+                elif self._score_horizon(item, series, open_ms, close, volume):
+                    outputs.add((item.model, item.target, item.horizon, item.quantile))
+                else:
+                    continue  # a bar of its horizon is missing: dropped, not scored
+                scored[item.model] = scored.get(item.model, 0) + 1
+        for model, count in scored.items():
             self.metrics.live_scored.labels(model).inc(count)
+        for model, target in v1:
             self._export(model, target)
+        self.horizons.export(outputs)
         return sum(scored.values())
+
+    def _keep_volume(self, tag: str, open_ms: int, volume: float) -> None:
+        kept = self._volumes.get(tag)
+        if kept is None or kept.maxlen != self._longest:
+            kept = self._volumes[tag] = deque(kept or (), maxlen=self._longest)
+        kept.append((open_ms, volume))
+
+    def _score_horizon(
+        self, item: Pending, series: Series, open_ms: int, close: float, volume: float
+    ) -> bool:
+        """Score a horizon output at its last bar; False when a bar of it is missing."""
+        horizon = item.horizon or 1
+        output = (item.model, item.target, horizon, item.quantile)
+        if item.target in PROBABILITY_TARGETS:
+            self.horizons.direction(output, item.value, item.close, close)
+            return True
+        total = volume
+        if horizon > 1:
+            kept = list(self._volumes.get(series.tag, ()))[-horizon:]
+            first = open_ms - (horizon - 1) * series.bar_ms
+            if [t for t, _ in kept] != list(range(first, open_ms + 1, series.bar_ms)):
+                return False
+            total = math.fsum(v for _, v in kept)
+        self.horizons.volume(output, item.value, total)
+        return True
 
     def _due(self, tag: str, open_ms: int, close: float) -> list[Pending]:
         """Predictions waiting for this bar (taken out); stale ones dropped; close remembered."""
@@ -150,10 +170,16 @@ class LiveScorer:
                 waiting = pending[tag] = {}
             else:
                 pending.move_to_end(tag)
-            item = Pending(p.model, p.target, p.value, last[1])
-            due = waiting.get(p.bar_close_ms)
+            outcome = p.bar_close_ms
+            if p.horizon_bars is None:
+                item = Pending(p.model, p.target, p.value, last[1])
+            else:
+                item = Pending(p.model, p.target, p.value, last[1], p.horizon_bars, p.quantile)
+                outcome += (p.horizon_bars - 1) * p.series.bar_ms
+                self._longest = max(self._longest, p.horizon_bars)
+            due = waiting.get(outcome)
             if due is None:
-                waiting[p.bar_close_ms] = [item]
+                waiting[outcome] = [item]
             else:
                 due.append(item)
             kept += 1

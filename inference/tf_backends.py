@@ -27,7 +27,7 @@ class KerasBackend(Backend):
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         out = self.model.predict_on_batch(x)
-        return np.asarray(out, dtype=np.float32).reshape(len(x))
+        return np.asarray(out, dtype=np.float32).reshape(len(x), -1)
 
 
 class TfFunctionBackend(ChunkedBackend):

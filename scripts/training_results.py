@@ -14,6 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from training import horizon_summary
 from training.summary import results_tables, walk_forward_table
 
 
@@ -29,8 +30,12 @@ def main(argv: list[str]) -> int:
         report = json.loads((path / "report.json").read_text(encoding="utf-8"))
         meta = json.loads((path / "metadata.json").read_text(encoding="utf-8"))
         runs.append((report, meta))
-    if runs:
-        print(results_tables(runs))
+    single = [(r, m) for r, m in runs if not horizon_summary.is_multi(r)]
+    if single:
+        print(results_tables(single))
+    multi = [(r, m) for r, m in runs if horizon_summary.is_multi(r)]
+    if multi:
+        print(horizon_summary.tables(multi))
     for walk in walks:
         print(walk_forward_table(walk))
     return 0

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# The training runs behind docs/training-results.md ("Models worth serving"), then its tables.
+# The training runs behind docs/training-results.md ("Models worth serving" and "Several
+# horizons and volume quantiles"), then its tables.
 #
 #   scripts/training_runs.sh DATA_DIR REGISTRY [CONFIG]
+#   RUNS=horizons scripts/training_runs.sh DATA_DIR REGISTRY [CONFIG]
 #
+# RUNS=horizons trains only the multi-horizon presets (their section of the page).
 # DATA_DIR holds the Binance 1h candle files of BTC, ETH, SOL and XRP and the Whale Alert
 # hourly flows of BTC and ETH (the names below); REGISTRY is where the versions go (a fresh
 # directory: the ablations are scored against the full model in service there). CONFIG
@@ -26,19 +29,45 @@ fi
 
 candles=()
 for s in BTC ETH SOL XRP; do candles+=("$data/binance_${s}-USDT_1h.csv"); done
-whale=("$data/whalealert_telegram_BTC_exchange_flows_1h.csv"
-       "$data/whalealert_telegram_ETH_exchange_flows_1h.csv")
+whale=()  # the flow files present (no preset of the horizons section reads whale columns)
+for s in BTC ETH; do
+    flows="$data/whalealert_telegram_${s}_exchange_flows_1h.csv"
+    if [ -f "$flows" ]; then whale+=("$flows"); fi
+done
 written=()
 
 train() {  # train NAME ARGS...: one run; the versions it wrote are rendered at the end
     local name=$1
     shift
-    "$python" -m whalecast train -c "$config" --candles "${candles[@]}" --whale "${whale[@]}" \
-        "$@" >"$registry/runs/$name.log"
+    "$python" -m whalecast train -c "$config" --candles "${candles[@]}" \
+        ${whale[@]:+--whale "${whale[@]}"} "$@" >"$registry/runs/$name.log"
     while read -r directory; do written+=("$directory"); done < <(
         grep '^{"model"' "$registry/runs/$name.log" | "$python" -c \
             'import json, sys; [print(json.loads(line)["directory"]) for line in sys.stdin]')
 }
+
+render() {
+    "$python" "$here/scripts/training_results.py" "$@"
+}
+
+horizons() {  # the multi-horizon presets, then volume-horizons walked forward (4 refits)
+    for preset in volume-horizons direction-horizons; do
+        started=$(date +%s)
+        train "$preset" --preset "$preset"
+        echo "$preset: $(($(date +%s) - started)) s of wall time" >>"$registry/runs/wall-times.txt"
+    done
+    horizons_walk="$registry/runs/walk-forward-volume-horizons.json"
+    "$python" -m whalecast train -c "$config" --candles "${candles[@]}" \
+        ${whale[@]:+--whale "${whale[@]}"} --preset volume-horizons --walk-forward 4 \
+        --output "$horizons_walk" >"$registry/runs/walk-forward-horizons.log"
+}
+
+if [ "${RUNS:-all}" = horizons ]; then
+    horizons
+    render "${written[@]}" "$horizons_walk"
+    cat "$registry/runs/wall-times.txt"
+    exit 0
+fi
 
 train volume-wide --preset volume-wide
 train direction-wide --preset direction-wide
@@ -48,6 +77,7 @@ for group in memory calendar activity; do
     train "volume-wide-without-$group" --preset volume-wide --without "$group" --no-promote
 done
 walk="$registry/runs/walk-forward-volume-wide.json"  # refits in 4 windows, promotes nothing
-"$python" -m whalecast train -c "$config" --candles "${candles[@]}" --whale "${whale[@]}" \
+"$python" -m whalecast train -c "$config" --candles "${candles[@]}" ${whale[@]:+--whale "${whale[@]}"} \
     --preset volume-wide --walk-forward 4 --output "$walk" >"$registry/runs/walk-forward.log"
-"$python" "$here/scripts/training_results.py" "${written[@]}" "$walk"
+horizons
+render "${written[@]}" "$walk" "$horizons_walk"

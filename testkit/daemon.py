@@ -20,7 +20,14 @@ from benchmarks.benchmodels import volume_preprocess
 from inference.daemon import Daemon
 from streamer.features import FEATURE_NAMES
 from streamer.simulator import Simulator, SimulatorConfig
-from testkit.models import preprocess_for, small_model, write_model
+from testkit.models import (
+    DIRECTION_HORIZONS,
+    VOLUME_HORIZONS,
+    preprocess_for,
+    small_model,
+    write_horizon_model,
+    write_model,
+)
 from testkit.polling import wait_until
 from whalecast.domain import Series
 from whalecast.metrics import Metrics
@@ -242,16 +249,23 @@ async def http_get(port: int, path: str) -> tuple[int, str]:
 
 
 async def scrape_running_daemon(redis_url: str, registry: Path, bars: int = 2) -> str:
-    """``/metrics`` of a daemon that is warm and has predicted ``bars`` bars after start-up."""
+    """``/metrics`` of a daemon that is warm and has predicted ``bars`` bars after start-up
+    (the two v1 demo models and a volume and a direction horizon model)."""
     import redis.asyncio as aioredis
 
     write_demo_models(registry)
+    for kind in ("volume", "direction"):  # the horizon outputs' live scores show too
+        write_horizon_model(registry, f"{kind}-horizons", kind)
+    models = ["direction", "volume", "volume-horizons", "direction-horizons"]
+    per_series = 2 + len(VOLUME_HORIZONS) + len(DIRECTION_HORIZONS)
     redis = aioredis.Redis.from_url(redis_url)
     try:
-        async with simulated_daemon(redis_url, redis, registry) as run:
+        async with simulated_daemon(
+            redis_url, redis, registry, inference={"models": models}
+        ) as run:
             await wait_until_ready(run.daemon)
             await run.step(bars)
-            published = 2 * len(run.sim.symbols) * (bars + 1)
+            published = per_series * len(run.sim.symbols) * (bars + 1)
             await wait_until(lambda: len(run.sub.messages) == published, what="predictions")
             assert run.daemon.http is not None
             status, text = await http_get(run.daemon.http.port, "/metrics")

@@ -79,6 +79,15 @@ def test_e2e_section_runs_the_daemon_against_the_simulator() -> None:
     assert "Redis floor" in table
 
 
+def test_e2e_section_serves_a_model_of_six_outputs_beside_the_two() -> None:
+    opts = E2EOptions(series=4, bars=2, warmup_bars=1, horizons=True)
+    e2e = run_bench(BenchOptions(e2e=opts), sections=["e2e"])["e2e"]
+    assert e2e["models"] == ["direction-deep", "volume", "volume-horizons"]
+    # a bar ends once every output of every series is out: six messages a series
+    assert e2e["predictions_per_bar"] == {"direction-deep": 4, "volume": 4, "volume-horizons": 24}
+    assert e2e["latency_observations_per_bar"] == 1
+
+
 @pytest.mark.slow
 def test_cli_writes_json(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"

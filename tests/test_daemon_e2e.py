@@ -1,4 +1,5 @@
-"""End to end: simulator -> streamer -> Redis -> bar loop -> a real Redis subscriber."""
+"""End to end: simulator -> streamer -> Redis -> bar loop -> a real Redis subscriber
+(v1 models, and horizon models beside them)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
+from inference.daemon import Daemon
 from streamer.simulator import Simulator, SimulatorConfig
 from testkit.daemon import (
     Subscriber,
@@ -20,8 +22,14 @@ from testkit.daemon import (
     wait_until_ready,
     write_demo_models,
 )
+from testkit.models import (
+    DIRECTION_HORIZONS,
+    VOLUME_HORIZONS,
+    horizon_values,
+    write_horizon_model,
+)
 from tests.floats import float32_approx
-from whalecast.schema import Prediction
+from whalecast.schema import Prediction, encode_prediction
 
 pytestmark = [pytest.mark.redis, pytest.mark.tf, pytest.mark.slow]
 
@@ -37,6 +45,20 @@ async def sim() -> Simulator:
     await simulator.stop()
 
 
+async def close_bars(
+    sim: Simulator, sub: Subscriber, daemon: Daemon, bars: int, per_bar: int
+) -> None:
+    """After the bar that had just closed at start, close ``bars`` bars one at a time,
+    each once the last one's ``per_bar`` messages arrived and its priming is done (as an
+    hour later: the next bar steps from primed states)."""
+    await sub.wait_for(per_bar)
+    for _ in range(bars):
+        expected = len(sub.messages) + per_bar
+        await bar_settled(daemon)
+        await sim.advance(bars=1)
+        await sub.wait_for(expected)
+
+
 async def test_one_prediction_per_series_model_and_bar(
     sim: Simulator, redis_url: str, redis_client: aioredis.Redis, tmp_path: Path
 ) -> None:
@@ -48,12 +70,7 @@ async def test_one_prediction_per_series_model_and_bar(
         running_daemon(settings, redis_client) as daemon,
     ):
         await wait_until_ready(daemon)
-        await sub.wait_for(2 * series_count)  # the bar that had just closed at start
-        for _ in range(BARS):
-            expected = len(sub.messages) + 2 * series_count
-            await bar_settled(daemon)  # primed, as an hour later: the next bar steps
-            await sim.advance(bars=1)
-            await sub.wait_for(expected)
+        await close_bars(sim, sub, daemon, BARS, 2 * series_count)
         messages = sub.messages
         stepped, full = stepped_and_full(daemon)
         sample = daemon.metrics.registry.get_sample_value
@@ -98,7 +115,7 @@ def stepped_and_full(daemon: Any) -> tuple[dict[str, int], dict[tuple[str, str],
     for model, runtime in daemon.models.serving().items():
         sample = daemon.metrics.registry.get_sample_value
         stepped[model] = int(sample("whalecast_inference_series_total", {"model": model, "path": "step"}))  # fmt: skip
-        for s, value in zip(daemon.series, runtime.predict(windows), strict=True):
+        for s, value in zip(daemon.series, runtime.predict(windows)[:, 0], strict=True):
             full[(s.symbol, model)] = float(value)
     return stepped, full
 
@@ -128,3 +145,77 @@ async def test_a_restarted_daemon_steps_its_first_bar_from_the_stored_windows(
     n = len(sim.symbols)
     assert paths == {("direction", "step"): n, ("direction", "window"): 0.0,
                      ("volume", "step"): n, ("volume", "window"): 0.0}  # fmt: skip
+
+
+HORIZON_BARS = 3
+HORIZON_MODELS = {"volume-horizons": "volume", "direction-horizons": "direction"}
+#: The keys of a v1 message, in their order: what a v1 consumer has always received.
+V1_KEYS = [
+    "schema", "exchange", "symbol", "timeframe", "bar_open_ms", "bar_close_ms", "model",
+    "model_version", "target", "value", "published_ms", "latency_ms",
+]  # fmt: skip
+
+
+async def test_horizon_models_publish_every_output_and_v1_messages_do_not_change(
+    sim: Simulator, redis_url: str, redis_client: aioredis.Redis, tmp_path: Path
+) -> None:
+    registry = tmp_path / "registry"
+    versions = write_demo_models(registry)
+    models: dict[str, Any] = {}
+    for i, (name, kind) in enumerate(HORIZON_MODELS.items()):
+        versions[name], models[name] = write_horizon_model(registry, name, kind, seed=10 + i)
+    settings = daemon_settings(
+        sim, redis_url, registry, inference={"models": ["direction", "volume", *HORIZON_MODELS]}
+    )
+    per_series = 2 + len(VOLUME_HORIZONS) + len(DIRECTION_HORIZONS)  # 10 messages a bar
+    n = len(sim.symbols)
+    async with (
+        Subscriber(redis_client, "wc:predictions") as sub,
+        running_daemon(settings, redis_client) as daemon,
+    ):
+        await wait_until_ready(daemon)
+        await close_bars(sim, sub, daemon, HORIZON_BARS, per_series * n)
+        windows, ready = daemon.store.windows(daemon.series)
+        assert ready.all()
+        served = {
+            name: dict(zip(daemon.series, horizon_values(kind, models[name], windows), strict=True))
+            for name, kind in HORIZON_MODELS.items()
+        }
+        messages = sub.messages
+
+    parsed = [Prediction.parse(json.dumps(m)) for m in messages]
+    outputs = Counter(
+        (p.symbol, p.model, p.bar_open_ms, p.target, p.horizon_bars, p.quantile) for p in parsed
+    )
+    assert set(outputs.values()) == {1}, "one message per series, model, bar and output"
+    bars = {p.bar_open_ms for p in parsed}
+    assert len(outputs) == len(bars) * n * per_series and len(bars) == HORIZON_BARS + 1
+    for name, specs in (("volume-horizons", VOLUME_HORIZONS), ("direction-horizons", DIRECTION_HORIZONS)):  # fmt: skip
+        got = {(p.target, p.horizon_bars, p.quantile) for p in parsed if p.model == name}
+        assert got == {(s["target"], s["horizon_bars"], s.get("quantile")) for s in specs}
+    # the newest bar's values are a direct Keras forward pass on the stored windows
+    newest = max(bars)
+    for s in daemon.series:
+        for name, kind in HORIZON_MODELS.items():
+            specs = VOLUME_HORIZONS if kind == "volume" else DIRECTION_HORIZONS
+            mine = {(p.target, p.horizon_bars, p.quantile): p.value for p in parsed
+                    if p.model == name and p.symbol == s.symbol and p.bar_open_ms == newest}  # fmt: skip
+            for spec, want in zip(specs, served[name][s], strict=True):
+                key = (spec["target"], spec["horizon_bars"], spec.get("quantile"))
+                assert mine[key] == float32_approx(want), (s.symbol, name, key)
+    assert all(p.model_version == versions[p.model] for p in parsed)
+
+    # v1 models: the same messages as before horizons existed, key for key and byte for byte
+    stream = [f[b"data"] for _, f in await redis_client.xrange("wc:predictions:stream")]
+    assert len(stream) == len(messages)
+    v1 = [raw for raw in stream if json.loads(raw)["model"] in ("direction", "volume")]
+    assert len(v1) == len(bars) * n * 2
+    for raw in v1:
+        fields = json.loads(raw)
+        assert list(fields) == V1_KEYS
+        del fields["schema"]
+        assert raw.decode() == encode_prediction(**fields)
+        message = Prediction.parse(raw)
+        assert message.horizon_bars is None and message.quantile is None
+    assert len(await redis_client.hgetall("wc:latest:direction")) == n
+    assert len(await redis_client.hgetall("wc:latest:volume-horizons")) == n * len(VOLUME_HORIZONS)

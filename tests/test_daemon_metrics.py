@@ -22,6 +22,7 @@ from testkit.daemon import (
     wait_until_ready,
     write_demo_models,
 )
+from testkit.models import write_horizon_model
 from testkit.polling import wait_until
 
 pytestmark = [pytest.mark.redis, pytest.mark.tf, pytest.mark.slow]
@@ -139,3 +140,67 @@ async def test_live_scores_match_the_published_predictions(
         assert accuracy == pytest.approx(sum(hits) / len(hits), abs=1e-12)
         assert mae == pytest.approx(sum(errors) / len(errors), rel=1e-9)
         assert metric(daemon, "whalecast_live_scored_total", model="direction") == len(hits)
+
+
+def expected_horizon_scores(
+    messages: list[dict[str, Any]], closed: dict[str, dict[int, tuple[float, float]]]
+) -> dict[tuple[str, int, float | None, str], list[float]]:
+    """Per (target, horizon, quantile, score) the scores of every horizon prediction whose
+    last bar closed: computed here from the messages and the simulator's bars."""
+    scores: dict[tuple[str, int, float | None, str], list[float]] = {}
+    for m in messages:
+        bars, h, q = closed[m["symbol"]], m["horizon_bars"], m.get("quantile")
+        ahead = [m["bar_close_ms"] + k * HOUR for k in range(h)]
+        if ahead[-1] not in bars:
+            continue
+        close, later = bars[m["bar_open_ms"]][0], bars[ahead[-1]][0]
+        key = (m["target"], h, q)
+        if m["target"] == "p_up_in_bars":
+            up = 1.0 if later > close else 0.0
+            scores.setdefault((*key, "brier"), []).append((m["value"] - up) ** 2)
+            scores.setdefault((*key, "hit"), []).append(float((m["value"] >= 0.5) == bool(up)))
+            continue
+        total = math.fsum(bars[t][1] for t in ahead)
+        scores.setdefault((*key, "coverage"), []).append(float(total <= m["value"]))
+        error = math.log1p(total) - math.log1p(m["value"])
+        scores.setdefault((*key, "pinball"), []).append(max(q * error, (q - 1) * error))
+    return scores
+
+
+async def test_live_horizon_scores_match_the_published_predictions(
+    redis_url: str, redis_client: aioredis.Redis, tmp_path: Path
+) -> None:
+    """Each horizon output is scored when its last bar closes: 1-bar outputs after every
+    bar, 6-bar ones from the sixth bar on, 24-bar ones not yet."""
+    registry = tmp_path / "registry"
+    for kind in ("volume", "direction"):
+        write_horizon_model(registry, f"{kind}-horizons", kind)
+    models = {"models": ["volume-horizons", "direction-horizons"]}
+    async with simulated_daemon(redis_url, redis_client, registry, inference=models) as run:
+        daemon = run.daemon
+        await wait_until_ready(daemon)
+        await run.step(7)
+        await wait_until(lambda: len(run.sub.messages) == 8 * 4 * 8, what="8 bars predicted")
+        closed = {s: {b[0]: (b[4], b[5]) for b in run.sim.closed_bars(s)} for s in run.sim.symbols}
+        expected = expected_horizon_scores(run.sub.messages, closed)
+        gauges = {
+            "coverage": "whalecast_live_quantile_coverage_ratio",
+            "pinball": "whalecast_live_log_volume_pinball",
+            "brier": "whalecast_live_direction_brier",
+            "hit": "whalecast_live_direction_hit_ratio",
+        }
+        for (target, h, q, kind), scores in expected.items():
+            assert len(scores) == 4 * (8 - h), (target, h, q, kind)
+            model = "volume-horizons" if q is not None else "direction-horizons"
+            labels = {"model": model, "horizon": str(h)}
+            if q is not None:
+                labels["quantile"] = repr(q)
+            got = metric(daemon, gauges[kind], **labels)
+            # the scorer has the unrounded value, a message the value to 8 decimal places
+            assert got == pytest.approx(sum(scores) / len(scores), rel=1e-7, abs=1e-9), labels
+        assert {h for _, h, _, _ in expected} == {1, 6}
+        scored = 4 * (7 * 3 + 2 * 3)  # per series: three 1-bar outputs 7 times, three 6-bar twice
+        assert (
+            sum(metric(daemon, "whalecast_live_scored_total", model=m) for m in models["models"])
+            == scored
+        )

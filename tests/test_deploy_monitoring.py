@@ -228,6 +228,8 @@ def test_dashboard_is_templated() -> None:
         "whalecast_inference_seconds_bucket", "whalecast_inference_batch_size_sum",
         "whalecast_model_info", "process_resident_memory_bytes",
         "whalecast_live_accuracy_ratio", "whalecast_live_log_volume_mae",
+        "whalecast_live_quantile_coverage_ratio", "whalecast_live_log_volume_pinball",
+        "whalecast_live_direction_brier", "whalecast_live_direction_hit_ratio",
         "whalecast_backfill_bars_total", "whalecast_feed_connected",
     ):  # fmt: skip
         assert needed in queries, needed

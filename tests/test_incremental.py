@@ -57,7 +57,7 @@ def test_prime_then_step_equals_the_full_window(name: str) -> None:
     rng = np.random.default_rng(1)
     for n in (1, 5, 300):
         x = rng.standard_normal((n, WINDOW, features)).astype(np.float32)
-        want = np.asarray(model.predict_on_batch(x)).reshape(-1)
+        want = np.asarray(model.predict_on_batch(x)).reshape(n, -1)
         got = split.step(x[:, -1:], split.prime(x[:, :-1]))
         assert_float32_close(got, want)
 
@@ -71,7 +71,7 @@ def test_a_sequential_model_splits_too() -> None:
     split = Incremental(model, WINDOW, 3)
     assert_float32_close(
         split.step(x[:, -1:], split.prime(x[:, :-1])),
-        np.asarray(model.predict_on_batch(x)).reshape(-1),
+        np.asarray(model.predict_on_batch(x)).reshape(9, -1),
     )
 
 

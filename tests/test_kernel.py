@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from whalecast.artifact import (
     ArtifactError,
+    OutputSpec,
     Preprocess,
     Scaler,
     list_versions,
@@ -22,9 +23,9 @@ from whalecast.artifact import (
     write_json,
 )
 from whalecast.domain import Candle, Flow, Series, classify_flow, timeframe_ms
-from whalecast.keys import Keys
+from whalecast.keys import Keys, latest_field
 from whalecast.schema import SCHEMA_ID, TARGETS, Prediction, encode_prediction
-from whalecast.targets import DIRECTION, MEANING, VOLUME, Target
+from whalecast.targets import DIRECTION, DIRECTION_AT, MEANING, VOLUME, VOLUME_SUM, Target
 
 
 def test_timeframes() -> None:
@@ -71,6 +72,12 @@ def test_keys_share_one_hash_tag() -> None:
     assert keys.predictions_stream == "wc:predictions:stream"
     assert keys.latest("direction") == "wc:latest:direction"
     assert Series.from_tag(series.tag) == series
+    assert latest_field(series.tag, VOLUME, None, None) == "binance:BTC/USDT:1h"
+    assert latest_field(series.tag, DIRECTION_AT, 6, None) == "binance:BTC/USDT:1h|p_up_in_bars|6"
+    assert (
+        latest_field(series.tag, VOLUME_SUM, 24, 0.9)
+        == "binance:BTC/USDT:1h|volume_next_bars|24|0.9"
+    )
 
 
 def test_prediction_roundtrip() -> None:
@@ -106,6 +113,103 @@ def test_prediction_encoding_is_exactly_json_dumps(text: str, number: float, ms:
     expected["value"] = round(number, 8)
     expected["latency_ms"] = round(abs(number), 3)
     assert encode_prediction(**fields) == json.dumps(expected, separators=(",", ":"))
+
+
+_V1_FIELDS: dict[str, Any] = {
+    "exchange": "binance", "symbol": "BTC/USDT", "timeframe": "1h",
+    "bar_open_ms": 1767225600000, "bar_close_ms": 1767229200000, "model": "direction",
+    "model_version": "20261122T060000Z-3f2a", "target": "p_up_next_bar", "value": 0.5431,
+    "published_ms": 1767229200042, "latency_ms": 42.0,
+}  # fmt: skip
+
+
+def test_v1_message_is_byte_for_byte_unchanged() -> None:
+    """The bytes a v1 consumer received before horizons existed, written out literally."""
+    before = (
+        '{"schema":"whalecast.prediction/v1","exchange":"binance","symbol":"BTC/USDT",'
+        '"timeframe":"1h","bar_open_ms":1767225600000,"bar_close_ms":1767229200000,'
+        '"model":"direction","model_version":"20261122T060000Z-3f2a",'
+        '"target":"p_up_next_bar","value":0.5431,"published_ms":1767229200042,'
+        '"latency_ms":42.0}'
+    )
+    assert encode_prediction(**_V1_FIELDS) == before
+    assert encode_prediction(**_V1_FIELDS, horizon_bars=None, quantile=None) == before
+    parsed = Prediction.parse(before)
+    assert parsed.horizon_bars is None and parsed.quantile is None
+    assert parsed.model_dump(by_alias=True, exclude_none=True) == json.loads(before)
+
+
+def test_horizon_message_has_its_fields_after_target() -> None:
+    raw = encode_prediction(
+        **{**_V1_FIELDS, "target": VOLUME_SUM, "value": 18342.5}, horizon_bars=6, quantile=0.9
+    )
+    keys = list(json.loads(raw))
+    assert keys[keys.index("target") :][:4] == ["target", "horizon_bars", "quantile", "value"]
+    message = Prediction.parse(raw)
+    assert (message.target, message.horizon_bars, message.quantile) == (VOLUME_SUM, 6, 0.9)
+    direction = encode_prediction(**{**_V1_FIELDS, "target": DIRECTION_AT}, horizon_bars=6)
+    assert '"target":"p_up_in_bars","horizon_bars":6,"value":' in direction
+    assert Prediction.parse(direction).quantile is None
+    with pytest.raises(ValueError):
+        Prediction.parse(raw.replace('"quantile":0.9', '"quantile":1.5'))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    horizon=st.one_of(st.none(), st.integers(min_value=1, max_value=10_000)),
+    quantile=st.one_of(st.none(), st.floats(min_value=0.001, max_value=0.999)),
+    number=st.floats(allow_nan=False, allow_infinity=False, width=64),
+)
+def test_horizon_encoding_is_exactly_json_dumps(
+    horizon: int | None, quantile: float | None, number: float
+) -> None:
+    fields = {**_V1_FIELDS, "target": VOLUME_SUM, "value": number}
+    expected: dict[str, Any] = {"schema": SCHEMA_ID}
+    for name, value in fields.items():
+        expected[name] = value
+        if name == "target" and horizon is not None:
+            expected["horizon_bars"] = horizon
+        if name == "target" and quantile is not None:
+            expected["quantile"] = quantile
+    expected["value"] = round(number, 8)
+    raw = encode_prediction(**fields, horizon_bars=horizon, quantile=quantile)
+    assert raw == json.dumps(expected, separators=(",", ":"))
+
+
+def test_output_specs_resolve_and_validate() -> None:
+    assert _preprocess().output_specs() == [OutputSpec(target=DIRECTION, horizon_bars=1)]
+    outputs = [
+        {"target": VOLUME_SUM, "horizon_bars": h, "quantile": q} for h in (1, 6) for q in (0.5, 0.9)
+    ]
+    pre = _preprocess().model_copy(update={"target": VOLUME_SUM})
+    scaled = Preprocess.model_validate(
+        {**pre.model_dump(mode="json"), "outputs": outputs,
+         "target_scaler": {"mean": [1.0] * 4, "scale": [2.0] * 4}}
+    )  # fmt: skip
+    assert [s.key for s in scaled.output_specs()] == [
+        (VOLUME_SUM, 1, 0.5), (VOLUME_SUM, 1, 0.9), (VOLUME_SUM, 6, 0.5), (VOLUME_SUM, 6, 0.9)
+    ]  # fmt: skip
+    bad: dict[str, tuple[dict[str, Any], str]] = {
+        "v1 horizon": ({"outputs": [{"target": VOLUME, "horizon_bars": 6}]}, "next bar"),
+        "v1 quantile": (
+            {"outputs": [{"target": VOLUME, "horizon_bars": 1, "quantile": 0.5}]}, "next bar"
+        ),
+        "direction quantile": (
+            {"outputs": [{"target": DIRECTION_AT, "horizon_bars": 6, "quantile": 0.5}]}, "volume"
+        ),
+        "twice": ({"outputs": [outputs[0], outputs[0]]}, "twice"),
+        "scaler": ({"outputs": outputs, "target_scaler": {"mean": [0.0], "scale": [1.0]}}, "4 out"),
+        "horizon target alone": ({"target": VOLUME_SUM}, "needs outputs"),
+        "empty": ({"outputs": []}, "at least 1"),
+        "zero horizon": ({"outputs": [{"target": DIRECTION_AT, "horizon_bars": 0}]}, "greater"),
+        "quantile 1": (
+            {"outputs": [{"target": VOLUME_SUM, "horizon_bars": 1, "quantile": 1.0}]}, "less"
+        ),
+        "unknown field": ({"outputs": [{"target": VOLUME_SUM, "horizon_bars": 1, "q": 1}]}, "extra"),
+    }  # fmt: skip
+    for change, message in bad.values():
+        with pytest.raises(ValueError, match=message):
+            Preprocess.model_validate({**_preprocess().model_dump(mode="json"), **change})
 
 
 def _preprocess() -> Preprocess:
@@ -189,7 +293,9 @@ def test_readme_lists_every_metric() -> None:
 
 def test_target_names_are_one_set_everywhere() -> None:
     """The wire schema, the artifact format and every package read the kernel's names."""
-    assert set(get_args(Target)) == {DIRECTION, VOLUME} == set(MEANING) == set(TARGETS)
+    every = {DIRECTION, VOLUME, DIRECTION_AT, VOLUME_SUM}
+    assert set(get_args(Target)) == every == set(MEANING) == set(TARGETS)
     assert (DIRECTION, VOLUME) == ("p_up_next_bar", "next_bar_volume")  # the published contract
+    assert (DIRECTION_AT, VOLUME_SUM) == ("p_up_in_bars", "volume_next_bars")
     fields = Prediction.model_fields["target"].annotation
-    assert set(get_args(fields)) == {DIRECTION, VOLUME}
+    assert set(get_args(fields)) == every

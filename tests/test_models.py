@@ -18,7 +18,15 @@ import redis.asyncio as aioredis
 from inference.heap import REFREEZE_AFTER_BARS, freeze_heap
 from inference.model_watch import ModelWatcher
 from inference.models import ModelSet
-from testkit.models import preprocess_for, random_windows, small_model, write_model
+from testkit.models import (
+    horizon_model,
+    horizon_preprocess,
+    preprocess_for,
+    random_windows,
+    small_model,
+    write_horizon_model,
+    write_model,
+)
 from testkit.polling import wait_until
 from testkit.redis_servers import wait_for_subscriber
 from whalecast.artifact import set_current
@@ -213,3 +221,19 @@ async def test_heap_frozen_again_once_the_replaced_version_is_gone(tmp_path: Pat
         assert gone() is None and gc.get_freeze_count() > 0
     finally:
         gc.unfreeze()
+
+
+async def test_a_bad_version_is_refused_while_the_old_one_serves(tmp_path: Path) -> None:
+    first, _ = write_horizon_model(tmp_path, "volume", "volume", seed=1)
+    metrics = Metrics(process=False)
+    models = ModelSet(settings(models=["volume"]), metrics, registry=tmp_path)
+    await models.load_all()
+    assert models.serving()["volume"].version == first
+    pre = horizon_preprocess("volume")
+    bad = write_model(tmp_path, "volume", horizon_model(24, 2, 1, sigmoid=False, seed=2), pre)
+    await models.check("volume")
+    assert models.swap_pending() == []
+    assert models.serving()["volume"].version == first
+    assert metrics.model_reloads.labels("volume", "refused")._value.get() == 1
+    assert bad != first
+    assert models.serving()["volume"].predict(random_windows(2)).shape == (2, 6)

@@ -73,7 +73,7 @@ def test_the_onnx_backend_serves_steps_without_importing_tensorflow(
     assert served["heavy"] == [], f"the onnx backend imported {served['heavy']}"
     assert served["incremental"] and served["stepped"] == 9
     columns = [FEATURE_NAMES.index(name) for name in FEATURES]
-    want = model.predict_on_batch(history[:, 1:][:, :, columns]).reshape(-1)
+    want = model.predict_on_batch(history[:, 1:][:, :, columns]).reshape(-1, 1)
     assert_float32_close(np.asarray(served["values"]), want)
 
 
@@ -89,7 +89,7 @@ def test_batches_larger_than_a_chunk_prime_and_step_like_keras(
     values, stepped = runtime.predict_bar(history[:, 1:], positions)
     assert stepped == n
     columns = [FEATURE_NAMES.index(name) for name in FEATURES]
-    want = model.predict_on_batch(history[:, 1:][:, :, columns]).reshape(-1)
+    want = model.predict_on_batch(history[:, 1:][:, :, columns]).reshape(-1, 1)
     assert_float32_close(values, want)
     assert_float32_close(runtime.predict(history[:, 1:]), want)
 

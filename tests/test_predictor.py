@@ -60,7 +60,7 @@ async def test_a_bar_is_predicted_from_its_ready_windows_with_the_early_pass(
     p.start_early(KEY, list(reversed(SERIES)), windows[::-1].copy())  # any order in
     out = await p.predict(take(), windows, ready)
     await p.settle()
-    expected = p.models.serving()["direction"].predict(windows[ready])  # type: ignore[attr-defined]
+    expected = p.models.serving()["direction"].predict(windows[ready])[:, 0]  # type: ignore[attr-defined]
     assert out.series == [SERIES[0], SERIES[2], SERIES[3]]
     np.testing.assert_array_equal([o.value for o in out.outputs], expected)
     assert {(o.model_version, o.bar_open_ms, o.known_at) for o in out.outputs} == {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from typing import Any
 
@@ -313,3 +314,61 @@ async def test_a_bar_another_replica_published_is_not_sent_again(
         )
         == 3
     )
+
+
+OUTPUTS = [("volume_next_bars", 6, 0.5), ("volume_next_bars", 6, 0.9), ("p_up_in_bars", 6, None)]
+
+
+def horizon_predictions(n: int, now: float) -> list[PredictionOut]:
+    """A v1 model's prediction and a horizon model's three outputs, per series."""
+    out = []
+    for i in range(n):
+        series = Series("binance", f"C{i}/USDT", "1h")
+        v1 = PredictionOut(series, BAR, BAR + HOUR, "volume", "v1", "next_bar_volume", 10.0 + i, now)  # fmt: skip
+        out.append(v1)
+        for j, (target, horizon, quantile) in enumerate(OUTPUTS):
+            out.append(v1._replace(model="horizons", target=target, value=20.0 + i + j,
+                                   horizon_bars=horizon, quantile=quantile))  # fmt: skip
+    return out
+
+
+async def check_horizon_outputs(client: Any, publisher: Publisher, n: int) -> None:
+    sent = horizon_predictions(n, publisher.clock())
+    assert await publisher.publish(sent) == 4 * n
+    stream = [Prediction.parse(f[STREAM_FIELD.encode()])
+              for _, f in await client.xrange(KEYS.predictions_stream)]  # fmt: skip
+    assert Counter((p.model, p.target, p.horizon_bars, p.quantile) for p in stream) == {
+        ("volume", "next_bar_volume", None, None): n,
+        **{("horizons", *output): n for output in OUTPUTS},
+    }
+    latest = await client.hgetall(KEYS.latest("horizons"))
+    tag = "binance:C0/USDT:1h"
+    assert len(latest) == 3 * n  # one field per output: none overwrites another
+    assert json.loads(latest[f"{tag}|volume_next_bars|6|0.9".encode()])["value"] == 21.0
+    assert json.loads(latest[f"{tag}|volume_next_bars|6|0.5".encode()])["value"] == 20.0
+    assert "quantile" not in json.loads(latest[f"{tag}|p_up_in_bars|6".encode()])
+    assert set(await client.hgetall(KEYS.latest("volume"))) == {
+        f"binance:C{i}/USDT:1h".encode() for i in range(n)
+    }
+    assert await publisher.publish(sent) == 0  # the marks show the bar: nothing again
+
+
+async def test_a_horizon_models_outputs_each_go_out_once(redis_client: aioredis.Redis) -> None:
+    publisher = Publisher(redis_client, KEYS, 1000, Metrics(process=False),
+                          marks=with_marks(redis_client))  # fmt: skip
+    await check_horizon_outputs(redis_client, publisher, n=5)
+
+
+async def test_a_horizon_models_outputs_on_the_cluster(cluster_client: RedisCluster) -> None:
+    publisher = Publisher(cluster_client, KEYS, 1000, Metrics(process=False),
+                          marks=with_marks(cluster_client))  # fmt: skip
+    await check_horizon_outputs(cluster_client, publisher, n=5)
+
+
+async def test_not_yet_published_tells_a_models_outputs_apart(
+    redis_client: aioredis.Redis,
+) -> None:
+    publisher = Publisher(redis_client, KEYS, 1000, Metrics(process=False))
+    sent = horizon_predictions(1, publisher.clock())
+    await publisher.publish(sent[:3])  # the v1 message and two of the three outputs
+    assert await publisher.not_yet_published(sent) == [sent[3]]

@@ -1,4 +1,5 @@
-"""The model runtime: backends equal to Keras, preprocessing and target mapping, refusals."""
+"""The model runtime: backends equal to Keras, preprocessing and target mapping, refusals,
+and models with several outputs."""
 
 from __future__ import annotations
 
@@ -12,14 +13,21 @@ import numpy as np
 import pytest
 
 from inference.backends import BACKENDS, bucket_for
+from inference.publisher import Published
 from inference.runtime import ModelRefused, ModelRuntime
 from streamer.features import FEATURE_NAMES
 from testkit.models import (
+    DIRECTION_HORIZONS,
+    VOLUME_HORIZONS,
     deep_model,
+    horizon_model,
+    horizon_preprocess,
+    horizon_values,
     preprocess_for,
     random_windows,
     small_model,
     volume_model,
+    write_horizon_model,
     write_model,
 )
 from tests.floats import assert_float32_close
@@ -52,9 +60,9 @@ def test_backend_equals_keras_on_real_shaped_input(
     # sizes below, at, between and past the buckets (70 = 2 x 32 + 6)
     for n in (1, 3, 8, 20, 32, 70):
         windows = random_windows(n, seed=n)
-        want = model.predict_on_batch(windows).reshape(-1)
+        want = model.predict_on_batch(windows).reshape(n, 1)
         got = runtime.predict(windows)
-        assert got.shape == (n,)
+        assert got.shape == (n, 1)
         assert_float32_close(got, want)
 
 
@@ -80,7 +88,7 @@ def test_column_slicing_scaler_and_volume_inversion(registry: Path, backend: str
     scaled = (windows[:, -24:, index : index + 1] - 8.0) / 2.0
     raw = model.predict_on_batch(scaled).reshape(-1).astype(np.float64)
     expected = np.maximum(np.expm1(raw * 1.5 + 7.5), 0.0)
-    np.testing.assert_allclose(runtime.predict(windows), expected, rtol=1e-4)
+    np.testing.assert_allclose(runtime.predict(windows)[:, 0], expected, rtol=1e-4)
 
 
 def test_columns_follow_the_models_order(registry: Path) -> None:
@@ -92,8 +100,8 @@ def test_columns_follow_the_models_order(registry: Path) -> None:
     columns = [FEATURE_NAMES.index(name) for name in features]
     x = windows[:, :, columns] - np.array([50.0, 0.0, 0.0], dtype=np.float32)
     want = model.predict_on_batch(x).reshape(-1)
-    assert_float32_close(runtime.predict(windows), want)
-    assert runtime.predict(windows[:0]).shape == (0,)
+    assert_float32_close(runtime.predict(windows)[:, 0], want)
+    assert runtime.predict(windows[:0]).shape == (0, 1)
     with pytest.raises(ValueError, match="expected windows"):
         runtime.predict(windows[:, :, :10])
     with pytest.raises(ValueError, match="expected windows"):
@@ -225,3 +233,50 @@ def test_refuses_missing_trained_at_and_bad_version(registry: Path) -> None:
     assert "trained_at" in refused(registry, "meta", version)
     assert "not a version name" in refused(registry, "meta", "../../etc")
     assert "no version directory" in refused(registry, "meta", "20261122T060000Z-ffff")
+
+
+# --- models with several outputs ----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def horizon_versions(registry: Path) -> dict[str, tuple[str, Any]]:
+    return {
+        kind: write_horizon_model(registry, kind, kind, seed=i, graphs=True)
+        for i, kind in enumerate(("volume", "direction"))
+    }
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("kind", ["volume", "direction"])
+def test_every_backend_serves_every_output(
+    registry: Path, horizon_versions: dict[str, tuple[str, Any]], backend: str, kind: str
+) -> None:
+    version, model = horizon_versions[kind]
+    runtime = ModelRuntime.load(registry, kind, version, backend, batch_buckets=BUCKETS)
+    specs = VOLUME_HORIZONS if kind == "volume" else DIRECTION_HORIZONS
+    assert runtime.published == [
+        Published(s["target"], s["horizon_bars"], s.get("quantile")) for s in specs
+    ]
+    assert runtime.incremental is not None, runtime.incremental_off
+    for n in (1, 9, 70):  # one row, between buckets, past the largest bucket
+        windows = random_windows(n, seed=n) + np.float32(5.0)
+        got = runtime.predict(windows)
+        assert got.shape == (n, len(specs))
+        assert_float32_close(got, horizon_values(kind, model, windows))
+    # the incremental path: prime on the older rows, then step the newest one
+    history = random_windows(12, rows=25, seed=4)
+    positions = np.arange(12)
+    runtime.prime(history[:, :-1], positions)
+    values, stepped = runtime.predict_bar(history[:, 1:], positions)
+    assert stepped == 12 and values.shape == (12, len(specs))
+    assert_float32_close(values, horizon_values(kind, model, history[:, 1:]))
+
+
+@pytest.mark.parametrize("backend", ["keras", "onnx"])
+def test_refuses_a_model_whose_units_are_not_its_outputs(registry: Path, backend: str) -> None:
+    pre = horizon_preprocess("volume")
+    two = horizon_model(24, len(pre["features"]), 2, sigmoid=False)
+    version = write_model(registry, "units", two, pre, graphs=True)
+    with pytest.raises(ModelRefused) as info:
+        ModelRuntime.load(registry, "units", version, backend)
+    assert "returns 2 values per sample, preprocess.json declares 6 outputs" in info.value.reason

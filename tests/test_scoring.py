@@ -8,6 +8,7 @@ import pytest
 
 from inference import scoring
 from inference.publisher import PredictionOut
+from inference.score_math import brier, pinball
 from inference.scoring import LiveScorer, Rolling, direction_hit, log_volume_error
 from whalecast.domain import Candle, Series
 from whalecast.metrics import Metrics
@@ -134,3 +135,65 @@ def test_a_long_backfill_does_not_hold_stored_bars_without_bound(
     assert scorer.expect([pred(BTC, T0, "direction", 0.7)]) == 0  # two held: not observed
     scorer.stored([candle(BTC, T0 + H, 101.0)])  # past the bound: observed at once
     assert scorer.expect([pred(BTC, T0 + H, "direction", 0.7)]) == 1
+
+
+def horizon_pred(
+    series: Series, open_ms: int, output: tuple[str, int, float | None], value: float
+) -> PredictionOut:
+    target, horizon, quantile = output
+    return PredictionOut(series, open_ms, open_ms + H, "hz", "v", target, value, 0.0, horizon,
+                         quantile)  # fmt: skip
+
+
+def test_formulas_of_the_horizon_scores() -> None:
+    assert pinball(0.9, math.e - 1, math.e**2 - 1) == pytest.approx(0.9)  # under: q * e
+    assert pinball(0.9, math.e**2 - 1, math.e - 1) == pytest.approx(0.1)  # over: (1 - q) * |e|
+    assert pinball(0.5, 10.0, 10.0) == 0.0
+    assert brier(0.8, 100.0, 101.0) == pytest.approx(0.04)
+    assert brier(0.8, 100.0, 100.0) == pytest.approx(0.64)
+
+
+def test_a_horizon_output_is_scored_when_its_last_bar_closes() -> None:
+    metrics = Metrics(process=False)
+    scorer = LiveScorer(window=10, metrics=metrics)
+    scorer.observe_bar(BTC, T0, close=100.0, volume=5.0)
+    made = [
+        horizon_pred(BTC, T0, ("volume_next_bars", 3, 0.9), 100.0),
+        horizon_pred(BTC, T0, ("volume_next_bars", 3, 0.5), 50.0),
+        horizon_pred(BTC, T0, ("volume_next_bars", 1, 0.9), 30.0),
+        horizon_pred(BTC, T0, ("p_up_in_bars", 3, None), 0.7),
+    ]
+    assert scorer.expect(made) == 4
+    assert scorer.observe_bar(BTC, T0 + H, close=90.0, volume=20.0) == 1  # the 1-bar quantile
+    assert scorer.observe_bar(BTC, T0 + 2 * H, close=95.0, volume=30.0) == 0
+    assert scorer.observe_bar(BTC, T0 + 3 * H, close=104.0, volume=10.0) == 3
+    assert scorer.pending == 0
+    scores = scorer.horizons
+    total = 20.0 + 30.0 + 10.0  # the three bars after the one predicted from
+    out = ("hz", "volume_next_bars", 3, 0.9)
+    assert scores.mean(out, "pinball") == pytest.approx(pinball(0.9, 100.0, total))
+    assert scores.mean(out, "coverage") == 1.0  # 60 <= 100
+    assert scores.mean(("hz", "volume_next_bars", 3, 0.5), "coverage") == 0.0  # 60 > 50
+    assert scores.mean(("hz", "volume_next_bars", 1, 0.9), "coverage") == 1.0  # 20 <= 30
+    direction = ("hz", "p_up_in_bars", 3, None)
+    assert scores.mean(direction, "brier") == pytest.approx(0.09)  # 104 > 100: up
+    assert scores.mean(direction, "hit") == 1.0
+    assert metrics.live_coverage.labels("hz", "3", "0.9")._value.get() == 1.0
+    assert metrics.live_pinball.labels("hz", "3", "0.5")._value.get() == pytest.approx(
+        pinball(0.5, 50.0, total)
+    )
+    assert metrics.live_brier.labels("hz", "3")._value.get() == pytest.approx(0.09)
+    assert metrics.live_horizon_hits.labels("hz", "3")._value.get() == 1.0
+    assert gauge(metrics.live_scored, "hz") == 4.0
+    assert scorer.rolling("hz") is None  # the v1 gauges stay the v1 models'
+
+
+def test_a_horizon_with_a_missing_bar_is_dropped() -> None:
+    scorer = LiveScorer(window=10, metrics=Metrics(process=False))
+    scorer.observe_bar(ETH, T0, close=10.0, volume=1.0)
+    scorer.expect([horizon_pred(ETH, T0, ("volume_next_bars", 3, 0.9), 5.0)])
+    scorer.observe_bar(ETH, T0 + H, close=10.0, volume=1.0)
+    # the bar at T0 + 2H never came: the sum of three bars cannot be known
+    assert scorer.observe_bar(ETH, T0 + 3 * H, close=10.0, volume=1.0) == 0
+    assert scorer.pending == 0
+    assert scorer.horizons.mean(("hz", "volume_next_bars", 3, 0.9), "coverage") is None

@@ -87,7 +87,7 @@ def test_seed_architecture_parameter_count_and_overrides() -> None:
         resolve("transformer")
     assert set(DEFAULTS) == {
         "volume", "volume-wide", "direction", "direction-wide", "direction-deep",
-        "direction-gru", "ensemble",
+        "direction-gru", "ensemble", "volume-horizons", "direction-horizons",
     }  # fmt: skip
     assert resolve("direction")["features"] == list(SEED_FEATURES)
 

@@ -71,6 +71,22 @@ def test_a_new_bar_clears_the_other_targets_value_until_it_arrives() -> None:
     assert board.rows[BTC.tag].volume is None
 
 
+def test_a_horizon_output_is_a_line_of_the_series_chart_and_leaves_the_row() -> None:
+    board = Board(10)
+    board.add_raw(message(target="next_bar_volume", value=5.0))
+    fields = json.loads(message(target="next_bar_volume"))
+    del fields["schema"]
+    fields.update(target="volume_next_bars", value=80.0, horizon_bars=6, quantile=0.9)
+    horizon = encode_prediction(**fields)
+    board.take_changed()
+    assert board.add_raw(horizon) == BTC.tag and board.malformed == 0
+    assert board.rows[BTC.tag].volume == 5.0
+    assert [r.series for r in board.take_changed()] == [BTC]  # the series view has news
+    lines = board.histories[BTC.tag].as_json()
+    assert [h["value"] for h in lines["volume_next_bars|6|0.9"]] == [80.0]
+    assert [h["value"] for h in lines["next_bar_volume"]] == [5.0]
+
+
 @pytest.mark.parametrize("raw", [b"", b"{", b"[]", b'{"schema": "other"}', message().replace("0.6", '"x"').encode()])  # fmt: skip
 def test_malformed_messages_are_counted_and_dropped(raw: bytes) -> None:
     board = Board(10)

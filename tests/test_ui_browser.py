@@ -11,7 +11,7 @@ import redis.asyncio as aioredis
 
 from testkit.daemon import simulated_daemon, wait_until, wait_until_ready, write_demo_models
 from tests.browser import Page, browser_page
-from tests.ui_helpers import HOSTILE_SYMBOL, publish, running_ui
+from tests.ui_helpers import HOSTILE_SYMBOL, publish, publish_horizons, running_ui
 from whalecast.domain import Series
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis, pytest.mark.tf]
@@ -87,6 +87,15 @@ async def test_the_page_shows_live_predictions_models_feeds_and_a_chart(
                 )
                 assert await page.evaluate("performance.getEntriesByType('navigation').length") == 1
                 await page.screenshot(screenshot_dir(tmp_path) / "ui.png")
+                # a horizon model's outputs show in the selected series' view
+                title = await page.evaluate("document.getElementById('detail-title').textContent")
+                shown_series = Series("binance", title.split(":", 1)[1].split(" ")[0], "1h")
+                assert await publish_horizons(reader, "wc", shown_series, newest) == 6
+                horizons = await page.wait_for(
+                    "(t => t.includes('volume next 24 bars p90') && t)"
+                    "(document.getElementById('detail-horizons').textContent)"
+                )
+                assert "volume next 6 bars p50 600.5" in horizons, horizons
                 # a hostile symbol name stored in Redis is shown as text, never as markup
                 hostile = Series("binance", HOSTILE_SYMBOL, "1h")
                 await publish(reader, "wc", [hostile], newest)

@@ -69,6 +69,17 @@ async def publish(
     return await publisher.publish(out)
 
 
+async def publish_horizons(redis: Any, prefix: str, series: Series, bar_open_ms: int) -> int:
+    """A horizon model's six volume outputs for ``series`` at one bar (value 100 * h + q)."""
+    publisher = Publisher(redis, Keys(prefix), 100_000, Metrics(process=False))
+    one = PredictionOut(series, bar_open_ms, bar_open_ms + series.bar_ms, "volume-horizons",
+                        "20261207T060000Z-7c1e", "volume_next_bars", 0.0, time.time())  # fmt: skip
+    outputs = [(h, q) for h in (1, 6, 24) for q in (0.5, 0.9)]
+    return await publisher.publish(
+        [one._replace(value=100.0 * h + q, horizon_bars=h, quantile=q) for h, q in outputs]
+    )
+
+
 @contextlib.asynccontextmanager
 async def ui_process(config: Path, port: int, log_path: Path) -> AsyncIterator[str]:
     """``python -m whalecast ui`` as a process of its own; yields the page's URL once it answers."""

@@ -90,12 +90,20 @@ def predict(
     loaded: Loaded, data: Sequence[SeriesData], samples: Samples, batch_size: int = 1024
 ) -> np.ndarray:
     """Predictions in the target's training space: P(up), or log1p(volume)."""
+    return predict_outputs(loaded, data, samples, batch_size).reshape(-1)
+
+
+def predict_outputs(
+    loaded: Loaded, data: Sequence[SeriesData], samples: Samples, batch_size: int = 1024
+) -> np.ndarray:
+    """``(n, outputs)`` predictions, each output in its target's training space (P(up), or
+    log1p volume), the target scaler undone per output."""
     pre = loaded.preprocess
     x = windows(data, samples, feature_index(pre.features), pre.window, pre.scaler)
     raw = np.asarray(loaded.model.predict(x, batch_size=batch_size, verbose=0), dtype=np.float64)
-    raw = raw.reshape(-1)
+    raw = raw.reshape(len(x), -1)
     if pre.target_scaler is not None:
-        raw = raw * pre.target_scaler.scale[0] + pre.target_scaler.mean[0]
+        raw = raw * np.asarray(pre.target_scaler.scale) + np.asarray(pre.target_scaler.mean)
     if not np.isfinite(raw).all():
         raise ArtifactError(f"{loaded.directory}: the model returns non-finite values")
     return raw

@@ -139,7 +139,8 @@ def train_once(settings: Settings, args: argparse.Namespace, stop: threading.Eve
         force=args.force,
         promote=not args.no_promote, verbose=1 if args.progress else 0,
     )  # fmt: skip
-    from training.summary import text  # noqa: PLC0415 - TensorFlow only once a job is valid
+    from training import horizon_summary  # noqa: PLC0415 - TensorFlow only once a job is valid
+    from training.summary import text  # noqa: PLC0415
     from training.train import run  # noqa: PLC0415
 
     log.info("training_job", preset=job.preset, model=job.model_name,
@@ -150,7 +151,8 @@ def train_once(settings: Settings, args: argparse.Namespace, stop: threading.Eve
     outcome = run(settings, job, load_histories(settings, args, chosen.symbols), stop)
     written = [outcome] + ([outcome.baseline] if outcome.baseline is not None else [])
     for each in written:
-        print(text(each.report, each.model, each.version))
+        said = horizon_summary.text if horizon_summary.is_multi(each.report) else text
+        print(said(each.report, each.model, each.version))
     for each in written:
         print(json.dumps({"model": each.model, "version": each.version,
                           "promoted": bool(job.promote and each.decision.promote),

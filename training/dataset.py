@@ -30,6 +30,7 @@ import numpy as np
 
 from streamer.features import FEATURE_NAMES, compute_features
 from training.history import SeriesHistory
+from training.horizons import complete, ups_at, volume_sums
 from whalecast.artifact import Scaler
 from whalecast.domain import Series, floor_to_bar
 
@@ -152,6 +153,10 @@ class Samples:
     y_up: np.ndarray  # 1.0 when close[t + 1] > close[t]
     y_log_volume: np.ndarray  # log1p(volume[t + 1])
     bar_return: np.ndarray  # close[t + 1] / close[t] - 1
+    #: ``(n, len(horizons))`` targets over several bars (:mod:`training.horizons`); no
+    #: columns unless :func:`build_samples` was given horizons
+    y_volume_sum: np.ndarray  # log1p(volume[t + 1] + ... + volume[t + h])
+    y_up_at: np.ndarray  # 1.0 when close[t + h] > close[t]
 
     def __len__(self) -> int:
         return len(self.row)
@@ -177,8 +182,12 @@ def _valid_rows(d: SeriesData, window: int) -> np.ndarray:
     return np.flatnonzero(ok)
 
 
-def build_samples(data: Sequence[SeriesData], window: int, cuts: Cuts) -> Samples:
-    """Every sample whose window of ``window`` rows is defined, labelled with its split."""
+def build_samples(
+    data: Sequence[SeriesData], window: int, cuts: Cuts, horizons: Sequence[int] = ()
+) -> Samples:
+    """Every sample whose window of ``window`` rows is defined, labelled with its split;
+    with ``horizons``, only those whose every horizon's targets are defined and inside the
+    sample's split."""
     parts: dict[str, list[np.ndarray]] = {f.name: [] for f in fields(Samples)}
     for i, d in enumerate(data):
         rows = _valid_rows(d, window)
@@ -194,7 +203,13 @@ def build_samples(data: Sequence[SeriesData], window: int, cuts: Cuts) -> Sample
         parts["y_up"].append((close_next > close_now).astype(np.float32))
         parts["y_log_volume"].append(np.log1p(d.volume[rows + 1]))
         parts["bar_return"].append(close_next / close_now - 1.0)
+        parts["y_volume_sum"].append(volume_sums(d.volume, rows, horizons))
+        parts["y_up_at"].append(ups_at(d.close, rows, horizons))
     samples = Samples(**{k: np.concatenate(v) for k, v in parts.items()})
+    if horizons:
+        last_ms = samples.target_ms + (max(horizons) - 1) * data[0].series.bar_ms
+        samples = samples.take(complete(samples.y_volume_sum, samples.y_up_at, samples.split,
+                                        cuts.split_of(last_ms)))  # fmt: skip
     for code, name in SPLIT_NAMES.items():
         if not (samples.split == code).any():
             raise DatasetError(f"the {name} split is empty; check the split settings and history")

@@ -73,17 +73,26 @@ def _loss(fit: LinearFit, x: np.ndarray, y: np.ndarray) -> float:
 
 
 def _ridges(x: np.ndarray, y: np.ndarray) -> list[LinearFit]:
-    """Ridge for every alpha from one Gram matrix (the intercept is not penalised)."""
+    return ridges_per_column(x, np.asarray(y).reshape(-1, 1))[0]
+
+
+def ridges_per_column(x: np.ndarray, y: np.ndarray) -> list[list[LinearFit]]:
+    """Ridge for every alpha and every column of ``y`` ``(n, k)`` from one Gram matrix (the
+    intercept is not penalised): ``out[column][alpha]``."""
     flat = x.reshape(len(x), -1).astype(np.float64)
-    mean_x, mean_y = flat.mean(axis=0), float(np.mean(y))
+    mean_x = flat.mean(axis=0)
+    ys = np.asarray(y, np.float64)
+    mean_y = ys.mean(axis=0)
     centred = flat - mean_x
     gram = centred.T @ centred
-    rhs = centred.T @ (np.asarray(y, np.float64) - mean_y)
+    rhs = centred.T @ (ys - mean_y)
     eye = np.eye(len(gram))
-    out = []
+    out: list[list[LinearFit]] = [[] for _ in range(ys.shape[1])]
     for alpha in RIDGE_ALPHAS:
-        coef = np.linalg.solve(gram + alpha * eye, rhs)
-        out.append(LinearFit("ridge", coef, mean_y - float(mean_x @ coef), alpha))
+        coefs = np.linalg.solve(gram + alpha * eye, rhs)
+        for j, fits in enumerate(out):
+            coef = coefs[:, j]
+            fits.append(LinearFit("ridge", coef, float(mean_y[j] - mean_x @ coef), alpha))
     return out
 
 

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from streamer.features import SEED_FEATURES
-from whalecast.targets import DIRECTION, VOLUME, Target
+from whalecast.targets import DIRECTION, DIRECTION_AT, VOLUME, VOLUME_SUM, Target
 
 HyperParams = dict[str, Any]
 
@@ -115,6 +115,26 @@ DEFAULTS["direction-wide"] = {
     "features": DIRECTION_WIDE_FEATURES,
 }
 
+DEFAULTS["volume-horizons"] = {
+    # volume-wide with one output per horizon and quantile (p50 and p90 of the volume summed
+    # over the next 1, 6 and 24 bars), fitted on the pinball loss; started at one ridge per
+    # horizon over the window, shifted by the quantiles of its training residuals
+    **DEFAULTS["volume-wide"],
+    "loss": "pinball",
+    "horizons": [1, 6, 24],
+    "quantiles": [0.5, 0.9],
+}
+
+DEFAULTS["direction-horizons"] = {
+    # direction-wide's shape with P(up) at 1 and 6 bars; the wide part starts untrained (a
+    # logistic fit over the 720-input window per horizon costs minutes each)
+    **DEFAULTS["direction-wide"],
+    "init_linear": False,
+    "learning_rate": 1e-3,
+    "horizons": [1, 6],
+    "quantiles": [],
+}
+
 TARGETS: dict[str, Target] = {
     "volume": VOLUME,
     "volume-wide": VOLUME,
@@ -123,6 +143,8 @@ TARGETS: dict[str, Target] = {
     "direction-deep": DIRECTION,
     "direction-gru": DIRECTION,
     "ensemble": DIRECTION,
+    "volume-horizons": VOLUME_SUM,
+    "direction-horizons": DIRECTION_AT,
 }
 
 

@@ -17,6 +17,25 @@ from keras import layers, regularizers
 from training.params import TARGETS, HyperParams, PresetError
 from whalecast.targets import VOLUME
 
+
+@keras.saving.register_keras_serializable(package="whalecast")
+class Pinball(keras.losses.Loss):  # type: ignore[misc]
+    """The mean quantile (pinball) loss over the outputs, output ``j`` at level
+    ``levels[j]``: minimised when output ``j`` is the ``levels[j]`` quantile of its target."""
+
+    def __init__(self, levels: list[float], name: str = "pinball", **kwargs: Any) -> None:
+        super().__init__(name=name, **kwargs)
+        self.levels = [float(q) for q in levels]
+
+    def call(self, y_true: Any, y_pred: Any) -> Any:
+        q = keras.ops.convert_to_tensor(self.levels, dtype=y_pred.dtype)
+        miss = keras.ops.cast(y_true, y_pred.dtype) - y_pred
+        return keras.ops.mean(keras.ops.maximum(q * miss, (q - 1.0) * miss), axis=-1)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "levels": self.levels}
+
+
 # --- builders: each returns an uncompiled model on Input(window, n_features) -------------------
 
 
@@ -27,22 +46,26 @@ def _volume(params: HyperParams, window: int, n_features: int) -> keras.Model:
     return keras.Model(inputs, outputs, name="volume")
 
 
-def _wide(name: str, probability: bool) -> Callable[[HyperParams, int, int], keras.Model]:
-    """Wide and deep: ``Dense(1)`` over the flattened window (the layer ``linear``, which the
+def _wide(
+    name: str, probability: bool, out: str = ""
+) -> Callable[[HyperParams, int, int], keras.Model]:
+    """Wide and deep: ``Dense(k)`` over the flattened window (the layer ``linear``, which the
     trainer may start at the strong baseline's fit over the same window) plus the residual
-    of an LSTM branch that starts at zero; a sigmoid on the sum for a probability."""
+    of an LSTM branch that starts at zero; a sigmoid on the sum for a probability. ``k`` is
+    1, or one unit per output of a multi-horizon preset (``horizons`` x ``quantiles``)."""
 
     def build(params: HyperParams, window: int, n_features: int) -> keras.Model:
+        k = len(params["horizons"]) * max(1, len(params.get("quantiles") or [])) if out else 1
         inputs = keras.Input((window, n_features), name="window")
-        wide = layers.Dense(1, name="linear")(layers.Flatten(name="flat_window")(inputs))
+        wide = layers.Dense(k, name="linear")(layers.Flatten(name="flat_window")(inputs))
         x = layers.LSTM(params["units"], name="lstm")(inputs)
         x = layers.Dense(params["dense_units"], activation="relu", name="dense")(x)
-        deep = layers.Dense(1, kernel_initializer="zeros", name="residual")(x)
+        deep = layers.Dense(k, kernel_initializer="zeros", name="residual")(x)
         if not probability:
-            outputs = layers.Add(name="log_volume_next")([wide, deep])
+            outputs = layers.Add(name=out or "log_volume_next")([wide, deep])
         else:
             logit = layers.Add(name="logit")([wide, deep])
-            outputs = layers.Activation("sigmoid", name="p_up")(logit)
+            outputs = layers.Activation("sigmoid", name=out or "p_up")(logit)
         return keras.Model(inputs, outputs, name=name)
 
     return build
@@ -84,6 +107,8 @@ BUILDERS: dict[str, Callable[[HyperParams, int, int], keras.Model]] = {
     "volume-wide": _wide("volume_wide", probability=False),
     "direction": _direction,
     "direction-wide": _wide("direction_wide", probability=True),
+    "volume-horizons": _wide("volume_horizons", probability=False, out="log_volume_sums"),
+    "direction-horizons": _wide("direction_horizons", probability=True, out="p_up_at"),
     "direction-deep": _deep(layers.LSTM, "direction_deep"),
     "direction-gru": _deep(layers.GRU, "direction_gru"),
 }
@@ -95,7 +120,10 @@ def build(name: str, params: HyperParams, window: int, n_features: int) -> keras
         raise PresetError(f"preset {name!r} is not built directly")
     model = BUILDERS[name](params, window, n_features)
     optimizer = keras.optimizers.Adam(learning_rate=params["learning_rate"])
-    if TARGETS[name] == VOLUME:
+    if params.get("quantiles"):
+        levels = [float(q) for _ in params["horizons"] for q in params["quantiles"]]
+        model.compile(optimizer=optimizer, loss=Pinball(levels))
+    elif TARGETS[name] == VOLUME:
         model.compile(optimizer=optimizer, loss=params.get("loss", "mse"), metrics=["mae"])
     else:
         model.compile(

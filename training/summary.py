@@ -123,6 +123,7 @@ def results_tables(runs: list[tuple[dict[str, Any], dict[str, Any]]]) -> str:
     train --without GROUP --no-promote`` under the full model's name) goes into the ablation
     table instead, with its paired difference against that full model.
     """
+    runs = [(r, m) for r, m in runs if "horizons" not in r]  # see training.horizon_summary
     ablations = [
         (r, m) for r, m in runs if left_out(m) and "serving" in r["test"]["pooled"]["models"]
     ]
@@ -141,7 +142,8 @@ def results_tables(runs: list[tuple[dict[str, Any], dict[str, Any]]]) -> str:
         parts.append(_backtests(direction))
     if ablations:
         parts.append(_ablations(ablations))
-    parts.append(_fits(runs + ablations))
+    if runs:
+        parts.append(_fits(runs + ablations))
     return "\n".join(parts)
 
 
@@ -288,22 +290,28 @@ def _fits(runs: list[tuple[dict[str, Any], dict[str, Any]]]) -> str:
 
 def walk_forward_table(report: dict[str, Any]) -> str:
     """One row per fold of a ``--walk-forward`` report: the window, the model beside the
-    strong baseline, the paired difference; then the record."""
+    strong baseline, the paired difference; then the record (per horizon, for a
+    multi-horizon preset, with the p90 coverage of each fold)."""
+    if "horizons" in report:
+        return "\n".join(walk_forward_table(each) for each in report["horizons"])
     summary = report["summary"]
     ref = summary["reference"]
     metric = report["folds"][0]["metric"]
+    coverage = "coverage_90" in report["folds"][0]
     lines = [
         f"`{report['preset']}`, {len(report['folds'])} folds of {report['fold_days']:g} days, "
         f"{metric}:",
         "",
-        f"| test window | trained from | samples | model | {ref} | model − {ref} (paired) |",
-        "|---|---|---|---|---|---|",
+        f"| test window | trained from | samples | model | {ref} | model − {ref} (paired) |"
+        + (" model p90 coverage |" if coverage else ""),
+        "|---|---|---|---|---|---|" + ("---|" if coverage else ""),
     ]
     for fold in report["folds"]:
         lines.append(
             f"| {fold['test_from'][:16]} → {fold['test_to'][:16]} | {fold['train_from'][:10]} "
             f"| {fold['samples']:,} | {cell(fold['models']['model'])} "
             f"| {cell(fold['models'][ref])} | {paired_cell(fold['vs_reference'])} |"
+            + (f" {cell(fold['coverage_90'], 3)} |" if coverage else "")
         )
     record = ", ".join(f"{v} {n}" for n, v in summary["record"].items())
     mean = summary["mean_difference"]

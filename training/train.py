@@ -42,6 +42,14 @@ from training.dataset import (
 from training.evaluate import report_of_classes, score_all, train_test_gap, truth
 from training.fit import FitResult, fit, set_seed
 from training.history import SeriesHistory
+from training.horizon_eval import decide_horizons, evaluate_horizons
+from training.horizon_fit import (
+    is_horizons,
+    outputs_of,
+    start_at_quantile_ridges,
+    targets,
+    volume_scaler,
+)
 from training.jobs import Job
 from training.linear import LinearFit, fit_linear, linear_model
 from training.params import TARGETS
@@ -51,6 +59,7 @@ from whalecast.artifact import (
     METADATA_FILE,
     REPORT_FILE,
     ArtifactError,
+    OutputSpec,
     Preprocess,
     Scaler,
     write_artifact,
@@ -58,7 +67,7 @@ from whalecast.artifact import (
 )
 from whalecast.logs import get_logger
 from whalecast.settings import Settings
-from whalecast.targets import VOLUME, Target
+from whalecast.targets import DIRECTION, VOLUME, VOLUME_SUM, Target
 
 log = get_logger(__name__)
 
@@ -96,17 +105,22 @@ def load_data(
         raise ValueError(f"training.purge_bars ({t.purge_bars}) must be >= the window ({window})")
     series = prepare(histories)
     cuts = make_cuts(series, t.test_days, t.validation_fraction, t.train_days, t.purge_bars)
-    samples = build_samples(series, max(window, BASELINE_WINDOW, serving_window), cuts)
+    horizons = job.params.get("horizons") or ()
+    samples = build_samples(series, max(window, BASELINE_WINDOW, serving_window), cuts, horizons)
     columns = feature_index(job.params["features"])
     train = samples.of(TRAIN)
     scaler = fit_scaler(series, train, columns, window)
     y_scaler = target_scaler(train) if TARGETS[job.preset] == VOLUME else None
+    if job.params.get("quantiles"):
+        y_scaler = volume_scaler(train, job.params)
     return Data(series, samples, cuts, columns, scaler, y_scaler)
 
 
 def inputs(data: Data, job: Job, which: int) -> tuple[np.ndarray, np.ndarray]:
     samples = data.split(which)
     x = windows(data.series, samples, data.columns, job.params["window"], data.scaler)
+    if is_horizons(job.params):
+        return x, targets(samples, job.params, data.y_scaler)
     if data.y_scaler is None:
         return x, samples.y_up.astype(np.float32)
     y = (samples.y_log_volume - data.y_scaler.mean[0]) / data.y_scaler.scale[0]
@@ -125,7 +139,9 @@ def fit_preset(
     if job.preset != "ensemble":
         set_seed(seed)
         model = build(job.preset, job.params, *shape)
-        if job.params.get("init_linear"):
+        if job.params.get("init_linear") and is_horizons(job.params):
+            start_at_quantile_ridges(model, job.params, train, val)
+        elif job.params.get("init_linear"):
             data.linear = start_at_linear(model, TARGETS[job.preset], train, val, seed)
         result = fit(model, job.params, train, val, stop=stop, verbose=job.verbose)
         return result.model, {job.preset: result}
@@ -158,14 +174,19 @@ def start_at_linear(model: keras.Model, target: Target, train: tuple[np.ndarray,
 def preprocess_of(job: Job, data: Data) -> Preprocess:
     """What serving needs to turn stored windows into this model's input, and back."""
     target = TARGETS[job.preset]
+    outputs = None
+    if is_horizons(job.params):
+        outputs = [OutputSpec(target=target, horizon_bars=h, quantile=q)
+                   for h, q in outputs_of(job.params)]  # fmt: skip
     return Preprocess(
         feature_version=FEATURE_VERSION,
         features=list(job.params["features"]),
         window=job.params["window"],
         scaler=data.scaler,
         target=target,
-        target_transform="log1p" if target == VOLUME else "identity",
+        target_transform="log1p" if target in (VOLUME, VOLUME_SUM) else "identity",
         target_scaler=data.y_scaler,
+        outputs=outputs,
     )
 
 
@@ -230,6 +251,29 @@ def _backtest_frame(data: Data, test: Samples) -> pd.DataFrame:
             "bar_return": test.bar_return,
         }
     )
+
+
+def evaluate_multi(
+    settings: Settings, job: Job, data: Data, loaded: artifacts.Loaded
+) -> tuple[dict[str, Any], Decision]:
+    """The test report and decision of a multi-horizon model (:mod:`training.horizon_eval`)."""
+    t = settings.training
+    train, test = data.split(TRAIN), data.split(TEST)
+    scores = evaluate_horizons(
+        job.params, data.series, train, test, artifacts.predict_outputs(loaded, data.series, test),
+        bootstrap_samples=t.bootstrap_samples, block_ms=int(t.bootstrap_block_hours * 3_600_000),
+        seed=t.seed,
+    )  # fmt: skip
+    metric = promotion_metric(settings, DIRECTION)
+    decision, verdicts = decide_horizons(job.params, scores, metric, force=job.force,
+                                         significance=t.promote_requires_significance)  # fmt: skip
+    report = {
+        "target": TARGETS[job.preset],
+        "outputs": [{"horizon_bars": h, "quantile": q} for h, q in outputs_of(job.params)],
+        "horizons": [{"horizon_bars": h, **scored} for h, scored in scores.items()],
+        "horizon_verdicts": verdicts,
+    }
+    return report, decision
 
 
 def promotion_metric(settings: Settings, target: str) -> str:
@@ -406,12 +450,19 @@ def write_version(
         artifacts.save(directory, model, preprocess)
         add_onnx_graphs(directory, model, preprocess)
         loaded = artifacts.load(directory)
-        report, preds = evaluate(settings, job, data, loaded, serving)
-        decision = promotion_decision(
-            settings, job, report, serving.directory.name if serving else None
-        )
-        report["promotion"] = decision.as_dict()
-        report["plots"] = write_plots(directory, report, fits, data, preds) if job.plots else []
+        if is_horizons(job.params):
+            report, decision = evaluate_multi(settings, job, data, loaded)
+            report["promotion"] = decision.as_dict()
+            history = {k: f.history for k, f in fits.items()}
+            report["plots"] = [plots.training_history(history, directory / "training_history.png")
+                               ] if job.plots and fits else []  # fmt: skip
+        else:
+            report, preds = evaluate(settings, job, data, loaded, serving)
+            decision = promotion_decision(
+                settings, job, report, serving.directory.name if serving else None
+            )
+            report["promotion"] = decision.as_dict()
+            report["plots"] = write_plots(directory, report, fits, data, preds) if job.plots else []
         report.pop("_curve", None)
         meta = metadata(settings, job, model, data, fits, histories=ctx.histories, code=ctx.code)
         if extra_metadata:
@@ -447,7 +498,8 @@ def wants_baseline(settings: Settings, job: Job, decision: Decision) -> bool:
     (not a forced run, nor one that promotes nothing: an ablation, an evaluation)."""
     t = settings.training
     allowed = t.baseline_fallback and t.promote_against_baseline and job.promote and not job.force
-    return allowed and not decision.beats_baseline
+    # a multi-horizon model has no single-output linear version to fall back on
+    return allowed and not decision.beats_baseline and not is_horizons(job.params)
 
 
 def write_baseline(ctx: Context, network_version: str) -> Outcome:
@@ -485,6 +537,8 @@ def run(
     # data: the daemon's features over history, split by time, scaled on training rows only
     serving = artifacts.serving(job.registry, job.model_name)
     why_not = artifacts.comparable(serving, target) if serving is not None else None
+    if serving is not None and is_horizons(job.params):
+        why_not = "multi-horizon models are judged against the baselines only"
     if why_not is not None:
         log.warning("serving_model_not_comparable", model=job.model_name, reason=why_not)
         serving = None

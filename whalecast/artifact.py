@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from whalecast.targets import Target
+from whalecast.targets import NEXT_BAR_TARGETS, VOLUME_TARGETS, Target
 
 PREPROCESS_FORMAT = "whalecast.preprocess/v1"
 MODEL_FILE = "model.keras"
@@ -55,6 +55,30 @@ class Scaler(BaseModel):
         return self
 
 
+class OutputSpec(BaseModel):
+    """What one unit of the model's last layer predicts."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    target: Target
+    horizon_bars: int = Field(ge=1)
+    quantile: float | None = Field(default=None, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _target_allows_horizon_and_quantile(self) -> OutputSpec:
+        if self.target in NEXT_BAR_TARGETS and (
+            self.horizon_bars != 1 or self.quantile is not None
+        ):
+            raise ValueError(f"{self.target} is the next bar's: horizon_bars 1 and no quantile")
+        if self.quantile is not None and self.target not in VOLUME_TARGETS:
+            raise ValueError(f"a quantile needs a volume target, not {self.target}")
+        return self
+
+    @property
+    def key(self) -> tuple[str, int, float | None]:
+        return (self.target, self.horizon_bars, self.quantile)
+
+
 class Preprocess(BaseModel):
     """How to turn stored feature windows into model input and model output into a value."""
 
@@ -68,6 +92,10 @@ class Preprocess(BaseModel):
     target: Target
     target_transform: Literal["identity", "log1p"] = "identity"
     target_scaler: Scaler | None = None
+    #: The model's outputs, one per unit of its last layer in that order; ``None`` is
+    #: the single v1 output ``(target, 1, None)``. ``target_transform`` applies to
+    #: every output and ``target_scaler`` has one mean and scale per output.
+    outputs: list[OutputSpec] | None = Field(default=None, min_length=1)
 
     @model_validator(mode="after")
     def _scaler_matches_features(self) -> Preprocess:
@@ -76,6 +104,27 @@ class Preprocess(BaseModel):
         if len(set(self.features)) != len(self.features):
             raise ValueError("a feature is listed twice")
         return self
+
+    @model_validator(mode="after")
+    def _outputs_distinct_and_scaled(self) -> Preprocess:
+        if self.outputs is None and self.target not in NEXT_BAR_TARGETS:
+            raise ValueError(f"target {self.target} needs outputs with its horizons")
+        specs = self.output_specs()
+        keys = [spec.key for spec in specs]
+        if len(set(keys)) != len(keys):
+            raise ValueError("an output (target, horizon_bars, quantile) is listed twice")
+        if self.target_scaler is not None and len(self.target_scaler.mean) != len(specs):
+            raise ValueError(
+                f"target_scaler has {len(self.target_scaler.mean)} columns, "
+                f"the model has {len(specs)} outputs"
+            )
+        return self
+
+    def output_specs(self) -> list[OutputSpec]:
+        """The resolved outputs, in the order of the model's last layer."""
+        if self.outputs is None:
+            return [OutputSpec(target=self.target, horizon_bars=1)]
+        return list(self.outputs)
 
 
 def new_version(now: datetime | None = None) -> str:

@@ -4,11 +4,11 @@ Beside ``model.keras`` a version may hold (written by the trainer, or added late
 ``whalecast export-onnx``):
 
 - ``full.onnx``: the model on a full window, input ``windows`` ``(n, window, features)``,
-  output the raw value ``(n, 1)``;
+  output the raw values ``(n, outputs)`` (one per output of ``preprocess.json``);
 - ``prime.onnx`` and ``step.onnx``, when the model splits (:mod:`whalecast.keras_split`):
   prime takes ``older`` ``(n, window - 1, features)`` and returns the recurrent states
   (h, c per LSTM layer, h per GRU layer, in call order); step takes ``newest``
-  ``(n, 1, features)`` and ``state_0 .. state_k`` and returns the raw value;
+  ``(n, 1, features)`` and ``state_0 .. state_k`` and returns the raw values;
 - ``graphs.json`` (:class:`GraphsManifest`), written last: each graph's file, size and
   SHA-256, the state widths, why there is no step graph when there is none, and the
   check window: a few batches of scaled input with the Keras model's own output on
@@ -57,7 +57,7 @@ class GraphFile(BaseModel):
 
 class CheckBatch(BaseModel):
     """Scaled input ``(rows, window, features)`` (float32, little-endian, base64) and the
-    Keras model's raw output on it."""
+    Keras model's raw output on it, row by row (``rows * outputs`` values)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -67,7 +67,7 @@ class CheckBatch(BaseModel):
 
     def array(self, window: int, features: int) -> np.ndarray:
         raw = base64.b64decode(self.data, validate=True)
-        if len(raw) != self.rows * window * features * 4 or len(self.keras) != self.rows:
+        if len(raw) != self.rows * window * features * 4 or len(self.keras) % self.rows:
             raise ArtifactError(f"{GRAPHS_FILE}: a check batch does not hold {self.rows} rows")
         return np.frombuffer(raw, dtype="<f4").reshape(self.rows, window, features).copy()
 
@@ -99,10 +99,13 @@ class Graphs:
     step: bytes | None
 
     def check_batches(self) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Each check batch and the Keras output on it, ``(rows,)`` float32."""
+        """Each check batch and the Keras output on it, ``(rows, outputs)`` float32."""
         m = self.manifest
         return [
-            (batch.array(m.window, m.features), np.asarray(batch.keras, dtype=np.float32))
+            (
+                batch.array(m.window, m.features),
+                np.asarray(batch.keras, dtype=np.float32).reshape(batch.rows, -1),
+            )
             for batch in m.check
         ]
 
@@ -115,7 +118,8 @@ def check_batch(window: int, features: int, rows: int, seed: int = 0) -> np.ndar
 
 def encode_batch(batch: np.ndarray, keras_output: np.ndarray) -> CheckBatch:
     data = base64.b64encode(np.ascontiguousarray(batch, dtype="<f4").tobytes()).decode()
-    return CheckBatch(rows=len(batch), data=data, keras=[float(v) for v in keras_output])
+    values = np.asarray(keras_output).reshape(-1)
+    return CheckBatch(rows=len(batch), data=data, keras=[float(v) for v in values])
 
 
 def describe(name: str, data: bytes) -> GraphFile:

@@ -148,8 +148,9 @@ class Incremental:
         return [np.asarray(s) for s in self._prime(older)]
 
     def step(self, newest: np.ndarray, states: Sequence[np.ndarray]) -> np.ndarray:
-        """Raw model output ``(n,)`` for the newest scaled rows ``(n, 1, f)`` from ``states``."""
-        return np.asarray(self._step(newest, *states), dtype=np.float32).reshape(len(newest))
+        """Raw model output ``(n, outputs)`` for the newest scaled rows ``(n, 1, f)`` from
+        ``states``."""
+        return np.asarray(self._step(newest, *states), dtype=np.float32).reshape(len(newest), -1)
 
     # --- the graphs -------------------------------------------------------------------------
 

@@ -74,6 +74,8 @@ class Keys:
         return f"{{{self.predictions_stream}}}:streamed"
 
     def latest(self, model: str) -> str:
+        """The model's newest message per output of each series (a hash; see
+        :func:`latest_field` for its fields)."""
         return f"{self.prefix}:latest:{model}"
 
     @property
@@ -108,3 +110,26 @@ class Keys:
     def all_pattern(self) -> str:
         """Pattern matching every key and channel of this deployment (for ACLs)."""
         return f"{self.prefix}:*"
+
+
+def latest_field(
+    series_tag: str, target: str, horizon_bars: int | None, quantile: float | None
+) -> str:
+    """The field of a message in its model's latest-value hash.
+
+    A message without ``horizon_bars`` (a v1 model's) is under the series tag alone,
+    ``binance:BTC/USDT:1h``, as it always was; a horizon output under the tag, target,
+    horizon and quantile (when set) joined by ``|``:
+    ``binance:BTC/USDT:1h|volume_next_bars|6|0.9``, ``binance:BTC/USDT:1h|p_up_in_bars|6``,
+    so a model's outputs do not overwrite each other.
+    """
+    if horizon_bars is None:
+        return series_tag
+    return f"{series_tag}|{output_label(target, horizon_bars, quantile)}"
+
+
+def output_label(target: str, horizon_bars: int, quantile: float | None) -> str:
+    """One output of a model, ``volume_next_bars|6|0.9`` or ``p_up_in_bars|6``."""
+    if quantile is None:
+        return f"{target}|{horizon_bars}"
+    return f"{target}|{horizon_bars}|{quantile!r}"

@@ -104,10 +104,19 @@ class Metrics:
         self.model_reloads = Counter("whalecast_model_reloads_total", "Model load attempts, by outcome (loaded, refused).", ["model", "outcome"], registry=r)  # fmt: skip
         self.model_reload_failing = Gauge("whalecast_model_reload_failing", "1 while the newest published version was refused.", ["model"], registry=r)  # fmt: skip
 
-        # live scoring
+        self._live(r)
+
+    def _live(self, r: CollectorRegistry) -> None:
+        """Live scoring: v1 outputs per model; horizon outputs per model, horizon (bars) and
+        quantile."""
         self.live_scored = Counter("whalecast_live_scored_total", "Predictions scored against their outcome bar.", ["model"], registry=r)  # fmt: skip
         self.live_accuracy = Gauge("whalecast_live_accuracy_ratio", "Direction hit rate over the last scoring_window scored predictions.", ["model"], registry=r)  # fmt: skip
         self.live_mae = Gauge("whalecast_live_log_volume_mae", "Mean absolute error of log volume over the last scoring_window scored predictions.", ["model"], registry=r)  # fmt: skip
+        self.live_pinball = Gauge("whalecast_live_log_volume_pinball", "Pinball loss of log1p volume summed over the horizon, for a quantile output, over the last scoring_window scored predictions.", ["model", "horizon", "quantile"], registry=r)  # fmt: skip
+        self.live_coverage = Gauge("whalecast_live_quantile_coverage_ratio", "Share of outcomes at or below the predicted volume quantile (about the quantile when calibrated), over the last scoring_window scored predictions.", ["model", "horizon", "quantile"], registry=r)  # fmt: skip
+        self.live_horizon_mae = Gauge("whalecast_live_horizon_log_volume_mae", "Mean absolute error of log1p volume summed over the horizon, for a point output, over the last scoring_window scored predictions.", ["model", "horizon"], registry=r)  # fmt: skip
+        self.live_brier = Gauge("whalecast_live_direction_brier", "Brier score of the probability that the close horizon bars ahead is above, over the last scoring_window scored predictions.", ["model", "horizon"], registry=r)  # fmt: skip
+        self.live_horizon_hits = Gauge("whalecast_live_direction_hit_ratio", "Direction hit rate horizon bars ahead, over the last scoring_window scored predictions.", ["model", "horizon"], registry=r)  # fmt: skip
 
     def _whale(self, r: CollectorRegistry) -> None:
         self.whale_transfers = Counter("whalecast_whale_transfers_total", "Whale transfers that reached a bar's aggregates, by flow.", ["flow"], registry=r)  # fmt: skip

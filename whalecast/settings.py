@@ -210,6 +210,8 @@ PresetName = Literal[
     "direction-deep",
     "direction-gru",
     "ensemble",
+    "volume-horizons",
+    "direction-horizons",
 ]
 HyperValue = int | float | bool | str | list[str]
 

@@ -19,7 +19,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     e2e = E2EOptions(
         series=args.e2e_series, bars=args.e2e_bars, window=settings.features.window,
-        backend=args.e2e_backend or settings.inference.backend,
+        backend=args.e2e_backend or settings.inference.backend, horizons=args.e2e_horizons,
     )  # fmt: skip
     options = bench.BenchOptions(
         sizes=args.sizes, backends=args.backends, repeats=args.repeats,
@@ -74,6 +74,8 @@ def _add_bench_options(command: argparse.ArgumentParser) -> None:
                          help="end to end: bars measured after 3 warm-up bars (default 40)")  # fmt: skip
     command.add_argument("--e2e-backend", default=None,
                          help="end to end: inference backend (default: inference.backend of the config)")  # fmt: skip
+    command.add_argument("--e2e-horizons", action="store_true",
+                         help="end to end: also serve a volume model of six outputs (1, 6 and 24 bars at p50 and p90)")  # fmt: skip
 
 
 def register(add: Add) -> None:

@@ -15,6 +15,8 @@ PRESETS = (
     "direction-deep",
     "direction-gru",
     "ensemble",
+    "volume-horizons",
+    "direction-horizons",
 )
 
 

@@ -3,8 +3,9 @@
 :class:`Board` is fed prediction messages (``whalecast.prediction/v1``, as read from
 the latest-value hashes and the stream) and newest closes; it keeps one row per
 series (latest direction probability and next-bar volume, the bar they were made
-from, its close) and, per series and target, the last ``history_bars`` predictions
-for the series chart. Rows that changed since the last :meth:`Board.take_changed`
+from, its close) and, per series and target (per output for a horizon model,
+``volume_next_bars|6|0.9``), the last ``history_bars`` predictions for the series
+view. Rows that changed since the last :meth:`Board.take_changed`
 are what the server pushes to browsers. A message that does not parse is counted
 and dropped.
 """
@@ -18,6 +19,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from whalecast.domain import Series
+from whalecast.keys import output_label
 from whalecast.schema import Prediction
 from whalecast.targets import DIRECTION, VOLUME
 
@@ -71,6 +73,14 @@ class History:
         }
 
 
+def history_key(m: Prediction) -> str:
+    """The series chart's line of a message: its target, and for a horizon output its
+    horizon and quantile too (``volume_next_bars|6|0.9``)."""
+    if m.horizon_bars is None:
+        return m.target
+    return output_label(m.target, m.horizon_bars, m.quantile)
+
+
 class Board:
     def __init__(self, history_bars: int) -> None:
         self.history_bars = history_bars
@@ -95,9 +105,12 @@ class Board:
         if row is None:
             row = self.rows[tag] = Row(series)
             self.histories[tag] = History(self.history_bars)
-        self.histories[tag].add(m.target, m.bar_open_ms, m.value, m.model_version)
+        self.histories[tag].add(history_key(m), m.bar_open_ms, m.value, m.model_version)
         if m.bar_open_ms < row.bar_open_ms:
             return tag  # an older bar (backfill from the stream): history only
+        if m.horizon_bars is not None:
+            self.changed.add(tag)  # the series' chart has news; its row keeps the v1 values
+            return tag
         if m.bar_open_ms > row.bar_open_ms:
             row.bar_open_ms = m.bar_open_ms
             row.p_up = row.volume = None

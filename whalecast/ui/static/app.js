@@ -316,6 +316,19 @@
     $("detail-title").textContent = `${r.exchange}:${r.symbol} · ${r.timeframe}`;
     $("detail-meta").textContent = `${bars.length} bars stored · newest ${utc(r.bar_open_ms)} · p_up next ${r.p_up === null ? "–" : r.p_up.toFixed(3)}`;
     $("detail-score").textContent = scoreText(bars, pup, vol);
+    $("detail-horizons").textContent = horizonText(d.predictions);
+  }
+  // the newest forecast of each horizon output ("volume_next_bars|6|0.9", "p_up_in_bars|6")
+  function horizonText(predictions) {
+    const parts = [];
+    for (const [key, list] of Object.entries(predictions).sort()) {
+      const newest = list[list.length - 1];
+      if (!key.includes("|") || !newest) continue;
+      const [target, h, q] = key.split("|");
+      if (target === "p_up_in_bars") parts.push(`p_up in ${h} bars ${num(newest.value, 3)}`);
+      else parts.push(`volume next ${h} bars${q ? ` p${Math.round(100 * Number(q))}` : ""} ${num(newest.value, 2)}`);
+    }
+    return parts.length ? `horizon forecasts: ${parts.join(" · ")}` : "";
   }
   function scoreText(bars, pup, vol) {
     const byTime = new Map(bars.map((b, i) => [b.open_ms / 1000, i]));
