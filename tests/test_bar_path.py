@@ -30,7 +30,7 @@ pytestmark = [pytest.mark.redis, pytest.mark.tf, pytest.mark.slow]
 
 Edge = tuple[str, str, str]  # caller module, callee module, callee function
 #: Modules on the path only the forward passes' worker thread enters (not profiled).
-IN_THE_WORKER_THREAD = {"inference/incremental.py"}
+IN_THE_WORKER_THREAD = {"inference/incremental.py", "inference/runtime.py"}
 
 
 def path_modules() -> list[str]:
