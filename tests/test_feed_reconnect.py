@@ -13,6 +13,10 @@ from streamer.simulator import Simulator, SimulatorConfig
 from testkit.polling import wait_until
 from tests.feed_helpers import RunningFeed, feed_settings, start_feed, wait_subscribed
 
+# Each case waits out a refused, held or dropped connection on three exchanges: feed
+# runs, not unit tests (streamer/reconnect.py's loop has its unit tests in test_reconnect).
+pytestmark = pytest.mark.slow
+
 STALE_AFTER = 2.0  # the feed's silence watchdog, which also bounds a handshake
 
 
