@@ -24,6 +24,7 @@ import yaml
 
 from streamer.simulator import SimulatorConfig
 from testkit.daemon import simulated_daemon, wait_until_ready, write_demo_models
+from testkit.models import write_horizon_model
 from testkit.polling import wait_until_true
 from testkit.process import serving_process
 from testkit.redis_servers import free_port, require_tool
@@ -97,10 +98,15 @@ async def test_a_real_prometheus_scrapes_the_daemon_runs_every_dashboard_query_a
 ) -> None:
     registry = tmp_path / "models"
     write_demo_models(registry)
+    # a horizon model of each kind, so the horizon panels' live scores have data too
+    horizons = {"volume-horizons": "volume", "direction-horizons": "direction"}
+    for seed, (name, kind) in enumerate(horizons.items()):
+        write_horizon_model(registry, name, kind, seed=10 + seed)
     sim_config = SimulatorConfig(bar_seconds=0.5, history_bars=120)
     async with simulated_daemon(
         redis_url, redis_client, registry, config=sim_config,
         feed={"stale_after_seconds": 30.0},
+        inference={"models": ["direction", "volume", *horizons]},
     ) as run:  # fmt: skip
         await wait_until_ready(run.daemon, timeout_seconds=120)
         assert run.daemon.http is not None
