@@ -21,6 +21,7 @@ from contextlib import asynccontextmanager, contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from streamer.simulator import Simulator
@@ -117,7 +118,9 @@ class Shards:
                 raise AssertionError(f"exited {self.process.returncode}:\n{self.tail()}")
             try:
                 answers = [await http_get(self.port + i, "/readyz") for i in (0, 1)]
-            except OSError:
+            except (OSError, aiohttp.ClientError):
+                # nothing listening yet; or, the port being in the ephemeral range, the
+                # kernel connected the probe to itself and it read back its own request
                 return False
             return all(status == 200 for status, _ in answers)
 
