@@ -40,7 +40,9 @@ async def test_the_page_shows_live_predictions_models_feeds_and_a_chart(
         await wait_until_ready(run.daemon)
         symbols = run.sim.symbols
         await run.step(3)
-        await wait_until(lambda: len(run.sub.messages) >= 2 * len(symbols) * 3, what="3 bars")
+        per_bar = 2 * len(symbols)  # two models
+        # the bar that had just closed at start and the 3 stepped ones, all published
+        await wait_until(lambda: len(run.sub.messages) >= per_bar * 4, what="4 bars")
         reader = aioredis.Redis.from_url(redis_url)
         try:
             async with (
@@ -69,7 +71,7 @@ async def test_the_page_shows_live_predictions_models_feeds_and_a_chart(
                 before = len(run.sub.messages)
                 events = await page.evaluate("window.whalecastStats.events")
                 await run.step(1)
-                await wait_until(lambda: len(run.sub.messages) >= before + 2 * len(symbols))
+                await wait_until(lambda: len(run.sub.messages) >= before + per_bar)
                 newest = max(m["bar_open_ms"] for m in run.sub.messages)
                 shown = await page.wait_for(
                     f"window.whalecastStats.latencies.length >= {len(symbols)} && "
