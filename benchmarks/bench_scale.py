@@ -16,6 +16,7 @@ Per bar, after the simulator has written every closed candle to the websockets:
   prediction of the bar (all series, both models);
 - ``latency_internal_ms``: the largest ``latency_ms`` in the bar's messages (each
   replica's "last closed candle in -> published", as the daemon reports it);
+- each replica's resident memory after the measured bars (``process_resident_memory_bytes``);
 - CPU seconds per bar of each replica (``process_cpu_seconds_total``), of this
   process (simulator and subscriber) and of Redis (``INFO cpu``), and the Redis
   commands per bar (``INFO commandstats``).
@@ -318,6 +319,7 @@ def report(run: Run, before: Sample, after: Sample) -> dict[str, Any]:
         per_bar(a, b, "process_cpu_seconds_total")
         for a, b in zip(before.replicas, after.replicas, strict=True)
     ]
+    rss = [round(b.get("process_resident_memory_bytes", 0.0) / 2**20, 1) for b in after.replicas]
     inference = {
         model: {
             "passes_per_bar": round(replicas_sum(f"whalecast_inference_seconds_count/{model}"), 2),
@@ -351,6 +353,7 @@ def report(run: Run, before: Sample, after: Sample) -> dict[str, Any]:
             "simulator_and_subscriber": round((after.own_cpu - before.own_cpu) / run.bars, 3),
             "redis": per_bar(before.redis, after.redis, "cpu_seconds"),
         },
+        "rss_mib_at_end": {"replicas": rss, "replicas_total": round(sum(rss), 1)},
         "inference": inference,
         "store_ms_per_bar_all_replicas": store,
         "redis_commands_per_bar": dict(sorted(commands.items())),
