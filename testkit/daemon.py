@@ -177,6 +177,20 @@ async def bar_settled(daemon: Daemon, timeout_seconds: float = 30.0) -> None:
     await daemon.predictor.settle()
 
 
+async def close_bars(
+    sim: Simulator, sub: Subscriber, daemon: Daemon, bars: int, per_bar: int
+) -> None:
+    """After the bar that had just closed at start, close ``bars`` bars one at a time,
+    each once the last one's ``per_bar`` messages arrived and its priming is done (as an
+    hour later: the next bar steps from primed states)."""
+    await sub.wait_for(per_bar)
+    for _ in range(bars):
+        expected = len(sub.messages) + per_bar
+        await bar_settled(daemon)
+        await sim.advance(bars=1)
+        await sub.wait_for(expected)
+
+
 async def wait_until_ready(
     daemon: Daemon, timeout_seconds: float = 30.0, series: Sequence[Series] | None = None
 ) -> None:

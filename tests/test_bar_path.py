@@ -22,7 +22,13 @@ from types import FrameType
 import pytest
 import redis.asyncio as aioredis
 
-from testkit.daemon import bar_settled, simulated_daemon, wait_until_ready, write_demo_models
+from testkit.daemon import (
+    bar_settled,
+    close_bars,
+    simulated_daemon,
+    wait_until_ready,
+    write_demo_models,
+)
 from testkit.polling import wait_until
 from tests.test_architecture import MODULE, ROOT, diagram
 
@@ -117,10 +123,7 @@ async def test_one_bar_calls_no_module_above_it_back(
         per_bar = 2 * len(run.daemon.series)  # two models
         # The bar that had just closed at start, then one to prime from: the traced one
         # is the third, sent once the second is published and primed (as an hour later).
-        await wait_until(lambda: len(run.sub.messages) >= per_bar, what="the start-up bar")
-        await bar_settled(run.daemon)
-        await run.step(1)
-        await wait_until(lambda: len(run.sub.messages) >= 2 * per_bar, what="the first bar")
+        await close_bars(run.sim, run.sub, run.daemon, 1, per_bar)
         await bar_settled(run.daemon)
         with calls_between(order) as edges:
             await run.step(1)

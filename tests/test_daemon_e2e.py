@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from inference.daemon import Daemon
 from streamer.simulator import Simulator, SimulatorConfig
 from testkit.daemon import (
     Subscriber,
     bar_settled,
+    close_bars,
     daemon_settings,
     metric,
     running_daemon,
@@ -43,20 +43,6 @@ async def sim() -> Simulator:
     await simulator.start()
     yield simulator
     await simulator.stop()
-
-
-async def close_bars(
-    sim: Simulator, sub: Subscriber, daemon: Daemon, bars: int, per_bar: int
-) -> None:
-    """After the bar that had just closed at start, close ``bars`` bars one at a time,
-    each once the last one's ``per_bar`` messages arrived and its priming is done (as an
-    hour later: the next bar steps from primed states)."""
-    await sub.wait_for(per_bar)
-    for _ in range(bars):
-        expected = len(sub.messages) + per_bar
-        await bar_settled(daemon)
-        await sim.advance(bars=1)
-        await sub.wait_for(expected)
 
 
 async def test_one_prediction_per_series_model_and_bar(
