@@ -30,8 +30,10 @@ async def serve(
     metrics: Metrics,
     stop: asyncio.Event,
     on_started: Callable[[Daemon], Awaitable[None]] | None = None,
+    on_stopping: Callable[[], Awaitable[None]] | None = None,
 ) -> int:
-    """Run until ``stop`` is set; the exit status."""
+    """Run until ``stop`` is set; the exit status. ``on_stopping`` runs once ``stop`` is
+    set, while the daemon and Redis still run (what ``on_started`` began ends there)."""
     started = time.monotonic()
     async with RedisHandle(settings.redis) as redis:
         sample = next(iter(all_series(settings)), Series("none", "NONE/NONE", "1h"))
@@ -48,6 +50,8 @@ async def serve(
         if on_started is not None:
             await on_started(daemon)
         await stop.wait()
+        if on_stopping is not None:
+            await on_stopping()
         log.info("stop requested, finishing the bar in flight")
         await daemon.stop()
     return 0

@@ -8,14 +8,18 @@ exchanges' protocols at once.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from collections import defaultdict
 from pathlib import Path
 
 import pytest
+
+from testkit.polling import wait_until_sync
 
 pytestmark = [pytest.mark.slow, pytest.mark.tf]
 
@@ -78,3 +82,30 @@ def test_demo_trains_then_prints_three_whole_bars(short_tmp: Path) -> None:
     every = {f"{e}:{s}" for e in ("binance", "bybit", "okx") for s in SYMBOLS}
     assert len(bars) == 2 and all(series == every for series in bars.values()), dict(bars)
     assert re.search(r"^2 bars, 48 predictions; latency median [0-9.]+ ms", out, re.M)
+
+    ctrl_c(short_tmp, state)
+
+
+def ctrl_c(short_tmp: Path, state: Path) -> None:
+    """Ctrl-C in a terminal: SIGINT to the demo's whole process group while bars play.
+    The demo stops its page and subscriber, the daemon drains into Redis, the summary
+    prints and nothing dies with a traceback."""
+    live = short_tmp / "live"
+    shutil.copytree(state / "models", live / "models")
+    log = short_tmp / "live.out"
+    with log.open("w") as out:
+        demo = subprocess.Popen(
+            [sys.executable, "-m", "whalecast", "demo", "--state-dir", str(live),
+             "--ui-port", "0"],
+            cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        )  # fmt: skip
+        try:
+            wait_until_sync(lambda: len(rows_by_bar(log.read_text())) >= 2, 300, "two bars")
+            os.killpg(demo.pid, signal.SIGINT)
+            assert demo.wait(timeout=120) == 0, log.read_text()[-3000:]
+        finally:
+            if demo.poll() is None:
+                os.killpg(demo.pid, signal.SIGKILL)
+    text = log.read_text()
+    assert "Traceback" not in text, text[-3000:]
+    assert re.search(r"^\d+ bars, \d+ predictions; latency median", text, re.M), text[-3000:]

@@ -3,6 +3,7 @@ binary) and the clients ``connect`` gives."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,15 @@ async def test_handle_gives_working_client(short_tmp: Path) -> None:
         assert await client.ping()
         embedded = handle.embedded
     assert embedded is not None and embedded.process is None
+
+
+def test_server_is_out_of_the_terminals_reach(short_tmp: Path) -> None:
+    """Ctrl-C signals the terminal's whole foreground process group: the server is in its
+    own, so only whalecast gets the signal and stops it after draining."""
+    require_tool("redis-server")
+    with EmbeddedRedis(short_tmp / "s") as server:
+        assert server.process is not None
+        assert os.getpgid(server.process.pid) == server.process.pid != os.getpgid(0)
 
 
 def test_second_server_on_same_state_refused(short_tmp: Path) -> None:

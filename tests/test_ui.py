@@ -281,3 +281,28 @@ async def test_a_read_only_acl_user_is_enough(tmp_path: Path, redis_client: aior
             await admin.aclose()
     finally:
         acl.server.stop()
+
+
+@pytest.mark.redis
+async def test_stopping_ends_the_reading_loops_even_when_a_cancel_is_swallowed(
+    redis_url: str, redis_client: aioredis.Redis
+) -> None:
+    """A cancel landing inside the Redis client can come back as a connection error; the
+    page's reading loops end anyway, so shutdown never hangs on them."""
+    settings = load_settings(None, redis={"url": redis_url, "prefix": "wc-stop"})
+    entered = asyncio.Event()
+
+    async def follow_turning_cancel_into_error(last_id: str, block_ms: int, count: int) -> Any:
+        entered.set()
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            raise ConnectionError("Connection closed by server.") from None
+        return last_id, []
+
+    async with running_ui(settings, redis_client) as runner:
+        runner.ui.reader.follow = follow_turning_cancel_into_error  # type: ignore[method-assign]
+        await asyncio.wait_for(entered.wait(), 30)
+        stopping = asyncio.create_task(runner.ui.stop_tasks())
+        done, _ = await asyncio.wait({stopping}, timeout=30)  # waits without cancelling
+        assert stopping in done, "the reading loops outlived their stop"

@@ -255,14 +255,16 @@ async def run_demo(options: DemoOptions) -> int:
             holder["task"] = asyncio.create_task(_follow(daemon, table, options, sim, stop))
             holder["driver"] = asyncio.create_task(_drive(daemon, sim, options, stop))
 
-        await serve(settings, Metrics(), stop, on_started=started)
-        if "ui" in holder:
-            await holder["ui"].stop()
-        for task in (holder.get("task"), holder.get("driver")):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        async def stopping() -> None:  # before the daemon stops and Redis goes with it
+            if "ui" in holder:
+                await holder["ui"].stop()
+            for task in (holder.get("task"), holder.get("driver")):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+
+        await serve(settings, Metrics(), stop, on_started=started, on_stopping=stopping)
         if "daemon" in holder:
             summary(table, holder["daemon"], options.out)
     finally:

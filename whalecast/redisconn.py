@@ -95,9 +95,12 @@ class EmbeddedRedis:
             "--dir", str(self.state_dir), "--appendonly", "yes", "--appendfsync", "everysec",
             "--save", "", "--daemonize", "no", "--logfile", "redis.log",
         ]  # fmt: skip
+        # Its own process group: a terminal's Ctrl-C (SIGINT to the foreground group) reaches
+        # only us, and we stop the server after the daemon has drained into it.
         self.process = subprocess.Popen(
             args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent,  # noqa: PLW1509 - started before worker threads exist cwd=self.state_dir,
+            cwd=self.state_dir, process_group=0,
+            preexec_fn=_die_with_parent,  # noqa: PLW1509 - started before worker threads exist
         )  # fmt: skip
         self._wait_ready(timeout_seconds)
         return self

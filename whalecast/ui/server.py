@@ -72,6 +72,7 @@ class UiServer:
         self.last_id = "0-0"
         self._last_push = 0.0
         self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = asyncio.Event()
 
     # --- reading Redis ---------------------------------------------------------------------
 
@@ -128,15 +129,23 @@ class UiServer:
                     queue.put_nowait(None)
 
     async def _loop(self, name: str, step: Callable[[], Awaitable[None]], pause: float) -> None:
-        """Run ``step`` forever; a Redis failure is logged and retried after a pause."""
-        while True:
+        """Run ``step`` until stopped; a Redis failure is logged and retried after a pause.
+
+        The stop flag, not only the cancel, ends it: a cancel that lands inside the Redis
+        client can come back as a connection error (or not at all) and must not keep the
+        loop, and with it the process's shutdown, going."""
+        while not self._stopping.is_set():
             try:
                 await step()
             except (RedisError, OSError) as e:  # loop boundary: Redis may come back
+                if self._stopping.is_set():
+                    break
                 log.warning("ui cannot read redis", task=name, error=repr(e))
-                await asyncio.sleep(1.0)
-                continue
-            await asyncio.sleep(pause)
+                pause_seconds = 1.0
+            else:
+                pause_seconds = pause
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), pause_seconds)
 
     async def _status_step(self) -> None:
         await self.read_status()
@@ -144,6 +153,7 @@ class UiServer:
 
     def start_tasks(self) -> None:
         s = self.settings
+        self._stopping.clear()
         for name, step, pause in (
             ("follow", self.follow_once, 0.0),
             ("status", self._status_step, s.status_seconds),
@@ -152,6 +162,7 @@ class UiServer:
             self._tasks.append(task)
 
     async def stop_tasks(self) -> None:
+        self._stopping.set()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
