@@ -20,9 +20,13 @@ The bar loop hands every stored bar to :meth:`LiveScorer.stored` and, after
 each publish, what it published to :meth:`LiveScorer.published`: the bars are
 scored then (off the bar's critical path), before the new predictions are kept
 (a prediction is kept only once the scorer has seen the bar it was made from).
-Pending predictions live in memory, at most ``max_pending`` (oldest series
-dropped first); a prediction whose outcome bar never comes (a gap) is dropped
-when a later bar of its series arrives.
+Pending predictions live in memory, at most ``max_pending``, or by default
+``PENDING_PER_SERIES`` for each series seen (at least ``PENDING_FLOOR``): a
+24-bar horizon waits 24 bars, so a series with the horizon models keeps about 70
+at once, and a fixed bound would stop scoring above some number of series. Past
+the bound the series that published least recently are dropped first; a
+prediction whose outcome bar never comes (a gap) is dropped when a later bar of
+its series arrives.
 """
 
 from __future__ import annotations
@@ -39,10 +43,22 @@ from whalecast.domain import Candle, Series
 from whalecast.metrics import Metrics
 from whalecast.targets import DIRECTION, PROBABILITY_TARGETS
 
-__all__ = ["HELD_MAX", "LiveScorer", "Pending", "Rolling", "direction_hit", "log_volume_error"]
+__all__ = [
+    "HELD_MAX",
+    "PENDING_PER_SERIES",
+    "LiveScorer",
+    "Pending",
+    "Rolling",
+    "direction_hit",
+    "log_volume_error",
+]
 
 #: Stored bars held until the next publish, at most (a long backfill publishes nothing).
 HELD_MAX = 100_000
+#: The default bound on pending predictions: this many per series seen (v1 models keep one
+#: each; ``volume-horizons`` 62 over 24 bars, ``direction-horizons`` 7), at least the floor.
+PENDING_PER_SERIES = 128
+PENDING_FLOOR = 200_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,10 +74,10 @@ class Pending:
 
 
 class LiveScorer:
-    def __init__(self, window: int, metrics: Metrics, max_pending: int = 200_000) -> None:
+    def __init__(self, window: int, metrics: Metrics, max_pending: int | None = None) -> None:
         self.window = window
         self.metrics = metrics
-        self.max_pending = max_pending
+        self._max_pending = max_pending
         self._closes: dict[str, tuple[int, float]] = {}
         # series tag -> outcome bar open time -> predictions waiting for it
         self._pending: OrderedDict[str, dict[int, list[Pending]]] = OrderedDict()
@@ -75,6 +91,13 @@ class LiveScorer:
     @property
     def pending(self) -> int:
         return self._count
+
+    @property
+    def max_pending(self) -> int:
+        """The bound now: as given, or scaled with the series seen."""
+        if self._max_pending is not None:
+            return self._max_pending
+        return max(PENDING_FLOOR, PENDING_PER_SERIES * len(self._closes))
 
     def stored(self, candles: Iterable[Candle]) -> None:
         """Bars just stored: observed at the next :meth:`published`."""
@@ -188,7 +211,8 @@ class LiveScorer:
         return kept
 
     def _bound(self) -> None:
-        while self._count > self.max_pending and self._pending:
+        limit = self.max_pending
+        while self._count > limit and self._pending:
             _, waiting = self._pending.popitem(last=False)
             self._count -= sum(len(items) for items in waiting.values())
 

@@ -197,3 +197,23 @@ def test_a_horizon_with_a_missing_bar_is_dropped() -> None:
     assert scorer.observe_bar(ETH, T0 + 3 * H, close=10.0, volume=1.0) == 0
     assert scorer.pending == 0
     assert scorer.horizons.mean(("hz", "volume_next_bars", 3, 0.9), "coverage") is None
+
+
+def test_the_default_bound_grows_with_the_series_so_long_horizons_keep_scoring(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A 24-bar output waits 24 bars: with a fixed bound, enough series would push the
+    scorer into dropping predictions that are still due. The default bound is per series."""
+    monkeypatch.setattr(scoring, "PENDING_FLOOR", 1_000)
+    scorer = LiveScorer(window=10, metrics=Metrics(process=False))
+    many = [Series("binance", f"S{i}/USDT", "1h") for i in range(100)]
+    outputs = [("volume_next_bars", 24, 0.5), ("volume_next_bars", 24, 0.9)]
+    scored = 0
+    for k in range(30):
+        bar = T0 + k * H
+        scored += scorer.observe_bars([(s, bar, 1.0, 1.0) for s in many])
+        scorer.expect([horizon_pred(s, bar, out, 30.0) for s in many for out in outputs])
+    assert scorer.pending == 100 * 2 * 24 > 1_000  # above the floor, and none dropped
+    assert scorer.max_pending == 100 * scoring.PENDING_PER_SERIES
+    assert scored == 100 * 2 * (30 - 24)  # every output whose 24 bars closed was scored
+    assert LiveScorer(10, Metrics(process=False), max_pending=100).max_pending == 100
