@@ -11,7 +11,7 @@ from typing import get_args
 
 import pytest
 
-from training.commands import ablated
+from training.commands import ablated, refuse_with_quick
 from training.params import groups_left_out
 from whalecast.cli import PRESETS, build_parser
 from whalecast.settings import PresetName, Settings
@@ -90,3 +90,14 @@ def test_without_takes_input_groups_out_of_the_preset_features() -> None:
     features = ablated(Settings(), "volume-wide", args)["features"]
     assert features == ["log_volume", "abs_ret_1", "range_rel", "vol_6", "vol_24", "atr_14_rel"]
     assert groups_left_out("volume-wide", features) == ["calendar", "memory"]
+
+
+@pytest.mark.parametrize("extra", [["--preset", "direction-deep"], ["--no-promote"],
+                                   ["--candles", "x.csv", "--every", "6h"], ["--epochs", "9"]])  # fmt: skip
+def test_quick_names_the_flags_it_would_ignore(extra: list[str]) -> None:
+    args = build_parser().parse_args(["train", "--quick", *extra])
+    with pytest.raises(ValueError, match="--quick trains") as refused:
+        refuse_with_quick(args)
+    assert all(flag in str(refused.value) for flag in extra if flag.startswith("--"))
+    refuse_with_quick(build_parser().parse_args(["train", "--quick", "--seed", "2", "--progress"]))
+    refuse_with_quick(build_parser().parse_args(["train", *extra]))  # only with --quick

@@ -184,6 +184,26 @@ def walk_forward(
 
 USER_ERRORS = (ValueError, OSError, HistoryError, ArtifactError)
 
+#: What ``train --quick`` does not take: it trains the demo's two models, with their own
+#: presets, on the shipped slice, and promotes under the usual rules.
+QUICK_REFUSES = {
+    "preset": "--preset", "name": "--name", "candles": "--candles", "whale": "--whale",
+    "job": "--job", "without": "--without", "every": "--every", "walk_forward": "--walk-forward",
+    "params": "--params", "set": "--set", "test_days": "--test-days", "force": "--force",
+    "no_promote": "--no-promote", "epochs": "--epochs", "batch_size": "--batch-size",
+    "learning_rate": "--learning-rate", "window": "--window", "train_days": "--train-days",
+}  # fmt: skip
+
+
+def refuse_with_quick(args: argparse.Namespace) -> None:
+    """A flag ``--quick`` would ignore is an error naming it, not silently dropped."""
+    given = [flag for dest, flag in QUICK_REFUSES.items() if getattr(args, dest, None)]
+    if args.quick and given:
+        raise ValueError(
+            f"--quick trains the demo's small direction and volume models on the shipped "
+            f"data slice; it does not take {', '.join(given)}"
+        )
+
 
 def _user_error(command: str, error: Exception) -> int:
     print(f"whalecast {command}: {error}", file=sys.stderr)
@@ -209,6 +229,7 @@ def _train(settings: Settings, args: argparse.Namespace) -> int:
     if args.list_presets:
         print(list_presets())
         return 0
+    refuse_with_quick(args)
     settings = with_training(settings, args)
     if args.quick:
         from training.quick import train_quick  # noqa: PLC0415 - imports TensorFlow
