@@ -334,7 +334,7 @@ async def redis_floor(run: BenchRun) -> dict[str, float]:
     """Redis's own time for one bar's store and publish commands, in the same server."""
     daemon = run.daemon
     shape = await read_shape(
-        run.redis, daemon.keys, series=daemon.series, models=len(run.settings.inference.models),
+        run.redis, daemon.keys, series=daemon.series, models=run.settings.inference.models,
         bar_ms=timeframe_ms(run.sim.timeframe), stream_maxlen=run.settings.redis.stream_maxlen,
     )  # fmt: skip
     return (await measure_floor(run.redis, shape)).as_dict()

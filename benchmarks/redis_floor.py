@@ -11,9 +11,9 @@ inside Redis so that nothing but the commands is timed.
 Per series, the store sends ``HMGET meta``, ``GETRANGE window``, ``SET window PX``,
 ``ZADD bars``, ``ZREMRANGEBYSCORE bars`` and ``HSET meta`` (the TTL renewals run once a
 quarter TTL, so not at a typical bar). The publish sends ``GET mark`` and ``SET mark PX``
-per series and ``PUBLISH`` and ``XADD MAXLEN ~`` per series and model, and one ``HSET``
-per 400 latest values per model. The loop's keys live under their own prefix and are
-deleted afterwards.
+per series and ``PUBLISH`` and ``XADD MAXLEN ~`` per message (one per series and model,
+six for a six-output horizon model), and one ``HSET`` per 400 latest values. The loop's
+keys live under their own prefix and are deleted afterwards.
 
 The floor includes the Lua interpreter's loop and key-name building, so it is a little
 above the commands' own cost: a bar's time divided by it is, if anything, flattering.
@@ -33,7 +33,7 @@ HEADER_BYTES = 8  # the window string's header (streamer/store.lua)
 
 _SCRIPT = """
 local mode, prefix = ARGV[1], ARGV[2]
-local n, models = tonumber(ARGV[3]), tonumber(ARGV[4])
+local n, messages = tonumber(ARGV[3]), tonumber(ARGV[4])
 local row = string.rep('r', tonumber(ARGV[5]))
 local rows = tonumber(ARGV[6])
 local pad = string.rep('m', tonumber(ARGV[7]))
@@ -74,7 +74,7 @@ end
 local stream, channel, field = prefix .. ':stream', prefix .. ':channel', ARGV[13]
 for i = 1, n do redis.call('GET', key(i, 'predicted')) end
 commands = n
-for m = 1, models do
+for m = 1, messages do
   local pairs = {}
   for i = 1, n do
     redis.call('PUBLISH', channel, message)
@@ -106,7 +106,7 @@ class BarShape:
     """What one bar writes, with sizes read from what the daemon really stored."""
 
     series: int
-    models: int
+    messages: int  # published per series and bar (over every model and output)
     row_bytes: int
     window_rows: int
     member_bytes: int
@@ -135,10 +135,13 @@ class Floor:
 
 
 async def read_shape(
-    redis: Any, keys: Keys, *, series: Any, models: int, bar_ms: int, stream_maxlen: int
+    redis: Any, keys: Keys, *, series: Any, models: Any, bar_ms: int, stream_maxlen: int
 ) -> BarShape:
-    """The sizes of one stored series and one published message, read back from Redis."""
+    """The sizes of one stored series and one published message, and how many messages a
+    series gets per bar (each model's latest-values hash holds one field per output and
+    series), read back from Redis."""
     one = series[0]
+    latest = sum([int(await redis.hlen(keys.latest(model))) for model in models])
     window_rows = int(await redis.hget(keys.meta(one), "window_rows") or 0)
     window_bytes = int(await redis.strlen(keys.window(one)))
     members = await redis.zrange(keys.bars(one), -1, -1)
@@ -149,7 +152,7 @@ async def read_shape(
     fields = entries[0][1]
     message = fields.get(STREAM_FIELD.encode(), fields.get(STREAM_FIELD, b""))
     return BarShape(
-        series=len(series), models=models,
+        series=len(series), messages=max(round(latest / len(series)), len(models)),
         row_bytes=(window_bytes - HEADER_BYTES) // window_rows, window_rows=window_rows,
         member_bytes=len(members[0]), message_bytes=len(message), bars_kept=kept,
         bar_ms=bar_ms, stream_maxlen=stream_maxlen,
@@ -158,7 +161,7 @@ async def read_shape(
 
 def _args(mode: str, shape: BarShape, open_ms: int) -> list[Any]:
     return [
-        mode, FLOOR_PREFIX, shape.series, shape.models, shape.row_bytes, shape.window_rows,
+        mode, FLOOR_PREFIX, shape.series, shape.messages, shape.row_bytes, shape.window_rows,
         max(shape.member_bytes - len(str(open_ms)), 0), shape.message_bytes, shape.stream_maxlen, open_ms,
         shape.bar_ms, shape.bars_kept, STREAM_FIELD,
     ]  # fmt: skip

@@ -86,6 +86,9 @@ def test_e2e_section_serves_a_model_of_six_outputs_beside_the_two() -> None:
     # a bar ends once every output of every series is out: six messages a series
     assert e2e["predictions_per_bar"] == {"direction-deep": 4, "volume": 4, "volume-horizons": 24}
     assert e2e["latency_observations_per_bar"] == 1
+    # the floor publishes what the bar did: eight messages a series (PUBLISH + XADD each),
+    # a mark read and write a series, one latest-values HSET per eight-message group
+    assert e2e["redis_floor"]["publish_commands"] == 2 * 4 + 8 * 4 * 2 + 8
 
 
 @pytest.mark.slow
