@@ -45,6 +45,7 @@ from training.dataset import (
     DAY_MS,
     TEST,
     TRAIN,
+    VALIDATION,
     Samples,
     SeriesData,
     build_samples,
@@ -54,6 +55,7 @@ from training.dataset import (
 )
 from training.evaluate import score_all
 from training.history import from_csv
+from training.scoring import auc
 from whalecast.targets import DIRECTION
 
 # --- defaults: the trainer's (whalecast.settings.TrainingSettings) -------------------------
@@ -182,11 +184,14 @@ def grid_rows(data: Sequence[SeriesData], samples: Samples, first_ms: int) -> np
 # --- fit and score ----------------------------------------------------------------------------
 
 
-def fit_predict(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray) -> np.ndarray:
+def fit(x_train: np.ndarray, y_train: np.ndarray) -> Any:
     """The trainer's logistic baseline pipeline (training.baselines.direction_baselines)."""
     model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000, random_state=SEED))
-    model.fit(x_train, y_train.astype(int))
-    return np.asarray(model.predict_proba(x_test)[:, 1])
+    return model.fit(x_train, y_train.astype(int))
+
+
+def p_up(model: Any, x: np.ndarray) -> np.ndarray:
+    return np.asarray(model.predict_proba(x)[:, 1])
 
 
 def scored(test: Samples, preds: dict[str, np.ndarray], data: Sequence[SeriesData]) -> Any:
@@ -202,27 +207,52 @@ def fmt(est: dict[str, Any], signed: bool = False) -> str:
     return f"{f.format(est['value'])} [{f.format(est['low'])}, {f.format(est['high'])}]"
 
 
-def markdown(report: dict[str, Any]) -> str:
-    variants = report["variants"]
-    tags = list(variants["+cross"]["series"])
+def auc_table(variants: dict[str, Any], tags: Sequence[str]) -> list[str]:
     short = [t.split(":")[1] for t in tags]
     lines = ["| inputs | pooled AUC | " + " | ".join(short) + " |",
              "|---|---|" + "---|" * len(tags)]  # fmt: skip
-    ref = variants["+cross"]
-    cells = [fmt(ref["pooled"]["models"]["reference"]["auc"])]
-    cells += [fmt(ref["series"][t]["models"]["reference"]["auc"]) for t in tags]
-    lines.append("| reference (trainer's logistic) | " + " | ".join(cells) + " |")
-    for name, s in variants.items():
-        cells = [fmt(s["pooled"]["models"]["model"]["auc"])]
-        cells += [fmt(s["series"][t]["models"]["model"]["auc"]) for t in tags]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    lines += ["", "| inputs − reference, AUC (paired) | pooled | " + " | ".join(short) + " |",
-              "|---|---|" + "---|" * len(tags)]  # fmt: skip
+    first = next(iter(variants))  # every variant's scores carry the same reference
+    rows = [("reference (trainer's logistic)", first, "reference")]
+    rows += [(name, name, "model") for name in variants]
+    for label, name, key in rows:
+        s = variants[name]
+        cells = [fmt(s["pooled"]["models"][key]["auc"])]
+        cells += [fmt(s["series"][t]["models"][key]["auc"]) for t in tags]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def paired_table(variants: dict[str, Any], tags: Sequence[str]) -> list[str]:
+    short = [t.split(":")[1] for t in tags]
+    lines = ["| inputs − reference, AUC (paired) | pooled | " + " | ".join(short) + " |",
+             "|---|---|" + "---|" * len(tags)]  # fmt: skip
     for name, s in variants.items():
         parts = [s["pooled"]] + [s["series"][t] for t in tags]
         cells = [f"{fmt(p['paired']['reference']['auc'], True)} "
                  f"{p['paired']['reference']['auc']['verdict']}" for p in parts]  # fmt: skip
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
+TITLES = {
+    "test": "Test year, fitted on the training rows (the trainer's baseline)",
+    "validation": "Validation period, fitted on the training rows (the fits never see it)",
+    "test_refit": "Test year, refitted on the training and validation rows",
+}
+
+
+def markdown(report: dict[str, Any]) -> str:
+    lines: list[str] = []
+    for key, title in TITLES.items():
+        part = report[key]
+        variants = part["variants"]
+        tags = list(next(iter(variants.values()))["series"])
+        lines += [f"{title}: {part['first_target'][:10]} to {part['last_target'][:10]}, "
+                  f"{part['rows']} rows.", ""]  # fmt: skip
+        lines += [*auc_table(variants, tags), "", *paired_table(variants, tags), ""]
+    in_sample = report["train_auc_in_sample"]
+    lines.append("In-sample AUC on the training rows: "
+                 + ", ".join(f"{name} {value:.4f}" for name, value in in_sample.items()))  # fmt: skip
     return "\n".join(lines)
 
 
@@ -255,19 +285,36 @@ def main(argv: Sequence[str]) -> int:
     rows = grid_rows(data, samples, first_ms)
     defined = np.isfinite(design_of(inputs, every_new, rows, samples.series)).all(axis=1)
     probe = samples.take(defined)
-    train, test = probe.of(TRAIN), probe.of(TEST)
+    train, validation, test = probe.of(TRAIN), probe.of(VALIDATION), probe.of(TEST)
 
-    # fit each variant on the same training rows, score on the same test rows
+    # fit each variant on the same rows, score each against the reference on the same rows
     def design(which: Samples, names: Sequence[str]) -> np.ndarray:
         extra = design_of(inputs, names, grid_rows(data, which, first_ms), which.series)
         return np.column_stack([logistic_design(data, which), extra])
 
-    preds = {name: fit_predict(design(train, names), train.y_up, design(test, names))
-             for name, names in VARIANTS.items()}  # fmt: skip
+    def fitted(rows: Samples) -> dict[str, Any]:
+        return {name: fit(design(rows, names), rows.y_up) for name, names in VARIANTS.items()}
+
+    def against_reference(models: dict[str, Any], rows: Samples) -> dict[str, Any]:
+        preds = {name: p_up(models[name], design(rows, names)) for name, names in VARIANTS.items()}
+        variants = {name: scored(rows, {"model": preds[name], "reference": preds["reference"]},
+                                 data) for name in VARIANTS if name != "reference"}  # fmt: skip
+        return {"first_target": iso(int(rows.target_ms.min())),
+                "last_target": iso(int(rows.target_ms.max())),
+                "rows": len(rows), "variants": variants}  # fmt: skip
+
+    models = fitted(train)
     reference = direction_baselines(data, train, test, SEED)["logistic"]
-    assert np.allclose(reference, preds["reference"]), "the reference is not the trainer's"
-    variants = {name: scored(test, {"model": preds[name], "reference": reference}, data)
-                for name in VARIANTS if name != "reference"}  # fmt: skip
+    same = np.allclose(reference, p_up(models["reference"], design(test, ())))
+    assert same, "the reference is not the trainer's logistic baseline"
+    before_test = probe.take((probe.split == TRAIN) | (probe.split == VALIDATION))
+    parts = {
+        "test": against_reference(models, test),
+        "validation": against_reference(models, validation),
+        "test_refit": against_reference(fitted(before_test), test),
+    }
+    in_sample = {name: auc(train.y_up, p_up(models[name], design(train, names)))
+                 for name, names in VARIANTS.items()}  # fmt: skip
 
     report = {
         "files": list(FILES),
@@ -294,7 +341,8 @@ def main(argv: Sequence[str]) -> int:
             "first_test_target": iso(int(test.target_ms.min())),
             "last_test_target": iso(int(test.target_ms.max())),
         },
-        "variants": variants,
+        **parts,
+        "train_auc_in_sample": in_sample,
         "seconds": round(time.monotonic() - started, 1),
     }
     args.out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
