@@ -9,7 +9,7 @@ regime? The question is asked before those inputs go into the shared feature cod
 
 Everything but the new inputs is the trainer's own: the candles are read and the v1
 features computed by ``training.history`` / ``training.dataset``; the split is the
-trainer's (test = the last ``--test-days`` before the end of the shortest series, purged);
+trainer's (test = the last ``TEST_DAYS`` before the end of the shortest series, purged);
 the reference is the trainer's logistic baseline on its own design
 (``training.baselines.logistic_design``), and every variant is that same pipeline
 (standardised on training rows only, then LogisticRegression) with more columns. Scores
@@ -19,6 +19,10 @@ each variant minus the reference on paired intervals (``training.evaluate.score_
 Every new input at bar ``t`` reads bars ``<= t`` only (tests/test_direction_probe.py);
 the target is the trainer's, ``close[t + 1] > close[t]``. All variants are fitted and
 scored on the same rows: the trainer's samples where every new input is defined.
+
+Three settings are reported: fitted on the training rows and scored on the test year (the
+trainer's baseline); the same fits scored on the validation period, which they never see;
+and every variant refitted on the training and validation rows, scored on the test year.
 """
 
 from __future__ import annotations
