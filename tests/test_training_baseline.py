@@ -1,5 +1,6 @@
 """The strong baseline as a servable version: written when the network loses to it, equal to
-the fitted linear model, promoted under the same rules, served by full-window passes."""
+the fitted linear model (for direction, the evaluation's logistic itself), promoted under
+the same rules, served by full-window passes."""
 
 from __future__ import annotations
 
@@ -14,15 +15,17 @@ from streamer.features import FEATURE_NAMES
 from tests.floats import assert_float32_close
 from tests.training_helpers import histories_fixture, settings_fixture  # noqa: F401 - fixtures
 from training import artifacts
+from training.baselines import direction_baselines
 from training.dataset import TEST, TRAIN, VALIDATION, windows
 from training.history import SeriesHistory
 from training.jobs import make_job
 from training.linear import fit_linear
+from training.reference import DESIGN
 from training.summary import results_tables
 from training.train import Outcome, inputs, load_data, run
 from whalecast.artifact import Scaler, read_current
 from whalecast.settings import Settings
-from whalecast.targets import DIRECTION, VOLUME
+from whalecast.targets import VOLUME
 
 pytestmark = [pytest.mark.tf, pytest.mark.training]
 
@@ -40,7 +43,7 @@ def baseline_of(outcome: Outcome) -> Outcome:
     return outcome.baseline
 
 
-KINDS = {"volume": (VOLUME, "ridge"), "direction": (DIRECTION, "logistic")}
+KINDS = {"volume": (VOLUME, "ridge")}
 
 
 @pytest.mark.parametrize("preset", list(KINDS))
@@ -115,3 +118,36 @@ def test_no_baseline_when_the_network_wins_or_is_forced(
     quiet = make_job(s, "volume", registry=tmp_path, extra=CRIPPLED, promote=False, plots=False,
                      publish=False)  # fmt: skip
     assert run(s, quiet, histories).baseline is None
+
+
+def test_direction_baseline_version_is_the_evaluations_logistic_itself(
+    tmp_path: Path, settings: Settings, histories: list[SeriesHistory]
+) -> None:
+    """The logistic every direction model is compared with, written as the version: it
+    predicts what the evaluation's logistic predicted, scores what it scored, and goes into
+    service when nothing better serves (it is not asked to beat itself)."""
+    s = with_fallback(settings, promote_against_baseline=True)
+    job = make_job(s, "direction", registry=tmp_path, extra=CRIPPLED, plots=False, publish=False)
+    base = baseline_of(run(s, job, histories))
+    meta = json.loads((base.directory / "metadata.json").read_text())
+    assert meta["baseline"]["kind"] == "logistic" and meta["baseline"]["itself"] is True
+    assert meta["baseline"]["inputs"] == len(DESIGN) == 17
+    assert "| **direction: logistic itself**, last 30 days |" in results_tables(
+        [(base.report, meta)]
+    )
+
+    data = load_data(s, job, histories)
+    train, test = data.split(TRAIN), data.split(TEST)
+    expected = direction_baselines(data.series, train, test, s.training.seed)["logistic"]
+    served = artifacts.predict(artifacts.load(base.directory), data.series, test)
+    assert_float32_close(served, expected)
+    pooled = base.report["test"]["pooled"]["models"]
+    assert pooled["model"]["auc"]["value"] == pytest.approx(
+        pooled["logistic"]["auc"]["value"], abs=1e-4
+    )
+    assert base.decision.promote and read_current(tmp_path, "direction") == base.version
+
+    # the next losing network's run writes it again, and the same logistic does not replace
+    # the one in service: it must beat the version in service, like any model
+    again = baseline_of(run(s, job, histories))
+    assert not again.decision.promote and read_current(tmp_path, "direction") == base.version

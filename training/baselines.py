@@ -16,7 +16,8 @@ Direction (predictions are P(up)):
   returns), volatility (6, 24), volume z-score, RSI and calendar features.
 
 The fitted ones use the same training samples as the network and standardise with
-training statistics only. They are never saved: they exist to be compared against.
+training statistics only. They are saved only as a fallback: when no network beats the
+logistic, it is written as a version of its own (:mod:`training.reference`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from collections.abc import Sequence
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression, Ridge
-from sklearn.pipeline import make_pipeline
+from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from training.dataset import DAY_MS, Samples, SeriesData, lagged
@@ -80,11 +81,17 @@ def volume_baselines(
     }
 
 
+def fit_logistic(data: Sequence[SeriesData], train: Samples, seed: int) -> Pipeline:
+    """The strong direction baseline: standardised on the training rows, then fitted."""
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000, random_state=seed))
+    model.fit(logistic_design(data, train), train.y_up.astype(int))
+    return model
+
+
 def direction_baselines(
     data: Sequence[SeriesData], train: Samples, test: Samples, seed: int
 ) -> dict[str, np.ndarray]:
-    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000, random_state=seed))
-    model.fit(logistic_design(data, train), train.y_up.astype(int))
+    model = fit_logistic(data, train, seed)
     up_now = (lagged(data, test, "ret_1", [0])[:, 0] > 0).astype(float)
     return {
         "majority": np.full(len(test), float(train.y_up.mean())),

@@ -42,6 +42,8 @@ class LinearFit:
     coef: np.ndarray  # (window * features,)
     intercept: float
     penalty: float = 0.0
+    over: str = OVER  # what its inputs are
+    inputs: int = 0  # how many of the window's cells it reads (0: all)
 
     def raw(self, x: np.ndarray) -> np.ndarray:
         """The fitted model's output for windows ``x`` ``(n, window, features)``, float64."""
@@ -50,7 +52,8 @@ class LinearFit:
 
     def describe(self) -> dict[str, Any]:
         name = "alpha" if self.kind == "ridge" else "C"
-        return {"kind": self.kind, "over": OVER, "inputs": len(self.coef), name: self.penalty}
+        inputs = self.inputs or len(self.coef)
+        return {"kind": self.kind, "over": self.over, "inputs": inputs, name: self.penalty}
 
 
 Split = tuple[np.ndarray, np.ndarray]

@@ -96,8 +96,9 @@ def _name(meta: dict[str, Any]) -> str:
     """The registry name, with the preset when it differs (``direction-2y (direction)``)."""
     model, preset = meta.get("model", meta["preset"]), meta["preset"]
     name = model if model == preset else f"{model} ({preset})"
-    if "baseline" in meta:  # the strong baseline over the preset's window, written as a version
-        return f"{name}: {meta['baseline']['kind']} over its window"
+    if "baseline" in meta:  # the strong baseline (itself, or over the window) as a version
+        how = "itself" if meta["baseline"].get("itself") else "over its window"
+        return f"{name}: {meta['baseline']['kind']} {how}"
     if left_out(meta):
         return f"{name} without {', '.join(left_out(meta))}"
     return name

@@ -55,6 +55,7 @@ from training.linear import LinearFit, fit_linear, linear_model
 from training.params import TARGETS
 from training.presets import Member, build, combine, describe
 from training.promote import Decision, decide, promote
+from training.reference import embeddable, reference_fit
 from whalecast.artifact import (
     METADATA_FILE,
     REPORT_FILE,
@@ -283,8 +284,14 @@ def promotion_metric(settings: Settings, target: str) -> str:
 
 
 def promotion_decision(
-    settings: Settings, job: Job, report: dict[str, Any], serving_version: str | None
+    settings: Settings,
+    job: Job,
+    report: dict[str, Any],
+    serving_version: str | None,
+    is_baseline: bool = False,
 ) -> Decision:
+    """``is_baseline``: the version is the strong baseline itself, so it is measured against
+    the version in service only (it cannot beat itself)."""
     t = settings.training
     metric = promotion_metric(settings, report["target"])
     models = report["test"]["pooled"]["models"]
@@ -299,7 +306,7 @@ def promotion_decision(
         serving,
         margin=t.promote_min_improvement,
         force=job.force,
-        against_baseline=t.promote_against_baseline,
+        against_baseline=t.promote_against_baseline and not is_baseline,
         verdicts=_verdicts(report, metric) if t.promote_requires_significance else None,
     )
 
@@ -439,6 +446,7 @@ def write_version(
     model: keras.Model,
     fits: dict[str, FitResult],
     extra_metadata: dict[str, Any] | None = None,
+    is_baseline: bool = False,
 ) -> Outcome:
     """Save ``model`` as a new version, score it from the saved files, decide and promote."""
     settings, job, data, serving = ctx.settings, ctx.job, ctx.data, ctx.serving
@@ -459,7 +467,7 @@ def write_version(
         else:
             report, preds = evaluate(settings, job, data, loaded, serving)
             decision = promotion_decision(
-                settings, job, report, serving.directory.name if serving else None
+                settings, job, report, serving.directory.name if serving else None, is_baseline
             )
             report["promotion"] = decision.as_dict()
             report["plots"] = write_plots(directory, report, fits, data, preds) if job.plots else []
@@ -503,18 +511,25 @@ def wants_baseline(settings: Settings, job: Job, decision: Decision) -> bool:
 
 
 def write_baseline(ctx: Context, network_version: str) -> Outcome:
-    """The strong baseline's kind of model over the network's own window, as a version."""
+    """The strong baseline as a version: for direction the logistic itself when the window
+    holds its inputs (promoted against the version in service only), else the baseline's
+    kind of model fitted over the network's own window."""
     started = time.perf_counter()
-    fitted = ctx.data.linear  # the same fit on the same rows when the network started from it
+    data, window = ctx.data, ctx.job.params["window"]
+    itself = TARGETS[ctx.job.preset] == DIRECTION and embeddable(data.columns, window)
+    fitted = None if itself else data.linear  # the fit the network started from, if any
     reused = fitted is not None
-    if fitted is None:
+    if itself:
+        fitted = reference_fit(data.series, data.split(TRAIN), data.columns, data.scaler,
+                               window=window, seed=ctx.settings.training.seed)  # fmt: skip
+    elif fitted is None:
         train, val = inputs(ctx.data, ctx.job, TRAIN), inputs(ctx.data, ctx.job, VALIDATION)
         fitted = fit_linear(TARGETS[ctx.job.preset], train, val, ctx.settings.training.seed)
     seconds = round(time.perf_counter() - started, 2)
     model = linear_model(fitted, ctx.job.params["window"], len(ctx.data.columns))
     extra = {"baseline": {**fitted.describe(), "fit_seconds": seconds, "reused": reused,
-                          "instead_of": network_version}}  # fmt: skip
-    return write_version(ctx, model, {}, extra)
+                          "itself": itself, "instead_of": network_version}}  # fmt: skip
+    return write_version(ctx, model, {}, extra, is_baseline=itself)
 
 
 def add_onnx_graphs(directory: Path, model: Any, preprocess: Preprocess) -> None:

@@ -162,7 +162,8 @@ def held_out(registry: Path, model: str) -> str | None:
     except (OSError, ValueError, KeyError):
         return f"{model}: serving {version} (no report)"
     baseline = report.get("baseline")
-    what = f"{baseline['kind']} over its window" if baseline else "network"
+    how = "baseline itself" if baseline and baseline.get("itself") else "over its window"
+    what = f"{baseline['kind']} {how}" if baseline else "network"
     metric = promotion["metric"]
     return (
         f"{model}: serving {version} ({what}); held-out {metric} {promotion['new']:.4f} vs "
