@@ -40,11 +40,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
-
-from training.baselines import direction_baselines, logistic_design
+from training.baselines import direction_baselines, logistic_design, logistic_pipeline
 from training.dataset import (
     DAY_MS,
     TEST,
@@ -189,9 +185,8 @@ def grid_rows(data: Sequence[SeriesData], samples: Samples, first_ms: int) -> np
 
 
 def fit(x_train: np.ndarray, y_train: np.ndarray) -> Any:
-    """The trainer's logistic baseline pipeline (training.baselines.direction_baselines)."""
-    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000, random_state=SEED))
-    return model.fit(x_train, y_train.astype(int))
+    """The trainer's logistic baseline pipeline, on a design with more columns."""
+    return logistic_pipeline(SEED).fit(x_train, y_train.astype(int))
 
 
 def p_up(model: Any, x: np.ndarray) -> np.ndarray:

@@ -81,11 +81,14 @@ def volume_baselines(
     }
 
 
+def logistic_pipeline(seed: int) -> Pipeline:
+    """The strong direction baseline's model, unfitted: standardise, then LogisticRegression."""
+    return make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000, random_state=seed))
+
+
 def fit_logistic(data: Sequence[SeriesData], train: Samples, seed: int) -> Pipeline:
-    """The strong direction baseline: standardised on the training rows, then fitted."""
-    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000, random_state=seed))
-    model.fit(logistic_design(data, train), train.y_up.astype(int))
-    return model
+    """The strong direction baseline, fitted on the training rows' design."""
+    return logistic_pipeline(seed).fit(logistic_design(data, train), train.y_up.astype(int))
 
 
 def direction_baselines(
