@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from training.params import DEFAULTS, groups_left_out
+from whalecast.artifact import baseline_label
 from whalecast.targets import VOLUME
 
 VOLUME_COLUMNS = ("mae", "rmse", "mape")
@@ -97,8 +98,7 @@ def _name(meta: dict[str, Any]) -> str:
     model, preset = meta.get("model", meta["preset"]), meta["preset"]
     name = model if model == preset else f"{model} ({preset})"
     if "baseline" in meta:  # the strong baseline (itself, or over the window) as a version
-        how = "itself" if meta["baseline"].get("itself") else "over its window"
-        return f"{name}: {meta['baseline']['kind']} {how}"
+        return f"{name}: {baseline_label(meta['baseline'])}"
     if left_out(meta):
         return f"{name} without {', '.join(left_out(meta))}"
     return name

@@ -523,10 +523,10 @@ def write_baseline(ctx: Context, network_version: str) -> Outcome:
         fitted = reference_fit(data.series, data.split(TRAIN), data.columns, data.scaler,
                                window=window, seed=ctx.settings.training.seed)  # fmt: skip
     elif fitted is None:
-        train, val = inputs(ctx.data, ctx.job, TRAIN), inputs(ctx.data, ctx.job, VALIDATION)
+        train, val = inputs(data, ctx.job, TRAIN), inputs(data, ctx.job, VALIDATION)
         fitted = fit_linear(TARGETS[ctx.job.preset], train, val, ctx.settings.training.seed)
     seconds = round(time.perf_counter() - started, 2)
-    model = linear_model(fitted, ctx.job.params["window"], len(ctx.data.columns))
+    model = linear_model(fitted, window, len(data.columns))
     extra = {"baseline": {**fitted.describe(), "fit_seconds": seconds, "reused": reused,
                           "itself": itself, "instead_of": network_version}}  # fmt: skip
     return write_version(ctx, model, {}, extra, is_baseline=itself)
@@ -575,7 +575,7 @@ def run(
     outcome = write_version(ctx, model, fits)
 
     # never serve worse than the best simple model: when the network lost to it, the
-    # baseline itself becomes a version, under the same promotion rules
+    # baseline becomes a version (see write_baseline for which, and what it must beat)
     if wants_baseline(settings, job, outcome.decision):
         outcome.baseline = write_baseline(ctx, outcome.version)
     return outcome

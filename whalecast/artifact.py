@@ -200,6 +200,13 @@ def list_versions(registry: Path, model: str) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if p.is_dir() and _VERSION_RE.match(p.name))
 
 
+def baseline_label(baseline: dict[str, Any]) -> str:
+    """How a version written as the strong baseline (its metadata's ``baseline``) is named:
+    ``logistic itself`` (the evaluation's own model) or ``ridge over its window``."""
+    how = "itself" if baseline.get("itself") else "over its window"
+    return f"{baseline['kind']} {how}"
+
+
 def read_json(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))

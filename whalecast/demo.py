@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from whalecast.artifact import REPORT_FILE, read_current, version_dir
+from whalecast.artifact import REPORT_FILE, baseline_label, read_current, version_dir
 from whalecast.settings import LogSettings, Settings, load_settings
 
 DEMO_MODELS = ("direction", "volume")
@@ -162,8 +162,7 @@ def held_out(registry: Path, model: str) -> str | None:
     except (OSError, ValueError, KeyError):
         return f"{model}: serving {version} (no report)"
     baseline = report.get("baseline")
-    how = "baseline itself" if baseline and baseline.get("itself") else "over its window"
-    what = f"{baseline['kind']} {how}" if baseline else "network"
+    what = baseline_label(baseline) if baseline else "network"
     metric = promotion["metric"]
     return (
         f"{model}: serving {version} ({what}); held-out {metric} {promotion['new']:.4f} vs "
