@@ -8,9 +8,10 @@ alone, in the same Redis the benchmark ran against: a Lua loop that sends the sa
 commands per series, with values of the sizes the daemon really stored, generated
 inside Redis so that nothing but the commands is timed.
 
-Per series, the store sends ``HMGET meta``, ``GETRANGE window``, ``SET window PX``,
-``ZADD bars``, ``ZREMRANGEBYSCORE bars`` and ``HSET meta`` (the TTL renewals run once a
-quarter TTL, so not at a typical bar). The publish sends ``GET mark`` and ``SET mark PX``
+Per series, the store sends ``HMGET meta``, ``SETRANGE window`` twice (the new row into
+its slot of the ring, the newest slot into the header), ``ZADD bars``,
+``ZREMRANGEBYSCORE bars`` and ``HSET meta`` (the TTL renewals run once a quarter TTL, so
+not at a typical bar). The publish sends ``GET mark`` and ``SET mark PX``
 per series and ``PUBLISH`` and ``XADD MAXLEN ~`` per message (one per series and model,
 six for a six-output horizon model), and one ``HSET`` per 400 latest values. The loop's
 keys live under their own prefix and are deleted afterwards.
@@ -26,10 +27,10 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from streamer.store_format import HEADER_BYTES
 from whalecast.keys import STREAM_FIELD, Keys
 
 FLOOR_PREFIX = "wcfloor"
-HEADER_BYTES = 8  # the window string's header (streamer/store.lua)
 
 _SCRIPT = """
 local mode, prefix = ARGV[1], ARGV[2]
@@ -41,7 +42,7 @@ local message = string.rep('x', tonumber(ARGV[8]))
 local maxlen, open_ms, bar_ms = ARGV[9], tonumber(ARGV[10]), tonumber(ARGV[11])
 local kept = tonumber(ARGV[12])
 local ttl = 3600000
-local header = string.rep('h', 8)
+local header = string.rep('h', 12)
 local commands = 0
 local function key(i, part) return prefix .. ':{' .. i .. '}:' .. part end
 if mode == 'setup' then
@@ -60,13 +61,13 @@ if mode == 'store' then
   for i = 1, n do
     local bars, window, meta = key(i, 'bars'), key(i, 'window'), key(i, 'meta')
     redis.call('HMGET', meta, 'last_open_ms', 'feature_version', 'window_rows', 'appended')
-    local size = redis.call('STRLEN', window)
-    local tail = redis.call('GETRANGE', window, math.max(8, size - (rows - 1) * #row), -1)
-    redis.call('SET', window, header .. tail .. row, 'PX', ttl)
+    local slot = math.floor(open_ms / bar_ms) % rows
+    redis.call('SETRANGE', window, 12 + slot * #row, row)
+    redis.call('SETRANGE', window, 8, struct.pack('<I4', slot))
     redis.call('ZADD', bars, open_ms, open_ms .. pad)
     redis.call('ZREMRANGEBYSCORE', bars, '-inf', open_ms - kept * bar_ms)
     redis.call('HSET', meta, 'last_open_ms', open_ms, 'appended', i)
-    commands = commands + 7
+    commands = commands + 6
   end
   return commands
 end

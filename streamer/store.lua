@@ -2,43 +2,59 @@
 --
 -- Per series three keys (one Cluster slot, by the hash tag):
 --   bars    sorted set, score = bar open time (ms), member = packed bar record
---   window  string: an 8-byte header (layout: feature-list version, feature
---           count), then the newest feature rows packed float32, oldest first
---   meta    hash: last_open_ms, feature_version, window_rows, counters
+--   window  string, a ring of `window_rows` feature rows: a 12-byte header (feature-list
+--           version, feature count, the slot of the newest row), then the rows packed
+--           float32. The bar opening at t goes to slot floor(t / bar_ms) % window_rows, so
+--           an append overwrites one row in place (SETRANGE) instead of rewriting the
+--           window; rows never written (a new series, missing bars) are NaN
+--   meta    hash: last_open_ms, feature_version, window_rows, window_layout, counters
 -- KEYS come in threes (bars, window, meta), one series after another: on a plain
 -- server every series of a bar in one call; on a Cluster one call per slot.
 --
 -- ARGV[1] is the mode.
 --
--- "append": ARGV[2] window header, then five arguments per series, in KEYS order:
---   open_ms, base (the last open time the caller computed the feature row on, '' for
---   an empty series), bar member, feature row ('' when the caller did not expect to
---   append), parameters "bar_ms feature_version window_rows bars_kept ttl_ms
---   allow_gap(0|1)". Each series is handled on its own; replies a flat list with a
---   pair per series, {status_1, open_ms_1, status_2, open_ms_2, ...}:
+-- "append": ARGV[2] window header without its slot (8 bytes), then five arguments per
+--   series, in KEYS order: open_ms, base (the last open time the caller computed the
+--   feature row on, '' for an empty series), bar member, feature row ('' when the caller
+--   did not expect to append), parameters "bar_ms feature_version window_rows bars_kept
+--   ttl_ms allow_gap(0|1)". Each series is handled on its own; replies a flat list with
+--   a pair per series, {status_1, open_ms_1, status_2, open_ms_2, ...}:
 --     {'duplicate', last}   open time not newer than the stored last: nothing written
 --     {'gap', expected}     open time past last + bar_ms without allow_gap: nothing written
---     {'stale', last}       the caller's view (base, feature version, window) is not the
---                           stored one: nothing written, the caller reloads and retries
+--     {'stale', last}       the caller's view (base, feature version, window, layout) is
+--                           not the stored one: nothing written, the caller reloads and
+--                           retries
 --     {'appended', open_ms} bar, row and meta written, bars trimmed, TTLs renewed (see
 --                           renew_due)
 --   Each missing bar of an allowed gap becomes an all-NaN feature row.
 --
 -- "replace" (KEYS: one series): ARGV[2] last_open_ms, [3] feature_version,
---   [4] window_rows, [5] window (header and rows), [6] ttl ms, [7..] score, member
+--   [4] window_rows, [5] window (header and ring), [6] ttl ms, [7..] score, member
 --   pairs. Rewrites the series' state in one step (warm-up after a backfill, rebuild
---   after a version change).
+--   after a version change, a window stored in an older layout).
 
-local HEADER = 8
+local HEADER = 12 -- the caller's 8 bytes, then the newest row's slot (uint32)
+local LAYOUT = 'ring1' -- meta's window_layout: a window stored otherwise is 'stale'
 local NAN32 = '\0\0\192\127' -- float32 quiet NaN, little-endian
 
--- The window key gets its TTL from SET ... PX; these two are renewed here.
-local function renew(bars_key, meta_key, ttl_ms)
+local function renew(bars_key, window_key, meta_key, ttl_ms)
   redis.call('PEXPIRE', bars_key, ttl_ms)
+  redis.call('PEXPIRE', window_key, ttl_ms)
   redis.call('PEXPIRE', meta_key, ttl_ms)
 end
 
--- Renewing the bars' and meta's TTLs at every bar was two of the append's nine calls.
+-- Writes `count` NaN rows ending just before `slot`, wrapping around the ring.
+local function nan_rows(window_key, slot, count, rows, row_bytes)
+  local nan_row = string.rep(NAN32, row_bytes / 4)
+  local first = (slot - count) % rows
+  local straight = math.min(count, rows - first)
+  redis.call('SETRANGE', window_key, HEADER + first * row_bytes, string.rep(nan_row, straight))
+  if count > straight then
+    redis.call('SETRANGE', window_key, HEADER, string.rep(nan_row, count - straight))
+  end
+end
+
+-- Renewing the TTLs at every bar was two of the append's nine calls.
 -- They are renewed for a new series, after a gap, and when the bar's open time enters a
 -- new quarter of the TTL: as bars come in (exchange time keeps up with wall time), a
 -- key is renewed at least every quarter TTL plus a bar, and the TTL is never under four
@@ -56,37 +72,35 @@ local function append(bars_key, window_key, meta_key, open_text, base, member, r
     string.match(params, '^(%d+) (%d+) (%d+) (%d+) (%d+) ([01])$')
   bar_ms = tonumber(bar_ms)
   local meta = redis.call('HMGET', meta_key, 'last_open_ms', 'feature_version', 'window_rows',
-    'appended')
+    'appended', 'window_layout')
   local last = meta[1]
   local missing = 0
   local last_ms = nil
   if last then
     last_ms = tonumber(last)
     if open_ms <= last_ms then return {'duplicate', last_ms} end
-    if meta[2] ~= version or meta[3] ~= rows then return {'stale', last_ms} end
+    if meta[2] ~= version or meta[3] ~= rows or meta[5] ~= LAYOUT then
+      return {'stale', last_ms}
+    end
     if open_ms > last_ms + bar_ms and allow_gap ~= '1' then return {'gap', last_ms + bar_ms} end
     missing = (open_ms - last_ms) / bar_ms - 1
   end
   if (last or '') ~= base or row == '' then return {'stale', tonumber(last) or -1} end
 
   rows = tonumber(rows)
-  local gap_rows = math.min(missing, rows - 1)
-  -- the new window: the newest stored rows that stay, NaN rows for the missing bars,
-  -- the new row (only the stored tail travels through Lua: whole-window copies were
-  -- most of the script's time)
-  local keep = (rows - 1 - gap_rows) * #row
-  local tail = ''
+  local slot = math.floor(open_ms / bar_ms) % rows
+  local slot_bytes = struct.pack('<I4', slot)
   if not last then
     redis.call('DEL', bars_key) -- a fresh series starts from nothing
-  elseif keep > 0 then
-    local size = redis.call('STRLEN', window_key)
-    if size > HEADER then
-      tail = redis.call('GETRANGE', window_key, math.max(HEADER, size - keep), -1)
-    end
+    local nan_row = string.rep(NAN32, #row / 4)
+    redis.call('SET', window_key, header .. slot_bytes .. string.rep(nan_row, slot) .. row ..
+      string.rep(nan_row, rows - slot - 1), 'PX', ttl)
+  else
+    local gap_rows = math.min(missing, rows - 1)
+    if gap_rows > 0 then nan_rows(window_key, slot, gap_rows, rows, #row) end
+    redis.call('SETRANGE', window_key, HEADER + slot * #row, row)
+    redis.call('SETRANGE', window_key, HEADER - 4, slot_bytes)
   end
-  local gap = ''
-  if gap_rows > 0 then gap = string.rep(string.rep(NAN32, #row / 4), gap_rows) end
-  redis.call('SET', window_key, header .. tail .. gap .. row, 'PX', ttl)
 
   redis.call('ZADD', bars_key, open_text, member)
   redis.call('ZREMRANGEBYSCORE', bars_key, '-inf', string.format('%.0f', open_ms - kept * bar_ms))
@@ -95,10 +109,12 @@ local function append(bars_key, window_key, meta_key, open_text, base, member, r
     redis.call('HSET', meta_key, 'last_open_ms', open_text, 'appended', appended)
   else
     redis.call('HSET', meta_key, 'last_open_ms', open_text, 'feature_version', version,
-      'window_rows', tostring(rows), 'appended', appended)
+      'window_rows', tostring(rows), 'window_layout', LAYOUT, 'appended', appended)
   end
   if missing > 0 then redis.call('HINCRBY', meta_key, 'gap_bars', missing) end
-  if renew_due(last_ms, open_ms, missing, tonumber(ttl)) then renew(bars_key, meta_key, ttl) end
+  if renew_due(last_ms, open_ms, missing, tonumber(ttl)) then
+    renew(bars_key, window_key, meta_key, ttl)
+  end
   return {'appended', open_ms}
 end
 
@@ -122,9 +138,9 @@ local function replace()
   end
   redis.call('SET', window_key, ARGV[5], 'PX', ARGV[6])
   redis.call('HSET', meta_key, 'last_open_ms', ARGV[2], 'feature_version', ARGV[3],
-    'window_rows', ARGV[4])
+    'window_rows', ARGV[4], 'window_layout', LAYOUT)
   redis.call('HINCRBY', meta_key, 'replaced', 1)
-  renew(bars_key, meta_key, ARGV[6])
+  renew(bars_key, window_key, meta_key, ARGV[6])
   return {'replaced', tonumber(ARGV[2])}
 end
 

@@ -3,13 +3,16 @@
 Per series (``whalecast.keys.Keys``, one Cluster slot per series): ``...:bars`` a
 sorted set of the last ``HISTORY_BARS + window`` grid positions' bars (score =
 open time, member = 10 little-endian float64 in ``BAR_COLUMNS`` order),
-``...:window`` an 8-byte header (``WINDOW_HEADER``: magic ``WCFW``, feature-list
-version and feature count as little-endian uint16) followed by the newest
-``window`` feature rows as little-endian float32, oldest first (fewer until
-that many bars were appended), so every window says which feature list
-wrote it and a reader never mixes versions; ``...:meta`` a hash
-(``last_open_ms``, ``feature_version``, ``window_rows``, counters ``appended``,
-``gap_bars``, ``replaced``).
+``...:window`` a ring of ``window`` feature rows (little-endian float32) behind a
+12-byte header: ``WINDOW_HEADER`` (magic ``WCFR``, feature-list version and
+feature count as little-endian uint16), then the slot of the newest row as a
+little-endian uint32. The bar opening at ``t`` sits in slot ``t // bar_ms %
+window``, so the store overwrites one row per bar in place instead of rewriting
+the window; slots no bar has filled yet (a new series, missing bars) are NaN.
+Every window says which feature list wrote it, so a reader never mixes
+versions. ``...:meta`` a hash (``last_open_ms``, ``feature_version``,
+``window_rows``, ``window_layout``, counters ``appended``, ``gap_bars``,
+``replaced``).
 """
 
 from __future__ import annotations
@@ -30,7 +33,11 @@ BAR_DTYPE: Final = np.dtype("<f8")
 ROW_DTYPE: Final = np.dtype("<f4")
 DEFAULT_TTL_SECONDS: Final = 7 * 86_400.0
 #: First 8 bytes of every stored window: magic, feature-list version, feature count.
-WINDOW_HEADER: Final = struct.pack("<4sHH", b"WCFW", FEATURE_VERSION, len(FEATURE_NAMES))
+WINDOW_HEADER: Final = struct.pack("<4sHH", b"WCFR", FEATURE_VERSION, len(FEATURE_NAMES))
+_SLOT: Final = struct.Struct("<I")  # the newest row's slot, after WINDOW_HEADER
+HEADER_BYTES: Final = len(WINDOW_HEADER) + _SLOT.size
+#: meta's ``window_layout`` (``store.lua`` LAYOUT): windows stored otherwise are rebuilt.
+WINDOW_LAYOUT: Final = b"ring1"
 _ROW_BYTES: Final = len(FEATURE_NAMES) * ROW_DTYPE.itemsize
 
 
@@ -74,23 +81,30 @@ def unpack_bars(members: Sequence[bytes]) -> FloatArray:
     return np.frombuffer(packed, dtype=BAR_DTYPE).reshape(-1, len(BAR_COLUMNS)).astype(np.float64)
 
 
-def pack_window(rows: Float32Array) -> bytes:
-    return WINDOW_HEADER + np.ascontiguousarray(rows, dtype=ROW_DTYPE).tobytes()
+def ring_slot(open_ms: int, bar_ms: int, window: int) -> int:
+    """The ring slot of the bar opening at ``open_ms`` (``store.lua`` computes the same)."""
+    return open_ms // bar_ms % window
+
+
+def pack_window(rows: Float32Array, newest_slot: int) -> bytes:
+    """The stored ring of ``rows`` (oldest first), the newest in ``newest_slot``."""
+    ring = np.roll(np.ascontiguousarray(rows, dtype=ROW_DTYPE), newest_slot + 1, axis=0)
+    return WINDOW_HEADER + _SLOT.pack(newest_slot) + ring.tobytes()
 
 
 def unpack_window(blob: bytes | None, window: int) -> Float32Array | None:
-    """Stored rows, NaN-padded at the front to ``window`` rows.
+    """The stored rows, oldest first.
 
-    None when the blob was written for another layout (feature-list version or
-    feature count), or holds more rows than ``window``.
+    None when the blob was written for another layout (feature-list version,
+    feature count, an older window layout) or another window length.
     """
     if blob is None or not blob.startswith(WINDOW_HEADER):
         return None
-    body = memoryview(blob)[len(WINDOW_HEADER) :]
-    if len(body) % _ROW_BYTES or len(body) > window * _ROW_BYTES:
+    if len(blob) != HEADER_BYTES + window * _ROW_BYTES:
         return None
-    out = np.full((window, len(FEATURE_NAMES)), np.nan, dtype=np.float32)
-    rows = np.frombuffer(body, dtype=ROW_DTYPE).reshape(-1, len(FEATURE_NAMES))
-    if len(rows):
-        out[-len(rows) :] = rows
-    return out
+    (newest,) = _SLOT.unpack_from(blob, len(WINDOW_HEADER))
+    if newest >= window:
+        return None
+    ring = np.frombuffer(blob, dtype=ROW_DTYPE, offset=HEADER_BYTES)
+    ring = ring.reshape(window, len(FEATURE_NAMES))
+    return np.concatenate((ring[newest + 1 :], ring[: newest + 1]))  # a copy: writable

@@ -14,7 +14,7 @@ import numpy as np
 
 from streamer.features import FEATURE_VERSION
 from streamer.mirror import EMPTY, merged_grid, window_rows
-from streamer.store_format import BarRecord, unpack_bars, unpack_window
+from streamer.store_format import WINDOW_LAYOUT, BarRecord, unpack_bars, unpack_window
 from streamer.store_plan import bar_matrix
 from streamer.store_script import SCRIPT, StoreScript
 from whalecast.domain import Series
@@ -22,6 +22,7 @@ from whalecast.logs import get_logger
 from whalecast.redis_ports import array, blob, strings
 
 log = get_logger(__name__)
+VERSION_TEXT = str(FEATURE_VERSION).encode()
 
 
 async def load_all(script: StoreScript) -> None:
@@ -37,7 +38,7 @@ async def load(script: StoreScript, positions: Sequence[int]) -> None:
     pipe = script.redis.pipeline(transaction=False)
     for p in positions:
         bars_key, window_key, meta_key = script.keys[p]
-        pipe.hmget(meta_key, ["last_open_ms", "feature_version", "window_rows"])
+        pipe.hmget(meta_key, ["last_open_ms", "feature_version", "window_rows", "window_layout"])
         pipe.zrange(bars_key, 0, -1)
         pipe.get(window_key)
     replies = await pipe.execute()
@@ -45,7 +46,7 @@ async def load(script: StoreScript, positions: Sequence[int]) -> None:
     stale, lost = [], []
     for j, p in enumerate(positions):
         meta, stored, window = replies[3 * j : 3 * j + 3]
-        last, version, rows_meta = strings(array(meta))
+        last, version, rows_meta, layout = strings(array(meta))
         members = [m for m in strings(array(stored)) if m is not None]
         if last is None or not members:
             if mirror.last[p] == EMPTY:
@@ -54,7 +55,7 @@ async def load(script: StoreScript, positions: Sequence[int]) -> None:
                 lost.append(p)  # Redis lost what it had confirmed: keep the mirror
             continue
         grid = merged_grid(unpack_bars(members), mirror.series[p].timeframe, mirror.bars_kept)
-        current = version == str(FEATURE_VERSION).encode() and rows_meta == rows_text
+        current = (version, rows_meta, layout) == (VERSION_TEXT, rows_text, WINDOW_LAYOUT)
         rows = unpack_window(blob(window), mirror.window) if current else None
         if rows is None:
             stale.append(p)

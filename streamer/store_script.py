@@ -22,7 +22,14 @@ from redis.exceptions import RedisError
 
 from streamer.features import FEATURE_VERSION
 from streamer.mirror import EMPTY, FloatArray, IntArray, Mirror
-from streamer.store_format import BAR_DTYPE, WINDOW_HEADER, key_ttl_ms, pack_bars, pack_window
+from streamer.store_format import (
+    BAR_DTYPE,
+    WINDOW_HEADER,
+    key_ttl_ms,
+    pack_bars,
+    pack_window,
+    ring_slot,
+)
 from whalecast.keys import Keys
 from whalecast.metrics import Metrics
 from whalecast.redis_ports import RedisClient, RedisPipeline, Reply
@@ -86,8 +93,12 @@ class StoreScript:
         pairs: list[bytes | int] = []
         for open_ms, member in zip(bars[:, 0].astype(np.int64), pack_bars(bars), strict=True):
             pairs += [int(open_ms), member]
-        args = ("replace", int(self.mirror.last[p]), FEATURE_VERSION, self.mirror.window,
-                pack_window(self.mirror.rows[p]), self._ttl_ms[p], *pairs)  # fmt: skip
+        last, window = int(self.mirror.last[p]), self.mirror.window
+        newest = (
+            window - 1 if last == EMPTY else ring_slot(last, self.mirror.series[p].bar_ms, window)
+        )
+        args = ("replace", last, FEATURE_VERSION, window,
+                pack_window(self.mirror.rows[p], newest), self._ttl_ms[p], *pairs)  # fmt: skip
         pipe.execute_command("EVALSHA", self.sha, 3, *self.keys[p], *args)
 
     def call_groups(self, positions: IntArray) -> list[list[int]]:

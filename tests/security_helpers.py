@@ -86,8 +86,8 @@ class TestCA:
 PREFIX = "wc"
 #: Every command the daemon sends (the store and publish scripts' own calls included).
 DAEMON_COMMANDS = (
-    "ping", "script|load", "evalsha", "hmget", "hget", "get", "strlen", "getrange",
-    "mget", "zrange", "set", "del", "zadd", "zremrangebyscore", "hset", "hincrby", "pexpire",
+    "ping", "script|load", "evalsha", "hmget", "hget", "get", "mget", "zrange", "set",
+    "setrange", "del", "zadd", "zremrangebyscore", "hset", "hincrby", "pexpire",
     "publish", "xadd", "subscribe", "unsubscribe",
 )  # fmt: skip
 

@@ -156,8 +156,8 @@ async def test_acl_with_the_wrong_key_prefix_fails_at_start(acl_redis: AclRedis)
     message = await refused_at_start(acl_redis, prefix="other")
     assert message == (
         f"Redis at {acl_redis.server.url}: the configured user 'whalecast' lacks a permission "
-        "whalecast needs: may not use its keys with del, get, getrange, hget, hincrby, hmget, "
-        "hset, mget, pexpire, set, strlen, xadd, zadd, zrange, zremrangebyscore; may not use "
+        "whalecast needs: may not use its keys with del, get, hget, hincrby, hmget, hset, "
+        "mget, pexpire, set, setrange, xadd, zadd, zrange, zremrangebyscore; may not use "
         "its channels with publish, subscribe (grant them, e.g. ACL SETUSER whalecast "
         "~other:* &other:*)"
     )

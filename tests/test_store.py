@@ -127,6 +127,52 @@ async def _replayed(
     return store
 
 
+async def test_the_ring_holds_the_mirrors_window_across_gaps_of_every_length(
+    redis_client: aioredis.Redis, tables: dict[Series, pd.DataFrame]
+) -> None:
+    """Each append overwrites one slot of the stored ring; gaps shorter than, equal to and
+    longer than the window (wrapping past slot 0 or not) leave NaN rows where the mirror has
+    them, so the window read back from Redis is the mirror's after every bar."""
+    store = WindowStore(redis_client, KEYS, [BTC], WINDOW)
+    await store.load()
+    t = 0
+    for skip in (0, 0, 1, 0, 5, 0, 23, 0, 24, 0, 40, 0, 2, 3, 0, 17):
+        t += skip + 1
+        result = await store.append([record(BTC, tables[BTC].loc[t])], allow_gap=True)
+        assert result[0].status == "appended"
+        stored, _ = await store.read_windows([BTC])
+        mirror, _ = store.windows([BTC])
+        np.testing.assert_array_equal(stored, mirror)
+        header = await redis_client.getrange(KEYS.window(BTC), 8, 11)
+        newest = int(tables[BTC].at[t, "open_ms"]) // 3_600_000 % WINDOW
+        assert struct.unpack("<I", header)[0] == newest
+    assert not np.isnan(mirror[0, -1]).all() and np.isnan(mirror[0, -18:-1]).all()
+
+
+async def test_a_window_of_the_older_layout_is_rebuilt_then_appended_to(
+    redis_client: aioredis.Redis, tables: dict[Series, pd.DataFrame]
+) -> None:
+    """A window a previous release stored (oldest first behind an 8-byte header, no
+    ``window_layout`` in meta) is never read as a ring: the load rebuilds it from the bars,
+    and an append against it is refused as stale until then."""
+    await _replayed(redis_client, tables, 60)
+    offline = compute_features(tables[BTC].iloc[:61], "1h").to_numpy()
+    old = struct.pack("<4sHH", b"WCFW", 1, len(FEATURE_NAMES))
+    await redis_client.set(KEYS.window(BTC), old + b"\x00" * 4 * len(FEATURE_NAMES) * WINDOW)
+    await redis_client.hdel(KEYS.meta(BTC), "window_layout")
+    writer = WindowStore(redis_client, KEYS, [BTC], WINDOW)
+    await writer.load()
+    assert await redis_client.hget(KEYS.meta(BTC), "window_layout") == b"ring1"
+    assert (await writer.append([record(BTC, tables[BTC].loc[60])]))[0].status == "appended"
+    rows, ready = await writer.read_windows([BTC])
+    np.testing.assert_array_equal(rows[0], expected_window(offline, 60))
+    assert ready.tolist() == [True]
+    # a writer whose mirror was loaded before the layout changed under it resyncs
+    await redis_client.hdel(KEYS.meta(BTC), "window_layout")
+    assert (await writer.append([record(BTC, tables[BTC].loc[61])]))[0].status == "appended"
+    assert await redis_client.hget(KEYS.meta(BTC), "window_layout") == b"ring1"
+
+
 async def test_replaying_any_bar_leaves_redis_byte_identical(
     redis_client: aioredis.Redis, tables: dict[Series, pd.DataFrame]
 ) -> None:
@@ -186,8 +232,8 @@ async def test_every_key_is_bounded(
     store = await _replayed(redis_client, tables, 120)
     bars_kept = HISTORY_BARS + WINDOW
     assert await redis_client.zcard(KEYS.bars(BTC)) == bars_kept
-    assert await redis_client.strlen(KEYS.window(BTC)) == 8 + WINDOW * len(FEATURE_NAMES) * 4
-    assert await redis_client.hlen(KEYS.meta(BTC)) == 4
+    assert await redis_client.strlen(KEYS.window(BTC)) == 12 + WINDOW * len(FEATURE_NAMES) * 4
+    assert await redis_client.hlen(KEYS.meta(BTC)) == 5
     assert await redis_client.hget(KEYS.meta(BTC), "appended") == b"120"
     for key in await redis_client.keys("*"):
         assert 0 < await redis_client.pttl(key) <= 7 * 86_400_000
@@ -230,7 +276,7 @@ async def test_the_plan_forecasts_the_windows_its_commit_leaves(
     assert (await store.commit(duplicate))[0].status == "duplicate"
 
 
-async def test_bars_and_meta_ttls_are_renewed_each_quarter_ttl_not_each_bar(
+async def test_ttls_are_renewed_each_quarter_ttl_not_each_bar(
     redis_client: aioredis.Redis, tables: dict[Series, pd.DataFrame]
 ) -> None:
     store = WindowStore(redis_client, KEYS, [BTC], WINDOW, ttl_seconds=8 * 3600.0)
@@ -240,12 +286,12 @@ async def test_bars_and_meta_ttls_are_renewed_each_quarter_ttl_not_each_bar(
     renewed = []
     for t in range(6):
         row = tables[BTC].loc[t]
-        await redis_client.pexpire(KEYS.bars(BTC), short)
-        await redis_client.pexpire(KEYS.meta(BTC), short)
+        three = (KEYS.bars(BTC), KEYS.window(BTC), KEYS.meta(BTC))
+        for key in three:
+            await redis_client.pexpire(key, short)
         assert (await store.append([record(BTC, row)]))[0].status == "appended"
-        ttls = [await redis_client.pttl(k) for k in (KEYS.bars(BTC), KEYS.meta(BTC))]
-        assert (ttls[0] > short) == (ttls[1] > short)
-        assert await redis_client.pttl(KEYS.window(BTC)) > short  # SET ... PX, every bar
+        ttls = [await redis_client.pttl(k) for k in three]
+        assert (ttls[0] > short) == (ttls[1] > short) == (ttls[2] > short)
         renewed.append(ttls[0] > short)
     opens = [int(tables[BTC].loc[t, "open_ms"]) for t in range(6)]
     crossed = [t == 0 or opens[t] // quarter != opens[t - 1] // quarter for t in range(6)]

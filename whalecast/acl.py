@@ -45,12 +45,11 @@ def daemon_probes(keys: Keys, series: Series, *, registry_sync: bool) -> list[Pr
         Probe("hmget", ("HMGET", meta, "last_open_ms")),
         Probe("hget", ("HGET", meta, "last_open_ms")),
         Probe("get", ("GET", mark)),
-        Probe("strlen", ("STRLEN", window)),
-        Probe("getrange", ("GETRANGE", window, "0", "0")),
         Probe("mget", ("MGET", mark)),
         Probe("zrange", ("ZRANGE", bars, "0", "0")),
         Probe("set", ("SET", mark, "0", "PX", "0")),  # an expiry of 0 is refused
         Probe("del", ("DEL", keys.series_base(series) + ":acl-probe")),  # a key never used
+        Probe("setrange", ("SETRANGE", window, "-1", "")),  # a negative offset is refused
         Probe("zadd", ("ZADD", bars, "not-a-number", "probe")),
         Probe("zremrangebyscore", ("ZREMRANGEBYSCORE", bars, "1", "0")),  # an empty range
         Probe("hset", ("HSET", latest, "field", "value", "odd")),  # fields and values unpaired
