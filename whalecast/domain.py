@@ -88,14 +88,16 @@ class Candle:
 
     def problem(self) -> str | None:
         """The reason this candle is invalid, or ``None``. Reasons are metric labels."""
-        values = (self.open, self.high, self.low, self.close, self.volume)
-        if not all(math.isfinite(v) for v in values):
+        # straight-line checks: the feed and the store ask once per candle, thousands per bar
+        o, h, low, c, v = self.open, self.high, self.low, self.close, self.volume
+        finite = math.isfinite
+        if not (finite(o) and finite(h) and finite(low) and finite(c) and finite(v)):
             return "non_finite"
-        if any(v < 0 for v in values) or min(self.open, self.high, self.low, self.close) <= 0:
+        if v < 0 or o <= 0 or h <= 0 or low <= 0 or c <= 0:
             return "non_positive"
-        if self.high < self.low:
+        if h < low:
             return "high_below_low"
-        if not (self.low <= self.close <= self.high and self.low <= self.open <= self.high):
+        if not (low <= c <= h and low <= o <= h):
             return "price_outside_range"
         if self.open_ms % timeframe_ms(self.timeframe) != 0:
             return "off_grid"
