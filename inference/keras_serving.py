@@ -26,7 +26,7 @@ from inference.checks import (
 )
 from inference.incremental import Stepper
 from inference.safety import read_model_archive
-from inference.tf_backends import make_tf_backend
+from inference.tf_backends import keras_reference, make_tf_backend
 from whalecast.artifact import MODEL_FILE, Preprocess
 from whalecast.keras_split import Incremental, NotIncremental
 
@@ -78,13 +78,12 @@ def build_verified_backend(
     that reference, for the other paths to be checked against."""
     batches = [warmup_batch(preprocess, rows) for rows in WARMUP_SIZES]
     try:
-        keras_backend = make_tf_backend("keras", model, buckets)
-        reference = Reference(batches, [keras_backend(batch) for batch in batches])
+        reference = Reference(batches, [keras_reference(model, batch) for batch in batches])
         if not all(np.isfinite(out).all() for out in reference.outputs):
             raise RefusalReason("non-finite output on the warm-up batch")
-        if name == "keras":
-            return keras_backend, reference
         backend = make_tf_backend(name, model, buckets)
+        if name == "keras":  # Keras itself: the reference's own graph, traced per batch shape
+            return backend, reference
         found = reference.mismatch(backend)
     except (BackendError, RefusalReason):
         raise

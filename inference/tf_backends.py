@@ -52,6 +52,17 @@ class TfFunctionBackend(ChunkedBackend):
         return np.asarray(result, dtype=np.float32)
 
 
+def keras_reference(model: Any, x: np.ndarray) -> np.ndarray:
+    """The model called eagerly: what a loaded model is checked against.
+
+    Not ``predict_on_batch``: that traces its graph again for every new batch shape
+    and model, and TensorFlow warns about the retracing at every load (the warm-up
+    batches have three sizes), though no bar ever retraces.
+    """
+    out = model(tf.convert_to_tensor(x), training=False)
+    return np.asarray(out, dtype=np.float32).reshape(len(x), -1)
+
+
 def make_tf_backend(name: str, model: Any, buckets: Sequence[int]) -> Backend:
     if name == "keras":
         return KerasBackend(model)

@@ -4,6 +4,7 @@ and models with several outputs."""
 from __future__ import annotations
 
 import json
+import logging
 import pickle
 import zipfile
 from pathlib import Path
@@ -280,3 +281,29 @@ def test_refuses_a_model_whose_units_are_not_its_outputs(registry: Path, backend
     with pytest.raises(ModelRefused) as info:
         ModelRuntime.load(registry, "units", version, backend)
     assert "returns 2 values per sample, preprocess.json declares 6 outputs" in info.value.reason
+
+
+def test_loading_models_traces_no_graph_again(registry: Path) -> None:
+    """The warm-up checks call the model eagerly: loading never makes TensorFlow warn that
+    a graph was traced again for another batch shape (it used to, at every start)."""
+    seen: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record.getMessage())
+
+    handler = Collect(logging.WARNING)
+    logging.getLogger("tensorflow").addHandler(handler)
+    try:
+        for name, model in (("direction", deep_model()), ("volume", volume_model())):
+            if name == "volume":
+                preprocess = preprocess_for(["log_volume"], target="next_bar_volume")
+            else:
+                preprocess = preprocess_for(FEATURE_NAMES)
+            version = write_model(registry, f"retrace-{name}", model, preprocess)
+            for _ in range(2):
+                ModelRuntime.load(registry, f"retrace-{name}", version, "tf-function",
+                                  batch_buckets=BUCKETS)  # fmt: skip
+    finally:
+        logging.getLogger("tensorflow").removeHandler(handler)
+    assert not [m for m in seen if "retracing" in m], seen
