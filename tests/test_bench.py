@@ -67,10 +67,10 @@ def test_e2e_section_runs_the_daemon_against_the_simulator() -> None:
     assert all(v["p50"] > 0 for v in e2e["inference_ms"].values())
     assert e2e["stream_length"] >= 2 * 4 * (3 + 1)
     assert len(e2e["per_bar"]) == 3
-    # the floor sends what a bar of 4 series and 2 models sends: 7 store commands a series;
+    # the floor sends what a bar of 4 series and 2 models sends: 6 store commands a series;
     # a mark read and write a series, PUBLISH + XADD a prediction, one HSET a model
     floor = e2e["redis_floor"]
-    assert floor["store_commands"] == 7 * 4
+    assert floor["store_commands"] == 6 * 4
     assert floor["publish_commands"] == 2 * 4 + 2 * 4 * 2 + 2
     assert floor["store_ms"] > 0 and floor["publish_ms"] > 0
     assert e2e["floor_factor"]["both"] > 1  # our side can only add to Redis's own time
