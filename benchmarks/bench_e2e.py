@@ -21,8 +21,12 @@ untimed bars, each of ``bars`` bars is measured from the daemon's own metrics
   pass ran in its worker thread, and the largest during the whole bar
   processing (append, features, inference, publish);
 - feed seconds: from the simulator starting to send the bar to the bar loop
-  receiving its last candle (the simulator's sending and ccxt's parsing share
-  this process's event loop, so this is an upper bound of the feed's share).
+  receiving its last candle; by default the simulator's sending and ccxt's parsing
+  share this process's event loop, so this is an upper bound of the feed's share
+  (``sim_process``: the simulator runs as a process of its own,
+  :mod:`benchmarks.sim_process`, as an exchange would);
+- sent → published: from the simulator starting to send the bar to its last
+  prediction published (the feed plus the bar latency).
 
 Each bar is sent ``bar_gap_seconds`` after the previous one was published. Real bars
 are a bar period apart (an hour for ``1h``), and the daemon primes the next bar's
@@ -47,6 +51,7 @@ import numpy as np
 
 from benchmarks.benchmodels import write_bench_models
 from benchmarks.redis_floor import measure_floor, read_shape
+from benchmarks.sim_process import SimulatorProcess
 from inference.daemon import Daemon
 from inference.looplag import LoopLagMonitor
 from streamer.simulator import Simulator, SimulatorConfig
@@ -76,9 +81,12 @@ class E2EOptions:
     stream_maxlen: int = 100_000  # redis.stream_maxlen (the default)
     bar_gap_seconds: float = 0.5
     horizons: bool = False  # also serve a volume model of six outputs
+    sim_process: bool = False  # the simulator in a process of its own (benchmarks.sim_process)
 
 
-def bench_settings(sim: Simulator, redis_url: str, registry: Path, opts: E2EOptions) -> Settings:
+def bench_settings(
+    sim: Simulator | SimulatorProcess, redis_url: str, registry: Path, opts: E2EOptions
+) -> Settings:
     """The daemon's settings for the run: defaults, pointed at the simulator and the registry."""
     models = list(write_bench_models(registry, opts.window, horizons=opts.horizons))
     return load_settings(
@@ -97,6 +105,7 @@ def bench_settings(sim: Simulator, redis_url: str, registry: Path, opts: E2EOpti
 class BarSample:
     latency: float
     feed: float
+    sent_to_published: float  # the simulator starts sending the bar -> its last prediction out
     append: float
     windows: float
     publish: float
@@ -222,6 +231,7 @@ async def measure_bar(
     return BarSample(
         latency=latency,
         feed=published_end - latency - started_wall,
+        sent_to_published=published_end - started_wall,
         append=delta["append"],
         windows=delta["windows"],
         publish=sum(end - start for start, end, _n in probe.publishes),
@@ -258,7 +268,7 @@ def embedded_redis(workdir: Path) -> Iterator[EmbeddedRedis]:
 class BenchRun:
     """A running daemon, its simulator and Redis, ready to be stepped bar by bar."""
 
-    sim: Simulator
+    sim: Simulator | SimulatorProcess
     daemon: Daemon
     probe: Probe
     redis: Any
@@ -278,15 +288,24 @@ class BenchRun:
             await self.probe.published.wait()
 
 
-@contextlib.asynccontextmanager
-async def bench_daemon(opts: E2EOptions, workdir: Path) -> AsyncIterator[BenchRun]:
-    """Redis, the simulator (enough bars for ``warmup_bars + bars``) and a ready daemon."""
+def simulator(opts: E2EOptions) -> contextlib.AbstractAsyncContextManager[Any]:
+    """The simulator with enough bars for ``warmup_bars + bars``, in this process or its own."""
+    bars, history = 300 + opts.warmup_bars + opts.bars, 250
+    if opts.sim_process:
+        return SimulatorProcess(synthetic=opts.series, synthetic_bars=bars, history_bars=history,
+                                forming_updates=opts.forming_updates)  # fmt: skip
     config = SimulatorConfig(
         synthetic=opts.series, bar_seconds=None, forming_updates=opts.forming_updates,
-        synthetic_bars=300 + opts.warmup_bars + opts.bars, history_bars=250,
+        synthetic_bars=bars, history_bars=history,
     )  # fmt: skip
+    return Simulator(config)
+
+
+@contextlib.asynccontextmanager
+async def bench_daemon(opts: E2EOptions, workdir: Path) -> AsyncIterator[BenchRun]:
+    """Redis, the simulator and a ready daemon."""
     with embedded_redis(workdir) as server:
-        async with Simulator(config) as sim:
+        async with simulator(opts) as sim:
             settings = bench_settings(sim, server.url, workdir / "registry", opts)
             redis = connect(settings.redis, server.url)
             daemon = Daemon(settings, Metrics(), redis)
@@ -376,6 +395,8 @@ def summarize(samples: list[BarSample], opts: E2EOptions) -> dict[str, Any]:
         "series": opts.series, "bars": len(samples), "backend": opts.backend, "models": models,
         "latency_ms": latency,
         "feed_ms": stats_ms([s.feed for s in samples]),
+        "sent_to_published_ms": stats_ms([s.sent_to_published for s in samples]),
+        "simulator": "own process" if opts.sim_process else "this process",
         "append_ms": stats_ms([s.append for s in samples]),
         "windows_ms": stats_ms([s.windows for s in samples]),
         "publish_ms": stats_ms([s.publish for s in samples]),
@@ -414,6 +435,7 @@ def format_e2e(r: dict[str, Any]) -> list[str]:
         for m, n in r["predictions_per_bar"].items()
     )
     prime = ", ".join(f"{m} {v['p50']:.1f}" for m, v in r["prime_ms"].items())
+    sent = r["sent_to_published_ms"]
     return [
         f"end to end: {r['series']} series, models {', '.join(r['models'])}, backend "
         f"{r['backend']}, {r['bars']} bars (start-up {r['startup_seconds']:.0f} s)",
@@ -423,6 +445,8 @@ def format_e2e(r: dict[str, Any]) -> list[str]:
         f"  p50 ms: inference {inference}; store append {r['append_ms']['p50']:.1f}, windows "
         f"{r['windows_ms']['p50']:.2f}; publish {r['publish_ms']['p50']:.1f}; feed (bar sent "
         f"-> last candle in) {r['feed_ms']['p50']:.1f}",
+        f"  bar sent -> all published ms: p50 {sent['p50']:.1f}, p99 {sent['p99']:.1f} (the "
+        f"simulator in {r['simulator']})",
         f"  event-loop lag during inference: max {r['lag_inference_max_ms']:.1f} ms; target <= "
         f"{LAG_TARGET * 1000:g}: {_verdict(targets['lag_met'])} (whole bar processing: p50 "
         f"{r['lag_bar_max_ms']['p50']:.1f}, max {r['lag_bar_max_ms']['max']:.1f})",

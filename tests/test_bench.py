@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.bench_e2e import E2EOptions
+from benchmarks.bench_e2e import E2EOptions, format_e2e
 from benchmarks.bench_inference import (
     MIN_LAG_SAMPLES,
     BenchOptions,
@@ -89,6 +89,19 @@ def test_e2e_section_serves_a_model_of_six_outputs_beside_the_two() -> None:
     # the floor publishes what the bar did: eight messages a series (PUBLISH + XADD each),
     # a mark read and write a series, one latest-values HSET per eight-message group
     assert e2e["redis_floor"]["publish_commands"] == 2 * 4 + 8 * 4 * 2 + 8
+
+
+@pytest.mark.slow
+@pytest.mark.redis
+def test_e2e_section_steps_a_simulator_in_its_own_process() -> None:
+    opts = E2EOptions(series=4, bars=2, warmup_bars=1, sim_process=True)
+    e2e = run_bench(BenchOptions(e2e=opts), sections=["e2e"])["e2e"]
+    assert e2e["simulator"] == "own process"
+    assert e2e["predictions_per_bar"] == {"direction-deep": 4, "volume": 4}
+    assert e2e["latency_observations_per_bar"] == 1
+    sent, feed, latency = e2e["sent_to_published_ms"], e2e["feed_ms"], e2e["latency_ms"]
+    assert 0 < feed["p50"] < sent["p50"] and 0 < latency["p50"] < sent["p50"]
+    assert "bar sent -> all published ms" in "\n".join(format_e2e(e2e))
 
 
 @pytest.mark.slow
