@@ -397,6 +397,7 @@ def summarize(samples: list[BarSample], opts: E2EOptions) -> dict[str, Any]:
         "feed_ms": stats_ms([s.feed for s in samples]),
         "sent_to_published_ms": stats_ms([s.sent_to_published for s in samples]),
         "simulator": "own process" if opts.sim_process else "this process",
+        "forming_updates": opts.forming_updates,
         "append_ms": stats_ms([s.append for s in samples]),
         "windows_ms": stats_ms([s.windows for s in samples]),
         "publish_ms": stats_ms([s.publish for s in samples]),
@@ -446,7 +447,8 @@ def format_e2e(r: dict[str, Any]) -> list[str]:
         f"{r['windows_ms']['p50']:.2f}; publish {r['publish_ms']['p50']:.1f}; feed (bar sent "
         f"-> last candle in) {r['feed_ms']['p50']:.1f}",
         f"  bar sent -> all published ms: p50 {sent['p50']:.1f}, p99 {sent['p99']:.1f} (the "
-        f"simulator in {r['simulator']})",
+        f"simulator in {r['simulator']}, sending {r['forming_updates']} forming updates a "
+        "series before each close)",
         f"  event-loop lag during inference: max {r['lag_inference_max_ms']:.1f} ms; target <= "
         f"{LAG_TARGET * 1000:g}: {_verdict(targets['lag_met'])} (whole bar processing: p50 "
         f"{r['lag_bar_max_ms']['p50']:.1f}, max {r['lag_bar_max_ms']['max']:.1f})",

@@ -20,7 +20,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     e2e = E2EOptions(
         series=args.e2e_series, bars=args.e2e_bars, window=settings.features.window,
         backend=args.e2e_backend or settings.inference.backend, horizons=args.e2e_horizons,
-        sim_process=args.e2e_sim_process,
+        sim_process=args.e2e_sim_process, forming_updates=args.e2e_forming_updates,
     )  # fmt: skip
     options = bench.BenchOptions(
         sizes=args.sizes, backends=args.backends, repeats=args.repeats,
@@ -77,6 +77,8 @@ def _add_bench_options(command: argparse.ArgumentParser) -> None:
                          help="end to end: inference backend (default: inference.backend of the config)")  # fmt: skip
     command.add_argument("--e2e-horizons", action="store_true",
                          help="end to end: also serve a volume model of six outputs (1, 6 and 24 bars at p50 and p90)")  # fmt: skip
+    command.add_argument("--e2e-forming-updates", type=int, default=2, metavar="N",
+                         help="end to end: forming updates the simulator sends per series right before each close (default 2; live, they come during the bar)")  # fmt: skip
     command.add_argument("--e2e-sim-process", action="store_true",
                          help="end to end: run the exchange simulator as a process of its own, not in the daemon's")  # fmt: skip
 
