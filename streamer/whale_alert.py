@@ -48,6 +48,9 @@ def _largest(entries: Sequence[Mapping[str, Any]]) -> Mapping[str, Any]:
 
 #: Owner names that name nobody: an output to such an owner is not change by its name.
 ANONYMOUS_OWNERS = frozenset({"", "unknown"})
+#: Block times (Unix seconds) from year 3000 on are malformed: far larger ones would not
+#: even convert to milliseconds (a huge float times 1000 is infinite).
+LAST_TIMESTAMP_S = 32_503_680_000
 
 
 def is_change(output: Mapping[str, Any], addresses: set[str], owners: set[str]) -> bool:
@@ -122,7 +125,7 @@ def parse_alert(alert: Mapping[str, Any]) -> list[WhaleTransfer]:
     timestamp = alert.get("timestamp")
     if isinstance(timestamp, bool) or not isinstance(timestamp, int | float):
         raise WhaleReject("malformed", "timestamp")
-    if not math.isfinite(timestamp) or timestamp <= 0:
+    if not math.isfinite(timestamp) or not 0 < timestamp < LAST_TIMESTAMP_S:
         raise WhaleReject("malformed", "timestamp")
     blockchain, amounts = alert.get("blockchain"), alert.get("amounts")
     if not isinstance(blockchain, str) or not isinstance(amounts, list) or not amounts:

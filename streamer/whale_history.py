@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import gzip
 import json
+import math
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from streamer.whale_alert import WhaleReject, usd_or_amount
+from streamer.whale_alert import LAST_TIMESTAMP_S, WhaleReject, usd_or_amount
 from whalecast.domain import WhaleTransfer, classify_flow
 
 
@@ -49,7 +50,9 @@ def parse_transaction(tx: Mapping[str, Any]) -> WhaleTransfer:
     blockchain, symbol, timestamp = tx.get("blockchain"), tx.get("symbol"), tx.get("timestamp")
     if not isinstance(blockchain, str) or not isinstance(symbol, str) or not symbol:
         raise WhaleReject("malformed", "blockchain or symbol")
-    if isinstance(timestamp, bool) or not isinstance(timestamp, int | float) or timestamp <= 0:
+    if isinstance(timestamp, bool) or not isinstance(timestamp, int | float):
+        raise WhaleReject("malformed", "timestamp")
+    if not math.isfinite(timestamp) or not 0 < timestamp < LAST_TIMESTAMP_S:
         raise WhaleReject("malformed", "timestamp")
     amount = usd_or_amount(tx.get("amount"), "amount")
     usd = usd_or_amount(tx.get("amount_usd"), "amount_usd")

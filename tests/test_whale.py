@@ -142,6 +142,8 @@ def test_owner_types_fall_back_to_from_and_to_objects() -> None:
     ("edit", "reason"),
     [
         ({"timestamp": "yesterday"}, "malformed"),
+        ({"timestamp": 1.7e308}, "malformed"),  # finite, but infinite in milliseconds
+        ({"timestamp": 32_503_680_000}, "malformed"),  # year 3000
         ({"amounts": "lots"}, "malformed"),
         ({"amounts": []}, "malformed"),
         ({"amounts": [{"symbol": "BTC", "amount": -5.0, "value_usd": 1.0}]}, "bad_amount"),

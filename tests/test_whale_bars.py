@@ -83,7 +83,9 @@ def test_rest_history_pages_become_sorted_unique_transfers(tmp_path: Path) -> No
     first = page([rest_tx("0xb", "eth", 1730731300, ("unknown", "exchange")),
                   rest_tx("0xa", "eth", 1730731200, ("exchange", "unknown")),
                   rest_tx("0xc", "eth", 1730731400, ("unknown", "exchange"), amount=-1),
-                  {**rest_tx("0xd", "eth", 1730731500, ("unknown", "exchange")), "from": None}])  # fmt: skip
+                  {**rest_tx("0xd", "eth", 1730731500, ("unknown", "exchange")), "from": None},
+                  {**rest_tx("0xf", "eth", 0, ("unknown", "exchange")), "timestamp": 1.7e308},
+                  {**rest_tx("0xg", "eth", 0, ("unknown", "exchange")), "timestamp": float("nan")}])  # fmt: skip
     second = page([rest_tx("0xa", "eth", 1730731200, ("exchange", "unknown")),
                    rest_tx("0xe", "usdt", 1730731600, ("unknown", "exchange"), usd="2000000.5")],
                   cursor="c2")  # fmt: skip
@@ -94,7 +96,7 @@ def test_rest_history_pages_become_sorted_unique_transfers(tmp_path: Path) -> No
         (1730731600000, "USDT", Flow.INFLOW),
     ]
     assert history.transfers[-1].usd == 2000000.5
-    assert dict(history.rejected) == {"bad_amount": 1, "malformed": 2, "duplicate": 1}
+    assert dict(history.rejected) == {"bad_amount": 1, "malformed": 4, "duplicate": 1}
     assert history.cursor == "c2"
     lines = tmp_path / "whales.jsonl.gz"
     with gzip.open(lines, "wt") as handle:
