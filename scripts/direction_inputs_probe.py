@@ -181,6 +181,37 @@ def grid_rows(data: Sequence[SeriesData], samples: Samples, first_ms: int) -> np
     return (open_ms - first_ms) // data[0].series.bar_ms
 
 
+class Inputs:
+    """The new inputs of every series on one time grid, and the designs that read them."""
+
+    def __init__(
+        self, data: Sequence[SeriesData], first_ms: int, values: dict[str, np.ndarray]
+    ) -> None:
+        self.data, self.first_ms, self.values = data, first_ms, values
+
+    @classmethod
+    def of(cls, data: Sequence[SeriesData]) -> Inputs:
+        first_ms, close, volume = aligned(data)
+        leader = next(i for i, d in enumerate(data) if d.series.base_asset == LEADER)
+        return cls(data, first_ms, new_inputs(close, volume, leader))
+
+    def extra(self, which: Samples, names: Sequence[str]) -> np.ndarray:
+        rows = grid_rows(self.data, which, self.first_ms)
+        return design_of(self.values, names, rows, which.series)
+
+    def defined(self, samples: Samples) -> np.ndarray:
+        """The samples where every new input is defined: the rows every variant uses."""
+        return np.asarray(np.isfinite(self.extra(samples, CROSS + REGIME)).all(axis=1))
+
+    def design(self, which: Samples, names: Sequence[str]) -> np.ndarray:
+        """The trainer's logistic design with the new inputs ``names`` as more columns."""
+        return np.column_stack([logistic_design(self.data, which), self.extra(which, names)])
+
+
+def candle_paths(directory: Path) -> list[Path]:
+    return [directory / name for name in FILES]
+
+
 # --- fit and score ----------------------------------------------------------------------------
 
 
@@ -193,8 +224,13 @@ def p_up(model: Any, x: np.ndarray) -> np.ndarray:
     return np.asarray(model.predict_proba(x)[:, 1])
 
 
-def scored(test: Samples, preds: dict[str, np.ndarray], data: Sequence[SeriesData]) -> Any:
-    return score_all(DIRECTION, test, preds, data, bootstrap_samples=BOOTSTRAP_SAMPLES,
+def scored(
+    test: Samples,
+    preds: dict[str, np.ndarray],
+    data: Sequence[SeriesData],
+    bootstrap_samples: int = BOOTSTRAP_SAMPLES,
+) -> Any:
+    return score_all(DIRECTION, test, preds, data, bootstrap_samples=bootstrap_samples,
                      block_ms=int(BLOCK_HOURS * 3_600_000), seed=SEED)  # fmt: skip
 
 
@@ -267,7 +303,7 @@ def main(argv: Sequence[str]) -> int:
     started = time.monotonic()
 
     # data: the trainer's features, split and samples
-    data = prepare(from_csv([args.data / name for name in FILES]))
+    data = prepare(from_csv(candle_paths(args.data)))
     cuts = make_cuts(data, TEST_DAYS, VALIDATION_FRACTION, None, PURGE_BARS)
     samples = build_samples(data, WINDOW, cuts)
     train_all, test_all = samples.of(TRAIN), samples.of(TEST)
@@ -277,19 +313,12 @@ def main(argv: Sequence[str]) -> int:
     reproduced = scored(test_all, {"model": trainer_logistic}, data)
 
     # inputs: the new ones on one time grid, then the rows where every one is defined
-    first_ms, close, volume = aligned(data)
-    leader = next(i for i, d in enumerate(data) if d.series.base_asset == LEADER)
-    inputs = new_inputs(close, volume, leader)
-    every_new = CROSS + REGIME
-    rows = grid_rows(data, samples, first_ms)
-    defined = np.isfinite(design_of(inputs, every_new, rows, samples.series)).all(axis=1)
-    probe = samples.take(defined)
+    inputs = Inputs.of(data)
+    probe = samples.take(inputs.defined(samples))
     train, validation, test = probe.of(TRAIN), probe.of(VALIDATION), probe.of(TEST)
 
     # fit each variant on the same rows, score each against the reference on the same rows
-    def design(which: Samples, names: Sequence[str]) -> np.ndarray:
-        extra = design_of(inputs, names, grid_rows(data, which, first_ms), which.series)
-        return np.column_stack([logistic_design(data, which), extra])
+    design = inputs.design
 
     def fitted(rows: Samples) -> dict[str, Any]:
         return {name: fit(design(rows, names), rows.y_up) for name, names in VARIANTS.items()}

@@ -14,10 +14,11 @@ import pytest
 from tests.test_training_cli import SLICE, config, last_json, whalecast
 from tests.training_helpers import histories_fixture, settings_fixture
 from training.dataset import DAY_MS
+from training.folds import fold_ends
 from training.history import SeriesHistory
 from training.jobs import make_job
 from training.summary import walk_forward_table
-from training.walkforward import fold_ends, run, truncated
+from training.walkforward import run, truncated
 from whalecast.settings import Settings
 
 pytestmark = [pytest.mark.tf, pytest.mark.training]

@@ -32,7 +32,8 @@ import numpy as np
 
 from training import artifacts
 from training.baselines import STRONG
-from training.dataset import DAY_MS, iso
+from training.dataset import iso
+from training.folds import fold_ends, fold_test_days
 from training.history import SeriesHistory
 from training.horizon_fit import is_horizons
 from training.jobs import Job
@@ -50,19 +51,6 @@ from whalecast.logs import get_logger
 from whalecast.settings import Settings
 
 log = get_logger(__name__)
-
-
-def fold_ends(histories: Sequence[SeriesHistory], folds: int, fold_days: float) -> list[int]:
-    """The exclusive end (ms) of each fold's test window, oldest first; the last fold ends
-    one bar after the shortest series' last bar."""
-    if folds < 2:
-        raise ValueError(f"walk-forward needs at least 2 folds, got {folds}")
-    if fold_days <= 0:
-        raise ValueError(f"fold_days must be positive, got {fold_days}")
-    bar_ms = histories[0].series.bar_ms
-    end = min(h.last_ms for h in histories) + bar_ms
-    step = int(fold_days * DAY_MS) // bar_ms * bar_ms
-    return [end - (folds - 1 - k) * step for k in range(folds)]
 
 
 def truncated(histories: Sequence[SeriesHistory], end_ms: int) -> list[SeriesHistory]:
@@ -164,10 +152,7 @@ def run(
         )
     fold_days = fold_days or settings.training.test_days / folds
     ends = fold_ends(histories, folds, fold_days)
-    # the test period reaches back test_days from the last bar's open: one bar short of the
-    # fold's step, so each window's targets are [its start, its end) and the windows tile
-    bar_ms = histories[0].series.bar_ms
-    test_days = (ends[1] - ends[0] - bar_ms) / DAY_MS
+    test_days = fold_test_days(ends, histories[0].series.bar_ms)
     training = settings.training.model_copy(update={"test_days": test_days})
     fold_settings = settings.model_copy(update={"training": training})
     results = []
