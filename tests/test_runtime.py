@@ -32,6 +32,7 @@ from testkit.models import (
     write_model,
 )
 from tests.floats import assert_float32_close
+from whalecast.keras_split import Incremental
 
 pytestmark = pytest.mark.tf
 
@@ -285,7 +286,7 @@ def test_refuses_a_model_whose_units_are_not_its_outputs(registry: Path, backend
 
 def test_loading_models_traces_no_graph_again(registry: Path) -> None:
     """The warm-up checks call the model eagerly: loading never makes TensorFlow warn that
-    a graph was traced again for another batch shape (it used to, at every start)."""
+    a graph was traced again (it used to, at every start, and after a few reloads)."""
     seen: list[str] = []
 
     class Collect(logging.Handler):
@@ -304,6 +305,10 @@ def test_loading_models_traces_no_graph_again(registry: Path) -> None:
             for _ in range(2):
                 ModelRuntime.load(registry, f"retrace-{name}", version, "tf-function",
                                   batch_buckets=BUCKETS)  # fmt: skip
+        # every loaded version builds its own prime/step pair: six in a row, as reloads do
+        model = deep_model()
+        for n in range(1, 7):
+            Incremental(model, 24, len(FEATURE_NAMES)).prime(random_windows(n, rows=23))
     finally:
         logging.getLogger("tensorflow").removeHandler(handler)
     assert not [m for m in seen if "retracing" in m], seen

@@ -122,10 +122,12 @@ class Incremental:
         older = tf.TensorSpec((None, window - 1, n_features), tf.float32, name="older")
         #: the input signatures of the pair (the names are the ONNX graphs' input names)
         self.prime_signature = (older,)
-        # closures, not bound methods: TensorFlow counts traces per Python function, and
-        # every loaded version traces its own pair once
-        self._prime = tf.function(lambda x: self._prime_graph(x), input_signature=[older])  # noqa: PLW0108
-        shapes = [s.shape[1:] for s in self._prime(np.zeros((1, window - 1, n_features), "f4"))]
+        # Traced once each (the batch axis is free) and called as concrete functions:
+        # TensorFlow counts the traces of tf.functions by their code, which every loaded
+        # version shares, and warned of "retracing" after a few loads.
+        self._prime_function = tf.function(lambda x: self._prime_graph(x), input_signature=[older])  # noqa: PLW0108
+        self._prime = self._prime_function.get_concrete_function()
+        shapes = [s.shape[1:] for s in self._prime(tf.zeros((1, window - 1, n_features)))]
         self._counts = [len(self._states_of(layer)) for layer in self.recurrent]
         newest = tf.TensorSpec((None, 1, n_features), tf.float32, name="newest")
         states = [
@@ -133,15 +135,16 @@ class Incremental:
             for i, shape in enumerate(shapes)
         ]
         self.step_signature = (newest, *states)
-        self._step = tf.function(
+        self._step_function = tf.function(
             lambda x, *s: self._step_graph(x, *s),  # noqa: PLW0108
             input_signature=[newest, *states],
         )
+        self._step = self._step_function.get_concrete_function()
 
     @property
     def functions(self) -> tuple[Any, Any]:
-        """The traced ``(prime, step)`` pair, for export."""
-        return self._prime, self._step
+        """The ``(prime, step)`` tf.function pair, for export."""
+        return self._prime_function, self._step_function
 
     def prime(self, older: np.ndarray) -> list[np.ndarray]:
         """States ``[(n, units), ...]`` after the scaled rows ``older`` ``(n, W-1, f)``."""
