@@ -53,6 +53,16 @@ ANONYMOUS_OWNERS = frozenset({"", "unknown"})
 LAST_TIMESTAMP_S = 32_503_680_000
 
 
+def block_time_ms(timestamp: object) -> int:
+    """A transfer's block time, Unix seconds as a JSON number, in ms; both of Whale
+    Alert's formats (the websocket alert, the REST transaction) carry it so."""
+    if isinstance(timestamp, bool) or not isinstance(timestamp, int | float):
+        raise WhaleReject("malformed", "timestamp")
+    if not math.isfinite(timestamp) or not 0 < timestamp < LAST_TIMESTAMP_S:
+        raise WhaleReject("malformed", "timestamp")
+    return int(timestamp * 1000)
+
+
 def is_change(output: Mapping[str, Any], addresses: set[str], owners: set[str]) -> bool:
     """An output back to the sender: to one of the inputs' addresses, or to a named input owner."""
     address, owner = output.get("address"), str(output.get("owner") or "").lower()
@@ -122,15 +132,10 @@ def parse_alert(alert: Mapping[str, Any]) -> list[WhaleTransfer]:
     ``""``, elsewhere ``"unknown"``); an output to a named owner of an input (an
     exchange's other wallet) is change too. What remains decides the receiving side.
     """
-    timestamp = alert.get("timestamp")
-    if isinstance(timestamp, bool) or not isinstance(timestamp, int | float):
-        raise WhaleReject("malformed", "timestamp")
-    if not math.isfinite(timestamp) or not 0 < timestamp < LAST_TIMESTAMP_S:
-        raise WhaleReject("malformed", "timestamp")
+    ts_ms = block_time_ms(alert.get("timestamp"))
     blockchain, amounts = alert.get("blockchain"), alert.get("amounts")
     if not isinstance(blockchain, str) or not isinstance(amounts, list) or not amounts:
         raise WhaleReject("malformed", "blockchain or amounts")
-    ts_ms = int(timestamp * 1000)
     return [_transfer(alert, entry, blockchain, ts_ms) for entry in amounts]
 
 

@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import gzip
 import json
-import math
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from streamer.whale_alert import LAST_TIMESTAMP_S, WhaleReject, usd_or_amount
+from streamer.whale_alert import WhaleReject, block_time_ms, usd_or_amount
 from whalecast.domain import WhaleTransfer, classify_flow
 
 
@@ -50,17 +49,12 @@ def parse_transaction(tx: Mapping[str, Any]) -> WhaleTransfer:
     blockchain, symbol, timestamp = tx.get("blockchain"), tx.get("symbol"), tx.get("timestamp")
     if not isinstance(blockchain, str) or not isinstance(symbol, str) or not symbol:
         raise WhaleReject("malformed", "blockchain or symbol")
-    if isinstance(timestamp, bool) or not isinstance(timestamp, int | float):
-        raise WhaleReject("malformed", "timestamp")
-    if not math.isfinite(timestamp) or not 0 < timestamp < LAST_TIMESTAMP_S:
-        raise WhaleReject("malformed", "timestamp")
+    ts_ms = block_time_ms(timestamp)
     amount = usd_or_amount(tx.get("amount"), "amount")
     usd = usd_or_amount(tx.get("amount_usd"), "amount_usd")
     from_type, to_type = _owner_type(tx.get("from")), _owner_type(tx.get("to"))
     flow = classify_flow(from_type, to_type)
-    return WhaleTransfer(
-        int(timestamp * 1000), blockchain, symbol.upper(), amount, usd, from_type, to_type, flow
-    )
+    return WhaleTransfer(ts_ms, blockchain, symbol.upper(), amount, usd, from_type, to_type, flow)
 
 
 def parse_pages(pages: Iterable[Mapping[str, Any]]) -> WhaleHistory:
