@@ -125,7 +125,7 @@ class Incremental:
         # Traced once each (the batch axis is free) and called as concrete functions:
         # TensorFlow counts the traces of tf.functions by their code, which every loaded
         # version shares, and warned of "retracing" after a few loads.
-        self._prime_function = tf.function(lambda x: self._prime_graph(x), input_signature=[older])  # noqa: PLW0108
+        self._prime_function = tf.function(self._prime_graph, input_signature=[older])
         self._prime = self._prime_function.get_concrete_function()
         shapes = [s.shape[1:] for s in self._prime(tf.zeros((1, window - 1, n_features)))]
         self._counts = [len(self._states_of(layer)) for layer in self.recurrent]
@@ -135,10 +135,7 @@ class Incremental:
             for i, shape in enumerate(shapes)
         ]
         self.step_signature = (newest, *states)
-        self._step_function = tf.function(
-            lambda x, *s: self._step_graph(x, *s),  # noqa: PLW0108
-            input_signature=[newest, *states],
-        )
+        self._step_function = tf.function(self._step_graph, input_signature=[newest, *states])
         self._step = self._step_function.get_concrete_function()
 
     @property
