@@ -38,6 +38,7 @@ class SimulatorProcess:
         self.base_url = ""
         self.state: dict[str, Any] = {}
         self._http: aiohttp.ClientSession | None = None
+        self._drain_task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> SimulatorProcess:
         self.process = await asyncio.create_subprocess_exec(
@@ -64,6 +65,8 @@ class SimulatorProcess:
             except TimeoutError:
                 process.kill()
                 await process.wait()
+        if self._drain_task is not None:
+            await self._drain_task  # ends at end of file: the process has exited
 
     async def _banner_url(self) -> str:
         assert self.process is not None and self.process.stdout is not None
@@ -74,7 +77,7 @@ class SimulatorProcess:
             match = BANNER.match(line)
             if match:
                 # the rest of the banner is not read: drain it so the pipe never fills
-                asyncio.get_running_loop().create_task(self._drain())
+                self._drain_task = asyncio.get_running_loop().create_task(self._drain())
                 return match.group(1)
 
     async def _drain(self) -> None:
